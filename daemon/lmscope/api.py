@@ -1,0 +1,64 @@
+"""The notebook/experiment API: `trace`, `load_trace`, `load_model`.
+
+`trace(prompt, model="default")` keeps the most recently loaded model (one slot, keyed by spec,
+dtype and device) so a loop over prompts loads it once; pass a `LoadedModel` from `load_model`
+to manage it yourself.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from lmscope.models.loading import LoadedModel, ProgressFn
+from lmscope.models.loading import load_model as _load_model
+from lmscope.traces.trace import LiveModel, Trace
+from lmscope.tracing.engine import TraceOptions, run_trace
+
+_last_model: tuple[tuple[str, str | None, str], LoadedModel] | None = None
+_lock = threading.Lock()
+
+
+def load_model(
+    spec: str = "default",
+    *,
+    dtype: str | None = None,
+    device: str = "cpu",
+    progress: ProgressFn | None = None,
+) -> LoadedModel:
+    """Load a model ("default", a hub id, a save_pretrained folder or a .gguf file)."""
+    global _last_model
+    key = (spec, dtype, device)
+    with _lock:
+        if _last_model is not None and _last_model[0] == key:
+            return _last_model[1]
+        _last_model = None  # free the previous model before loading the next
+        loaded = _load_model(spec, dtype=dtype, device=device, progress=progress)
+        _last_model = (key, loaded)
+        return loaded
+
+
+def trace(
+    prompt: str,
+    model: str | LoadedModel = "default",
+    *,
+    dtype: str | None = None,
+    device: str = "cpu",
+    prepend_bos: bool = True,
+    min_threshold: float = 0.01,
+    progress: ProgressFn | None = None,
+) -> Trace:
+    """Trace `prompt`: one forward pass, then routes, heads, neurons and projections."""
+    loaded = model if isinstance(model, LoadedModel) else load_model(
+        model, dtype=dtype, device=device, progress=progress
+    )
+    options = TraceOptions(prepend_bos=prepend_bos, min_threshold=min_threshold)
+    data = run_trace(loaded, prompt, options, progress=progress)
+    return Trace(data, LiveModel(loaded, data.tokens.ids.tolist()))
+
+
+def load_trace(path: str | Path) -> Trace:
+    """Open a saved `.lmtrace` file (no model needed)."""
+    from lmscope.traces.fileformat import read_trace
+
+    return Trace(read_trace(path))

@@ -1,0 +1,150 @@
+"""Split each block's update into parts and score them (method.md, "Splitting each block's update").
+
+Pure functions of one layer's captured tensors. With attention probabilities and norm scales
+frozen at their forward values, the attention update is exactly
+
+    attn_out_i = Σ_h Σ_{j≤i} A[h,i,j] · u[h,j] + b_attn,    u[h,j] = values[j, g(h)] · W_O[h]
+
+so the part of head h carrying token j into token i is z[h,i←j] = A[h,i,j] · u[h,j].
+Shapes: n tokens, d width, H heads, dh head width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lmscope.attribution.proximity import proximity, scaled_parts_proximity
+
+# Scratch memory for one chunk of targets, sized for the worst case of
+# `scaled_parts_proximity` ([targets, H * sources, d]). The full [n, n, H, d] tensor (what
+# LM-TT materialises) never exists; smaller chunks keep the overshoot columns few.
+SCRATCH_BYTES = 64 * 2**20
+MAX_TARGETS_PER_CHUNK = 16
+
+
+@dataclass
+class LayerContributions:
+    """Contributions of one layer's parts; each step's parts sum to 1 per target.
+
+    Sequential blocks: the attention step's parts are the head parts of every edge j -> i and
+    `residual_attention[i]`; the FFN step's parts are `ffn[i]` and `residual_ffn[i]`.
+    Parallel blocks: one step with parts the head parts, `ffn` and `residual_attention`;
+    `residual_ffn` is None.
+    Only edges whose summed head contribution exceeds `keep_above` are listed, sorted by
+    (target, source); with keep_above < 0 every causal edge is.
+    """
+
+    layer: int
+    edge_target: torch.Tensor  # [e] long
+    edge_source: torch.Tensor  # [e] long
+    edge_heads: torch.Tensor  # [e, H]  c_att[i, j, h]
+    residual_attention: torch.Tensor  # [n]
+    ffn: torch.Tensor  # [n]
+    residual_ffn: torch.Tensor | None  # [n]
+
+
+def head_source_outputs(
+    values: torch.Tensor, head_output_weights: torch.Tensor, kv_of_head: torch.Tensor
+) -> torch.Tensor:
+    """u[h, j] = values[j, g(h)] · W_O[h]: what head h writes per unit attention to token j.
+
+    values: [n, H_kv, dh]; head_output_weights: [H, dh, d]; kv_of_head: [H] long -> [H, n, d].
+    """
+    per_head = values[:, kv_of_head, :]  # [n, H, dh]
+    return torch.einsum("nhk,hkd->hnd", per_head, head_output_weights.float())
+
+
+def _attention_edges(
+    whole: torch.Tensor,
+    probs: torch.Tensor,
+    source_outputs: torch.Tensor,
+    other_prox: torch.Tensor,
+    keep_above: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Score every head part z[h,i←j] = A[h,i,j]·u[h,j] (j ≤ i) against the whole at i.
+
+    whole: [n, d]; probs: [H, n, n]; source_outputs u: [H, n, d]; other_prox: [n, P] floored
+    proximities of the step's non-attention parts. Works on chunks of whole target rows within a
+    fixed scratch budget, so the full [n, n, H, d] (or even [n, n, H]) tensor never exists.
+    Returns (targets [e], sources [e], head contributions [e, H], step totals [n]).
+    """
+    n_heads, n, d = source_outputs.shape
+    chunk = max(1, min(MAX_TARGETS_PER_CHUNK, SCRATCH_BYTES // max(1, n_heads * n * d * 4)))
+    totals = torch.empty(n, dtype=torch.float32, device=whole.device)
+    targets, sources, heads = [], [], []
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        # Causal: targets in [start, stop) read sources [0, stop); later ones are masked.
+        coef = probs[:, start:stop, :stop].permute(1, 0, 2).reshape(stop - start, -1)  # [b, H*m]
+        vectors = source_outputs[:, :stop].reshape(-1, d)  # [H*m, d]
+        prox = scaled_parts_proximity(whole[start:stop], coef, vectors)
+        prox = prox.reshape(stop - start, n_heads, stop)  # [b, H, m]
+        prox = prox.permute(0, 2, 1)  # [b, m, H]
+        rows = torch.arange(start, stop, device=whole.device)
+        causal = torch.arange(stop, device=whole.device)[None, :] <= rows[:, None]  # [b, m]
+        prox = prox * causal.unsqueeze(-1)
+        total = prox.sum((1, 2)) + other_prox[start:stop].sum(-1)  # [b]
+        totals[start:stop] = total
+        contrib = prox / total[:, None, None]
+        keep = causal & (contrib.sum(-1) > keep_above)
+        t_idx, s_idx = keep.nonzero(as_tuple=True)
+        targets.append(t_idx + start)
+        sources.append(s_idx)
+        heads.append(contrib[t_idx, s_idx])
+    return torch.cat(targets), torch.cat(sources), torch.cat(heads), totals
+
+
+def attribute_sequential(
+    layer: int,
+    resid_in: torch.Tensor,
+    attn_out: torch.Tensor,
+    probs: torch.Tensor,
+    source_outputs: torch.Tensor,
+    ffn_out: torch.Tensor,
+    resid_out: torch.Tensor,
+    keep_above: float,
+) -> LayerContributions:
+    """Pre-norm sequential block: x~ = x + attn, x' = x~ + f. Tensors as in LayerCapture."""
+    mid = resid_in + attn_out  # x~_i  [n, d]
+    residual = proximity(mid, resid_in.unsqueeze(1))  # [n, 1]
+    targets, sources, heads, totals = _attention_edges(
+        mid, probs, source_outputs, residual, keep_above
+    )
+    ffn_prox = proximity(resid_out, torch.stack([ffn_out, mid], dim=1))  # [n, 2]
+    ffn_c = ffn_prox / ffn_prox.sum(-1, keepdim=True)
+    return LayerContributions(
+        layer=layer,
+        edge_target=targets,
+        edge_source=sources,
+        edge_heads=heads,
+        residual_attention=residual[:, 0] / totals,
+        ffn=ffn_c[:, 0],
+        residual_ffn=ffn_c[:, 1],
+    )
+
+
+def attribute_parallel(
+    layer: int,
+    resid_in: torch.Tensor,
+    probs: torch.Tensor,
+    source_outputs: torch.Tensor,
+    ffn_out: torch.Tensor,
+    resid_out: torch.Tensor,
+    keep_above: float,
+) -> LayerContributions:
+    """Parallel block x' = x + attn + f: one step whose parts are every z, f_i and x_i."""
+    others = proximity(resid_out, torch.stack([ffn_out, resid_in], dim=1))  # [n, 2]
+    targets, sources, heads, totals = _attention_edges(
+        resid_out, probs, source_outputs, others, keep_above
+    )
+    return LayerContributions(
+        layer=layer,
+        edge_target=targets,
+        edge_source=sources,
+        edge_heads=heads,
+        residual_attention=others[:, 1] / totals,
+        ffn=others[:, 0] / totals,
+        residual_ffn=None,
+    )

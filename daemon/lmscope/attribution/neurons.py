@@ -1,0 +1,56 @@
+"""Neuron-level attribution of an FFN node (method.md, "Neuron step").
+
+For FFN node (l, i) the parts are every neuron's write a[i,k] · W_out[k] plus the non-neuron
+part x'_i − f_i (the residual the FFN update is added to); the whole is x'_i. The output bias
+b_out belongs to no part. Shapes: F nodes, d_ffn neurons, d width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lmscope.attribution.proximity import EPSILON, scaled_parts_proximity
+
+SCRATCH_BYTES = 64 * 2**20  # worst case of scaled_parts_proximity: [nodes, d_ffn, d]
+MAX_NODES_PER_CHUNK = 8  # few nodes per chunk keep the overshoot columns few
+
+
+@dataclass
+class NeuronContributions:
+    contribution: torch.Tensor  # [F, d_ffn] normalised with the rest part
+    rest: torch.Tensor  # [F]
+
+
+def neuron_contributions(
+    activations: torch.Tensor,
+    output_weights: torch.Tensor,
+    whole: torch.Tensor,
+    rest: torch.Tensor,
+) -> NeuronContributions:
+    """activations: [F, d_ffn]; output_weights W_out: [d_ffn, d]; whole x': [F, d];
+    rest x' − f: [F, d] -> contributions of every neuron and of the rest part."""
+    n_nodes, d_ffn = activations.shape
+    d = output_weights.shape[1]
+    prox = torch.empty(n_nodes, d_ffn, dtype=torch.float32, device=activations.device)
+    chunk = max(1, min(MAX_NODES_PER_CHUNK, SCRATCH_BYTES // max(1, d_ffn * d * 4)))
+    for start in range(0, n_nodes, chunk):
+        stop = min(n_nodes, start + chunk)
+        prox[start:stop] = scaled_parts_proximity(
+            whole[start:stop], activations[start:stop], output_weights
+        )
+    rest_prox = (whole.abs() - (whole - rest).abs()).sum(-1).clamp_min(EPSILON)  # [F]
+    total = prox.sum(-1) + rest_prox
+    return NeuronContributions(contribution=prox / total[:, None], rest=rest_prox / total)
+
+
+def top_neurons(
+    contribution: torch.Tensor, activations: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The k strongest neurons per node, strongest first: (index, contribution, activation),
+    each [F, k]. Ties break by neuron index so results are deterministic."""
+    k = min(k, contribution.shape[-1])
+    # A stable sort on descending contribution keeps lower neuron ids first among equals.
+    order = torch.sort(contribution, dim=-1, descending=True, stable=True).indices[:, :k]
+    return order, contribution.gather(1, order), activations.gather(1, order)

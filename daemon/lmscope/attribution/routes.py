@@ -1,0 +1,218 @@
+"""Routes: thresholded edges reachable top-down from an output node (method.md, "Threshold τ
+and the route").
+
+`ContributionGraph` answers "which edges enter this node at threshold τ, and with what weight"
+from the stored contributions of a trace (dense residual/FFN values, sparse attention edges with
+every head). A route expands only nodes already on it (lazy), which equals reachability in the
+full thresholded graph (`full_graph_edges`), tested.
+
+Renormalise mode thresholds every part (heads one by one, the residual and the FFN too) of one
+target representation and divides the survivors by their own sum; raw mode sums heads into
+token edges and keeps those above τ.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+import numpy as np
+
+from lmscope.attribution.graph import (
+    ATTENTION_EDGE,
+    FFN_EDGE,
+    RAW,
+    RENORMALIZE,
+    RESIDUAL_EDGE,
+    THRESHOLD_MODES,
+    Edge,
+    Node,
+    Route,
+)
+from lmscope.traces.data import (
+    EMBEDDING,
+    FFN,
+    POST_ATTENTION,
+    RESIDUAL,
+    AttentionEdges,
+    BlockContributions,
+)
+
+
+class ContributionGraph:
+    """The information-flow graph of one trace, thresholded on demand."""
+
+    def __init__(
+        self,
+        blocks: BlockContributions,
+        edges: AttentionEdges,
+        n_layers: int,
+        n_tokens: int,
+        parallel_blocks: bool,
+    ) -> None:
+        self.blocks = blocks
+        self.edges = edges
+        self.n_layers = n_layers
+        self.n_tokens = n_tokens
+        self.parallel_blocks = parallel_blocks
+        # Edges are sorted by (layer, target, source): offsets[l*n + i] .. offsets[l*n + i + 1]
+        # are the edges entering target (l, i).
+        keys = edges.layer.astype(np.int64) * n_tokens + edges.target.astype(np.int64)
+        self._offsets = np.searchsorted(keys, np.arange(n_layers * n_tokens + 1), side="left")
+        self._edge_sums = edges.head_contributions.sum(-1) if len(keys) else np.zeros(0)
+
+    # --- nodes -------------------------------------------------------------------------------
+    def output_node(self, token: int) -> Node:
+        return Node(RESIDUAL, self.n_layers - 1, token)
+
+    def previous(self, layer: int, position: int) -> Node:
+        """prev(l, i): the residual entering layer l at position i."""
+        if layer == 0:
+            return Node(EMBEDDING, 0, position)
+        return Node(RESIDUAL, layer - 1, position)
+
+    def _edge_range(self, layer: int, target: int) -> slice:
+        key = layer * self.n_tokens + target
+        return slice(int(self._offsets[key]), int(self._offsets[key + 1]))
+
+    # --- one target representation -----------------------------------------------------------
+    def _mixing_step(
+        self, layer: int, target: int, threshold: float, mode: str, extra: Iterable[float]
+    ) -> tuple[list[float], list[tuple[int, float, tuple[float, ...]]]]:
+        """Weights of one step with attention parts: the non-attention parts (`extra`, in
+        order) and the kept attention edges as (source, weight, per-head weights)."""
+        span = self._edge_range(layer, target)
+        heads = self.edges.head_contributions[span]  # [e, H]
+        sources = self.edges.source[span]
+        extra = list(extra)
+        if mode == RAW:
+            kept_extra = [c if c > threshold else 0.0 for c in extra]
+            sums = self._edge_sums[span]
+            attention = [
+                (int(j), float(s), tuple(float(h) for h in row))
+                for j, s, row in zip(sources, sums, heads)
+                if s > threshold
+            ]
+            return kept_extra, attention
+        surviving = np.where(heads > threshold, heads, 0.0)
+        kept_extra = [c if c > threshold else 0.0 for c in extra]
+        total = float(surviving.sum(dtype=np.float64)) + sum(kept_extra)
+        if total <= 0.0:
+            return [0.0] * len(extra), []
+        kept_extra = [c / total for c in kept_extra]
+        attention = []
+        for j, row in zip(sources, surviving):
+            if row.any():
+                per_head = tuple(float(h) / total for h in row)
+                attention.append((int(j), float(sum(per_head)), per_head))
+        return kept_extra, attention
+
+    def _pair_step(self, first: float, second: float, threshold: float, mode: str):
+        """A two-part step (the FFN step of a sequential block)."""
+        kept = [c if c > threshold else 0.0 for c in (first, second)]
+        if mode == RAW:
+            return kept
+        total = sum(kept)
+        return [c / total for c in kept] if total > 0 else [0.0, 0.0]
+
+    def incoming(self, node: Node, threshold: float, mode: str) -> list[Edge]:
+        """The kept edges entering `node` at threshold τ in `mode`."""
+        if mode not in THRESHOLD_MODES:
+            raise ValueError(f"unknown threshold mode {mode!r}")
+        layer, i = node.layer, node.position
+        blocks = self.blocks
+        found: list[Edge] = []
+        if node.kind == EMBEDDING:
+            return found
+        if self.parallel_blocks:
+            prev = self.previous(layer, i)
+            (residual, ffn), attention = self._mixing_step(
+                layer,
+                i,
+                threshold,
+                mode,
+                (float(blocks.residual_attention[layer, i]), float(blocks.ffn[layer, i])),
+            )
+            mid = Node(FFN, layer, i)
+            if node.kind == FFN:
+                return [Edge(FFN_EDGE, prev, node, ffn)] if ffn > 0 else []
+            if residual > 0:
+                found.append(Edge(RESIDUAL_EDGE, prev, node, residual))
+            for j, weight, heads in attention:
+                found.append(Edge(ATTENTION_EDGE, self.previous(layer, j), node, weight, heads))
+            if ffn > 0:
+                found.append(Edge(FFN_EDGE, mid, node, ffn))
+            return found
+        after_attention = Node(POST_ATTENTION, layer, i)
+        if node.kind == POST_ATTENTION:
+            (residual,), attention = self._mixing_step(
+                layer, i, threshold, mode, (float(blocks.residual_attention[layer, i]),)
+            )
+            if residual > 0:
+                found.append(Edge(RESIDUAL_EDGE, self.previous(layer, i), node, residual))
+            for j, weight, heads in attention:
+                found.append(Edge(ATTENTION_EDGE, self.previous(layer, j), node, weight, heads))
+            return found
+        assert blocks.residual_ffn is not None
+        ffn, residual = self._pair_step(
+            float(blocks.ffn[layer, i]), float(blocks.residual_ffn[layer, i]), threshold, mode
+        )
+        if node.kind == FFN:
+            return [Edge(FFN_EDGE, after_attention, node, ffn)] if ffn > 0 else []
+        if residual > 0:
+            found.append(Edge(RESIDUAL_EDGE, after_attention, node, residual))
+        if ffn > 0:
+            found.append(Edge(FFN_EDGE, Node(FFN, layer, i), node, ffn))
+        return found
+
+    # --- routes ------------------------------------------------------------------------------
+    def route(self, token: int, threshold: float, mode: str = RENORMALIZE) -> Route:
+        """Edges reachable top-down from R(L-1, token), expanding only nodes on the route."""
+        route = Route(
+            token=token,
+            threshold=threshold,
+            mode=mode,
+            n_layers=self.n_layers,
+            n_tokens=self.n_tokens,
+            parallel_blocks=self.parallel_blocks,
+        )
+        route.edges = self._reach([self.output_node(token)], threshold, mode)
+        return route
+
+    def _reach(self, starts: list[Node], threshold: float, mode: str) -> list[Edge]:
+        seen = set(starts)
+        queue = deque(starts)
+        edges: list[Edge] = []
+        while queue:
+            node = queue.popleft()
+            for edge in self.incoming(node, threshold, mode):
+                edges.append(edge)
+                if edge.source not in seen:
+                    seen.add(edge.source)
+                    queue.append(edge.source)
+        return edges
+
+    def all_nodes(self) -> list[Node]:
+        nodes = [Node(EMBEDDING, 0, i) for i in range(self.n_tokens)]
+        kinds = (FFN, RESIDUAL) if self.parallel_blocks else (POST_ATTENTION, FFN, RESIDUAL)
+        for layer in range(self.n_layers):
+            for i in range(self.n_tokens):
+                nodes.extend(Node(kind, layer, i) for kind in kinds)
+        return nodes
+
+    def full_graph_edges(self, threshold: float, mode: str = RENORMALIZE) -> list[Edge]:
+        """Every kept edge of the whole graph (not only one route)."""
+        return [e for node in self.all_nodes() for e in self.incoming(node, threshold, mode)]
+
+    def reachable_from_outputs(self, threshold: float) -> set[Node]:
+        """Nodes on the route of *some* output token at τ in either mode.
+
+        Raw mode's graph contains renormalise mode's (a surviving head c_h > τ implies its
+        edge's sum > τ; residual and FFN parts are kept by the same test), and graphs shrink
+        as τ grows, so this set at min_threshold covers every route a trace can be asked for.
+        """
+        starts = [self.output_node(t) for t in range(self.n_tokens)]
+        found = set(starts)
+        for edge in self._reach(starts, threshold, RAW):
+            found.add(edge.source)
+        return found

@@ -1,0 +1,178 @@
+"""The one narrow interface between a transformers model and lmscope's tracing engine.
+
+An adapter says *where* things live in a model's module tree (so hooks can capture them) and
+gives the few weights the method needs (per-head output maps, FFN output rows, unembedding,
+final norm). The engine never touches a model except through this interface, so supporting a new
+family means writing one small adapter, not touching the attribution code.
+
+Shapes: d = d_model, H = query heads, H_kv = key/value heads, dh = head width,
+d_ffn = FFN width, V = vocabulary, n = tokens.
+
+Architecture invariants an adapter guarantees (tested for every family on tiny models):
+- `values_from_output(l, out)` are the value vectors *without* the value bias (method.md folds
+  b_V into the attention block's constant `attention_bias(l)`);
+- Σ_h Σ_j A[h,i,j] · values[j, g(h)] · W_O[h] + attention_bias(l) == attention block output_i;
+- Σ_k act[i,k] · W_out[k] + ffn_bias(l) == FFN block output_i.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import nn
+
+from lmscope.errors import UnsupportedModelError
+
+
+class ArchitectureAdapter(ABC):
+    """Where a model family keeps its parts, and the weights the method needs."""
+
+    family: str = ""
+    parallel_blocks: bool = False  # attention and FFN both read the layer input
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        config = model.config
+        self.model_type: str = config.model_type
+        self.n_layers: int = len(self.layers())
+        self.vocab_size: int = int(self.unembedding_weight().shape[0])
+
+    # --- sizes -------------------------------------------------------------------------------
+    n_heads: int
+    n_kv_heads: int
+    d_model: int
+    d_head: int
+    d_ffn: int
+    context_length: int
+
+    def kv_head_of(self, head: int) -> int:
+        """g(h): the key/value head a query head reads (GQA/MQA, transformers' repeat_kv)."""
+        return head // (self.n_heads // self.n_kv_heads)
+
+    # --- modules to hook ---------------------------------------------------------------------
+    @abstractmethod
+    def layers(self) -> list[nn.Module]:
+        """The decoder layers, in order; their input/output are the residual stream."""
+
+    @abstractmethod
+    def attention(self, layer: int) -> nn.Module:
+        """The attention block: output[0] is its update [1, n, d], output[1] probs [1, H, n, n]."""
+
+    @abstractmethod
+    def value_module(self, layer: int) -> nn.Module:
+        """The module whose output contains the value vectors (v_proj, or a fused qkv)."""
+
+    @abstractmethod
+    def values_from_output(self, layer: int, output: torch.Tensor) -> torch.Tensor:
+        """Value vectors without bias from `value_module`'s output [1, n, *]: [n, H_kv, dh]."""
+
+    @abstractmethod
+    def ffn(self, layer: int) -> nn.Module:
+        """The FFN block: its output [1, n, d] is the update f (output bias included)."""
+
+    @abstractmethod
+    def ffn_down(self, layer: int) -> nn.Module:
+        """The FFN's output projection: its *input* [1, n, d_ffn] are the neuron activations."""
+
+    # --- weights -----------------------------------------------------------------------------
+    @abstractmethod
+    def head_output_weights(self, layer: int) -> torch.Tensor:
+        """W_O split per head: [H, dh, d]."""
+
+    @abstractmethod
+    def attention_bias(self, layer: int) -> torch.Tensor:
+        """b_attn = b_O + Σ_h b_V[g(h)] · W_O[h]: [d] (zeros when the model has no biases)."""
+
+    @abstractmethod
+    def ffn_output_weights(self, layer: int) -> torch.Tensor:
+        """W_out rows, one per neuron: [d_ffn, d]."""
+
+    @abstractmethod
+    def ffn_bias(self, layer: int) -> torch.Tensor:
+        """b_out: [d] (zeros when absent)."""
+
+    @abstractmethod
+    def final_norm(self) -> nn.Module:
+        """The norm applied before the unembedding."""
+
+    def unembedding_weight(self) -> torch.Tensor:
+        """W_U: [V, d]."""
+        return self.model.get_output_embeddings().weight
+
+    def unembedding_bias(self) -> torch.Tensor | None:
+        """b_U: [V] or None."""
+        return getattr(self.model.get_output_embeddings(), "bias", None)
+
+    @abstractmethod
+    def frozen_final_norm(self, update: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """The final norm applied to `update` [..., d] with its scale frozen at `residual`'s
+        [..., d] and without the norm's bias: the linear map used for direct logit attribution."""
+
+
+def zero_vector(weight: torch.Tensor, width: int) -> torch.Tensor:
+    """A zero bias of `width` on `weight`'s dtype and device (for bias-free models)."""
+    return torch.zeros(width, dtype=weight.dtype, device=weight.device)
+
+
+def rms_frozen(
+    update: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float, offset: float
+) -> torch.Tensor:
+    """RMSNorm of `update` with the 1/rms of `residual` (float32)."""
+    residual = residual.float()
+    inv_rms = torch.rsqrt(residual.pow(2).mean(-1, keepdim=True) + eps)
+    return update.float() * inv_rms * (weight.float() + offset)
+
+
+def layernorm_frozen(
+    update: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+) -> torch.Tensor:
+    """LayerNorm of `update` (centred, it is linear) with the 1/σ of `residual`, no bias."""
+    residual = residual.float()
+    inv_std = torch.rsqrt(residual.var(-1, keepdim=True, unbiased=False) + eps)
+    update = update.float()
+    return (update - update.mean(-1, keepdim=True)) * inv_std * weight.float()
+
+
+_REGISTRY: dict[str, type[ArchitectureAdapter]] = {}
+
+
+def register(*model_types: str):
+    """Class decorator: the adapter handles these `config.model_type`s."""
+
+    def wrap(cls: type[ArchitectureAdapter]) -> type[ArchitectureAdapter]:
+        for name in model_types:
+            _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def supported_model_types() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def adapter_for(model: nn.Module) -> ArchitectureAdapter:
+    """The adapter for a loaded causal LM, or UnsupportedModelError naming what is supported."""
+    # Import the families so they register themselves.
+    from lmscope.models import gpt2, gpt_neox, llama  # noqa: F401
+
+    model_type = getattr(model.config, "model_type", "?")
+    cls = _REGISTRY.get(model_type)
+    if cls is None:
+        raise UnsupportedModelError(
+            f"unsupported architecture '{model_type}': lmscope supports "
+            + ", ".join(supported_model_types())
+        )
+    return cls(model)
+
+
+__all__ = [
+    "ArchitectureAdapter",
+    "adapter_for",
+    "layernorm_frozen",
+    "register",
+    "rms_frozen",
+    "supported_model_types",
+    "zero_vector",
+]

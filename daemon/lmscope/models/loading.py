@@ -1,0 +1,569 @@
+"""Turn a model spec ("default", a hub id, a folder, a .gguf file) into a ready model + tokenizer.
+
+Every model lmscope traces comes through `load_model`: eval mode, gradients off, eager attention
+(the tracer needs the attention probabilities, which SDPA/flash kernels never materialise), and
+never any remote code. Everything the user can get wrong ends as one `ModelLoadError` line.
+
+Also here: the lmscope cache directory and the weight-file hashes that identify a model in a
+trace (`content_hash`), cached per file so that a start does not rehash hundreds of megabytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import json
+import os
+import re
+import tempfile
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from lmscope.errors import LmscopeError, ModelLoadError
+
+if TYPE_CHECKING:
+    import transformers
+
+ProgressFn = Callable[[str, "float | None"], None]
+
+SPEC_HELP = (
+    'expected "default", a Hugging Face hub id (org/name), a folder saved with save_pretrained, '
+    "or a .gguf file"
+)
+
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
+
+# A hub id is `name` or `org/name` made of letters, digits, '.', '_' and '-'.
+_HUB_ID = re.compile(r"(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*")
+
+# Above this total, hashing every byte costs seconds per start; sample instead.
+SAMPLE_ABOVE_BYTES = 2 * 1024**3
+SAMPLE_BYTES = 16 * 1024**2
+
+# transformers' logging and the GGUF progress hook are process-global; one load at a time.
+_LOAD_LOCK = threading.RLock()
+
+# Files any tokenizer saved with save_pretrained leaves behind (fast, sentencepiece, BPE).
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "vocab.json",
+    "spiece.model",
+)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for tracing, and where it came from."""
+
+    model: transformers.PreTrainedModel  # eval mode, eager attention, requires_grad off
+    tokenizer: transformers.PreTrainedTokenizerBase
+    spec: str  # what the user asked for
+    name: str  # display name
+    source: str  # "default" | "hub" | "folder" | "gguf"
+    content_hash: str  # "sha256:<hex>", "sha256-sampled:<hex>" or "revision:<sha>"
+    dtype: torch.dtype
+    device: str  # "cpu", "cuda:0", ...
+
+
+def _report(progress: ProgressFn | None, message: str, fraction: float | None = None) -> None:
+    if progress is not None:
+        progress(message, fraction)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0].strip() if text else type(exc).__name__
+
+
+# --- dtype and device -------------------------------------------------------------------------
+
+
+def resolve_dtype(name: str | torch.dtype | None) -> torch.dtype:
+    """Map "float32"/"fp32", "float16"/"fp16", "bfloat16"/"bf16" (or None: float32) to a dtype."""
+    if name is None:
+        return torch.float32
+    if isinstance(name, torch.dtype):
+        if name in _DTYPES.values():
+            return name
+        raise LmscopeError(f"unsupported dtype {name}: expected float32, float16 or bfloat16")
+    dtype = _DTYPES.get(str(name).strip().lower().removeprefix("torch."))
+    if dtype is None:
+        raise LmscopeError(f"unknown dtype '{name}': expected float32, float16 or bfloat16")
+    return dtype
+
+
+def resolve_device(name: str | None) -> str:
+    """Map "cpu", "cuda", "cuda:N", "mps" or "auto" to a concrete device string, or raise."""
+    text = (name or "cpu").strip().lower()
+    if text == "auto":
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    if text == "cpu":
+        return "cpu"
+    if text == "mps":
+        if not torch.backends.mps.is_available():
+            raise LmscopeError("device 'mps' asked for, but Apple MPS is not available here")
+        return "mps"
+    match = re.fullmatch(r"cuda(?::(\d+))?", text)
+    if match is None:
+        raise LmscopeError(f"unknown device '{name}': expected cpu, cuda, cuda:N, mps or auto")
+    if not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise LmscopeError(
+            f"device '{name}' asked for, but no CUDA GPU is available (torch {torch.__version__}, "
+            f"{build}); use --device cpu"
+        )
+    index = int(match.group(1) or 0)
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise LmscopeError(f"device '{name}' does not exist: this machine has {count} CUDA GPU(s)")
+    return f"cuda:{index}"
+
+
+# --- cache directory and hashes ---------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    """lmscope's cache: $LMSCOPE_CACHE_DIR, else $XDG_CACHE_HOME/lmscope, else ~/.cache/lmscope."""
+    explicit = os.environ.get("LMSCOPE_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return (base / "lmscope").resolve()
+
+
+def _hash_cache_file() -> Path:
+    return cache_dir() / "file-hashes.json"
+
+
+def _read_hash_cache() -> dict[str, Any]:
+    try:
+        data = json.loads(_hash_cache_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_hash_cache(entries: dict[str, Any]) -> None:
+    # Best effort: a read-only cache only costs a rehash next time. Entries of vanished files
+    # are dropped so the file stays small.
+    entries = {k: v for k, v in entries.items() if os.path.exists(k.split("|", 1)[1])}
+    target = _hash_cache_file()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".file-hashes.", dir=target.parent)
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(entries, f, indent=0, sort_keys=True)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache folder may be shared
+        os.replace(tmp, target)  # atomic: readers never see a half-written file
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def _digest_file(path: Path, sampled: bool) -> str:
+    digest = hashlib.sha256()
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        if sampled:
+            digest.update(str(size).encode())
+            digest.update(f.read(SAMPLE_BYTES))
+            f.seek(max(size - SAMPLE_BYTES, 0))
+            digest.update(f.read(SAMPLE_BYTES))
+        else:
+            while chunk := f.read(4 * 1024**2):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | Path, *, sampled: bool = False) -> str:
+    """Hex sha256 of a file (or of its size + first and last 16 MiB), cached by path+size+mtime."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = f"{'sampled' if sampled else 'full'}|{path}"
+    cache = _read_hash_cache()
+    entry = cache.get(key)
+    if (
+        isinstance(entry, dict)
+        and entry.get("size") == stat.st_size
+        and entry.get("mtime_ns") == stat.st_mtime_ns
+        and isinstance(entry.get("sha256"), str)
+    ):
+        return entry["sha256"]
+    hexdigest = _digest_file(path, sampled)
+    cache = _read_hash_cache()  # re-read: another process may have added entries meanwhile
+    cache[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": hexdigest}
+    _write_hash_cache(cache)
+    return hexdigest
+
+
+def weights_hash(files: list[Path]) -> str:
+    """Content hash of a model's weight files: "sha256:<hex>" or, above 2 GB, "sha256-sampled:".
+
+    One file hashes to its own sha256 (comparable with `sha256sum`); several files hash to the
+    sha256 of their sorted "name size sha256" lines.
+    """
+    files = sorted(files, key=lambda p: p.name)
+    sampled = sum(p.stat().st_size for p in files) > SAMPLE_ABOVE_BYTES
+    prefix = "sha256-sampled" if sampled else "sha256"
+    digests = [file_sha256(p, sampled=sampled) for p in files]
+    if len(files) == 1 and not sampled:
+        return f"{prefix}:{digests[0]}"
+    lines = "".join(
+        f"{p.name} {p.stat().st_size} {d}\n" for p, d in zip(files, digests, strict=True)
+    )
+    return f"{prefix}:{hashlib.sha256(lines.encode()).hexdigest()}"
+
+
+# --- quiet loading ----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def quiet_transformers(
+    progress: ProgressFn | None = None, what: str = "reading GGUF"
+) -> Iterator[None]:
+    """Silence transformers while loading: no warnings, no progress bars, nothing on stdout.
+
+    transformers' GGUF reader uses its own tqdm bar (not switchable through transformers'
+    logging), so that bar is swapped for one that reports through `progress` instead.
+    """
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    gguf_module: Any = importlib.import_module("transformers.modeling_gguf_pytorch_utils")
+    gguf_tqdm = getattr(gguf_module, "tqdm", None)
+
+    def tracked(iterable: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        total = len(iterable) if hasattr(iterable, "__len__") else 0
+        step = max(total // 20, 1)
+        for i, item in enumerate(iterable):
+            if total and i % step == 0:
+                _report(progress, what, i / total)
+            yield item
+
+    with _LOAD_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        if gguf_tqdm is not None:
+            gguf_module.tqdm = tracked
+        try:
+            yield
+        finally:
+            if gguf_tqdm is not None:
+                gguf_module.tqdm = gguf_tqdm
+            hf_logging.set_verbosity(verbosity)
+            if bars:
+                hf_logging.enable_progress_bar()
+
+
+# Errors transformers, safetensors and the OS raise for bad files, missing files, bad configs,
+# size mismatches and memory exhaustion: all the user's to fix, so all become one line.
+def _load_errors() -> tuple[type[BaseException], ...]:
+    import safetensors
+
+    return (OSError, ValueError, KeyError, ImportError, RuntimeError, safetensors.SafetensorError)
+
+
+def _finish(
+    model: Any, dtype: torch.dtype, device: str, progress: ProgressFn | None, *, mapped: bool = True
+) -> Any:
+    """Eval mode, no gradients, on the device; `mapped` weights are copied into plain memory."""
+    if getattr(model, "hf_quantizer", None) is not None:
+        # GGUF weights are dequantised on load; the quantizer only blocks save/move.
+        model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.eval()
+    model.requires_grad_(False)
+    if device == "cpu" and mapped:
+        # safetensors leaves CPU weights memory-mapped; the kernel may evict those file-backed
+        # pages under memory pressure, which shows up as multi-second stalls mid-trace.
+        # `parameters()`/`buffers()` yield shared tensors once, so tied weights stay tied.
+        for tensor in (*model.parameters(), *model.buffers()):
+            tensor.data = tensor.data.clone()
+    if str(next(model.parameters()).device) != device:
+        _report(progress, f"moving model to {device}")
+        model.to(device)
+    if model.dtype != dtype:
+        model.to(dtype)
+    return model
+
+
+def _check_missing(model_info: dict[str, Any], where: str) -> None:
+    missing = sorted(model_info.get("missing_keys") or ())
+    if missing:
+        raise ModelLoadError(
+            f"{where} lacks weights for {len(missing)} parameter(s) (e.g. {missing[0]}): "
+            "the checkpoint does not match its config.json"
+        )
+
+
+# --- folders ----------------------------------------------------------------------------------
+
+
+def _inspect_folder(folder: Path) -> list[Path]:
+    """Check a save_pretrained folder before transformers sees it; return its weight files."""
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        if (folder / "adapter_config.json").is_file():
+            raise ModelLoadError(
+                f"{folder} holds a PEFT adapter, not a full model: merge it into its base model "
+                "(merge_and_unload) and save_pretrained the result"
+            )
+        raise ModelLoadError(
+            f"no config.json in {folder}: expected a folder saved with save_pretrained"
+        )
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read {config_file}: {_first_line(exc)}") from None
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"cannot read {config_file}: not a JSON object")
+    if config.get("auto_map"):
+        raise ModelLoadError(
+            f"{folder} needs its own model code (auto_map in config.json); lmscope never runs "
+            "remote code (trust_remote_code is always off)"
+        )
+    safetensors = sorted(
+        p for p in folder.glob("*.safetensors") if not p.name.startswith("adapter_model")
+    )
+    weights = safetensors or sorted(folder.glob("pytorch_model*.bin"))
+    if not weights:
+        raise ModelLoadError(
+            f"no model weights in {folder}: expected model.safetensors (or pytorch_model.bin) "
+            "saved with save_pretrained"
+        )
+    if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
+        raise ModelLoadError(
+            f"no tokenizer in {folder}: save the tokenizer there too (tokenizer.save_pretrained)"
+        )
+    return weights
+
+
+def load_folder(
+    folder: Path,
+    *,
+    dtype: torch.dtype,
+    device: str,
+    progress: ProgressFn | None = None,
+) -> tuple[Any, Any, list[Path]]:
+    """Load model and tokenizer from a save_pretrained folder; return them and the weight files."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    weights = _inspect_folder(folder)
+    use_safetensors = True if weights[0].suffix == ".safetensors" else None
+    with quiet_transformers(progress):
+        try:
+            _report(progress, "loading tokenizer")
+            tokenizer = AutoTokenizer.from_pretrained(
+                str(folder), trust_remote_code=False, local_files_only=True
+            )
+            _report(progress, "loading model")
+            loaded: Any = AutoModelForCausalLM.from_pretrained(
+                str(folder),
+                dtype=dtype,
+                attn_implementation="eager",
+                trust_remote_code=False,
+                local_files_only=True,
+                use_safetensors=use_safetensors,
+                device_map=None if device == "cpu" else {"": device},
+                output_loading_info=True,
+            )
+            model, info = loaded
+        except _load_errors() as exc:
+            raise ModelLoadError(f"cannot load the model in {folder}: {_first_line(exc)}") from None
+    _check_missing(info, str(folder))
+    return _finish(model, dtype, device, progress), tokenizer, weights
+
+
+# --- GGUF -------------------------------------------------------------------------------------
+
+
+def read_gguf(
+    path: Path, *, dtype: torch.dtype = torch.float32, progress: ProgressFn | None = None
+) -> tuple[Any, Any]:
+    """Model and tokenizer from a GGUF file through transformers (slow: ~15 s for 135 M)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with quiet_transformers(progress, "reading GGUF weights"):
+        try:
+            _report(progress, "reading GGUF tokenizer")
+            tokenizer = AutoTokenizer.from_pretrained(
+                str(path.parent), gguf_file=path.name, trust_remote_code=False
+            )
+            _report(progress, "reading GGUF weights", 0.0)
+            model = AutoModelForCausalLM.from_pretrained(
+                str(path.parent),
+                gguf_file=path.name,
+                dtype=dtype,
+                attn_implementation="eager",
+                trust_remote_code=False,
+            )
+        except _load_errors() as exc:
+            raise ModelLoadError(f"cannot load GGUF file {path}: {_first_line(exc)}") from None
+    return model, tokenizer
+
+
+# --- hub --------------------------------------------------------------------------------------
+
+
+def _hub_offline() -> bool:
+    flags = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
+    if any(f.strip().lower() in {"1", "true", "yes", "on"} for f in flags):
+        return True
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _hub_error(spec: str, exc: BaseException, offline: bool) -> ModelLoadError:
+    text = str(exc)
+    if offline and ("cached" in text or "offline" in text.lower() or "local" in text.lower()):
+        return ModelLoadError(
+            f"unknown model '{spec}': no such folder, and not in the local Hugging Face cache "
+            f"(HF_HUB_OFFLINE is set); {SPEC_HELP}"
+        )
+    if "valid model identifier" in text or "404" in text:
+        return ModelLoadError(
+            f"unknown model '{spec}': not on the Hugging Face hub (if it is gated or private, "
+            f"log in with `hf auth login`); {SPEC_HELP}"
+        )
+    if "couldn't connect" in text.lower() or "connection" in text.lower():
+        return ModelLoadError(
+            f"cannot reach the Hugging Face hub to fetch '{spec}', and it is not in the local cache"
+        )
+    return ModelLoadError(f"cannot load '{spec}' from the Hugging Face hub: {_first_line(exc)}")
+
+
+def _hub_revision(hub_id: str) -> str:
+    """The commit of the cached snapshot that was loaded: its folder is snapshots/<commit>/."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(hub_id, "config.json")
+    return Path(found).parent.name if isinstance(found, str) else "unknown"
+
+
+def _load_hub(
+    hub_id: str, *, dtype: torch.dtype, device: str, progress: ProgressFn | None
+) -> tuple[Any, Any, str]:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    offline = _hub_offline()
+    common = {"trust_remote_code": False, "local_files_only": offline}
+    with quiet_transformers(progress):
+        try:
+            _report(progress, f"fetching {hub_id}")
+            config = AutoConfig.from_pretrained(hub_id, **common)
+            if getattr(config, "auto_map", None):
+                raise ModelLoadError(
+                    f"'{hub_id}' needs its own model code (auto_map in config.json); lmscope "
+                    "never runs remote code (trust_remote_code is always off)"
+                )
+            _report(progress, "loading tokenizer")
+            tokenizer = AutoTokenizer.from_pretrained(hub_id, **common)
+            _report(progress, "loading model")
+            loaded: Any = AutoModelForCausalLM.from_pretrained(
+                hub_id,
+                config=config,
+                dtype=dtype,
+                attn_implementation="eager",
+                device_map=None if device == "cpu" else {"": device},
+                output_loading_info=True,
+                **common,
+            )
+            model, info = loaded
+        except ModelLoadError:
+            raise
+        except _load_errors() as exc:
+            raise _hub_error(hub_id, exc, offline) from None
+    _check_missing(info, f"'{hub_id}'")
+    return _finish(model, dtype, device, progress), tokenizer, f"revision:{_hub_revision(hub_id)}"
+
+
+# --- entry point ------------------------------------------------------------------------------
+
+
+def _looks_like_path(spec: str) -> bool:
+    return spec.startswith((".", "/", "~", "\\")) or "\\" in spec or spec.count("/") > 1
+
+
+def load_model(
+    spec: str = "default",
+    *,
+    dtype: str | None = None,
+    device: str = "cpu",
+    progress: ProgressFn | None = None,
+) -> LoadedModel:
+    """Load the model `spec` names, ready for tracing.
+
+    spec: "default" (the embedded SmolLM2-135M-Instruct), a path to a .gguf file, a folder saved
+    with save_pretrained, or a Hugging Face hub id (`org/name`). Raises ModelLoadError (or
+    another LmscopeError) with one line for anything the user can get wrong.
+    """
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    torch_dtype = resolve_dtype(dtype)
+    device = resolve_device(device)
+    spec = str(spec).strip()
+    if not spec:
+        raise ModelLoadError(f"no model given: {SPEC_HELP}")
+    _report(progress, "resolving model")
+
+    if spec == "default":
+        from lmscope.models import default_model
+
+        return default_model.load_default(dtype=torch_dtype, device=device, progress=progress)
+
+    path = Path(spec).expanduser()
+    if spec.lower().endswith(".gguf"):
+        if not path.is_file():
+            raise ModelLoadError(f"GGUF file not found: {spec}")
+        model, tokenizer = read_gguf(path, dtype=torch_dtype, progress=progress)
+        model = _finish(model, torch_dtype, device, progress, mapped=False)
+        _report(progress, "hashing weights")
+        return LoadedModel(
+            model, tokenizer, spec, path.stem, "gguf", weights_hash([path]), torch_dtype, device
+        )
+    if path.is_dir():
+        folder = path.resolve()
+        model, tokenizer, weights = load_folder(
+            folder, dtype=torch_dtype, device=device, progress=progress
+        )
+        _report(progress, "hashing weights")
+        content_hash = weights_hash(weights)
+        return LoadedModel(
+            model, tokenizer, spec, folder.name, "folder", content_hash, torch_dtype, device
+        )
+    if path.exists():
+        raise ModelLoadError(
+            f"'{spec}' is a file, not a model: expected a folder saved with save_pretrained "
+            "or a .gguf file"
+        )
+    if _looks_like_path(spec) or not _HUB_ID.fullmatch(spec) or ".." in spec:
+        raise ModelLoadError(f"unknown model '{spec}': no such folder or file; {SPEC_HELP}")
+    model, tokenizer, content_hash = _load_hub(
+        spec, dtype=torch_dtype, device=device, progress=progress
+    )
+    return LoadedModel(model, tokenizer, spec, spec, "hub", content_hash, torch_dtype, device)

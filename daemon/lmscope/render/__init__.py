@@ -1,0 +1,1 @@
+"""Renderers that turn a route into pictures (SVG)."""

@@ -1,0 +1,318 @@
+"""`Trace`: the Python API over one traced prompt, for experiment code and notebooks.
+
+A trace answers routes, edge head splits, top neurons and projections from its `TraceData`
+alone, so a trace loaded from a `.lmtrace` file works without the model. A trace made in this
+process also keeps a handle on the model (`live`) for the few queries a file cannot answer
+(complete neuron lists, full attention and contribution maps); on a loaded trace those raise
+`NeedsModelError` saying so.
+
+Every result is a plain Python or numpy value.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lmscope.attribution.graph import RAW, RENORMALIZE, Node, Route
+from lmscope.attribution.routes import ContributionGraph
+from lmscope.errors import LmscopeError, NeedsModelError, ThresholdError
+from lmscope.traces.data import NODE_KINDS, PROJECTION_KINDS, TraceData
+
+
+@dataclass
+class LiveModel:
+    """The model a trace was made with, for on-demand queries (same process only)."""
+
+    loaded: Any  # lmscope.models.loading.LoadedModel
+    token_ids: list[int]
+
+
+class Trace:
+    """One traced prompt."""
+
+    def __init__(self, data: TraceData, live: LiveModel | None = None) -> None:
+        self.data = data
+        self.live = live
+        self._graph = ContributionGraph(
+            data.blocks,
+            data.edges,
+            data.model.n_layers,
+            data.n_tokens,
+            data.model.parallel_blocks,
+        )
+        self._projection_rows = {
+            (kind, node_kind, int(layer), int(pos)): row
+            for row, (kind, node_kind, layer, pos) in enumerate(
+                zip(
+                    data.projections.kind,
+                    data.projections.node_kind,
+                    data.projections.layer,
+                    data.projections.position,
+                )
+            )
+        }
+        self._neuron_rows = {
+            (int(layer), int(pos)): row
+            for row, (layer, pos) in enumerate(zip(data.neurons.layer, data.neurons.position))
+        }
+
+    # --- basic facts -------------------------------------------------------------------------
+    @property
+    def prompt(self) -> str:
+        return self.data.tokens.prompt
+
+    @property
+    def tokens(self) -> list[str]:
+        """Display strings of the prompt tokens (BOS included when prepended)."""
+        return list(self.data.tokens.strings)
+
+    @property
+    def n_tokens(self) -> int:
+        return self.data.n_tokens
+
+    @property
+    def n_layers(self) -> int:
+        return self.data.model.n_layers
+
+    def token_text(self, token_id: int) -> str:
+        return self.data.vocabulary.get(int(token_id), f"<id {int(token_id)}>")
+
+    def position(self, token: int) -> int:
+        """A token position, negative values counting from the end."""
+        n = self.n_tokens
+        if not -n <= token < n:
+            raise LmscopeError(f"token position {token} is out of range: the trace has {n} tokens")
+        return token % n
+
+    def _layer(self, layer: int) -> int:
+        if not 0 <= layer < self.n_layers:
+            raise LmscopeError(f"layer {layer} is out of range: the model has {self.n_layers}")
+        return layer
+
+    def predictions(self, token: int = -1) -> list[tuple[str, float]]:
+        """The model's top next tokens after position `token`: (display string, probability)."""
+        row = self.position(token)
+        preds = self.data.predictions
+        return [
+            (self.token_text(i), float(p)) for i, p in zip(preds.ids[row], preds.probs[row])
+        ]
+
+    # --- routes ------------------------------------------------------------------------------
+    def route(self, token: int = -1, threshold: float = 0.04, renormalize: bool = True) -> Route:
+        """The route of output token `token` at threshold τ (renormalise or raw mode)."""
+        if not (isinstance(threshold, (int, float)) and math.isfinite(threshold)):
+            raise ThresholdError(f"threshold must be a number, got {threshold!r}")
+        minimum = self.data.settings.min_threshold
+        if threshold < minimum - 1e-12:
+            raise ThresholdError(
+                f"threshold {threshold} is below {minimum}, the smallest this trace answers "
+                f"(trace again with a lower min_threshold)"
+            )
+        mode = RENORMALIZE if renormalize else RAW
+        return self._graph.route(self.position(token), float(threshold), mode)
+
+    # --- drill-down ----------------------------------------------------------------------------
+    def edge_heads(self, layer: int, target: int, source: int) -> list[dict[str, float]]:
+        """Every head's unthresholded contribution c_att[l,i,j,h] and attention A[h,i,j] for
+        the attention edge source -> target at `layer`, in head order."""
+        layer, target, source = self._layer(layer), self.position(target), self.position(source)
+        if source > target:
+            raise LmscopeError(f"no attention edge {source} -> {target}: the model is causal")
+        edges = self.data.edges
+        span = self._graph._edge_range(layer, target)
+        match = np.nonzero(edges.source[span] == source)[0]
+        if len(match) == 0:
+            if self.live is None:
+                raise NeedsModelError(
+                    f"edge L{layer} {source} -> {target} contributes at most "
+                    f"{self.data.settings.min_threshold}; its heads are not stored in this file"
+                )
+            return self._live_edge_heads(layer, target, source)
+        row = span.start + int(match[0])
+        return [
+            {"head": h, "contribution": float(c), "attention": float(a)}
+            for h, (c, a) in enumerate(zip(edges.head_contributions[row], edges.head_attention[row]))
+        ]
+
+    def ffn_neurons(
+        self, layer: int, position: int, offset: int = 0, limit: int = 50
+    ) -> dict[str, Any]:
+        """Neurons of FFN node (layer, position), strongest contribution first, paged.
+
+        Returns {"total", "offset", "neurons": [{"neuron", "contribution", "activation"}],
+        "rest"} where "rest" is the contribution of the non-neuron part. Pages beyond the
+        stored top neurons need the model (NeedsModelError on a loaded trace).
+        """
+        layer, position = self._layer(layer), self.position(position)
+        if offset < 0 or limit < 0:
+            raise LmscopeError("offset and limit must be >= 0")
+        total = self.data.model.d_ffn
+        row = self._neuron_rows.get((layer, position))
+        table = self.data.neurons
+        stored = table.index.shape[1] if row is not None else 0
+        if row is not None and offset + limit <= stored:
+            sl = slice(offset, offset + limit)
+            index, contribution = table.index[row, sl], table.contribution[row, sl]
+            activation, rest = table.activation[row, sl], float(table.rest_contribution[row])
+        elif self.live is not None:
+            index, contribution, activation, rest = self._live_neurons(layer, position)
+            index, contribution = index[offset : offset + limit], contribution[offset : offset + limit]
+            activation = activation[offset : offset + limit]
+        elif row is None:
+            raise NeedsModelError(
+                f"FFN node L{layer} at token {position} is on no route at τ ≥ "
+                f"{self.data.settings.min_threshold}; its neurons are not stored in this file"
+            )
+        else:
+            raise NeedsModelError(
+                f"this file stores the top {stored} neurons of each FFN node; neurons "
+                f"{offset}..{offset + limit} need the model (open the trace with the model loaded)"
+            )
+        return {
+            "total": total,
+            "offset": offset,
+            "rest": rest,
+            "neurons": [
+                {"neuron": int(k), "contribution": float(c), "activation": float(a)}
+                for k, c, a in zip(index, contribution, activation)
+            ],
+        }
+
+    def projection(self, node: Node | tuple[str, int, int], kind: str = "lens") -> dict[str, Any]:
+        """Vocabulary projection of a node: kind "lens" (residual nodes), "attention_update" or
+        "ffn_update". Returns {"top": [(token, logit, prev_rank)], "bottom": [(token, logit)]};
+        prev_rank is the token's rank in the previous residual node's lens (None if none)."""
+        node = node if isinstance(node, Node) else Node(*node)
+        if node.kind not in NODE_KINDS or kind not in PROJECTION_KINDS:
+            raise LmscopeError(f"unknown node kind {node.kind!r} or projection kind {kind!r}")
+        row = self._projection_rows.get((kind, node.kind, node.layer, node.position))
+        if row is None:
+            raise NeedsModelError(
+                f"no {kind} projection of {node.label()} in this trace: it is on no route at "
+                f"τ ≥ {self.data.settings.min_threshold} (or that projection does not apply)"
+            )
+        p = self.data.projections
+        return {
+            "top": [
+                (self.token_text(i), float(v), None if r < 0 else int(r))
+                for i, v, r in zip(p.top_ids[row], p.top_logits[row], p.top_prev_rank[row])
+            ],
+            "bottom": [
+                (self.token_text(i), float(v)) for i, v in zip(p.bottom_ids[row], p.bottom_logits[row])
+            ],
+        }
+
+    # --- needs the model -----------------------------------------------------------------------
+    def _need_live(self, what: str) -> LiveModel:
+        if self.live is None:
+            raise NeedsModelError(f"{what} needs the model: a saved trace does not store it")
+        return self.live
+
+    def attention_pattern(self, layer: int, head: int) -> np.ndarray:
+        """A[h] at `layer`: [n, n] attention probabilities (needs the model)."""
+        live = self._need_live("the full attention pattern")
+        captured = _recapture(live, self._layer(layer))
+        return captured.attn_probs[head].cpu().numpy()
+
+    def contribution_map(self, layer: int, head: int) -> np.ndarray:
+        """c_att[layer, i, j, head] for every target i and source j: [n, n] (needs the model)."""
+        live = self._need_live("the full contribution map")
+        from lmscope.tracing.engine import attribute_layer
+
+        layer = self._layer(layer)
+        result = attribute_layer(_adapter(live), _recapture(live, layer), keep_above=-1.0)
+        n = self.n_tokens
+        out = np.zeros((n, n), dtype=np.float32)
+        out[result.edge_target.cpu().numpy(), result.edge_source.cpu().numpy()] = (
+            result.edge_heads[:, head].cpu().numpy()
+        )
+        return out
+
+    def _live_edge_heads(self, layer: int, target: int, source: int) -> list[dict[str, float]]:
+        live = self.live
+        assert live is not None
+        from lmscope.tracing.engine import attribute_layer
+
+        captured = _recapture(live, layer)
+        result = attribute_layer(_adapter(live), captured, keep_above=-1.0)
+        hit = ((result.edge_target == target) & (result.edge_source == source)).nonzero()[0, 0]
+        return [
+            {
+                "head": h,
+                "contribution": float(result.edge_heads[hit, h]),
+                "attention": float(captured.attn_probs[h, target, source]),
+            }
+            for h in range(result.edge_heads.shape[1])
+        ]
+
+    def _live_neurons(self, layer: int, position: int):
+        from lmscope.attribution.neurons import neuron_contributions
+
+        live = self.live
+        assert live is not None
+        captured = _recapture(live, layer)
+        adapter = _adapter(live)
+        act = captured.ffn_act[position : position + 1]
+        whole = captured.resid_out[position : position + 1]
+        rest = whole - captured.ffn_out[position : position + 1]
+        w_out = adapter.ffn_output_weights(layer).to(whole.device)
+        result = neuron_contributions(act, w_out, whole, rest)
+        order = torch.sort(result.contribution[0], descending=True, stable=True).indices
+        return (
+            order.cpu().numpy(),
+            result.contribution[0, order].cpu().numpy(),
+            act[0, order].cpu().numpy(),
+            float(result.rest[0]),
+        )
+
+    # --- files ---------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the trace atomically to `path` (a `.lmtrace` file)."""
+        from lmscope.traces.fileformat import write_trace
+
+        return write_trace(self.data, path)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Trace {self.data.model.name}: {self.n_tokens} tokens, {self.n_layers} layers, "
+            f"predicts {self.predictions()[0][0]!r}>"
+        )
+
+
+def _adapter(live: LiveModel):
+    from lmscope.models.adapter import adapter_for
+
+    return adapter_for(live.loaded.model)
+
+
+class _StopAfterLayer(Exception):
+    pass
+
+
+def _recapture(live: LiveModel, layer: int):
+    """Run the model again up to `layer` and return that layer's capture."""
+    from lmscope.tracing.capture import capture_layers
+
+    adapter = _adapter(live)
+    found = []
+
+    def on_layer(captured) -> None:
+        if captured.layer == layer:
+            found.append(captured)
+            raise _StopAfterLayer
+
+    model = live.loaded.model
+    device = model.get_input_embeddings().weight.device
+    ids = torch.tensor(live.token_ids, dtype=torch.long, device=device)[None, :]
+    try:
+        with torch.inference_mode(), capture_layers(adapter, on_layer):
+            model(input_ids=ids, use_cache=False)
+    except _StopAfterLayer:
+        pass
+    return found[0]

@@ -1,0 +1,126 @@
+"""Capture, with forward hooks on the real transformers modules, what the method needs per layer.
+
+One forward pass of the unmodified model; hooks only *read* (they return None, so outputs are
+untouched) and are always removed, even when the pass fails or is cancelled. When a layer's
+output hook fires, its `LayerCapture` is complete and handed to `on_layer`, so attribution can
+run layer by layer and the big per-layer tensors (attention probabilities) are dropped as soon as
+they are used.
+
+Batch size is 1. All captured tensors are float32 copies (attribution sums in float32 whatever
+the model dtype) on the device of the layer that produced them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from lmscope.models.adapter import ArchitectureAdapter
+
+
+@dataclass
+class LayerCapture:
+    """What one layer computed. Shapes: n tokens, d width, H heads, H_kv value heads."""
+
+    layer: int
+    resid_in: torch.Tensor  # [n, d]       x_i, the layer input
+    attn_out: torch.Tensor  # [n, d]       the attention block's update (b_attn included)
+    attn_probs: torch.Tensor  # [H, n, n]  A[h, i, j]
+    values: torch.Tensor  # [n, H_kv, dh]  value vectors, value bias removed
+    ffn_act: torch.Tensor  # [n, d_ffn]    neuron activations (input of the output projection)
+    ffn_out: torch.Tensor  # [n, d]        the FFN update f_i (b_out included)
+    resid_out: torch.Tensor  # [n, d]      x'_i, the layer output
+
+
+LayerCallback = Callable[[LayerCapture], None]
+
+
+class CaptureError(RuntimeError):
+    """The model did not produce what the adapter promised (a bug or an unsupported variant)."""
+
+
+def _first_tensor(value: Any) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
+        return value[0]
+    raise CaptureError(f"expected a tensor output, got {type(value).__name__}")
+
+
+def _f32(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.detach().float()
+
+
+@contextmanager
+def capture_layers(adapter: ArchitectureAdapter, on_layer: LayerCallback) -> Iterator[None]:
+    """Install read-only hooks for every layer for the duration of the `with` block.
+
+    `on_layer` runs inside the forward pass, right after each layer finishes; exceptions it
+    raises (e.g. cancellation) abort the pass, and the hooks are removed regardless.
+    """
+    handles: list[torch.utils.hooks.RemovableHandle] = []
+    parts: dict[str, torch.Tensor] = {}
+
+    def hook_layer(index: int) -> None:
+        layer = adapter.layers()[index]
+
+        def layer_input(_module, args, kwargs):
+            hidden = args[0] if args else kwargs["hidden_states"]
+            parts.clear()
+            parts["resid_in"] = _f32(hidden[0])
+
+        def values(_module, _args, output):
+            parts["values"] = _f32(adapter.values_from_output(index, output))
+
+        def attention(_module, _args, output):
+            if not isinstance(output, tuple) or len(output) < 2 or output[1] is None:
+                raise CaptureError(
+                    "the attention block returned no attention probabilities "
+                    "(the model must be loaded with attn_implementation='eager')"
+                )
+            parts["attn_out"] = _f32(output[0][0])
+            parts["attn_probs"] = _f32(output[1][0])
+
+        def ffn_input(_module, args):
+            parts["ffn_act"] = _f32(args[0][0])
+
+        def ffn(_module, _args, output):
+            parts["ffn_out"] = _f32(_first_tensor(output)[0])
+
+        def layer_output(_module, _args, output):
+            missing = {"resid_in", "values", "attn_out", "ffn_act", "ffn_out"} - parts.keys()
+            if missing:
+                raise CaptureError(f"layer {index}: hooks did not see {sorted(missing)}")
+            captured = LayerCapture(
+                layer=index, resid_out=_f32(_first_tensor(output)[0]), **parts
+            )
+            parts.clear()
+            on_layer(captured)
+
+        handles.append(layer.register_forward_pre_hook(layer_input, with_kwargs=True))
+        handles.append(adapter.value_module(index).register_forward_hook(values))
+        handles.append(adapter.attention(index).register_forward_hook(attention))
+        handles.append(adapter.ffn_down(index).register_forward_pre_hook(ffn_input))
+        handles.append(adapter.ffn(index).register_forward_hook(ffn))
+        handles.append(layer.register_forward_hook(layer_output))
+
+    try:
+        for index in range(adapter.n_layers):
+            hook_layer(index)
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        parts.clear()
+
+
+def run_forward(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+    """One plain forward pass (no cache, no grad): logits [n, V] in float32."""
+    device = model.get_input_embeddings().weight.device
+    with torch.inference_mode():
+        output = model(input_ids=input_ids.to(device)[None, :], use_cache=False)
+    return output.logits[0].float()

@@ -1,0 +1,454 @@
+"""Trace one prompt: one hooked forward pass, then everything a `.lmtrace` holds.
+
+Stages (each reported through `progress`):
+1. tokenize (BOS prepended once when the tokenizer defines one, method.md "BOS");
+2. capture + attribute layer by layer (attention edges, residual and FFN contributions), with a
+   cancellation check between layers;
+3. find the nodes that can lie on a route at `min_threshold` (the union over output tokens);
+4. neuron detail and vocabulary projections for those nodes only.
+
+This module only orchestrates: the maths is in `lmscope.attribution`, the hooks in `capture`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import transformers
+
+from lmscope.__about__ import __version__
+from lmscope.attribution import decompose, lens, neurons
+from lmscope.attribution.graph import Node
+from lmscope.attribution.routes import ContributionGraph
+from lmscope.errors import LmscopeError, PromptError
+from lmscope.models.adapter import ArchitectureAdapter, adapter_for
+from lmscope.models.loading import LoadedModel
+from lmscope.traces.data import (
+    EMBEDDING,
+    FFN,
+    POST_ATTENTION,
+    PROJ_ATTENTION_UPDATE,
+    PROJ_FFN_UPDATE,
+    PROJ_LENS,
+    RESIDUAL,
+    AttentionEdges,
+    BlockContributions,
+    Environment,
+    ModelFacts,
+    NeuronTable,
+    Predictions,
+    Projections,
+    Settings,
+    Tokens,
+    TraceData,
+)
+from lmscope.tracing.capture import LayerCapture, capture_layers
+
+ProgressFn = Callable[[str, float | None], None]
+
+
+class TraceCancelled(LmscopeError):
+    """The caller asked to stop; nothing of the trace is kept."""
+
+
+@dataclass(frozen=True)
+class TraceOptions:
+    prepend_bos: bool = True
+    min_threshold: float = 0.01  # routes answerable for every τ >= this
+    top_neurons: int = 64  # neurons stored per FFN node (at least 50 wanted)
+    projection_top_k: int = 10
+    prediction_top_k: int = 10
+
+
+@dataclass
+class LayerState:
+    """What later stages need from one layer (float32, on the layer's device)."""
+
+    resid_in: torch.Tensor  # [n, d]
+    attn_out: torch.Tensor  # [n, d]
+    ffn_act: torch.Tensor  # [n, d_ffn]
+    ffn_out: torch.Tensor  # [n, d]
+    resid_out: torch.Tensor  # [n, d]
+
+
+# --- tokens ----------------------------------------------------------------------------------
+def tokenize(loaded: LoadedModel, prompt: str, prepend_bos: bool, context: int) -> list[int]:
+    """Prompt -> token ids, BOS prepended exactly once when asked and defined."""
+    if not prompt or not prompt.strip("\x00"):
+        raise PromptError("empty prompt: there is nothing to trace")
+    ids = list(loaded.tokenizer.encode(prompt, add_special_tokens=False))
+    bos = loaded.tokenizer.bos_token_id
+    if prepend_bos and bos is not None:
+        ids = [bos, *ids]
+    if not ids:
+        raise PromptError("the prompt tokenizes to no tokens")
+    if len(ids) > context:
+        raise PromptError(
+            f"prompt too long: {len(ids)} tokens, but the model's context is {context} tokens"
+        )
+    return ids
+
+
+def display_strings(loaded: LoadedModel, ids: list[int]) -> list[str]:
+    """Each token decoded alone (spaces kept; partial UTF-8 shows as U+FFFD)."""
+    return [loaded.tokenizer.decode([i], skip_special_tokens=False) for i in ids]
+
+
+# --- the trace -------------------------------------------------------------------------------
+def run_trace(
+    loaded: LoadedModel,
+    prompt: str,
+    options: TraceOptions | None = None,
+    progress: ProgressFn | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> TraceData:
+    """Trace `prompt` on a loaded model and return the complete `TraceData`."""
+    options = options or TraceOptions()
+    report = progress or (lambda _message, _fraction: None)
+    adapter = adapter_for(loaded.model)
+    ids = tokenize(loaded, prompt, options.prepend_bos, adapter.context_length)
+    input_ids = torch.tensor(ids, dtype=torch.long)
+
+    states: list[LayerState] = []
+    contributions: list[decompose.LayerContributions] = []
+    attention_weights: list[np.ndarray] = []
+
+    def on_layer(captured: LayerCapture) -> None:
+        if should_cancel is not None and should_cancel():
+            raise TraceCancelled("trace cancelled")
+        result = attribute_layer(adapter, captured, options.min_threshold)
+        contributions.append(result)
+        weights = captured.attn_probs[:, result.edge_target, result.edge_source]  # [H, e]
+        attention_weights.append(weights.T.cpu().numpy())
+        states.append(
+            LayerState(
+                captured.resid_in,
+                captured.attn_out,
+                captured.ffn_act,
+                captured.ffn_out,
+                captured.resid_out,
+            )
+        )
+        report(f"layer {captured.layer + 1}/{adapter.n_layers}", len(states) / adapter.n_layers)
+
+    device = loaded.model.get_input_embeddings().weight.device
+    with torch.inference_mode(), capture_layers(adapter, on_layer):
+        output = loaded.model(input_ids=input_ids.to(device)[None, :], use_cache=False)
+    logits = output.logits[0].float()  # [n, V]
+    del output
+
+    blocks, edges = _stack_contributions(contributions, attention_weights)
+    graph = ContributionGraph(blocks, edges, adapter.n_layers, len(ids), adapter.parallel_blocks)
+    report("finding route nodes", None)
+    reachable = graph.reachable_from_outputs(options.min_threshold)
+    report("neurons", None)
+    neuron_table = _neuron_table(adapter, states, reachable, options.top_neurons)
+    report("vocabulary projections", None)
+    projections = _projections(adapter, states, reachable, options.projection_top_k)
+    predictions = _predictions(logits, options.prediction_top_k)
+
+    data = TraceData(
+        model=model_facts(loaded, adapter),
+        settings=Settings(
+            bos_prepended=options.prepend_bos and loaded.tokenizer.bos_token_id is not None,
+            min_threshold=options.min_threshold,
+            top_neurons=int(neuron_table.index.shape[1]),
+            projection_top_k=int(projections.top_ids.shape[1]),
+            prediction_top_k=int(predictions.ids.shape[1]),
+        ),
+        environment=environment(loaded),
+        tokens=Tokens(prompt, np.asarray(ids, dtype=np.int32), display_strings(loaded, ids)),
+        predictions=predictions,
+        blocks=blocks,
+        edges=edges,
+        neurons=neuron_table,
+        projections=projections,
+    )
+    data.vocabulary = _vocabulary(loaded, data)
+    return data
+
+
+def attribute_layer(
+    adapter: ArchitectureAdapter, captured: LayerCapture, keep_above: float
+) -> decompose.LayerContributions:
+    """The contributions of one captured layer (edges kept above `keep_above`)."""
+    layer = captured.layer
+    kv_of_head = torch.tensor(
+        [adapter.kv_head_of(h) for h in range(adapter.n_heads)], device=captured.values.device
+    )
+    w_o = adapter.head_output_weights(layer).to(captured.values.device)
+    source_outputs = decompose.head_source_outputs(captured.values, w_o, kv_of_head)
+    if adapter.parallel_blocks:
+        return decompose.attribute_parallel(
+            layer,
+            captured.resid_in,
+            captured.attn_probs,
+            source_outputs,
+            captured.ffn_out,
+            captured.resid_out,
+            keep_above,
+        )
+    return decompose.attribute_sequential(
+        layer,
+        captured.resid_in,
+        captured.attn_out,
+        captured.attn_probs,
+        source_outputs,
+        captured.ffn_out,
+        captured.resid_out,
+        keep_above,
+    )
+
+
+def _stack_contributions(
+    layers: list[decompose.LayerContributions], attention: list[np.ndarray]
+) -> tuple[BlockContributions, AttentionEdges]:
+    """Per-layer results -> the trace's dense block arrays and sorted sparse edge arrays."""
+    blocks = BlockContributions(
+        residual_attention=np.stack([c.residual_attention.cpu().numpy() for c in layers]),
+        ffn=np.stack([c.ffn.cpu().numpy() for c in layers]),
+        residual_ffn=None
+        if layers[0].residual_ffn is None
+        else np.stack([c.residual_ffn.cpu().numpy() for c in layers]),  # type: ignore[union-attr]
+    )
+    edges = AttentionEdges(
+        layer=np.concatenate(
+            [np.full(len(c.edge_target), c.layer, dtype=np.int32) for c in layers]
+        ),
+        target=np.concatenate([c.edge_target.cpu().numpy() for c in layers]).astype(np.int32),
+        source=np.concatenate([c.edge_source.cpu().numpy() for c in layers]).astype(np.int32),
+        head_contributions=np.concatenate([c.edge_heads.cpu().numpy() for c in layers]).astype(
+            np.float32
+        ),
+        head_attention=np.concatenate(attention).astype(np.float32),
+    )
+    return blocks, edges
+
+
+# --- neurons ---------------------------------------------------------------------------------
+def _nodes_by_layer(reachable: set[Node], kind: str, n_layers: int) -> list[list[int]]:
+    positions: list[list[int]] = [[] for _ in range(n_layers)]
+    for node in reachable:
+        if node.kind == kind:
+            positions[node.layer].append(node.position)
+    return [sorted(p) for p in positions]
+
+
+def _neuron_table(
+    adapter: ArchitectureAdapter, states: list[LayerState], reachable: set[Node], k: int
+) -> NeuronTable:
+    """Top-k neurons of every FFN node that can be on a route."""
+    layers, positions, index, contribution, activation, rest = [], [], [], [], [], []
+    for layer, where in enumerate(_nodes_by_layer(reachable, FFN, adapter.n_layers)):
+        if not where:
+            continue
+        state = states[layer]
+        rows = torch.tensor(where, device=state.resid_out.device)
+        act = state.ffn_act[rows]
+        whole = state.resid_out[rows]
+        w_out = adapter.ffn_output_weights(layer).to(whole.device)
+        result = neurons.neuron_contributions(act, w_out, whole, whole - state.ffn_out[rows])
+        top_index, top_c, top_a = neurons.top_neurons(result.contribution, act, k)
+        layers.append(np.full(len(where), layer, dtype=np.int32))
+        positions.append(np.asarray(where, dtype=np.int32))
+        index.append(top_index.cpu().numpy().astype(np.int32))
+        contribution.append(top_c.cpu().numpy())
+        activation.append(top_a.cpu().numpy())
+        rest.append(result.rest.cpu().numpy())
+    width = min(k, adapter.d_ffn)
+    if not layers:
+        empty_i = np.zeros((0, width), dtype=np.int32)
+        empty_f = np.zeros((0, width), dtype=np.float32)
+        return NeuronTable(
+            np.zeros(0, np.int32), np.zeros(0, np.int32), empty_i, empty_f, empty_f.copy(),
+            np.zeros(0, np.float32),
+        )  # fmt: skip
+    return NeuronTable(
+        layer=np.concatenate(layers),
+        position=np.concatenate(positions),
+        index=np.concatenate(index),
+        contribution=np.concatenate(contribution).astype(np.float32),
+        activation=np.concatenate(activation).astype(np.float32),
+        rest_contribution=np.concatenate(rest).astype(np.float32),
+    )
+
+
+# --- projections -----------------------------------------------------------------------------
+class _ProjectionRows:
+    """Accumulates projection rows in the order they are computed."""
+
+    def __init__(self) -> None:
+        self.kind: list[str] = []
+        self.node_kind: list[str] = []
+        self.layer: list[int] = []
+        self.position: list[int] = []
+        self.lists: list[lens.TokenLists] = []
+        self.prev_rank: list[torch.Tensor] = []
+
+    def add(
+        self,
+        kind: str,
+        node: Node,
+        lists: lens.TokenLists,
+        row: int,
+        prev_rank: torch.Tensor | None,
+    ) -> None:
+        self.kind.append(kind)
+        self.node_kind.append(node.kind)
+        self.layer.append(node.layer)
+        self.position.append(node.position)
+        self.lists.append(
+            lens.TokenLists(
+                lists.top_ids[row], lists.top_logits[row],
+                lists.bottom_ids[row], lists.bottom_logits[row],
+            )  # fmt: skip
+        )
+        k = lists.top_ids.shape[1]
+        self.prev_rank.append(
+            prev_rank if prev_rank is not None else torch.full((k,), -1, dtype=torch.long)
+        )
+
+    def build(self, k: int) -> Projections:
+        def stack(values: list[torch.Tensor], dtype) -> np.ndarray:
+            if not values:
+                return np.zeros((0, k), dtype=dtype)
+            return torch.stack([v.cpu() for v in values]).numpy().astype(dtype)
+
+        return Projections(
+            kind=self.kind,
+            node_kind=self.node_kind,
+            layer=np.asarray(self.layer, dtype=np.int32),
+            position=np.asarray(self.position, dtype=np.int32),
+            top_ids=stack([x.top_ids for x in self.lists], np.int32),
+            top_logits=stack([x.top_logits for x in self.lists], np.float32),
+            bottom_ids=stack([x.bottom_ids for x in self.lists], np.int32),
+            bottom_logits=stack([x.bottom_logits for x in self.lists], np.float32),
+            top_prev_rank=stack(self.prev_rank, np.int32),
+        )
+
+
+def _projections(
+    adapter: ArchitectureAdapter, states: list[LayerState], reachable: set[Node], k: int
+) -> Projections:
+    """Logit lens of residual nodes (with rank change) and DLA of block updates, for the nodes
+    that can be on a route.
+
+    Work goes by chunks of positions: every vector of those positions (all layers) is stacked
+    and projected in one matrix product, so the unembedding is read once per chunk rather than
+    once per layer (reading it dominates at these sizes), and each lens row finds the full
+    logits of its previous residual node in the same chunk for the rank change.
+    """
+    w_u = adapter.unembedding_weight()
+    b_u = adapter.unembedding_bias()
+    norm = adapter.final_norm()
+    norm_weight = getattr(norm, "weight", None)
+    norm_device = norm_weight.device if norm_weight is not None else w_u.device
+    k = min(k, adapter.vocab_size)
+    out = _ProjectionRows()
+    positions = sorted({node.position for node in reachable})
+    per_chunk = max(1, lens.ROWS_PER_CHUNK // (1 + 4 * adapter.n_layers))
+
+    for start in range(0, len(positions), per_chunk):
+        where = positions[start : start + per_chunk]
+        # Rows to project: (projection kind, node, normalised vector, row of the previous lens).
+        rows: list[tuple[str, Node, torch.Tensor, int | None]] = []
+
+        def add(kind: str, node: Node, vector: torch.Tensor, prev: int | None) -> int:
+            rows.append((kind, node, vector.to(norm_device), prev))
+            return len(rows) - 1
+
+        def lens_vector(v: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode():
+                return norm(v.to(norm_device, w_u.dtype)[None])[0].float()
+
+        for i in where:
+            first = states[0].resid_in[i]
+            prev = add(PROJ_LENS, Node(EMBEDDING, 0, i), lens_vector(first), None)
+            for layer, state in enumerate(states):
+                attn, ffn_out, resid_out = state.attn_out[i], state.ffn_out[i], state.resid_out[i]
+                if adapter.parallel_blocks:
+                    node = Node(RESIDUAL, layer, i)
+                    add(PROJ_ATTENTION_UPDATE, node, adapter.frozen_final_norm(attn, resid_out), None)
+                else:
+                    mid = state.resid_in[i] + attn
+                    node = Node(POST_ATTENTION, layer, i)
+                    add(PROJ_ATTENTION_UPDATE, node, adapter.frozen_final_norm(attn, mid), None)
+                    prev = add(PROJ_LENS, node, lens_vector(mid), prev)
+                node = Node(FFN, layer, i)
+                add(PROJ_FFN_UPDATE, node, adapter.frozen_final_norm(ffn_out, resid_out), None)
+                prev = add(PROJ_LENS, Node(RESIDUAL, layer, i), lens_vector(resid_out), prev)
+
+        vectors = torch.stack([r[2] for r in rows]).to(w_u.device)
+        scores = lens.logits(vectors, w_u, None)  # [R, V]
+        is_lens = torch.tensor([r[0] == PROJ_LENS for r in rows], device=scores.device)
+        if b_u is not None:  # the unembedding bias belongs to the lens, not to updates
+            scores[is_lens] += b_u.float()
+        wanted = [r for r, row in enumerate(rows) if row[1] in reachable]
+        if not wanted:
+            continue
+        lists = lens.token_lists(scores[wanted], k)
+        prev_rows = [rows[r][3] for r in wanted]
+        with_prev = [n for n, p in enumerate(prev_rows) if p is not None]
+        ranks = torch.full((len(wanted), k), -1, dtype=torch.long)
+        if with_prev:
+            prev_scores = scores[[prev_rows[n] for n in with_prev]]
+            ranks[with_prev] = lens.ranks_of(prev_scores, lists.top_ids[with_prev]).cpu()
+        for n, r in enumerate(wanted):
+            out.add(rows[r][0], rows[r][1], lists, n, ranks[n])
+    return out.build(k)
+
+
+# --- predictions, facts ----------------------------------------------------------------------
+def _predictions(logits: torch.Tensor, k: int) -> Predictions:
+    probs = torch.softmax(logits, dim=-1)
+    top = probs.topk(min(k, probs.shape[-1]), dim=-1)
+    return Predictions(
+        ids=top.indices.cpu().numpy().astype(np.int32),
+        probs=top.values.cpu().numpy().astype(np.float32),
+    )
+
+
+def _vocabulary(loaded: LoadedModel, data: TraceData) -> dict[int, str]:
+    ids: set[int] = set(int(i) for i in data.tokens.ids)
+    ids.update(int(i) for i in data.predictions.ids.ravel())
+    ids.update(int(i) for i in data.projections.top_ids.ravel())
+    ids.update(int(i) for i in data.projections.bottom_ids.ravel())
+    ordered = sorted(ids)
+    return dict(zip(ordered, display_strings(loaded, ordered)))
+
+
+def model_facts(loaded: LoadedModel, adapter: ArchitectureAdapter) -> ModelFacts:
+    return ModelFacts(
+        spec=loaded.spec,
+        name=loaded.name,
+        source=loaded.source,
+        content_hash=loaded.content_hash,
+        family=adapter.family,
+        model_type=adapter.model_type,
+        n_layers=adapter.n_layers,
+        n_heads=adapter.n_heads,
+        n_kv_heads=adapter.n_kv_heads,
+        d_model=adapter.d_model,
+        d_head=adapter.d_head,
+        d_ffn=adapter.d_ffn,
+        vocab_size=adapter.vocab_size,
+        context_length=adapter.context_length,
+        parallel_blocks=adapter.parallel_blocks,
+    )
+
+
+def environment(loaded: LoadedModel) -> Environment:
+    return Environment(
+        lmscope_version=__version__,
+        torch_version=torch.__version__,
+        transformers_version=transformers.__version__,
+        python_version=platform.python_version(),
+        dtype=str(loaded.dtype).removeprefix("torch."),
+        device=loaded.device,
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    )

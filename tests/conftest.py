@@ -1,0 +1,101 @@
+"""Shared fixtures: tiny random-init models of every supported family, built from a config.
+
+Nothing is downloaded: each model is `AutoModelForCausalLM.from_config` with a few layers and a
+width of 32-64, wrapped with a tiny word-level tokenizer, loaded with eager attention.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+import transformers
+from tokenizers import Tokenizer, models, pre_tokenizers
+
+from lmscope.models.loading import LoadedModel
+
+WORDS = (
+    "when mary and john went to the store , gave a drink the war lasted from year "
+    "17 32 5 + 4 = 9 2 3 ."
+).split()
+
+
+def tiny_tokenizer(vocab_size: int) -> transformers.PreTrainedTokenizerFast:
+    vocab = {"<bos>": 0, "<unk>": 1}
+    for word in WORDS:
+        vocab.setdefault(word, len(vocab))
+    for extra in range(len(vocab), vocab_size):
+        vocab[f"w{extra}"] = extra
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token="<bos>", unk_token="<unk>"
+    )
+
+
+TINY_CONFIGS = {
+    "llama": lambda: transformers.LlamaConfig(
+        vocab_size=64, hidden_size=48, intermediate_size=96, num_hidden_layers=3,
+        num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=128,
+    ),
+    "mistral": lambda: transformers.MistralConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=1, max_position_embeddings=128,
+    ),
+    "qwen2": lambda: transformers.Qwen2Config(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+    ),
+    "gpt2": lambda: transformers.GPT2Config(
+        vocab_size=64, n_embd=32, n_layer=3, n_head=4, n_positions=128,
+    ),
+    "gpt_neox": lambda: transformers.GPTNeoXConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+        num_attention_heads=4, max_position_embeddings=128, use_parallel_residual=True,
+    ),
+    "gpt_neox_sequential": lambda: transformers.GPTNeoXConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=128, use_parallel_residual=False,
+    ),
+}  # fmt: skip
+
+
+def _randomize_biases(model: torch.nn.Module, generator: torch.Generator) -> None:
+    """Random-init models start with zero biases; make them non-zero so the tests see them."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("bias"):
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
+
+
+def build_tiny(family: str, seed: int = 0) -> LoadedModel:
+    torch.manual_seed(seed)
+    config = TINY_CONFIGS[family]()
+    config._attn_implementation = "eager"
+    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+    _randomize_biases(model, torch.Generator().manual_seed(seed))
+    model.eval().requires_grad_(False)
+    return LoadedModel(
+        model=model,
+        tokenizer=tiny_tokenizer(config.vocab_size),
+        spec=f"tiny-{family}",
+        name=f"tiny-{family}",
+        source="folder",
+        content_hash="sha256:" + "0" * 64,
+        dtype=torch.float32,
+        device="cpu",
+    )
+
+
+FAMILIES = list(TINY_CONFIGS)
+
+
+@pytest.fixture(params=FAMILIES)
+def tiny_model(request) -> LoadedModel:
+    return build_tiny(request.param)
+
+
+TINY_PROMPT = "when mary and john went to the store , john gave a drink to"

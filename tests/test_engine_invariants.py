@@ -1,0 +1,197 @@
+"""The method's invariants (shared/method.md) on a tiny random-init model of every family."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+import pytest
+import torch
+
+from lmscope.attribution.graph import RAW, RENORMALIZE
+from lmscope.attribution.routes import ContributionGraph
+from lmscope.models.adapter import adapter_for
+from lmscope.tracing.capture import capture_layers, run_forward
+from lmscope.tracing.engine import attribute_layer, run_trace, tokenize
+from tests.conftest import TINY_PROMPT
+
+
+def captured_layers(loaded):
+    adapter = adapter_for(loaded.model)
+    ids = torch.tensor(tokenize(loaded, TINY_PROMPT, True, adapter.context_length))
+    layers = []
+    with torch.inference_mode(), capture_layers(adapter, layers.append):
+        loaded.model(input_ids=ids[None], use_cache=False)
+    return adapter, ids, layers
+
+
+def test_capturing_leaves_logits_unchanged(tiny_model):
+    adapter = adapter_for(tiny_model.model)
+    ids = torch.tensor(tokenize(tiny_model, TINY_PROMPT, True, adapter.context_length))
+    plain = run_forward(tiny_model.model, ids)
+    with capture_layers(adapter, lambda _captured: None):
+        hooked = run_forward(tiny_model.model, ids)
+    assert torch.equal(plain, hooked)
+
+
+def test_hooks_are_removed_even_when_the_pass_fails(tiny_model):
+    adapter = adapter_for(tiny_model.model)
+
+    def explode(_captured):
+        raise RuntimeError("boom")
+
+    ids = torch.tensor([0, 2, 3])
+    with pytest.raises(RuntimeError, match="boom"), capture_layers(adapter, explode):
+        run_forward(tiny_model.model, ids)
+    hooked = [
+        m for m in tiny_model.model.modules() if m._forward_hooks or m._forward_pre_hooks
+    ]
+    assert hooked == []
+
+
+def test_attention_parts_and_biases_reconstruct_every_block_output(tiny_model):
+    adapter, _ids, layers = captured_layers(tiny_model)
+    kv = torch.tensor([adapter.kv_head_of(h) for h in range(adapter.n_heads)])
+    for cap in layers:
+        w_o = adapter.head_output_weights(cap.layer).float()
+        u = torch.einsum("nhk,hkd->hnd", cap.values[:, kv], w_o)  # [H, n, d]
+        attn = torch.einsum("hij,hjd->id", cap.attn_probs, u) + adapter.attention_bias(cap.layer)
+        scale = cap.attn_out.abs().max()
+        assert (attn - cap.attn_out).abs().max() <= 1e-4 * scale
+        ffn = cap.ffn_act @ adapter.ffn_output_weights(cap.layer).float()
+        ffn = ffn + adapter.ffn_bias(cap.layer)
+        assert (ffn - cap.ffn_out).abs().max() <= 1e-4 * cap.ffn_out.abs().max()
+        whole = cap.resid_in + cap.attn_out + cap.ffn_out
+        assert (whole - cap.resid_out).abs().max() <= 1e-4 * cap.resid_out.abs().max()
+
+
+def test_contributions_of_each_target_sum_to_one(tiny_model):
+    adapter, ids, layers = captured_layers(tiny_model)
+    n = len(ids)
+    for cap in layers:
+        result = attribute_layer(adapter, cap, keep_above=-1.0)
+        assert len(result.edge_target) == n * (n + 1) // 2  # every causal edge, none future
+        assert bool((result.edge_source <= result.edge_target).all())
+        per_target = torch.zeros(n).index_add_(0, result.edge_target, result.edge_heads.sum(-1))
+        if adapter.parallel_blocks:
+            total = per_target + result.residual_attention + result.ffn
+            assert result.residual_ffn is None
+        else:
+            total = per_target + result.residual_attention
+            assert torch.allclose(result.ffn + result.residual_ffn, torch.ones(n), atol=1e-5)
+        assert torch.allclose(total, torch.ones(n), atol=1e-5)
+
+
+def test_contributions_match_a_dense_float64_reference(tiny_model):
+    """An independent, LM-TT-style dense computation ([n, n, H, d] at once, float64)."""
+    adapter, ids, layers = captured_layers(tiny_model)
+    n = len(ids)
+    for cap in layers:
+        result = attribute_layer(adapter, cap, keep_above=-1.0)
+        x, attn, f, out = (t.double() for t in (cap.resid_in, cap.attn_out, cap.ffn_out, cap.resid_out))
+        v = cap.values.double()
+        w_o = adapter.head_output_weights(cap.layer).double()
+        a = cap.attn_probs.double()
+        z = torch.zeros(n, n, adapter.n_heads, x.shape[1], dtype=torch.float64)
+        for h in range(adapter.n_heads):
+            z[:, :, h] = a[h][:, :, None] * (v[:, adapter.kv_head_of(h)] @ w_o[h])[None]
+        whole = out if adapter.parallel_blocks else x + attn
+        prox = (whole[:, None, None].abs() - (whole[:, None, None] - z).abs()).sum(-1)
+        prox = prox.clamp_min(1e-5) * torch.ones(n, n).tril()[:, :, None]
+        res = ((whole.abs() - (whole - x).abs()).sum(-1)).clamp_min(1e-5)
+        total = prox.sum((1, 2)) + res
+        if adapter.parallel_blocks:
+            ffn_p = ((whole.abs() - (whole - f).abs()).sum(-1)).clamp_min(1e-5)
+            total = total + ffn_p
+        dense = prox / total[:, None, None]
+        got = dense[result.edge_target, result.edge_source]
+        assert (got - result.edge_heads.double()).abs().max() < 1e-5
+        assert (res / total - result.residual_attention.double()).abs().max() < 1e-5
+
+
+def edge_key(edge):
+    return (edge.kind, edge.source, edge.target)
+
+
+@pytest.fixture
+def tiny_trace(tiny_model):
+    return run_trace(tiny_model, TINY_PROMPT)
+
+
+def graph_of(data):
+    return ContributionGraph(
+        data.blocks, data.edges, data.model.n_layers, data.n_tokens, data.model.parallel_blocks
+    )
+
+
+@pytest.mark.parametrize("mode", [RENORMALIZE, RAW])
+def test_routes_shrink_as_the_threshold_grows(tiny_trace, mode):
+    graph = graph_of(tiny_trace)
+    for token in range(tiny_trace.n_tokens):
+        previous = None
+        for tau in (0.01, 0.02, 0.04, 0.06, 0.1, 0.2, 0.5):
+            keys = {edge_key(e) for e in graph.route(token, tau, mode).edges}
+            if previous is not None:
+                assert keys <= previous
+            previous = keys
+
+
+@pytest.mark.parametrize("mode", [RENORMALIZE, RAW])
+def test_lazy_route_equals_reachability_in_the_full_graph(tiny_trace, mode):
+    graph = graph_of(tiny_trace)
+    for tau in (0.01, 0.04, 0.1):
+        full = graph.full_graph_edges(tau, mode)
+        into: dict = {}
+        for e in full:
+            into.setdefault(e.target, []).append(e)
+        for token in range(tiny_trace.n_tokens):
+            start = graph.output_node(token)
+            seen, queue, expected = {start}, deque([start]), set()
+            while queue:
+                for e in into.get(queue.popleft(), []):
+                    expected.add(edge_key(e))
+                    if e.source not in seen:
+                        seen.add(e.source)
+                        queue.append(e.source)
+            got = graph.route(token, tau, mode)
+            assert {edge_key(e) for e in got.edges} == expected
+            assert len(got.edges) == len(expected)
+
+
+def test_every_node_of_any_route_has_its_projections_and_neurons_stored(tiny_trace):
+    graph = graph_of(tiny_trace)
+    stored = {
+        (k, nk, int(layer), int(pos))
+        for k, nk, layer, pos in zip(
+            tiny_trace.projections.kind,
+            tiny_trace.projections.node_kind,
+            tiny_trace.projections.layer,
+            tiny_trace.projections.position,
+        )
+    }
+    neurons = set(zip(tiny_trace.neurons.layer.tolist(), tiny_trace.neurons.position.tolist()))
+    for mode in (RENORMALIZE, RAW):
+        for token in range(tiny_trace.n_tokens):
+            for node in graph.route(token, 0.01, mode).nodes:
+                if node.kind == "ffn":
+                    assert ("ffn_update", "ffn", node.layer, node.position) in stored
+                    assert (node.layer, node.position) in neurons
+                else:
+                    assert ("lens", node.kind, node.layer, node.position) in stored
+
+
+def test_renormalised_weights_of_each_target_sum_to_one_or_zero(tiny_trace):
+    graph = graph_of(tiny_trace)
+    for node in graph.all_nodes():
+        if node.kind in ("post_attention", "residual"):
+            weights = [e.weight for e in graph.incoming(node, 0.04, RENORMALIZE)]
+            if tiny_trace.model.parallel_blocks or node.kind == "post_attention":
+                total = sum(weights)
+                assert total == pytest.approx(1.0, abs=1e-5) or total == 0.0
+
+
+def test_edges_never_point_to_the_future_and_heads_are_complete(tiny_trace):
+    edges = tiny_trace.edges
+    assert np.all(edges.source <= edges.target)
+    assert edges.head_contributions.shape[1] == tiny_trace.model.n_heads
+    assert np.all(edges.head_contributions.sum(-1) > tiny_trace.settings.min_threshold)
