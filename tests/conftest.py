@@ -17,10 +17,35 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 
 from lmscope.models.loading import LoadedModel
 
-WORDS = (
-    "when mary and john went to the store , gave a drink the war lasted from year "
-    "17 32 5 + 4 = 9 2 3 ."
-).split()
+WORDS = [
+    "when",
+    "mary",
+    "and",
+    "john",
+    "went",
+    "to",
+    "the",
+    "store",
+    ",",
+    "gave",
+    "a",
+    "drink",
+    "the",
+    "war",
+    "lasted",
+    "from",
+    "year",
+    "17",
+    "32",
+    "5",
+    "+",
+    "4",
+    "=",
+    "9",
+    "2",
+    "3",
+    ".",
+]
 
 
 def tiny_tokenizer(vocab_size: int) -> transformers.PreTrainedTokenizerFast:

@@ -43,9 +43,7 @@ def test_hooks_are_removed_even_when_the_pass_fails(tiny_model):
     ids = torch.tensor([0, 2, 3])
     with pytest.raises(RuntimeError, match="boom"), capture_layers(adapter, explode):
         run_forward(tiny_model.model, ids)
-    hooked = [
-        m for m in tiny_model.model.modules() if m._forward_hooks or m._forward_pre_hooks
-    ]
+    hooked = [m for m in tiny_model.model.modules() if m._forward_hooks or m._forward_pre_hooks]
     assert hooked == []
 
 
@@ -88,7 +86,9 @@ def test_contributions_match_a_dense_float64_reference(tiny_model):
     n = len(ids)
     for cap in layers:
         result = attribute_layer(adapter, cap, keep_above=-1.0)
-        x, attn, f, out = (t.double() for t in (cap.resid_in, cap.attn_out, cap.ffn_out, cap.resid_out))
+        x, attn, f, out = (
+            t.double() for t in (cap.resid_in, cap.attn_out, cap.ffn_out, cap.resid_out)
+        )
         v = cap.values.double()
         w_o = adapter.head_output_weights(cap.layer).double()
         a = cap.attn_probs.double()

@@ -1,9 +1,9 @@
 """lmscope: how a transformer language model reaches a prediction (Information Flow Routes).
 
-    import lmscope
-    t = lmscope.trace("When Mary and John went to the store, John gave a drink to")
-    route = t.route(token=-1, threshold=0.04)
-    t.save("ioi.lmtrace"); lmscope.load_trace("ioi.lmtrace")
+import lmscope
+t = lmscope.trace("When Mary and John went to the store, John gave a drink to")
+route = t.route(token=-1, threshold=0.04)
+t.save("ioi.lmtrace"); lmscope.load_trace("ioi.lmtrace")
 """
 
 from lmscope.__about__ import __version__

@@ -49,8 +49,10 @@ def trace(
     progress: ProgressFn | None = None,
 ) -> Trace:
     """Trace `prompt`: one forward pass, then routes, heads, neurons and projections."""
-    loaded = model if isinstance(model, LoadedModel) else load_model(
-        model, dtype=dtype, device=device, progress=progress
+    loaded = (
+        model
+        if isinstance(model, LoadedModel)
+        else load_model(model, dtype=dtype, device=device, progress=progress)
     )
     options = TraceOptions(prepend_bos=prepend_bos, min_threshold=min_threshold)
     data = run_trace(loaded, prompt, options, progress=progress)

@@ -79,3 +79,32 @@ class Route:
 
     def edges_of_kind(self, kind: str) -> list[Edge]:
         return [e for e in self.edges if e.kind == kind]
+
+    def flow(self) -> dict[Node, float]:
+        """Share of the output carried through each node: 1 at the output node, and each
+        node passes its share down its incoming edges in proportion to their weights.
+
+        In renormalise mode a target's kept weights sum to 1, so this is the product of
+        weights summed over every path to the output: the ranking the summaries use
+        ("how much of the prediction went through here"). Raw weights need not sum to 1,
+        so raw-mode flows are relative only.
+        """
+        incoming: dict[Node, list[Edge]] = {}
+        for edge in self.edges:
+            incoming.setdefault(edge.target, []).append(edge)
+        share = {self.output_node: 1.0}
+        # Edges always go up the stack (prev -> A -> M -> R), so descending depth is a
+        # topological order.
+        for node in sorted(self.nodes, key=_depth, reverse=True):
+            carried = share.get(node, 0.0)
+            for edge in incoming.get(node, []):
+                share[edge.source] = share.get(edge.source, 0.0) + carried * edge.weight
+        return share
+
+
+_KIND_DEPTH = {EMBEDDING: 0, POST_ATTENTION: 1, FFN: 2, RESIDUAL: 3}
+
+
+def _depth(node: Node) -> tuple[int, int]:
+    """Position of a node in the residual stack: embeddings lowest, then per layer A, M, R."""
+    return (-1 if node.kind == EMBEDDING else node.layer, _KIND_DEPTH[node.kind])

@@ -24,7 +24,9 @@ class TokenLists:
     bottom_logits: torch.Tensor  # [P, k]
 
 
-def logits(normed: torch.Tensor, unembedding: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def logits(
+    normed: torch.Tensor, unembedding: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
     """normed: [P, d] (already through the final norm) -> [P, V] float32."""
     out = normed.float() @ unembedding.float().T
     return out if bias is None else out + bias.float()
@@ -46,5 +48,7 @@ def ranks_of(scores: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
     # one pass per list entry over all rows on a 2-core machine).
     for start in range(0, scores.shape[0], RANK_ROWS):
         block = scores[start : start + RANK_ROWS].unsqueeze(1)  # [b, 1, V]
-        ranks[start : start + RANK_ROWS] = (block > chosen[start : start + RANK_ROWS, :, None]).sum(-1)
+        ranks[start : start + RANK_ROWS] = (block > chosen[start : start + RANK_ROWS, :, None]).sum(
+            -1
+        )
     return ranks

@@ -18,6 +18,7 @@ Architecture invariants an adapter guarantees (tested for every family on tiny m
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,8 +33,10 @@ class ArchitectureAdapter(ABC):
     parallel_blocks: bool = False  # attention and FFN both read the layer input
 
     def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        config = model.config
+        # Any: transformers' module trees are only known per family (nn.Module.__getattr__
+        # would type every attribute as Tensor | Module).
+        self.model: Any = model
+        config: Any = getattr(model, "config")  # noqa: B009 (typed as Tensor | Module)
         self.model_type: str = config.model_type
         self.n_layers: int = len(self.layers())
         self.vocab_size: int = int(self.unembedding_weight().shape[0])

@@ -1,3 +1,5 @@
+# mypy: disable-error-code="union-attr,operator,return-value,arg-type,index,assignment"
+# (transformers module trees: torch types every nn.Module attribute as Tensor | Module.)
 """Adapter for GPT-2: pre-LayerNorm sequential blocks, biases everywhere, Conv1D layers.
 
 Conv1D stores weights as [in, out] (the transpose of nn.Linear). The fused `c_attn` output is

@@ -1,3 +1,5 @@
+# mypy: disable-error-code="union-attr,operator,return-value,arg-type,index,assignment"
+# (transformers module trees: torch types every nn.Module attribute as Tensor | Module.)
 """Adapter for GPT-NeoX / Pythia: LayerNorm, biases, fused per-head qkv, usually *parallel*
 attention + FFN (`x' = x + attn(ln1(x)) + mlp(ln2(x))`), which LM-TT cannot trace.
 

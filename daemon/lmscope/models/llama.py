@@ -1,3 +1,5 @@
+# mypy: disable-error-code="union-attr,operator,return-value,arg-type,index,assignment"
+# (transformers module trees: torch types every nn.Module attribute as Tensor | Module.)
 """Adapter for the Llama family: Llama, Mistral, Qwen2/Qwen3, SmolLM (via Llama), Gemma-1.
 
 Pre-norm sequential blocks, RMSNorm, rotary (queries/keys only, so it never enters the value

@@ -1,7 +1,7 @@
 """What a trace holds: the plain-numpy record written to and read from `.lmtrace` files.
 
 `TraceData` is everything a saved trace can answer without the model. The engine fills it, the
-file module (`traces.fileformat`) writes and reads it, and `lmscope.traces.trace.Trace` answers queries
+file module (`traces.fileformat`) writes and reads it, and `traces.trace.Trace` answers queries
 from it. Its wire form is defined once, in `protocol/lmtrace.schema.json`; field names here are
 the snake_case of the schema's camelCase keys.
 

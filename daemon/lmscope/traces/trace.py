@@ -99,9 +99,7 @@ class Trace:
         """The model's top next tokens after position `token`: (display string, probability)."""
         row = self.position(token)
         preds = self.data.predictions
-        return [
-            (self.token_text(i), float(p)) for i, p in zip(preds.ids[row], preds.probs[row])
-        ]
+        return [(self.token_text(i), float(p)) for i, p in zip(preds.ids[row], preds.probs[row])]
 
     # --- routes ------------------------------------------------------------------------------
     def route(self, token: int = -1, threshold: float = 0.04, renormalize: bool = True) -> Route:
@@ -137,7 +135,9 @@ class Trace:
         row = span.start + int(match[0])
         return [
             {"head": h, "contribution": float(c), "attention": float(a)}
-            for h, (c, a) in enumerate(zip(edges.head_contributions[row], edges.head_attention[row]))
+            for h, (c, a) in enumerate(
+                zip(edges.head_contributions[row], edges.head_attention[row])
+            )
         ]
 
     def ffn_neurons(
@@ -162,7 +162,10 @@ class Trace:
             activation, rest = table.activation[row, sl], float(table.rest_contribution[row])
         elif self.live is not None:
             index, contribution, activation, rest = self._live_neurons(layer, position)
-            index, contribution = index[offset : offset + limit], contribution[offset : offset + limit]
+            index, contribution = (
+                index[offset : offset + limit],
+                contribution[offset : offset + limit],
+            )
             activation = activation[offset : offset + limit]
         elif row is None:
             raise NeedsModelError(
@@ -204,7 +207,8 @@ class Trace:
                 for i, v, r in zip(p.top_ids[row], p.top_logits[row], p.top_prev_rank[row])
             ],
             "bottom": [
-                (self.token_text(i), float(v)) for i, v in zip(p.bottom_ids[row], p.bottom_logits[row])
+                (self.token_text(i), float(v))
+                for i, v in zip(p.bottom_ids[row], p.bottom_logits[row])
             ],
         }
 
@@ -297,7 +301,7 @@ class _StopAfterLayer(Exception):
 
 def _recapture(live: LiveModel, layer: int):
     """Run the model again up to `layer` and return that layer's capture."""
-    from lmscope.tracing.capture import capture_layers
+    from lmscope.tracing.capture import capture_layers, run_forward
 
     adapter = _adapter(live)
     found = []
@@ -307,12 +311,9 @@ def _recapture(live: LiveModel, layer: int):
             found.append(captured)
             raise _StopAfterLayer
 
-    model = live.loaded.model
-    device = model.get_input_embeddings().weight.device
-    ids = torch.tensor(live.token_ids, dtype=torch.long, device=device)[None, :]
     try:
-        with torch.inference_mode(), capture_layers(adapter, on_layer):
-            model(input_ids=ids, use_cache=False)
+        with capture_layers(adapter, on_layer):
+            run_forward(live.loaded.model, torch.tensor(live.token_ids, dtype=torch.long))
     except _StopAfterLayer:
         pass
     return found[0]

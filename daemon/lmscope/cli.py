@@ -1,0 +1,249 @@
+"""The `lmscope` command line: trace, show, export.
+
+    lmscope trace PROMPT [--model default] [--out FILE.lmtrace] [--svg FILE.svg]
+    lmscope trace --file PROMPTS.txt --out-dir DIR [--svg]
+    lmscope show FILE.lmtrace [--token N] [--threshold T] [--raw]
+    lmscope export FILE.lmtrace --format json|svg [--out FILE]
+
+User errors print one line `lmscope: <problem>` on stderr and exit 1 (usage errors exit 2);
+files are written atomically, so an error or Ctrl-C never leaves half a file. Progress goes to
+stderr; results to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lmscope.__about__ import __version__
+from lmscope.errors import LmscopeError
+
+DEFAULT_THRESHOLD = 0.04
+
+
+class Progress:
+    """A progress bar on stderr (tqdm) for fractions, a status line for stages."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._bar: Any = None
+
+    def __call__(self, message: str, fraction: float | None) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if fraction is None:
+            self.close()
+            print(f"lmscope: {message}…", file=sys.stderr, flush=True)
+            return
+        if self._bar is None:
+            # disable=None: a bar only on a terminal, never a flood of redraws in logs.
+            self._bar = tqdm(
+                total=100, file=sys.stderr, leave=False, bar_format="{l_bar}{bar}", disable=None
+            )
+        self._bar.set_description_str(message)
+        self._bar.n = round(100 * fraction)
+        self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def _slug(prompt: str, limit: int = 40) -> str:
+    words = re.sub(r"[^A-Za-z0-9]+", "-", prompt).strip("-").lower()
+    return words[:limit].rstrip("-") or "prompt"
+
+
+def _threshold(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"threshold must be within [0, 1], got {value}")
+    return value
+
+
+def _write_text(path: Path, text: str) -> Path:
+    """Write a text file atomically (temp file in the same folder, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temp.write_text(text, encoding="utf-8")
+        os.replace(temp, path)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise LmscopeError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def _size(path: Path) -> str:
+    size = path.stat().st_size
+    return f"{size / 2**20:.1f} MB" if size >= 2**20 else f"{size / 2**10:.0f} KB"
+
+
+# --- trace -----------------------------------------------------------------------------------
+def _report_trace(trace, out: Path, svg: Path | None, threshold: float) -> None:
+    from lmscope.summary import prediction_line, route_summary, trace_header
+
+    route = trace.route(-1, threshold)
+    print(trace_header(trace))
+    print(prediction_line(trace))
+    print(route_summary(trace, route))
+    written = f"wrote {out} ({_size(out)})"
+    if svg is not None:
+        from lmscope.render.svg import route_svg
+
+        _write_text(svg, route_svg(route, trace.tokens, predicted=trace.predictions()[0][0]))
+        written += f" and {svg}"
+    print(written)
+
+
+def _prompts_from_file(path: Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise LmscopeError(f"cannot read prompt file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise LmscopeError(f"prompt file {path} is not UTF-8 text") from None
+    prompts = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    if not prompts:
+        raise LmscopeError(f"prompt file {path} has no prompts (one per line; '#' comments)")
+    return prompts
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    from lmscope.api import load_model
+    from lmscope.api import trace as run
+
+    if (args.prompt is None) == (args.file is None):
+        raise LmscopeError("give either a PROMPT or --file PROMPTS.txt")
+    if args.file is not None and args.out is not None:
+        raise LmscopeError("--out names one file; with --file use --out-dir DIR")
+    prompts = [args.prompt] if args.prompt is not None else _prompts_from_file(args.file)
+    progress = Progress(enabled=not args.quiet)
+    loaded = load_model(args.model, dtype=args.dtype, device=args.device, progress=progress)
+    failures = 0
+    for number, prompt in enumerate(prompts, start=1):
+        if args.file is not None:
+            out = args.out_dir / f"{number:03d}-{_slug(prompt)}.lmtrace"
+            print(f"\n[{number}/{len(prompts)}]")
+        else:
+            out = args.out or args.out_dir / f"{_slug(prompt)}.lmtrace"
+        svg = out.with_suffix(".svg") if args.svg else None
+        try:
+            traced = run(prompt, loaded, prepend_bos=not args.no_bos, progress=progress)
+            progress.close()
+            traced.save(out)
+            _report_trace(traced, out, svg, args.threshold)
+        except LmscopeError as exc:
+            progress.close()
+            if args.file is None:
+                raise
+            failures += 1
+            print(f"lmscope: prompt {number}: {exc}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+# --- show / export ---------------------------------------------------------------------------
+def cmd_show(args: argparse.Namespace) -> int:
+    from lmscope.api import load_trace
+    from lmscope.summary import prediction_line, route_summary, trace_header
+
+    trace = load_trace(args.file)
+    route = trace.route(args.token, args.threshold, renormalize=not args.raw)
+    print(trace_header(trace))
+    print(prediction_line(trace, args.token))
+    print(route_summary(trace, route, top_edges=args.top, top_ffn=args.top))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from lmscope.api import load_trace
+
+    trace = load_trace(args.file)
+    if args.format == "json":
+        from lmscope.traces.fileformat import export_json
+
+        text = export_json(trace.data)
+    else:
+        from lmscope.render.svg import route_svg
+
+        route = trace.route(args.token, args.threshold, renormalize=not args.raw)
+        text = route_svg(route, trace.tokens, predicted=trace.predictions(args.token)[0][0])
+    if args.out is None or str(args.out) == "-":
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    else:
+        _write_text(args.out, text)
+        print(f"wrote {args.out} ({_size(args.out)})", file=sys.stderr)
+    return 0
+
+
+# --- arguments -------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lmscope", description="Information Flow Routes of a transformer language model."
+    )
+    parser.add_argument("--version", action="version", version=f"lmscope {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    trace = commands.add_parser("trace", help="trace a prompt (or a file of prompts)")
+    trace.add_argument("prompt", nargs="?", help="the prompt text")
+    trace.add_argument("--file", type=Path, help="a text file with one prompt per line")
+    trace.add_argument(
+        "--model", default="default", help="default | hub id | save_pretrained folder | .gguf"
+    )
+    trace.add_argument("--out", type=Path, help="the .lmtrace file to write")
+    trace.add_argument(
+        "--out-dir", type=Path, default=Path("traces"), help="folder for traces (default traces/)"
+    )
+    trace.add_argument("--svg", action="store_true", help="also write the route as an SVG")
+    trace.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None)
+    trace.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
+    trace.add_argument("--threshold", type=_threshold, default=DEFAULT_THRESHOLD)
+    trace.add_argument("--no-bos", action="store_true", help="do not prepend the BOS token")
+    trace.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    trace.set_defaults(run=cmd_trace)
+
+    def route_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--token", type=int, default=-1, help="output position (default last)")
+        sub.add_argument("--threshold", type=_threshold, default=DEFAULT_THRESHOLD)
+        sub.add_argument("--raw", action="store_true", help="raw threshold mode")
+
+    show = commands.add_parser("show", help="print a route from a saved trace (no model)")
+    show.add_argument("file", type=Path)
+    route_options(show)
+    show.add_argument("--top", type=int, default=8, help="edges and FFN nodes listed")
+    show.set_defaults(run=cmd_show)
+
+    export = commands.add_parser("export", help="write a saved trace as JSON or a route as SVG")
+    export.add_argument("file", type=Path)
+    export.add_argument("--format", choices=["json", "svg"], required=True)
+    export.add_argument("--out", type=Path, help="output file (default stdout)")
+    route_options(export)
+    export.set_defaults(run=cmd_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except LmscopeError as exc:
+        print(f"lmscope: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("lmscope: interrupted (nothing half-written is left)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
