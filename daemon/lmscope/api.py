@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from lmscope.models.loading import LoadedModel, ProgressFn
-from lmscope.models.loading import load_model as _load_model
 from lmscope.traces.trace import LiveModel, Trace
-from lmscope.tracing.engine import TraceOptions, run_trace
+
+# torch and transformers load only when a model is needed: opening a saved trace stays fast.
+if TYPE_CHECKING:
+    from lmscope.models.loading import LoadedModel, ProgressFn
 
 _last_model: tuple[tuple[str, str | None, str], LoadedModel] | None = None
 _lock = threading.Lock()
@@ -27,13 +29,15 @@ def load_model(
     progress: ProgressFn | None = None,
 ) -> LoadedModel:
     """Load a model ("default", a hub id, a save_pretrained folder or a .gguf file)."""
+    from lmscope.models.loading import load_model as load
+
     global _last_model
     key = (spec, dtype, device)
     with _lock:
         if _last_model is not None and _last_model[0] == key:
             return _last_model[1]
         _last_model = None  # free the previous model before loading the next
-        loaded = _load_model(spec, dtype=dtype, device=device, progress=progress)
+        loaded = load(spec, dtype=dtype, device=device, progress=progress)
         _last_model = (key, loaded)
         return loaded
 
@@ -49,6 +53,9 @@ def trace(
     progress: ProgressFn | None = None,
 ) -> Trace:
     """Trace `prompt`: one forward pass, then routes, heads, neurons and projections."""
+    from lmscope.models.loading import LoadedModel
+    from lmscope.tracing.engine import TraceOptions, run_trace
+
     loaded = (
         model
         if isinstance(model, LoadedModel)

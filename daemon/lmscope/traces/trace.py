@@ -6,7 +6,8 @@ process also keeps a handle on the model (`live`) for the few queries a file can
 (complete neuron lists, full attention and contribution maps); on a loaded trace those raise
 `NeedsModelError` saying so.
 
-Every result is a plain Python or numpy value.
+Every result is a plain Python or numpy value. torch is imported only by the live queries, so
+reading and querying a saved trace never loads it (`lmscope show` starts fast).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from lmscope.attribution.graph import RAW, RENORMALIZE, Node, Route
 from lmscope.attribution.routes import ContributionGraph
@@ -256,6 +256,8 @@ class Trace:
         ]
 
     def _live_neurons(self, layer: int, position: int):
+        import torch
+
         from lmscope.attribution.neurons import neuron_contributions
 
         live = self.live
@@ -301,6 +303,8 @@ class _StopAfterLayer(Exception):
 
 def _recapture(live: LiveModel, layer: int):
     """Run the model again up to `layer` and return that layer's capture."""
+    import torch
+
     from lmscope.tracing.capture import capture_layers, run_forward
 
     adapter = _adapter(live)
