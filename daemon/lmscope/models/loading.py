@@ -11,12 +11,10 @@ trace (`content_hash`), cached per file so that a start does not rehash hundreds
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib
 import json
 import os
 import re
-import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -27,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lmscope.errors import LmscopeError, ModelLoadError
+from lmscope.models.hashing import weights_hash
 
 if TYPE_CHECKING:
     import transformers
@@ -53,8 +52,6 @@ _DTYPES = {
 _HUB_ID = re.compile(r"(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*")
 
 # Above this total, hashing every byte costs seconds per start; sample instead.
-SAMPLE_ABOVE_BYTES = 2 * 1024**3
-SAMPLE_BYTES = 16 * 1024**2
 
 # transformers' logging and the GGUF progress hook are process-global; one load at a time.
 _LOAD_LOCK = threading.RLock()
@@ -135,105 +132,6 @@ def resolve_device(name: str | None) -> str:
     if index >= count:
         raise LmscopeError(f"device '{name}' does not exist: this machine has {count} CUDA GPU(s)")
     return f"cuda:{index}"
-
-
-# --- cache directory and hashes ---------------------------------------------------------------
-
-
-def cache_dir() -> Path:
-    """lmscope's cache: $LMSCOPE_CACHE_DIR, else $XDG_CACHE_HOME/lmscope, else ~/.cache/lmscope."""
-    explicit = os.environ.get("LMSCOPE_CACHE_DIR")
-    if explicit:
-        return Path(explicit).expanduser().resolve()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return (base / "lmscope").resolve()
-
-
-def _hash_cache_file() -> Path:
-    return cache_dir() / "file-hashes.json"
-
-
-def _read_hash_cache() -> dict[str, Any]:
-    try:
-        data = json.loads(_hash_cache_file().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_hash_cache(entries: dict[str, Any]) -> None:
-    # Best effort: a read-only cache only costs a rehash next time. Entries of vanished files
-    # are dropped so the file stays small.
-    entries = {k: v for k, v in entries.items() if os.path.exists(k.split("|", 1)[1])}
-    target = _hash_cache_file()
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".file-hashes.", dir=target.parent)
-    except OSError:
-        return
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(entries, f, indent=0, sort_keys=True)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache folder may be shared
-        os.replace(tmp, target)  # atomic: readers never see a half-written file
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-
-
-def _digest_file(path: Path, sampled: bool) -> str:
-    digest = hashlib.sha256()
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        if sampled:
-            digest.update(str(size).encode())
-            digest.update(f.read(SAMPLE_BYTES))
-            f.seek(max(size - SAMPLE_BYTES, 0))
-            digest.update(f.read(SAMPLE_BYTES))
-        else:
-            while chunk := f.read(4 * 1024**2):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
-def file_sha256(path: str | Path, *, sampled: bool = False) -> str:
-    """Hex sha256 of a file (or of its size + first and last 16 MiB), cached by path+size+mtime."""
-    path = Path(path).resolve()
-    stat = path.stat()
-    key = f"{'sampled' if sampled else 'full'}|{path}"
-    cache = _read_hash_cache()
-    entry = cache.get(key)
-    if (
-        isinstance(entry, dict)
-        and entry.get("size") == stat.st_size
-        and entry.get("mtime_ns") == stat.st_mtime_ns
-        and isinstance(entry.get("sha256"), str)
-    ):
-        return entry["sha256"]
-    hexdigest = _digest_file(path, sampled)
-    cache = _read_hash_cache()  # re-read: another process may have added entries meanwhile
-    cache[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": hexdigest}
-    _write_hash_cache(cache)
-    return hexdigest
-
-
-def weights_hash(files: list[Path]) -> str:
-    """Content hash of a model's weight files: "sha256:<hex>" or, above 2 GB, "sha256-sampled:".
-
-    One file hashes to its own sha256 (comparable with `sha256sum`); several files hash to the
-    sha256 of their sorted "name size sha256" lines.
-    """
-    files = sorted(files, key=lambda p: p.name)
-    sampled = sum(p.stat().st_size for p in files) > SAMPLE_ABOVE_BYTES
-    prefix = "sha256-sampled" if sampled else "sha256"
-    digests = [file_sha256(p, sampled=sampled) for p in files]
-    if len(files) == 1 and not sampled:
-        return f"{prefix}:{digests[0]}"
-    lines = "".join(
-        f"{p.name} {p.stat().st_size} {d}\n" for p, d in zip(files, digests, strict=True)
-    )
-    return f"{prefix}:{hashlib.sha256(lines.encode()).hexdigest()}"
 
 
 # --- quiet loading ----------------------------------------------------------------------------

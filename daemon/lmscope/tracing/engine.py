@@ -276,39 +276,50 @@ def _neuron_table(
 
 
 # --- projections -----------------------------------------------------------------------------
-# A vector to project: (projection kind, node, vector [d] after the (frozen) final norm,
-# index of the previous residual node's lens row in the same chunk, or None).
-_ProjectionInput = tuple[str, Node, torch.Tensor, "int | None"]
+@dataclass
+class _ProjectionBlock:
+    """One projection kind of one node kind at one layer, for a chunk of positions."""
+
+    kind: str  # PROJECTION_KINDS
+    node_kind: str  # NODE_KINDS
+    layer: int
+    vectors: torch.Tensor  # [c, d] after the final norm (lens) or its frozen scale (updates)
+    prev: int | None  # index of the block holding the previous residual node's lens
 
 
-def _projection_inputs(
+def _projection_blocks(
     adapter: ArchitectureAdapter,
     states: list[LayerState],
-    positions: list[int],
-    lens_vector: Callable[[torch.Tensor], torch.Tensor],
-) -> list[_ProjectionInput]:
-    """Every projection of the given positions, all layers, bottom to top."""
-    rows: list[_ProjectionInput] = []
-
-    def add(kind: str, node: Node, vector: torch.Tensor, prev: int | None) -> int:
-        rows.append((kind, node, vector, prev))
-        return len(rows) - 1
-
+    idx: torch.Tensor,
+    lens_vectors: Callable[[torch.Tensor], torch.Tensor],
+) -> list[_ProjectionBlock]:
+    """Every projection of the positions `idx` [c], all layers, bottom to top, batched."""
     frozen = adapter.frozen_final_norm
-    for i in positions:
-        prev = add(PROJ_LENS, Node(EMBEDDING, 0, i), lens_vector(states[0].resid_in[i]), None)
-        for layer, state in enumerate(states):
-            attn, ffn_out, resid_out = state.attn_out[i], state.ffn_out[i], state.resid_out[i]
-            if adapter.parallel_blocks:
-                add(PROJ_ATTENTION_UPDATE, Node(RESIDUAL, layer, i), frozen(attn, resid_out), None)
-            else:
-                mid = state.resid_in[i] + attn
-                node = Node(POST_ATTENTION, layer, i)
-                add(PROJ_ATTENTION_UPDATE, node, frozen(attn, mid), None)
-                prev = add(PROJ_LENS, node, lens_vector(mid), prev)
-            add(PROJ_FFN_UPDATE, Node(FFN, layer, i), frozen(ffn_out, resid_out), None)
-            prev = add(PROJ_LENS, Node(RESIDUAL, layer, i), lens_vector(resid_out), prev)
-    return rows
+    blocks = [
+        _ProjectionBlock(PROJ_LENS, EMBEDDING, 0, lens_vectors(states[0].resid_in[idx]), None)
+    ]
+    prev = 0
+    for layer, state in enumerate(states):
+        rows = idx.to(state.resid_in.device)
+        attn, ffn_out, resid_out = state.attn_out[rows], state.ffn_out[rows], state.resid_out[rows]
+        if adapter.parallel_blocks:
+            update = frozen(attn, resid_out)
+            blocks.append(_ProjectionBlock(PROJ_ATTENTION_UPDATE, RESIDUAL, layer, update, None))
+        else:
+            mid = state.resid_in[rows] + attn
+            update = frozen(attn, mid)
+            blocks.append(
+                _ProjectionBlock(PROJ_ATTENTION_UPDATE, POST_ATTENTION, layer, update, None)
+            )
+            blocks.append(
+                _ProjectionBlock(PROJ_LENS, POST_ATTENTION, layer, lens_vectors(mid), prev)
+            )
+            prev = len(blocks) - 1
+        update = frozen(ffn_out, resid_out)
+        blocks.append(_ProjectionBlock(PROJ_FFN_UPDATE, FFN, layer, update, None))
+        blocks.append(_ProjectionBlock(PROJ_LENS, RESIDUAL, layer, lens_vectors(resid_out), prev))
+        prev = len(blocks) - 1
+    return blocks
 
 
 def _projections(
@@ -325,37 +336,41 @@ def _projections(
     w_u = adapter.unembedding_weight()
     b_u = adapter.unembedding_bias()
     norm = adapter.final_norm()
-    norm_weight = getattr(norm, "weight", None)
-    norm_device = norm_weight.device if norm_weight is not None else w_u.device
     k = min(k, adapter.vocab_size)
     positions = sorted({node.position for node in reachable})
     per_chunk = max(1, lens.ROWS_PER_CHUNK // (1 + 4 * adapter.n_layers))
 
-    def lens_vector(v: torch.Tensor) -> torch.Tensor:
+    def lens_vectors(v: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            return norm(v.to(norm_device, w_u.dtype)[None])[0].float()
+            return norm(v.to(w_u.device, w_u.dtype)).float()
 
     meta: list[tuple[str, Node]] = []
     chunks: list[tuple[lens.TokenLists, torch.Tensor]] = []
     for start in range(0, len(positions), per_chunk):
-        rows = _projection_inputs(
-            adapter, states, positions[start : start + per_chunk], lens_vector
-        )
-        vectors = torch.stack([r[2].to(w_u.device) for r in rows])
-        scores = lens.logits(vectors, w_u, None)  # [R, V]
+        where = positions[start : start + per_chunk]
+        blocks = _projection_blocks(adapter, states, torch.tensor(where), lens_vectors)
+        c = len(where)
+        scores = lens.logits(torch.cat([b.vectors.to(w_u.device) for b in blocks]), w_u, None)
         if b_u is not None:  # the unembedding bias belongs to the lens, not to updates
-            is_lens = torch.tensor([r[0] == PROJ_LENS for r in rows], device=scores.device)
-            scores[is_lens] += b_u.float()
-        wanted = [r for r, row in enumerate(rows) if row[1] in reachable]
+            for number, block in enumerate(blocks):
+                if block.kind == PROJ_LENS:
+                    scores[number * c : (number + 1) * c] += b_u.float()
+        wanted, prev_rows = [], []
+        for number, block in enumerate(blocks):
+            for offset, i in enumerate(where):
+                node = Node(block.node_kind, block.layer, i)
+                if node in reachable:
+                    wanted.append(number * c + offset)
+                    prev_rows.append(None if block.prev is None else block.prev * c + offset)
+                    meta.append((block.kind, node))
         if not wanted:
             continue
         lists = lens.token_lists(scores[wanted], k)
         ranks = torch.full((len(wanted), k), -1, dtype=torch.long, device=scores.device)
-        with_prev = [n for n, r in enumerate(wanted) if rows[r][3] is not None]
+        with_prev = [n for n, p in enumerate(prev_rows) if p is not None]
         if with_prev:
-            prev_scores = scores[[rows[wanted[n]][3] for n in with_prev]]
+            prev_scores = scores[[prev_rows[n] for n in with_prev]]
             ranks[with_prev] = lens.ranks_of(prev_scores, lists.top_ids[with_prev])
-        meta.extend((rows[r][0], rows[r][1]) for r in wanted)
         chunks.append((lists, ranks))
 
     def cat(values: list[torch.Tensor], dtype: type) -> np.ndarray:

@@ -1,0 +1,51 @@
+"""The engine on a CUDA device agrees with the CPU (skipped where no GPU is present, e.g. CI).
+
+Run on a GPU machine with `python -m pytest tests/test_cuda.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from lmscope.tracing.engine import run_trace
+from tests.conftest import FAMILIES, TINY_PROMPT, build_tiny
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def on_device(family: str, dtype: torch.dtype = torch.float32):
+    loaded = build_tiny(family)
+    loaded.model.to("cuda", dtype)
+    return dataclasses.replace(loaded, device="cuda:0", dtype=dtype)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cuda_trace_matches_the_cpu_trace(family):
+    cpu = run_trace(build_tiny(family), TINY_PROMPT)
+    gpu = run_trace(on_device(family), TINY_PROMPT)
+    np.testing.assert_allclose(gpu.blocks.ffn, cpu.blocks.ffn, atol=1e-4)
+    np.testing.assert_allclose(
+        gpu.blocks.residual_attention, cpu.blocks.residual_attention, atol=1e-4
+    )
+    cpu_edges = set(zip(cpu.edges.layer, cpu.edges.target, cpu.edges.source))
+    gpu_edges = set(zip(gpu.edges.layer, gpu.edges.target, gpu.edges.source))
+    # Edges right at the 0.01 storage threshold may differ by rounding; the rest must match.
+    common = cpu_edges & gpu_edges
+    assert len(common) >= 0.95 * len(cpu_edges)
+    np.testing.assert_array_equal(gpu.predictions.ids[:, 0], cpu.predictions.ids[:, 0])
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt_neox"])
+def test_half_precision_models_attribute_in_float32(family):
+    data = run_trace(on_device(family, torch.bfloat16), TINY_PROMPT)
+    assert np.isfinite(data.blocks.ffn).all()
+    assert data.edges.head_contributions.dtype == np.float32
+    per_target = np.zeros((data.model.n_layers, data.n_tokens))
+    np.add.at(
+        per_target, (data.edges.layer, data.edges.target), data.edges.head_contributions.sum(-1)
+    )
+    assert (per_target + data.blocks.residual_attention <= 1.0 + 1e-4).all()
