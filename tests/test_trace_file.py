@@ -360,10 +360,22 @@ def test_random_bit_flips_raise_trace_file_errors_or_load_a_valid_trace(trace_fi
     assert outcomes["error"] > 0 and outcomes["loaded"] > 0
 
 
-def test_garbage_bytes_are_not_msgpack(tmp_path):
+def test_garbage_bytes_are_not_a_trace(tmp_path):
     path = tmp_path / "g.lmtrace"
     path.write_bytes(b"\xc1" + os.urandom(64))  # 0xc1 is never used by msgpack
+    assert "is not an lmscope trace (not a msgpack map)" in read_error(path)
+
+
+def test_a_map_with_garbage_inside_is_not_valid_msgpack(tmp_path):
+    path = tmp_path / "g.lmtrace"
+    path.write_bytes(b"\x81\xc1" + os.urandom(64))  # a one-entry map whose key is invalid
     assert "not valid msgpack" in read_error(path)
+
+
+def test_another_file_type_is_named_as_not_a_trace(tmp_path):
+    path = tmp_path / "route.svg"
+    path.write_text("<svg xmlns='http://www.w3.org/2000/svg'></svg>")
+    assert "is not an lmscope trace" in read_error(path)
 
 
 def test_a_json_export_renamed_to_lmtrace_is_named_as_json(tmp_path):

@@ -18,7 +18,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from lmscope.__about__ import __version__
 from lmscope.errors import LmscopeError
@@ -40,7 +40,8 @@ class Progress:
 
         if fraction is None:
             self.close()
-            print(f"lmscope: {message}…", file=sys.stderr, flush=True)
+            # "· " not "lmscope: ": errors alone start with the program name.
+            print(f"· {message}…", file=sys.stderr, flush=True)
             return
         if self._bar is None:
             # disable=None: a bar only on a terminal, never a flood of redraws in logs.
@@ -107,14 +108,19 @@ def _report_trace(trace, out: Path, svg: Path | None, threshold: float) -> None:
     print(written)
 
 
-def _prompts_from_file(path: Path) -> list[str]:
+def _prompts_from_file(path: Path) -> list[tuple[int, str]]:
+    """(line number, prompt) for each prompt line; blank lines and '#' comments skipped."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise LmscopeError(f"cannot read prompt file {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise LmscopeError(f"prompt file {path} is not UTF-8 text") from None
-    prompts = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    prompts = [
+        (number, line)
+        for number, line in enumerate(text.splitlines(), start=1)
+        if line.strip() and not line.startswith("#")
+    ]
     if not prompts:
         raise LmscopeError(f"prompt file {path} has no prompts (one per line; '#' comments)")
     return prompts
@@ -124,21 +130,23 @@ def cmd_trace(args: argparse.Namespace) -> int:
     from lmscope.api import load_model
     from lmscope.api import trace as run
 
-    if (args.prompt is None) == (args.file is None):
-        raise LmscopeError("give either a PROMPT or --file PROMPTS.txt")
-    if args.file is not None and args.out is not None:
-        raise LmscopeError("--out names one file; with --file use --out-dir DIR")
-    prompts = [args.prompt] if args.prompt is not None else _prompts_from_file(args.file)
+    if args.prompt is not None:
+        prompts = [(0, args.prompt)]
+        out = args.out or args.out_dir / f"{_slug(args.prompt)}.lmtrace"
+        outputs = [out]
+    else:
+        prompts = _prompts_from_file(args.file)
+        outputs = [
+            args.out_dir / f"{number:03d}-{_slug(prompt)}.lmtrace"
+            for number, (_line, prompt) in enumerate(prompts, start=1)
+        ]
     progress = Progress(enabled=not args.quiet)
     loaded = load_model(args.model, dtype=args.dtype, device=args.device, progress=progress)
     failures = 0
-    for number, prompt in enumerate(prompts, start=1):
+    for number, ((line, prompt), out) in enumerate(zip(prompts, outputs), start=1):
         if args.file is not None:
-            out = args.out_dir / f"{number:03d}-{_slug(prompt)}.lmtrace"
-            print(f"\n[{number}/{len(prompts)}]")
-        else:
-            out = args.out or args.out_dir / f"{_slug(prompt)}.lmtrace"
-        svg = out.with_suffix(".svg") if args.svg else None
+            print(f"\n[{number}/{len(prompts)}] line {line}")
+        svg = out.with_name(out.name.removesuffix(".lmtrace") + ".svg") if args.svg else None
         try:
             traced = run(prompt, loaded, prepend_bos=not args.no_bos, progress=progress)
             progress.close()
@@ -149,7 +157,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
             if args.file is None:
                 raise
             failures += 1
-            print(f"lmscope: prompt {number}: {exc}", file=sys.stderr)
+            print(f"lmscope: {args.file} line {line}: {exc}", file=sys.stderr)
     return 1 if failures else 0
 
 
@@ -188,12 +196,40 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 # --- arguments -------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line `lmscope: <problem> (see lmscope ... --help)`, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"lmscope: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _check_trace_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Argument combinations argparse cannot express; each is a usage error (exit 2)."""
+    if (args.prompt is None) == (args.file is None):
+        parser.error("give either a PROMPT or --file PROMPTS.txt (not both)")
+    if args.file is not None and args.out is not None:
+        parser.error("--out names one file; with --file use --out-dir DIR")
+    if args.out is not None and args.svg and args.out.suffix == ".svg":
+        parser.error("--out must be the .lmtrace file; --svg writes the SVG beside it")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lmscope", description="Information Flow Routes of a transformer language model."
     )
     parser.add_argument("--version", action="version", version=f"lmscope {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     trace = commands.add_parser("trace", help="trace a prompt (or a file of prompts)")
     trace.add_argument("prompt", nargs="?", help="the prompt text")
@@ -211,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--threshold", type=_threshold, default=DEFAULT_THRESHOLD)
     trace.add_argument("--no-bos", action="store_true", help="do not prepend the BOS token")
     trace.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    trace.set_defaults(run=cmd_trace)
+    trace.set_defaults(run=cmd_trace, usage=trace)
 
     def route_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--token", type=int, default=-1, help="output position (default last)")
@@ -221,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     show = commands.add_parser("show", help="print a route from a saved trace (no model)")
     show.add_argument("file", type=Path)
     route_options(show)
-    show.add_argument("--top", type=int, default=8, help="edges and FFN nodes listed")
+    show.add_argument("--top", type=_positive, default=8, help="edges and FFN nodes listed")
     show.set_defaults(run=cmd_show)
 
     export = commands.add_parser("export", help="write a saved trace as JSON or a route as SVG")
@@ -235,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "trace":
+        _check_trace_arguments(args.usage, args)
     try:
         return args.run(args)
     except LmscopeError as exc:

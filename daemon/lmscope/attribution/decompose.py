@@ -21,7 +21,7 @@ from lmscope.attribution.proximity import proximity, scaled_parts_proximity
 # `scaled_parts_proximity` ([targets, H * sources, d]). The full [n, n, H, d] tensor (what
 # LM-TT materialises) never exists; smaller chunks keep the overshoot columns few.
 SCRATCH_BYTES = 64 * 2**20
-MAX_TARGETS_PER_CHUNK = 16
+MAX_TARGETS_PER_CHUNK = 64
 
 
 @dataclass

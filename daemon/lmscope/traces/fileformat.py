@@ -490,7 +490,14 @@ def read_trace(path: str | os.PathLike[str]) -> D.TraceData:
         raise TraceFileError(f"cannot read {where}: {e.strerror or e}") from None
     # A msgpack trace starts with a map byte; '{' or '[' (after blanks) means a JSON export.
     if raw[:4096].lstrip()[:1] in (b"{", b"["):
-        raise TraceFileError(f"{where} holds JSON (a JSON export?), not msgpack; import it instead")
+        raise TraceFileError(
+            f"{where} holds JSON (a JSON export?), not a .lmtrace file; "
+            "lmscope reads JSON exports with lmscope.traces.fileformat.import_json"
+        )
+    # Every trace is a msgpack map (fixmap 0x80-0x8f, map16 0xde, map32 0xdf). Anything else is
+    # some other file, which msgpack might otherwise half-parse into a misleading message.
+    if not (0x80 <= raw[0] <= 0x8F or raw[0] in (0xDE, 0xDF)):
+        raise TraceFileError(f"{where} is not an lmscope trace (not a msgpack map)")
     bound = min(len(raw), MAX_LIST_ITEMS)
     try:  # unpackb sees only bytes, so any exception means a damaged or foreign file
         obj = msgpack.unpackb(

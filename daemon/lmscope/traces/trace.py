@@ -95,6 +95,12 @@ class Trace:
             raise LmscopeError(f"layer {layer} is out of range: the model has {self.n_layers}")
         return layer
 
+    def _head(self, head: int) -> int:
+        n_heads = self.data.model.n_heads
+        if not 0 <= head < n_heads:
+            raise LmscopeError(f"head {head} is out of range: the model has {n_heads} heads")
+        return head
+
     def predictions(self, token: int = -1) -> list[tuple[str, float]]:
         """The model's top next tokens after position `token`: (display string, probability)."""
         row = self.position(token)
@@ -104,7 +110,9 @@ class Trace:
     # --- routes ------------------------------------------------------------------------------
     def route(self, token: int = -1, threshold: float = 0.04, renormalize: bool = True) -> Route:
         """The route of output token `token` at threshold τ (renormalise or raw mode)."""
-        if not (isinstance(threshold, (int, float)) and math.isfinite(threshold)):
+        if isinstance(threshold, bool) or not (
+            isinstance(threshold, (int, float)) and math.isfinite(threshold)
+        ):
             raise ThresholdError(f"threshold must be a number, got {threshold!r}")
         minimum = self.data.settings.min_threshold
         if threshold < minimum - 1e-12:
@@ -156,7 +164,8 @@ class Trace:
         row = self._neuron_rows.get((layer, position))
         table = self.data.neurons
         stored = table.index.shape[1] if row is not None else 0
-        if row is not None and offset + limit <= stored:
+        # The file answers when the page lies within the stored neurons, or when it stores them all.
+        if row is not None and (offset + limit <= stored or stored >= total):
             sl = slice(offset, offset + limit)
             index, contribution = table.index[row, sl], table.contribution[row, sl]
             activation, rest = table.activation[row, sl], float(table.rest_contribution[row])
@@ -194,6 +203,7 @@ class Trace:
         node = node if isinstance(node, Node) else Node(*node)
         if node.kind not in NODE_KINDS or kind not in PROJECTION_KINDS:
             raise LmscopeError(f"unknown node kind {node.kind!r} or projection kind {kind!r}")
+        node = Node(node.kind, self._layer(node.layer), self.position(node.position))
         row = self._projection_rows.get((kind, node.kind, node.layer, node.position))
         if row is None:
             raise NeedsModelError(
@@ -222,14 +232,14 @@ class Trace:
         """A[h] at `layer`: [n, n] attention probabilities (needs the model)."""
         live = self._need_live("the full attention pattern")
         captured = _recapture(live, self._layer(layer))
-        return captured.attn_probs[head].cpu().numpy()
+        return captured.attn_probs[self._head(head)].cpu().numpy()
 
     def contribution_map(self, layer: int, head: int) -> np.ndarray:
         """c_att[layer, i, j, head] for every target i and source j: [n, n] (needs the model)."""
         live = self._need_live("the full contribution map")
         from lmscope.tracing.engine import attribute_layer
 
-        layer = self._layer(layer)
+        layer, head = self._layer(layer), self._head(head)
         result = attribute_layer(_adapter(live), _recapture(live, layer), keep_above=-1.0)
         n = self.n_tokens
         out = np.zeros((n, n), dtype=np.float32)
