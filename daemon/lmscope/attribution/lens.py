@@ -40,15 +40,19 @@ def token_lists(scores: torch.Tensor, k: int) -> TokenLists:
     return TokenLists(top.indices, top.values, bottom.indices, bottom.values)
 
 
-def ranks_of(scores: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
-    """0-based rank of each token in its row: scores [P, V], token_ids [P, k] -> [P, k]."""
-    chosen = scores.gather(1, token_ids)  # [P, k]
-    ranks = torch.empty(token_ids.shape, dtype=torch.long, device=scores.device)
+def ranks_in_rows(
+    scores: torch.Tensor, rows: torch.Tensor, token_ids: torch.Tensor
+) -> torch.Tensor:
+    """0-based rank of token_ids[p, r] within scores[rows[p]]; -1 where rows[p] is -1.
+
+    scores: [R, V]; rows: [P] long; token_ids: [P, k] -> [P, k] long.
+    """
+    ranks = torch.full(token_ids.shape, -1, dtype=torch.long, device=scores.device)
+    present = (rows >= 0).nonzero(as_tuple=True)[0]
     # A few rows at a time: the [rows, k, V] comparison then stays in cache (~6x faster than
-    # one pass per list entry over all rows on a 2-core machine).
-    for start in range(0, scores.shape[0], RANK_ROWS):
-        block = scores[start : start + RANK_ROWS].unsqueeze(1)  # [b, 1, V]
-        ranks[start : start + RANK_ROWS] = (block > chosen[start : start + RANK_ROWS, :, None]).sum(
-            -1
-        )
+    # one pass per list entry over all rows on a 2-core machine), and no [P, V] copy is made.
+    for piece in present.split(RANK_ROWS):
+        block = scores[rows[piece]]  # [b, V]
+        chosen = block.gather(1, token_ids[piece])  # [b, k]
+        ranks[piece] = (block.unsqueeze(1) > chosen.unsqueeze(-1)).sum(-1)
     return ranks

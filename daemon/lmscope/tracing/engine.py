@@ -361,16 +361,22 @@ def _projections(
                 node = Node(block.node_kind, block.layer, i)
                 if node in reachable:
                     wanted.append(number * c + offset)
-                    prev_rows.append(None if block.prev is None else block.prev * c + offset)
+                    prev_rows.append(-1 if block.prev is None else block.prev * c + offset)
                     meta.append((block.kind, node))
         if not wanted:
             continue
-        lists = lens.token_lists(scores[wanted], k)
-        ranks = torch.full((len(wanted), k), -1, dtype=torch.long, device=scores.device)
-        with_prev = [n for n, p in enumerate(prev_rows) if p is not None]
-        if with_prev:
-            prev_scores = scores[[prev_rows[n] for n in with_prev]]
-            ranks[with_prev] = lens.ranks_of(prev_scores, lists.top_ids[with_prev])
+        # Nearly every row is wanted: rank and list all rows in place, then keep the wanted
+        # ones (copying [R, V] score rows would cost more than the extra top-k).
+        all_lists = lens.token_lists(scores, k)
+        keep = torch.tensor(wanted, device=scores.device)
+        lists = lens.TokenLists(
+            all_lists.top_ids[keep],
+            all_lists.top_logits[keep],
+            all_lists.bottom_ids[keep],
+            all_lists.bottom_logits[keep],
+        )
+        prev = torch.tensor(prev_rows, device=scores.device)
+        ranks = lens.ranks_in_rows(scores, prev, lists.top_ids)
         chunks.append((lists, ranks))
 
     def cat(values: list[torch.Tensor], dtype: type) -> np.ndarray:
