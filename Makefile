@@ -25,7 +25,7 @@ $(STAMP): requirements/torch.txt requirements/base.txt requirements/dev.txt requ
 demo: setup
 	$(VENV)/bin/lmscope trace --file demo/prompts.txt --out-dir demo/traces --svg
 	@echo
-	@echo "Traces and SVG routes are in demo/traces/ (lmscope show demo/traces/001-*.lmtrace)"
+	@echo "Traces and SVG routes are in demo/traces/; explore one: .venv/bin/lmscope show demo/traces/001-*.lmtrace --token 5"
 
 test: setup lint typecheck pytest
 
