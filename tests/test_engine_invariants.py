@@ -195,3 +195,23 @@ def test_edges_never_point_to_the_future_and_heads_are_complete(tiny_trace):
     assert np.all(edges.source <= edges.target)
     assert edges.head_contributions.shape[1] == tiny_trace.model.n_heads
     assert np.all(edges.head_contributions.sum(-1) > tiny_trace.settings.min_threshold)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neox"])
+def test_half_precision_models_trace_with_float32_sums(family):
+    import dataclasses
+
+    from tests.conftest import build_tiny
+
+    loaded = build_tiny(family)
+    loaded.model.to(torch.bfloat16)
+    data = run_trace(dataclasses.replace(loaded, dtype=torch.bfloat16), TINY_PROMPT)
+    assert data.environment.dtype == "bfloat16"
+    assert data.edges.head_contributions.dtype == np.float32
+    per_target = np.zeros((data.model.n_layers, data.n_tokens))
+    np.add.at(
+        per_target, (data.edges.layer, data.edges.target), data.edges.head_contributions.sum(-1)
+    )
+    assert np.all(per_target + data.blocks.residual_attention <= 1.0 + 1e-5)
+    assert np.isfinite(data.projections.top_logits).all()
+    assert graph_of(data).route(data.n_tokens - 1, 0.04).edges
