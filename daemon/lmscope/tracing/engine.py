@@ -136,7 +136,7 @@ def run_trace(
         )
         report(f"layer {captured.layer + 1}/{adapter.n_layers}", len(states) / adapter.n_layers)
 
-    with capture_layers(adapter, on_layer):
+    with loaded.lock, capture_layers(adapter, on_layer):
         logits = run_forward(loaded.model, input_ids)  # [n, V]
 
     blocks, edges = _stack_contributions(contributions, attention_weights)

@@ -1,0 +1,296 @@
+"""The daemon's state, independent of any protocol: the loaded model, a queue of model work run
+by one worker thread, and a bounded cache of trace handles.
+
+The server (`server.py`) turns requests into calls here and results into wire dicts; this
+module knows neither pygls nor JSON. Model work (loading, tracing) runs strictly one job at a
+time, in submission order, on the worker thread, so the server's event loop keeps answering
+status, hover and cancel requests. Queries on stored trace data run on any thread; the rare
+queries that need the model again (`Trace.live`) take the model's lock, so they never run a
+forward pass while a trace's hooks are installed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field, fields, is_dataclass
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lmscope.errors import LmscopeError
+from lmscope.traces.trace import LiveModel, Trace
+
+log = logging.getLogger("lmscope.session")
+
+ProgressFn = Callable[[str, float | None], None]
+
+
+class UnknownHandleError(LmscopeError):
+    """A trace handle that is not (or no longer) in the cache."""
+
+
+class NoModelError(LmscopeError):
+    """A trace was asked for with no model loaded and none could be loaded."""
+
+
+class JobCancelled(LmscopeError):
+    """The job was cancelled before or while it ran."""
+
+
+@dataclass
+class Job:
+    """One unit of model work: a model load or a trace."""
+
+    kind: str  # "load" | "trace"
+    run: Callable[[Job], Any]
+    description: str = ""
+    cancel: threading.Event = field(default_factory=threading.Event)
+    future: Future = field(default_factory=Future)
+    progress: ProgressFn | None = None
+
+    def report(self, message: str, fraction: float | None) -> None:
+        if self.progress is not None:
+            self.progress(message, fraction)
+
+
+def trace_bytes(trace: Trace) -> int:
+    """Approximate memory of a trace: the bytes of its numpy arrays (what dominates)."""
+    total = 0
+
+    def walk(value: Any) -> None:
+        nonlocal total
+        if isinstance(value, np.ndarray):
+            total += value.nbytes
+        elif is_dataclass(value) and not isinstance(value, type):
+            for f in fields(value):
+                walk(getattr(value, f.name))
+        elif isinstance(value, (list, tuple)):
+            total += 8 * len(value)
+        elif isinstance(value, dict):
+            total += 64 * len(value)
+
+    walk(trace.data)
+    return total
+
+
+class TraceCache:
+    """Trace handles, least recently used evicted first, bounded by count and bytes."""
+
+    def __init__(self, max_count: int = 32, max_bytes: int = 512 * 2**20) -> None:
+        self.max_count = max_count
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[str, tuple[Trace, int, Path | None]] = OrderedDict()
+        self._ids = count(1)
+        self._lock = threading.Lock()
+
+    def add(self, trace: Trace, path: Path | None = None) -> str:
+        handle = f"t{next(self._ids)}"
+        size = trace_bytes(trace)
+        with self._lock:
+            self._entries[handle] = (trace, size, path)
+            self._evict(keep=handle)
+        return handle
+
+    def _evict(self, keep: str) -> None:
+        while len(self._entries) > 1 and (
+            len(self._entries) > self.max_count or self.bytes > self.max_bytes
+        ):
+            oldest = next(iter(self._entries))
+            if oldest == keep:
+                break
+            del self._entries[oldest]
+            log.info("trace cache: evicted %s", oldest)
+
+    def get(self, handle: str) -> Trace:
+        with self._lock:
+            entry = self._entries.get(handle)
+            if entry is None:
+                raise UnknownHandleError(
+                    f"unknown trace handle {handle!r} (closed, evicted from the cache, or from "
+                    "an earlier daemon): trace again or reopen the file"
+                )
+            self._entries.move_to_end(handle)
+            return entry[0]
+
+    def path(self, handle: str) -> Path | None:
+        with self._lock:
+            entry = self._entries.get(handle)
+            return None if entry is None else entry[2]
+
+    def set_path(self, handle: str, path: Path) -> None:
+        with self._lock:
+            trace, size, _ = self._entries[handle]
+            self._entries[handle] = (trace, size, path)
+
+    def close(self, handle: str) -> bool:
+        with self._lock:
+            return self._entries.pop(handle, None) is not None
+
+    def drop_live(self) -> None:
+        """Forget the model of every live trace (the model is being replaced)."""
+        with self._lock:
+            for trace, _, _ in self._entries.values():
+                trace.live = None
+
+    @property
+    def count(self) -> int:
+        return len(self._entries)
+
+    @property
+    def bytes(self) -> int:
+        return sum(size for _, size, _ in self._entries.values())
+
+
+class Session:
+    """The loaded model, the model-work queue and the trace cache of one daemon."""
+
+    def __init__(self, cache: TraceCache | None = None) -> None:
+        self.model: Any = None  # lmscope.models.loading.LoadedModel | None
+        self.model_state = "none"  # none | loading | ready | error
+        self.traces = cache or TraceCache()
+        self._queue: list[Job] = []
+        self._current: Job | None = None
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._worker = threading.Thread(target=self._work, name="lmscope-worker", daemon=True)
+        self._worker.start()
+
+    # --- the queue ---------------------------------------------------------------------------
+    def submit(self, job: Job) -> Job:
+        with self._wake:
+            if self._stopping:
+                raise LmscopeError("the daemon is shutting down")
+            self._queue.append(job)
+            self._wake.notify()
+        return job
+
+    @property
+    def state(self) -> str:
+        current = self._current
+        if current is None:
+            return "idle"
+        return "loading" if current.kind == "load" else "tracing"
+
+    @property
+    def queued(self) -> list[Job]:
+        with self._wake:
+            return list(self._queue)
+
+    def cancel(self, job: Job) -> None:
+        """Cancel a queued job at once, or a running one at its next check."""
+        job.cancel.set()
+        with self._wake:
+            if job in self._queue:
+                self._queue.remove(job)
+                if not job.future.done():
+                    job.future.set_exception(JobCancelled("cancelled before it started"))
+
+    def _work(self) -> None:
+        while True:
+            with self._wake:
+                while not self._queue and not self._stopping:
+                    self._wake.wait()
+                if self._stopping:
+                    return
+                job = self._queue.pop(0)
+                self._current = job
+            try:
+                if job.cancel.is_set():
+                    raise JobCancelled("cancelled before it started")
+                result = job.run(job)
+            except BaseException as exc:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            else:
+                if not job.future.done():
+                    job.future.set_result(result)
+            finally:
+                with self._wake:
+                    self._current = None
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopping = True
+            for job in self._queue:
+                if not job.future.done():
+                    job.future.set_exception(JobCancelled("the daemon is shutting down"))
+            self._queue.clear()
+            self._wake.notify_all()
+        if self._current is not None:
+            self._current.cancel.set()
+
+    # --- model work --------------------------------------------------------------------------
+    def load_model_job(
+        self, spec: str, dtype: str | None, device: str, on_state: Callable[[], None]
+    ) -> Job:
+        """A job that replaces the loaded model (the old one is freed first)."""
+
+        def run(job: Job) -> Any:
+            from lmscope.models.loading import load_model
+
+            self.traces.drop_live()
+            previous, self.model = self.model, None
+            self.model_state = "loading"
+            on_state()
+            del previous  # free the old weights before the new ones arrive
+            _free_device_memory()
+            try:
+                loaded = load_model(spec, dtype=dtype, device=device, progress=job.report)
+            except BaseException:
+                self.model_state = "error"
+                on_state()
+                raise
+            self.model = loaded
+            self.model_state = "ready"
+            on_state()
+            return loaded
+
+        return Job("load", run, description=f"load {spec}")
+
+    def trace_job(self, prompt: str, options: Any, save_path: Path | None) -> Job:
+        """A job that traces `prompt` on the loaded model and caches the result."""
+
+        def run(job: Job) -> tuple[str, bool]:
+            from lmscope.tracing.engine import TraceCancelled, run_trace
+
+            loaded = self.model
+            if loaded is None:
+                raise NoModelError("no model is loaded: load one first (lmscope/loadModel)")
+            try:
+                data = run_trace(
+                    loaded, prompt, options, progress=job.report, should_cancel=job.cancel.is_set
+                )
+            except TraceCancelled:
+                raise JobCancelled("trace cancelled") from None
+            finally:
+                _free_device_memory()
+            trace = Trace(data, LiveModel(loaded, data.tokens.ids.tolist()))
+            saved = False
+            if save_path is not None:
+                trace.save(save_path)
+                saved = True
+            handle = self.traces.add(trace, save_path)
+            return handle, saved
+
+        return Job("trace", run, description=prompt[:60])
+
+    def open_trace(self, path: Path) -> str:
+        from lmscope.traces.fileformat import read_trace
+
+        return self.traces.add(Trace(read_trace(path)), path)
+
+
+def _free_device_memory() -> None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass

@@ -1,0 +1,1048 @@
+// generated from protocol/ by protocol/generate-ts.mjs — do not edit.
+// Change the JSON Schemas or protocol/methods.json, then run `npm run generate:protocol`.
+
+/**
+ * What a graph node stands for: the token embedding (layer 0), the residual stream after attention, the FFN output, or the residual stream after the whole block.
+ */
+export type NodeKind = "embedding" | "post_attention" | "ffn" | "residual";
+
+/**
+ * A node of the information-flow graph, identified structurally (never as an encoded string).
+ */
+export interface NodeId {
+  /**
+   * What the node stands for.
+   */
+  kind: NodeKind;
+  /**
+   * Transformer block, from 0.
+   */
+  layer: number;
+  /**
+   * Token position in the trace, from 0 (BOS included when prepended).
+   */
+  position: number;
+}
+
+/**
+ * How information moves along an edge: attention from another position, the residual connection, or through the FFN block.
+ */
+export type EdgeKind = "attention" | "residual" | "ffn";
+
+/**
+ * How a route is thresholded: `renormalize` rescales the kept contributions of each node to sum to 1 before thresholding the next layer; `raw` thresholds the unrescaled contributions.
+ */
+export type ThresholdMode = "renormalize" | "raw";
+
+/**
+ * A trace held by the daemon, as returned by lmscope/trace or lmscope/openTrace. Opaque to clients: compare and send back, never parse.
+ */
+export type Handle = string;
+
+/**
+ * Floating-point type of the model's weights and activations.
+ */
+export type Dtype = "float32" | "float16" | "bfloat16";
+
+/**
+ * Where to run the model: `cpu`, `auto` (the best available accelerator, else the CPU), `cuda` or `cuda:N`, or `mps`.
+ */
+export type DeviceRequest = string;
+
+/**
+ * Where a model was loaded from: the embedded default model, a Hugging Face hub id, a local folder, or a .gguf file.
+ */
+export type ModelSource = "default" | "hub" | "folder" | "gguf";
+
+/**
+ * The adapter family that reads the model's blocks.
+ */
+export type ModelFamily = "llama" | "gpt2" | "gpt_neox";
+
+/**
+ * The model loaded in the daemon: identity, architecture and where it runs.
+ */
+export interface ModelInfo {
+  /**
+   * What the user asked for: "default", a hub id, a folder or a .gguf path.
+   */
+  spec: string;
+  /**
+   * Display name.
+   */
+  name: string;
+  /**
+   * Where the model was loaded from.
+   */
+  source: ModelSource;
+  /**
+   * sha256 of the weight files, or the hub revision; equal hashes mean the same weights.
+   */
+  contentHash: string;
+  /**
+   * Adapter family.
+   */
+  family: ModelFamily;
+  /**
+   * transformers' config.model_type.
+   */
+  modelType: string;
+  /**
+   * Number of transformer blocks.
+   */
+  nLayers: number;
+  /**
+   * Attention (query) heads per layer.
+   */
+  nHeads: number;
+  /**
+   * Key/value heads per layer (fewer than nHeads with grouped-query attention).
+   */
+  nKvHeads: number;
+  /**
+   * Width of the residual stream.
+   */
+  dModel: number;
+  /**
+   * Width of one attention head.
+   */
+  dHead: number;
+  /**
+   * Neurons per FFN block.
+   */
+  dFfn: number;
+  /**
+   * Size of the vocabulary (rows of the unembedding).
+   */
+  vocabSize: number;
+  /**
+   * Longest prompt the model accepts, in tokens.
+   */
+  contextLength: number;
+  /**
+   * Attention and FFN read the same residual (GPT-NeoX, GPT-J, Phi), so there is no post_attention node on the FFN's input.
+   */
+  parallelBlocks: boolean;
+  /**
+   * Where the model runs, resolved (e.g. "cpu", "cuda:0").
+   */
+  device: string;
+  /**
+   * Type of the weights as loaded.
+   */
+  dtype: Dtype;
+  /**
+   * Memory taken by the weights, in bytes.
+   */
+  parameterBytes: number;
+}
+
+/**
+ * A vocabulary token with a score; the field holding it says whether the score is a probability or a logit.
+ */
+export interface TokenScore {
+  /**
+   * The token as display text (untrusted: escape before rendering).
+   */
+  token: string;
+  /**
+   * Token id in the model's vocabulary.
+   */
+  id: number;
+  /**
+   * Probability or logit, as the containing field says.
+   */
+  score: number;
+}
+
+/**
+ * The model a trace was made with: enough to tell whether the loaded model is the same one.
+ */
+export interface TraceModelRef {
+  /**
+   * Display name.
+   */
+  name: string;
+  /**
+   * What the user asked for when the trace was made.
+   */
+  spec: string;
+  /**
+   * sha256 of the weight files, or the hub revision.
+   */
+  contentHash: string;
+}
+
+/**
+ * A trace held by the daemon: its handle, its prompt and what the client needs to draw and query it.
+ */
+export interface TraceSummary {
+  /**
+   * Names this trace in later requests until lmscope/closeTrace.
+   */
+  handle: Handle;
+  /**
+   * The traced text.
+   */
+  prompt: string;
+  /**
+   * Display text of every token, BOS included when prepended; positions index this list.
+   */
+  tokens: string[];
+  /**
+   * Number of transformer blocks.
+   */
+  nLayers: number;
+  /**
+   * Attention heads per layer.
+   */
+  nHeads: number;
+  /**
+   * Neurons per FFN block.
+   */
+  dFfn: number;
+  /**
+   * Attention and FFN read the same residual (no post_attention node feeds the FFN).
+   */
+  parallelBlocks: boolean;
+  /**
+   * Routes are answerable for every threshold >= this.
+   */
+  minThreshold: number;
+  /**
+   * The model the trace was made with.
+   */
+  model: TraceModelRef;
+  /**
+   * Top next tokens after the last token, most probable first; score = probability.
+   */
+  predictions: TokenScore[];
+  /**
+   * True when the trace was made in this daemon and its model is still loaded, so queries that need the model work.
+   */
+  live: boolean;
+  /**
+   * The .lmtrace file, when the trace was saved or opened; null otherwise.
+   */
+  path: string | null;
+}
+
+/**
+ * One attention head or one FFN neuron.
+ */
+export interface UnitRef {
+  /**
+   * A head or a neuron.
+   */
+  kind: "head" | "neuron";
+  /**
+   * Transformer block, from 0.
+   */
+  layer: number;
+  /**
+   * Head or neuron index within the layer, from 0.
+   */
+  index: number;
+}
+
+/**
+ * A whole attention or FFN block of one layer.
+ */
+export interface BlockRef {
+  /**
+   * The attention block or the FFN block.
+   */
+  kind: "attention" | "ffn";
+  /**
+   * Transformer block, from 0.
+   */
+  layer: number;
+}
+
+/**
+ * A model component, told apart by `kind`: a head or neuron carries its `index`; an attention or FFN block has none.
+ */
+export type ComponentRef = UnitRef | BlockRef;
+
+/**
+ * An attention edge of the route at the component's layer.
+ */
+export interface CardEdge {
+  /**
+   * Position attended from (source <= target).
+   */
+  source: number;
+  /**
+   * Position attending.
+   */
+  target: number;
+  /**
+   * The component's part of the edge's weight.
+   */
+  weight: number;
+}
+
+/**
+ * The component's part in one route of a trace.
+ */
+export interface CardContext {
+  /**
+   * The trace.
+   */
+  handle: Handle;
+  /**
+   * The route's output token, resolved to a position (>= 0).
+   */
+  token: number;
+  /**
+   * The route's threshold.
+   */
+  threshold: number;
+  /**
+   * The route's threshold mode.
+   */
+  mode: ThresholdMode;
+  /**
+   * Part of the output flowing through this component on the route (0 when it is not on it).
+   */
+  share: number;
+  /**
+   * Attention components: this head's or block's edges on the route at this layer; [] for FFN components.
+   */
+  edges: CardEdge[];
+  /**
+   * Neurons: the activation at the route's FFN node of this layer, when known; null otherwise.
+   */
+  activation: number | null;
+}
+
+/**
+ * The interpretation card of a component: the tokens it promotes and suppresses, and its part in a route when a trace was given.
+ */
+export interface Card {
+  /**
+   * Heading, e.g. "L12H3 · attention head".
+   */
+  title: string;
+  /**
+   * The component described.
+   */
+  component: ComponentRef;
+  /**
+   * Tokens the component's output raises most, strongest first; score = logit.
+   */
+  promoted: TokenScore[];
+  /**
+   * Tokens it lowers most, strongest first; score = logit. May be empty, with a note saying why.
+   */
+  suppressed: TokenScore[];
+  /**
+   * Its part in the route of the given trace; null without a trace.
+   */
+  context: CardContext | null;
+  /**
+   * Plain-language caveats ("needs the model", "not on the route", ...).
+   */
+  notes: string[];
+  /**
+   * The card rendered as Markdown, every untrusted text (tokens, prompt) escaped.
+   */
+  markdown: string;
+}
+
+/**
+ * An LSP position: zero-based line and character offset (UTF-16 code units, as negotiated by LSP).
+ */
+export interface Position {
+  /**
+   * Zero-based line.
+   */
+  line: number;
+  /**
+   * Zero-based character offset within the line.
+   */
+  character: number;
+}
+
+/**
+ * An LSP range: start inclusive, end exclusive.
+ */
+export interface Range {
+  /**
+   * First character of the range.
+   */
+  start: Position;
+  /**
+   * Just past the last character.
+   */
+  end: Position;
+}
+
+/**
+ * What the daemon advertises in InitializeResult.capabilities.experimental.lmscope.
+ */
+export interface LmscopeCapabilities {
+  /**
+   * The lmscope protocol the daemon speaks.
+   */
+  protocolVersion: "1";
+  /**
+   * The lmscope Python package's version.
+   */
+  version: string;
+}
+
+/**
+ * Params of lmscope/status: none (an empty object; omitted params count as {}).
+ */
+export type StatusParams = Record<string, never>;
+
+/**
+ * Result of lmscope/status: what the daemon is and what it is doing.
+ */
+export interface StatusResult {
+  /**
+   * The lmscope Python package's version.
+   */
+  version: string;
+  /**
+   * The lmscope protocol the daemon speaks.
+   */
+  protocolVersion: "1";
+  /**
+   * idle: nothing running; loading: a model is loading; tracing: a trace is running.
+   */
+  state: "idle" | "loading" | "tracing";
+  /**
+   * The loaded model; null when none is loaded.
+   */
+  model: ModelInfo | null;
+  /**
+   * Traces waiting behind the running job.
+   */
+  queuedTraces: number;
+  /**
+   * Traces held in memory (handles) and the limits past which the least recently used are dropped.
+   */
+  traceCache: TraceCacheUse;
+}
+
+/**
+ * Traces held in memory (handles) and the limits past which the least recently used are dropped.
+ */
+export interface TraceCacheUse {
+  /**
+   * Traces held.
+   */
+  count: number;
+  /**
+   * Approximate memory they take, in bytes.
+   */
+  bytes: number;
+  /**
+   * Most traces held at once.
+   */
+  maxCount: number;
+  /**
+   * Most memory they may take, in bytes.
+   */
+  maxBytes: number;
+}
+
+/**
+ * Params of lmscope/loadModel: which model, and optionally its dtype and device. The new model replaces (and frees) the loaded one.
+ */
+export interface LoadModelParams {
+  /**
+   * "default" (the embedded model), a Hugging Face hub id, a local folder or a .gguf path.
+   */
+  spec: string;
+  /**
+   * Type to load the weights in; absent: the daemon's choice for the model and device.
+   */
+  dtype?: Dtype;
+  /**
+   * Where to run the model; absent: the daemon's default.
+   */
+  device?: DeviceRequest;
+  /**
+   * LSP work-done progress token: the daemon sends $/progress begin/report/end for this request under it (trace: one report per layer).
+   */
+  workDoneToken?: string | number;
+}
+
+/**
+ * Result of lmscope/loadModel: the model now loaded.
+ */
+export interface LoadModelResult {
+  /**
+   * The model now loaded.
+   */
+  model: ModelInfo;
+}
+
+/**
+ * Params of lmscope/trace: exactly one of `prompt` (the text) or `document` (a range of an open document, read by the daemon), plus options.
+ */
+export interface TraceParams {
+  /**
+   * The text to trace. Exactly one of prompt and document.
+   */
+  prompt?: string;
+  /**
+   * A range of a document open in the editor: the daemon traces its text as the editor has it (unsaved changes included). Exactly one of prompt and document.
+   */
+  document?: DocumentRange;
+  /**
+   * Prepend the model's beginning-of-sequence token (when it has one).
+   *
+   * @default true
+   */
+  prependBos?: boolean;
+  /**
+   * Smallest route threshold the trace will answer; lower keeps more edges and makes bigger traces.
+   *
+   * @default 0.01
+   */
+  minThreshold?: number;
+  /**
+   * Absolute path of a .lmtrace file to write (atomically) once the trace is done; absent: the trace is kept in memory only.
+   */
+  savePath?: string;
+  /**
+   * LSP work-done progress token: the daemon sends $/progress begin/report/end for this request under it (trace: one report per layer).
+   */
+  workDoneToken?: string | number;
+}
+
+/**
+ * A range of a document open in the editor: the daemon traces its text as the editor has it (unsaved changes included). Exactly one of prompt and document.
+ */
+export interface DocumentRange {
+  /**
+   * The document's URI, as the editor names it.
+   */
+  uri: string;
+  /**
+   * The text to trace.
+   */
+  range: Range;
+}
+
+/**
+ * Result of lmscope/trace: the new trace and whether it was saved.
+ */
+export interface TraceResult {
+  /**
+   * The new trace; its handle names it in later requests.
+   */
+  trace: TraceSummary;
+  /**
+   * True when savePath was given and the file was written (then trace.path is that path).
+   */
+  saved: boolean;
+}
+
+/**
+ * Params of lmscope/openTrace: the .lmtrace file to open.
+ */
+export interface OpenTraceParams {
+  /**
+   * Path of the .lmtrace file (absolute, or relative to the daemon's working directory).
+   */
+  path: string;
+}
+
+/**
+ * Result of lmscope/openTrace: the opened trace.
+ */
+export interface OpenTraceResult {
+  /**
+   * The opened trace (live is true only when the loaded model has the file's content hash).
+   */
+  trace: TraceSummary;
+}
+
+/**
+ * Params of lmscope/closeTrace: the handle to forget.
+ */
+export interface CloseTraceParams {
+  /**
+   * The trace to forget.
+   */
+  handle: Handle;
+}
+
+/**
+ * Result of lmscope/closeTrace.
+ */
+export interface CloseTraceResult {
+  /**
+   * True when the handle was held and is now forgotten; false when it was unknown (closing is idempotent).
+   */
+  closed: boolean;
+}
+
+/**
+ * Params of lmscope/route: which trace, which output token, at what threshold and in which mode.
+ */
+export interface RouteParams {
+  /**
+   * The trace.
+   */
+  handle: Handle;
+  /**
+   * Output token position whose prediction the route explains; negative values count from the end (-1: the last token).
+   *
+   * @default -1
+   */
+  token?: number;
+  /**
+   * Edges carrying less than this share of a node's input are dropped (tau). Must be >= the trace's minThreshold.
+   */
+  threshold: number;
+  /**
+   * How contributions are thresholded.
+   *
+   * @default "renormalize"
+   */
+  mode?: ThresholdMode;
+}
+
+/**
+ * Result of lmscope/route: the nodes and edges of one output token's route.
+ */
+export interface RouteResult {
+  /**
+   * The output token position, resolved (>= 0).
+   */
+  token: number;
+  /**
+   * The threshold used.
+   */
+  threshold: number;
+  /**
+   * The threshold mode used.
+   */
+  mode: ThresholdMode;
+  /**
+   * Every node on the route.
+   *
+   * Items: A node on the route.
+   */
+  nodes: RouteNode[];
+  /**
+   * Every edge on the route.
+   *
+   * Items: An edge on the route, from source to target node.
+   */
+  edges: RouteEdge[];
+}
+
+/**
+ * A node on the route.
+ */
+export interface RouteNode {
+  /**
+   * The node.
+   */
+  id: NodeId;
+  /**
+   * Share of the output flowing through this node.
+   */
+  share: number;
+}
+
+/**
+ * An edge on the route, from source to target node.
+ */
+export interface RouteEdge {
+  /**
+   * How information moves along the edge.
+   */
+  kind: EdgeKind;
+  /**
+   * The node information comes from.
+   */
+  source: NodeId;
+  /**
+   * The node it goes to.
+   */
+  target: NodeId;
+  /**
+   * The edge's contribution to the target, in this mode.
+   */
+  weight: number;
+  /**
+   * Attention edges: each head's weight in this mode, in head order; [] for other edges.
+   */
+  heads: number[];
+}
+
+/**
+ * Params of lmscope/edgeHeads: one attention edge, source -> target at a layer.
+ */
+export interface EdgeHeadsParams {
+  /**
+   * The trace.
+   */
+  handle: Handle;
+  /**
+   * Transformer block, from 0.
+   */
+  layer: number;
+  /**
+   * Position attending; negative values count from the end.
+   */
+  target: number;
+  /**
+   * Position attended to (at most target); negative values count from the end.
+   */
+  source: number;
+}
+
+/**
+ * Result of lmscope/edgeHeads: every head of the layer, in head order.
+ */
+export interface EdgeHeadsResult {
+  /**
+   * One entry per head, in head order (unthresholded).
+   *
+   * Items: One head's part in the edge.
+   */
+  heads: HeadContribution[];
+}
+
+/**
+ * One head's part in the edge.
+ */
+export interface HeadContribution {
+  /**
+   * Head index, from 0.
+   */
+  head: number;
+  /**
+   * The head's contribution to the edge (proximity-based, unthresholded).
+   */
+  contribution: number;
+  /**
+   * The head's attention weight from target to source.
+   */
+  attention: number;
+}
+
+/**
+ * Params of lmscope/ffnNeurons: one FFN node and a page of its neurons.
+ */
+export interface FfnNeuronsParams {
+  /**
+   * The trace.
+   */
+  handle: Handle;
+  /**
+   * Transformer block, from 0.
+   */
+  layer: number;
+  /**
+   * Token position of the FFN node; negative values count from the end.
+   */
+  position: number;
+  /**
+   * Neurons to skip, strongest first.
+   *
+   * @default 0
+   */
+  offset?: number;
+  /**
+   * Most neurons to return.
+   *
+   * @default 50
+   */
+  limit?: number;
+}
+
+/**
+ * Result of lmscope/ffnNeurons: one page of neurons, strongest contribution first.
+ */
+export interface FfnNeuronsResult {
+  /**
+   * Neurons in the FFN block (dFfn).
+   */
+  total: number;
+  /**
+   * Rank of the first neuron on this page.
+   */
+  offset: number;
+  /**
+   * Contribution of the FFN output's non-neuron part (biases).
+   */
+  rest: number;
+  /**
+   * This page, strongest contribution first.
+   *
+   * Items: One neuron's part in the FFN node.
+   */
+  neurons: NeuronContribution[];
+}
+
+/**
+ * One neuron's part in the FFN node.
+ */
+export interface NeuronContribution {
+  /**
+   * Neuron index within the layer, from 0.
+   */
+  neuron: number;
+  /**
+   * The neuron's contribution to the FFN output.
+   */
+  contribution: number;
+  /**
+   * The neuron's activation (signed).
+   */
+  activation: number;
+}
+
+/**
+ * Params of lmscope/projection: a node and which of its vectors to project onto the vocabulary.
+ */
+export interface ProjectionParams {
+  /**
+   * The trace.
+   */
+  handle: Handle;
+  /**
+   * The node to project.
+   */
+  node: NodeId;
+  /**
+   * lens: the residual stream at the node (logit lens); attention_update / ffn_update: what the block adds there.
+   *
+   * @default "lens"
+   */
+  kind?: ProjectionKind;
+}
+
+/**
+ * lens: the residual stream at the node (logit lens); attention_update / ffn_update: what the block adds there.
+ */
+export type ProjectionKind = "lens" | "attention_update" | "ffn_update";
+
+/**
+ * Result of lmscope/projection: the tokens the vector raises most and lowers most.
+ */
+export interface ProjectionResult {
+  /**
+   * Highest logits first.
+   *
+   * Items: A token with a high logit and, for the lens, its rank one node earlier.
+   */
+  top: RankedLogit[];
+  /**
+   * Lowest logits first.
+   *
+   * Items: A token with a low logit.
+   */
+  bottom: TokenLogit[];
+}
+
+/**
+ * A token with a high logit and, for the lens, its rank one node earlier.
+ */
+export interface RankedLogit {
+  /**
+   * The token as display text (untrusted: escape before rendering).
+   */
+  token: string;
+  /**
+   * Token id in the model's vocabulary.
+   */
+  id: number;
+  /**
+   * Its logit.
+   */
+  logit: number;
+  /**
+   * Its rank (0 = top) in the previous residual node's lens; null when there is none.
+   */
+  prevRank: number | null;
+}
+
+/**
+ * A token with a low logit.
+ */
+export interface TokenLogit {
+  /**
+   * The token as display text (untrusted: escape before rendering).
+   */
+  token: string;
+  /**
+   * Token id in the model's vocabulary.
+   */
+  id: number;
+  /**
+   * Its logit.
+   */
+  logit: number;
+}
+
+/**
+ * Params of lmscope/component: the component, and optionally a trace's route to place it in. token, threshold and mode need handle.
+ */
+export interface ComponentParams {
+  /**
+   * The head, neuron or block to describe.
+   */
+  component: ComponentRef;
+  /**
+   * A trace whose route gives the card its context; absent: no context.
+   */
+  handle?: Handle;
+  /**
+   * Output token of the route; negative values count from the end.
+   *
+   * @default -1
+   */
+  token?: number;
+  /**
+   * Threshold of the route; absent: the trace's minThreshold.
+   */
+  threshold?: number;
+  /**
+   * Threshold mode of the route.
+   *
+   * @default "renormalize"
+   */
+  mode?: ThresholdMode;
+}
+
+/**
+ * Result of lmscope/component: the component's card.
+ */
+export type ComponentResult = Card;
+
+/**
+ * Params of the lmscope/modelChanged notification: the daemon's model state.
+ */
+export interface ModelChangedParams {
+  /**
+   * none: no model; loading: a load is running; ready: model is loaded; error: the last load failed (see message).
+   */
+  state: "none" | "loading" | "ready" | "error";
+  /**
+   * The loaded model (while loading or after an error: the one still loaded, if any); null when none.
+   */
+  model: ModelInfo | null;
+  /**
+   * Loading progress, when known.
+   */
+  percentage?: number;
+  /**
+   * What is happening or what went wrong, for the user.
+   */
+  message?: string;
+}
+
+/**
+ * Params of the lmscope/traceChanged notification: a trace moved through the daemon's queue.
+ */
+export interface TraceChangedParams {
+  /**
+   * queued, started, then one of finished, failed or cancelled.
+   */
+  state: "queued" | "started" | "finished" | "failed" | "cancelled";
+  /**
+   * The JSON-RPC id of the lmscope/trace request, when the trace came from one.
+   */
+  requestId?: string | number;
+  /**
+   * The new trace's handle (finished only).
+   */
+  handle?: Handle;
+  /**
+   * What happened, for the user (failed: the error).
+   */
+  message?: string;
+  /**
+   * Traces still waiting after this change.
+   */
+  queuedTraces: number;
+}
+
+/**
+ * What the editor sends as InitializeParams.initializationOptions. protocolVersion is compared first: a mismatch refuses initialize with a message naming the side to update.
+ */
+export interface InitializationOptions {
+  /**
+   * The lmscope protocol the editor speaks. Any version string is well-formed here; the daemon refuses one that is not its own.
+   */
+  protocolVersion: string;
+  /**
+   * Model spec to load at start (as lmscope/loadModel's spec); absent: load nothing until asked.
+   */
+  model?: string;
+  /**
+   * Type for that model's weights; absent: the daemon's choice.
+   */
+  dtype?: Dtype;
+  /**
+   * Where to run that model; absent: the daemon's default.
+   */
+  device?: DeviceRequest;
+  /**
+   * The shared secret of a daemon started with --tcp (LMSCOPE_TOKEN); compared in constant time before any other request is served. Ignored over stdio.
+   */
+  token?: string;
+}
+
+/** The lmscope protocol version; exchanged at initialize, a mismatch is refused. */
+export const PROTOCOL_VERSION = "1";
+
+/** Every lmscope method name (requests and notifications), keyed by its name without the prefix. */
+export const Methods = {
+  status: "lmscope/status",
+  loadModel: "lmscope/loadModel",
+  trace: "lmscope/trace",
+  openTrace: "lmscope/openTrace",
+  closeTrace: "lmscope/closeTrace",
+  route: "lmscope/route",
+  edgeHeads: "lmscope/edgeHeads",
+  ffnNeurons: "lmscope/ffnNeurons",
+  projection: "lmscope/projection",
+  component: "lmscope/component",
+  modelChanged: "lmscope/modelChanged",
+  traceChanged: "lmscope/traceChanged",
+} as const;
+
+/** Params and result of every request (client -> server), keyed by method name. */
+export interface RequestTypes {
+  "lmscope/status": {params: StatusParams; result: StatusResult};
+  "lmscope/loadModel": {params: LoadModelParams; result: LoadModelResult};
+  "lmscope/trace": {params: TraceParams; result: TraceResult};
+  "lmscope/openTrace": {params: OpenTraceParams; result: OpenTraceResult};
+  "lmscope/closeTrace": {params: CloseTraceParams; result: CloseTraceResult};
+  "lmscope/route": {params: RouteParams; result: RouteResult};
+  "lmscope/edgeHeads": {params: EdgeHeadsParams; result: EdgeHeadsResult};
+  "lmscope/ffnNeurons": {params: FfnNeuronsParams; result: FfnNeuronsResult};
+  "lmscope/projection": {params: ProjectionParams; result: ProjectionResult};
+  "lmscope/component": {params: ComponentParams; result: ComponentResult};
+}
+
+/** Params of every notification (server -> client), keyed by method name. */
+export interface NotificationTypes {
+  "lmscope/modelChanged": ModelChangedParams;
+  "lmscope/traceChanged": TraceChangedParams;
+}
+
+/** JSON-RPC error codes the daemon answers with. */
+export const ErrorCodes = {
+  InvalidParams: -32602,
+  MethodNotFound: -32601,
+  RequestCancelled: -32800,
+  ModelError: -32001,
+  PromptError: -32002,
+  TraceFileError: -32003,
+  NeedsModel: -32004,
+  UnknownHandle: -32005,
+  LmscopeError: -32006,
+} as const;

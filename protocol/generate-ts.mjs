@@ -1,0 +1,218 @@
+#!/usr/bin/env node
+// Generates extension/src/protocol/types.ts from protocol/ (the JSON Schemas and methods.json).
+//
+//   node protocol/generate-ts.mjs           write the file
+//   node protocol/generate-ts.mjs --check   regenerate in memory; exit 1 if the file differs
+//
+// How: every named schema (each file in protocol/schemas/ and each `$defs` entry) is compiled
+// on its own by json-schema-to-typescript, in a fixed order, and the pieces are concatenated.
+// Before compiling, each `$ref` is resolved here, from the files on disk, to the `title` of the
+// schema it points at and replaced by `tsType: "<Title>"`. The compiler therefore never follows
+// a `$ref` (no file or network access of its own) and declares each shared type exactly once:
+// left to itself it re-declares a referenced type for every `$ref` with a sibling
+// `description` (`Handle1`, `Handle2`, ...), and those descriptions are the doc comments we want.
+// Keywords that only validate (if/then/else, dependentRequired, constraint-only oneOf) are
+// dropped; the schema stays the authority, the types are its shape.
+
+import {readFileSync, readdirSync, writeFileSync, mkdirSync, existsSync} from 'node:fs';
+import path from 'node:path';
+import {fileURLToPath} from 'node:url';
+import {compile} from 'json-schema-to-typescript';
+
+const PROTOCOL_DIR = path.dirname(fileURLToPath(import.meta.url));
+const REPO_ROOT = path.dirname(PROTOCOL_DIR);
+const SCHEMAS_DIR = path.join(PROTOCOL_DIR, 'schemas');
+const OUT_FILE = path.join(REPO_ROOT, 'extension', 'src', 'protocol', 'types.ts');
+const METHOD_PREFIX = 'lmscope/';
+
+const HEADER = `// generated from protocol/ by protocol/generate-ts.mjs — do not edit.
+// Change the JSON Schemas or protocol/methods.json, then run \`npm run generate:protocol\`.
+`;
+
+// Keywords that constrain values but add nothing to a TypeScript shape (or confuse the compiler).
+const VALIDATION_ONLY = new Set(['if', 'then', 'else', 'dependentRequired', 'dependentSchemas', 'not']);
+
+function fail(message) {
+  console.error(`generate-ts: ${message}`);
+  process.exit(1);
+}
+
+function readJson(file) {
+  return JSON.parse(readFileSync(file, 'utf8'));
+}
+
+/** Every schema file, by file name (sorted, so nothing depends on directory order). */
+function loadSchemas() {
+  const schemas = new Map();
+  for (const name of readdirSync(SCHEMAS_DIR).sort()) {
+    if (name.endsWith('.schema.json')) schemas.set(name, readJson(path.join(SCHEMAS_DIR, name)));
+  }
+  return schemas;
+}
+
+/** The schema a `$ref` (relative to `baseFile`) points at, read from the loaded files. */
+function resolveRef(schemas, ref, baseFile) {
+  const [file, fragment = ''] = ref.split('#');
+  const fileName = file === '' ? baseFile : file;
+  let target = schemas.get(fileName);
+  if (target === undefined) fail(`${baseFile}: $ref ${ref} names a file that is not in protocol/schemas/`);
+  for (const token of fragment.split('/').filter(t => t !== '')) {
+    const key = decodeURIComponent(token).replace(/~1/g, '/').replace(/~0/g, '~');
+    target = target?.[key];
+    if (target === undefined) fail(`${baseFile}: $ref ${ref} points at nothing`);
+  }
+  if (typeof target.title !== 'string') fail(`${baseFile}: $ref ${ref} points at a schema without a title`);
+  return target;
+}
+
+/** Is `schema` only a constraint (e.g. `{"required": ["prompt"]}`), with no shape of its own? */
+function isConstraintOnly(schema) {
+  return Object.keys(schema).every(k => ['required', 'description', '$comment'].includes(k));
+}
+
+/**
+ * A copy of `schema` that the compiler can take alone: `$ref`s become named `tsType`s, and a
+ * titled schema nested inside (e.g. `RouteEdge` in `RouteResult`) is moved to `hoisted` and
+ * named the same way, so the property keeps its own doc comment and default.
+ */
+function prepare(schemas, schema, baseFile, hoisted, nested = false) {
+  if (Array.isArray(schema)) return schema.map(s => prepare(schemas, s, baseFile, hoisted, true));
+  if (schema === null || typeof schema !== 'object') return schema;
+  const withDefault = description =>
+    'default' in schema ? `${description}\n\n@default ${JSON.stringify(schema.default)}` : description;
+  if (nested && typeof schema.title === 'string' && !('$ref' in schema)) {
+    const {description, default: _default, ...declared} = schema;
+    hoisted.push({...declared, description});
+    return {description: withDefault(description), tsType: schema.title};
+  }
+  const out = {};
+  for (const [key, value] of Object.entries(schema)) {
+    if (['$schema', '$id', '$defs', '$comment', ...VALIDATION_ONLY].includes(key)) continue;
+    if (key === '$ref') out.tsType = resolveRef(schemas, value, baseFile).title;
+    else if ((key === 'oneOf' || key === 'anyOf') && value.every(isConstraintOnly)) continue;
+    else if (key === 'properties' || key === 'patternProperties') {
+      // Property names are data, not keywords: never filter them.
+      out[key] = Object.fromEntries(
+        Object.entries(value).map(([k, v]) => [k, prepare(schemas, v, baseFile, hoisted, true)]),
+      );
+    } else out[key] = prepare(schemas, value, baseFile, hoisted, true);
+  }
+  if (typeof out.description === 'string') out.description = withDefault(out.description);
+  // A closed object without properties (StatusParams) is `{}` in the compiler's output, which
+  // TypeScript reads as "any non-null value"; say "no keys" instead.
+  if (out.type === 'object' && out.additionalProperties === false && Object.keys(out.properties ?? {}).length === 0) {
+    out.tsType = 'Record<string, never>';
+  }
+  return out;
+}
+
+const COMPILE_OPTIONS = {
+  bannerComment: '',
+  additionalProperties: false,
+  declareExternallyReferenced: true,
+  unreachableDefinitions: false,
+  enableConstEnums: false,
+  format: true,
+  unknownAny: true,
+  strictIndexSignatures: true,
+  // No $ref reaches the compiler (see prepare); refuse any resolution that would read a file.
+  $refOptions: {resolve: {external: false}},
+};
+
+/** The declarations of one named schema (and of the titled schemas nested in it), in order. */
+async function compileNamed(schemas, schema, baseFile, seen) {
+  const pieces = [];
+  const queue = [schema];
+  while (queue.length > 0) {
+    const next = queue.shift();
+    const title = next.title;
+    if (typeof title !== 'string' || !/^[A-Z][A-Za-z0-9]*$/.test(title)) {
+      fail(`${baseFile}: every schema needs a PascalCase title (the TypeScript name), got ${JSON.stringify(title)}`);
+    }
+    if (seen.has(title)) fail(`${baseFile}: ${title} is declared twice (titles must be unique)`);
+    seen.add(title);
+    const hoisted = [];
+    pieces.push((await compile(prepare(schemas, next, baseFile, hoisted), title, COMPILE_OPTIONS)).trim());
+    queue.push(...hoisted);
+  }
+  return pieces.join('\n\n');
+}
+
+function methodKey(name) {
+  if (!name.startsWith(METHOD_PREFIX)) fail(`methods.json: ${name} does not start with ${METHOD_PREFIX}`);
+  return name.slice(METHOD_PREFIX.length);
+}
+
+async function generate() {
+  const table = readJson(path.join(PROTOCOL_DIR, 'methods.json'));
+  const schemas = loadSchemas();
+  const seen = new Set();
+  const pieces = [];
+
+  // Shared definitions first, in the order common.schema.json lists them.
+  const common = schemas.get('common.schema.json');
+  for (const def of Object.values(common.$defs)) {
+    pieces.push(await compileNamed(schemas, def, 'common.schema.json', seen));
+  }
+
+  // Then each method's params and result, in table order, then initializationOptions.
+  const files = [];
+  for (const method of table.methods) files.push(method.params, ...(method.result ? [method.result] : []));
+  files.push(table.initializationOptions);
+  const unlisted = [...schemas.keys()].filter(f => f !== 'common.schema.json' && !files.includes(f));
+  if (unlisted.length > 0) fail(`schemas not named in methods.json: ${unlisted.join(', ')}`);
+  for (const file of files) {
+    const schema = schemas.get(file);
+    if (schema === undefined) fail(`methods.json names ${file}, which is not in protocol/schemas/`);
+    if (schema.$defs !== undefined) fail(`${file}: put shared definitions in common.schema.json`);
+    pieces.push(await compileNamed(schemas, schema, file, seen));
+  }
+
+  const title = file => schemas.get(file).title;
+  const requests = table.methods.filter(m => m.kind === 'request');
+  const notifications = table.methods.filter(m => m.kind === 'notification');
+  const lines = [
+    `/** The lmscope protocol version; exchanged at initialize, a mismatch is refused. */`,
+    `export const PROTOCOL_VERSION = ${JSON.stringify(table.protocolVersion)};`,
+    '',
+    `/** Every lmscope method name (requests and notifications), keyed by its name without the prefix. */`,
+    `export const Methods = {`,
+    ...table.methods.map(m => `  ${methodKey(m.name)}: ${JSON.stringify(m.name)},`),
+    `} as const;`,
+    '',
+    `/** Params and result of every request (client -> server), keyed by method name. */`,
+    `export interface RequestTypes {`,
+    ...requests.map(m => `  ${JSON.stringify(m.name)}: {params: ${title(m.params)}; result: ${title(m.result)}};`),
+    `}`,
+    '',
+    `/** Params of every notification (server -> client), keyed by method name. */`,
+    `export interface NotificationTypes {`,
+    ...notifications.map(m => `  ${JSON.stringify(m.name)}: ${title(m.params)};`),
+    `}`,
+    '',
+    `/** JSON-RPC error codes the daemon answers with. */`,
+    `export const ErrorCodes = {`,
+    ...table.errors.map(e => `  ${e.name}: ${e.code},`),
+    `} as const;`,
+  ];
+  return `${HEADER}\n${pieces.join('\n\n')}\n\n${lines.join('\n')}\n`;
+}
+
+const check = process.argv.includes('--check');
+const text = await generate();
+const relative = path.relative(REPO_ROOT, OUT_FILE);
+if (check) {
+  const current = existsSync(OUT_FILE) ? readFileSync(OUT_FILE, 'utf8') : null;
+  if (current !== text) {
+    console.error(
+      `${relative} is ${current === null ? 'missing' : 'out of date with protocol/'}: ` +
+        'run `npm run generate:protocol` and commit the result.',
+    );
+    process.exit(1);
+  }
+  console.log(`${relative} is up to date.`);
+} else {
+  mkdirSync(path.dirname(OUT_FILE), {recursive: true});
+  writeFileSync(OUT_FILE, text);
+  console.log(`wrote ${relative}`);
+}

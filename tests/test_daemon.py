@@ -1,0 +1,398 @@
+"""The daemon at its process boundary: spawn `lmscope serve --stdio`, talk JSON-RPC to it.
+
+A tiny random-init Llama saved with save_pretrained stands in for a real model; every method
+runs end to end. Synchronisation is on responses and notifications, never on sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import transformers
+
+from tests.conftest import TINY_PROMPT, build_tiny
+from tests.daemon_client import DaemonClient, RpcError
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    loaded = build_tiny("llama")
+    loaded.model.save_pretrained(folder)
+    loaded.tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def slow_model_folder(tmp_path_factory) -> Path:
+    """A wider random model with a long context: long prompts take seconds to trace."""
+    folder = tmp_path_factory.mktemp("slow-llama")
+    config = transformers.LlamaConfig(
+        vocab_size=64, hidden_size=256, intermediate_size=512, num_hidden_layers=8,
+        num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=4096,
+    )  # fmt: skip
+    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+    model.save_pretrained(folder)
+    build_tiny("llama").tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory, model_folder):
+    """One daemon for the module, initialized, with the tiny model loaded."""
+    logs = tmp_path_factory.mktemp("daemon-logs")
+    client = DaemonClient(logs / "daemon.log", "--log-level", "debug")
+    client.initialize(root=logs)
+    client.request("lmscope/loadModel", {"spec": str(model_folder)})
+    yield client
+    client.check_notifications()
+    assert client.close() == 0
+
+
+def new_daemon(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> DaemonClient:
+    return DaemonClient(tmp_path / "daemon.log", *args, env=env)
+
+
+# --- lifecycle -------------------------------------------------------------------------------
+def test_initialize_advertises_the_protocol_and_shutdown_exits_cleanly(tmp_path):
+    client = new_daemon(tmp_path)
+    result = client.initialize()
+    capabilities = result["capabilities"]
+    assert capabilities["experimental"]["lmscope"]["protocolVersion"] == "1"
+    assert capabilities["hoverProvider"]
+    assert "codeLensProvider" in capabilities
+    assert result["serverInfo"]["name"] == "lmscope"
+    assert client.close() == 0
+
+
+@pytest.mark.parametrize(
+    ("version", "update"),
+    [("2", "update the lmscope Python package"), ("0", "update the lmscope editor extension")],
+)
+def test_a_client_of_another_protocol_version_is_told_which_side_to_update(
+    tmp_path, version, update
+):
+    client = new_daemon(tmp_path)
+    with pytest.raises(RpcError) as refused:
+        client.request(
+            "initialize",
+            {"processId": None, "rootUri": None, "capabilities": {},
+             "initializationOptions": {"protocolVersion": version}},
+        )  # fmt: skip
+    assert update in refused.value.message
+    client.close()
+
+
+# --- model -----------------------------------------------------------------------------------
+def test_loading_a_model_reports_progress_and_state_changes(tmp_path, model_folder):
+    client = new_daemon(tmp_path)
+    client.initialize()
+    before = client.request("lmscope/status", {})
+    assert before["model"] is None and before["state"] == "idle"
+    result = client.request(
+        "lmscope/loadModel", {"spec": str(model_folder), "workDoneToken": "load-1"}
+    )
+    assert result["model"]["nLayers"] == 3 and result["model"]["family"] == "llama"
+    states = [
+        n["params"]["state"] for n in client.notifications if n["method"] == "lmscope/modelChanged"
+    ]
+    assert states[0] == "loading" and states[-1] == "ready"
+    kinds = [
+        n["params"]["value"]["kind"]
+        for n in client.notifications
+        if n["method"] == "$/progress" and n["params"]["token"] == "load-1"
+    ]
+    assert kinds[0] == "begin" and kinds[-1] == "end"
+    after = client.request("lmscope/status", {})
+    assert after["model"]["spec"] == str(model_folder)
+    client.check_notifications()
+    assert client.close() == 0
+
+
+def test_an_unknown_model_is_a_model_error_and_the_daemon_keeps_serving(tmp_path):
+    client = new_daemon(tmp_path)
+    client.initialize()
+    with pytest.raises(RpcError) as failed:
+        client.request("lmscope/loadModel", {"spec": "no-such-model-xyz"})
+    assert failed.value.code == -32001
+    assert "unknown model" in failed.value.message
+    assert client.request("lmscope/status", {})["state"] == "idle"
+    assert client.close() == 0
+
+
+# --- traces ----------------------------------------------------------------------------------
+def test_trace_route_and_drill_downs_end_to_end(daemon, tmp_path):
+    path = tmp_path / "traces" / "ioi.lmtrace"
+    result = daemon.request(
+        "lmscope/trace", {"prompt": TINY_PROMPT, "savePath": str(path), "workDoneToken": "tr-1"}
+    )
+    summary = result["trace"]
+    assert result["saved"] and path.is_file()
+    assert summary["tokens"][0] == "<bos>" and summary["live"]
+    handle = summary["handle"]
+
+    # τ = 0.01: a random tiny model spreads attention thinly; the lowest τ keeps its edges.
+    route = daemon.request("lmscope/route", {"handle": handle, "threshold": 0.01})
+    assert route["token"] == len(summary["tokens"]) - 1
+    assert route["edges"], "the route of the last token is empty"
+    ids = [n["id"] for n in route["nodes"]]
+    assert {"kind": "residual", "layer": 2, "position": route["token"]} in ids
+
+    attention = next(e for e in route["edges"] if e["kind"] == "attention")
+    heads = daemon.request(
+        "lmscope/edgeHeads",
+        {"handle": handle, "layer": attention["target"]["layer"],
+         "target": attention["target"]["position"], "source": attention["source"]["position"]},
+    )["heads"]  # fmt: skip
+    assert len(heads) == summary["nHeads"]
+
+    ffn = next(n["id"] for n in route["nodes"] if n["id"]["kind"] == "ffn")
+    page = daemon.request(
+        "lmscope/ffnNeurons",
+        {"handle": handle, "layer": ffn["layer"], "position": ffn["position"], "limit": 10},
+    )
+    assert page["total"] == 96 and len(page["neurons"]) == 10
+
+    output = {"kind": "residual", "layer": 2, "position": route["token"]}
+    lens = daemon.request("lmscope/projection", {"handle": handle, "node": output})
+    assert len(lens["top"]) == 10 and isinstance(lens["top"][0]["id"], int)
+
+    reopened = daemon.request("lmscope/openTrace", {"path": str(path)})["trace"]
+    assert not reopened["live"] and reopened["tokens"] == summary["tokens"]
+    again = daemon.request("lmscope/route", {"handle": reopened["handle"], "threshold": 0.01})
+    assert again["edges"] == route["edges"]
+    assert daemon.request("lmscope/closeTrace", {"handle": reopened["handle"]}) == {"closed": True}
+    with pytest.raises(RpcError) as gone:
+        daemon.request("lmscope/route", {"handle": reopened["handle"], "threshold": 0.04})
+    assert gone.value.code == -32005
+
+
+def test_a_trace_reports_progress_per_layer_and_state_notifications(daemon):
+    result = daemon.request("lmscope/trace", {"prompt": TINY_PROMPT, "workDoneToken": "tr-2"})
+    reports = [
+        n["params"]["value"]
+        for n in daemon.notifications
+        if n["method"] == "$/progress" and n["params"]["token"] == "tr-2"
+    ]
+    assert reports[0]["kind"] == "begin" and reports[-1]["kind"] == "end"
+    percentages = [r["percentage"] for r in reports if r.get("percentage") is not None]
+    assert percentages == sorted(percentages) and percentages[-1] == 100
+    handle = result["trace"]["handle"]
+    daemon.wait_notification(
+        lambda n: (
+            n["method"] == "lmscope/traceChanged"
+            and n["params"]["state"] == "finished"
+            and n["params"].get("handle") == handle
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("prompt", "fragment"), [("", "empty prompt"), ("mary " * 300, "prompt too long")]
+)
+def test_empty_and_oversized_prompts_are_prompt_errors(daemon, prompt, fragment):
+    with pytest.raises(RpcError) as refused:
+        daemon.request("lmscope/trace", {"prompt": prompt})
+    assert refused.value.code == -32002 and fragment in refused.value.message
+    assert daemon.request("lmscope/status", {})["state"] == "idle"
+
+
+def test_a_trace_of_a_document_range_uses_the_open_document(daemon, tmp_path):
+    uri = (tmp_path / "exp.py").as_uri()
+    text = f'PROMPT = "{TINY_PROMPT}"\n'
+    daemon.notify(
+        "textDocument/didOpen",
+        {"textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": text}},
+    )
+    start = text.index(TINY_PROMPT)
+    span = {"start": {"line": 0, "character": start},
+            "end": {"line": 0, "character": start + len(TINY_PROMPT)}}  # fmt: skip
+    result = daemon.request("lmscope/trace", {"document": {"uri": uri, "range": span}})
+    assert result["trace"]["prompt"] == TINY_PROMPT
+
+
+def test_cancelling_a_running_trace_stops_it_and_the_next_request_works(
+    tmp_path, slow_model_folder
+):
+    client = new_daemon(tmp_path)
+    client.initialize()
+    client.request("lmscope/loadModel", {"spec": str(slow_model_folder)})
+    long_prompt = " ".join(["mary", "john", "went", "to", "the", "store"] * 300)
+    running = client.request_async(
+        "lmscope/trace", {"prompt": long_prompt, "workDoneToken": "slow"}
+    )
+    queued = client.request_async("lmscope/trace", {"prompt": long_prompt})
+    # Once the first layer is done, cancel both: the queued one never starts, the running one
+    # stops between layers.
+    client.wait_notification(
+        lambda n: (
+            n["method"] == "$/progress"
+            and n["params"]["token"] == "slow"
+            and n["params"]["value"].get("percentage") is not None
+        )
+    )
+    client.notify("$/cancelRequest", {"id": queued})
+    client.notify("$/cancelRequest", {"id": running})
+    for msg_id in (running, queued):
+        with pytest.raises(RpcError) as cancelled:
+            client.response(msg_id, timeout=60)
+        assert cancelled.value.code == -32800
+    status = client.request("lmscope/status", {})
+    assert status["queuedTraces"] == 0 and status["traceCache"]["count"] == 0
+    assert client.request("lmscope/trace", {"prompt": TINY_PROMPT})["trace"]["handle"]
+    assert client.close() == 0
+
+
+# --- bad input -------------------------------------------------------------------------------
+def test_invalid_params_name_the_field_and_reason(daemon):
+    with pytest.raises(RpcError) as bad:
+        daemon.request("lmscope/route", {"handle": "t1", "threshold": "high"})
+    assert bad.value.code == -32602
+    assert bad.value.data["path"] == "threshold"
+    assert "threshold" in bad.value.message
+
+
+def test_unknown_methods_are_method_not_found(daemon):
+    with pytest.raises(RpcError) as missing:
+        daemon.request("lmscope/doesNotExist", {})
+    assert missing.value.code == -32601
+
+
+def test_malformed_frames_do_not_kill_the_daemon(tmp_path):
+    client = new_daemon(tmp_path)
+    client.initialize()
+    client.send_bytes(b"Content-Length: 9\r\n\r\n{not json")
+    client.send_bytes(b"Content-Length: 2\r\n\r\n[]")
+    client.send({"jsonrpc": "2.0", "id": "x", "method": "lmscope/status", "params": [1, 2]})
+    assert client.request("lmscope/status", {})["version"]
+    assert client.process.poll() is None
+    assert client.close() == 0
+
+
+# --- editor features -------------------------------------------------------------------------
+def test_hover_shows_a_card_for_component_references_and_nothing_elsewhere(daemon, tmp_path):
+    daemon.request("lmscope/trace", {"prompt": TINY_PROMPT})
+    uri = (tmp_path / "notes.md").as_uri()
+    text = "The head L1H2 moves names; see model.layers[2].mlp too.\n"
+    daemon.notify(
+        "textDocument/didOpen",
+        {"textDocument": {"uri": uri, "languageId": "markdown", "version": 1, "text": text}},
+    )
+    inside = {"line": 0, "character": text.index("L1H2") + 1}
+    card = daemon.request("textDocument/hover", {"textDocument": {"uri": uri}, "position": inside})
+    assert card is not None and "L1H2" in card["contents"]["value"]
+    block = daemon.request(
+        "textDocument/hover",
+        {"textDocument": {"uri": uri}, "position": {"line": 0, "character": text.index("mlp")}},
+    )
+    assert block is not None
+    nothing = daemon.request(
+        "textDocument/hover",
+        {"textDocument": {"uri": uri}, "position": {"line": 0, "character": 1}},
+    )
+    assert nothing is None
+
+
+def test_code_lens_offers_trace_above_each_prompt_of_a_prompt_file(daemon, tmp_path):
+    uri = (tmp_path / "ioi.prompts.txt").as_uri()
+    text = "# prompts\nwhen mary and john went\n\njohn gave a drink to\n"
+    daemon.notify(
+        "textDocument/didOpen",
+        {"textDocument": {"uri": uri, "languageId": "plaintext", "version": 1, "text": text}},
+    )
+    lenses = daemon.request("textDocument/codeLens", {"textDocument": {"uri": uri}})
+    assert [lens["range"]["start"]["line"] for lens in lenses] == [1, 3]
+    assert all(lens["command"]["title"] == "Trace" for lens in lenses)
+    assert lenses[0]["command"]["arguments"][0]["prompt"] == "when mary and john went"
+
+
+def test_component_cards_come_with_route_context(daemon):
+    handle = daemon.request("lmscope/trace", {"prompt": TINY_PROMPT})["trace"]["handle"]
+    card = daemon.request(
+        "lmscope/component",
+        {"component": {"kind": "ffn", "layer": 2}, "handle": handle, "threshold": 0.04},
+    )
+    assert card["title"].startswith("L2")
+    assert card["context"]["handle"] == handle
+    assert card["markdown"]
+
+
+# --- TCP ---------------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _frame(message: dict) -> bytes:
+    body = json.dumps(message).encode()
+    return b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+def _read_frame(conn: socket.socket) -> dict:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(4096)
+        assert chunk, "connection closed"
+        data += chunk
+    header, _, rest = data.partition(b"\r\n\r\n")
+    fields = dict(line.split(b":", 1) for line in header.split(b"\r\n"))
+    length = int(fields[b"Content-Length"])
+    while len(rest) < length:
+        rest += conn.recv(4096)
+    return json.loads(rest[:length])
+
+
+def _connect(port: int, deadline: float) -> socket.socket:
+    while True:
+        try:
+            return socket.create_connection(("127.0.0.1", port), timeout=30)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)  # polling a port with a deadline (no event to wait on)
+
+
+def test_tcp_mode_refuses_a_wrong_token_before_any_method_runs(tmp_path):
+    port = _free_port()
+    token = "s3cret-token-for-tests"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "lmscope", "serve", "--tcp", f"127.0.0.1:{port}"],
+        env={**os.environ, "LMSCOPE_TOKEN": token},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        conn = _connect(port, time.monotonic() + 60)
+        conn.sendall(_frame({"jsonrpc": "2.0", "id": 1, "method": "lmscope/status"}))
+        assert _read_frame(conn)["error"]["code"] == -32008
+        init = {"processId": None, "rootUri": None, "capabilities": {},
+                "initializationOptions": {"protocolVersion": "1", "token": "wrong"}}  # fmt: skip
+        conn.sendall(_frame({"jsonrpc": "2.0", "id": 2, "method": "initialize", "params": init}))
+        assert _read_frame(conn)["error"]["code"] == -32008
+        init["initializationOptions"]["token"] = token
+        conn.sendall(_frame({"jsonrpc": "2.0", "id": 3, "method": "initialize", "params": init}))
+        assert "capabilities" in _read_frame(conn)["result"]
+        conn.sendall(_frame({"jsonrpc": "2.0", "id": 4, "method": "lmscope/status"}))
+        assert _read_frame(conn)["result"]["state"] == "idle"
+        conn.close()
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_tcp_mode_without_a_token_refuses_to_start(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "LMSCOPE_TOKEN"}
+    result = subprocess.run(
+        [sys.executable, "-m", "lmscope", "serve", "--tcp", "127.0.0.1:1"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "needs a token" in result.stderr
