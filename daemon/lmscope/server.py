@@ -44,15 +44,17 @@ from lmscope.session import Job, JobCancelled, Session, UnknownHandleError
 
 log = logging.getLogger("lmscope.server")
 
-# Error codes beyond JSON-RPC's own (protocol/README.md, "Errors").
-MODEL_ERROR = -32001
-PROMPT_ERROR = -32002
-TRACE_FILE_ERROR = -32003
-NEEDS_MODEL = -32004
-UNKNOWN_HANDLE = -32005
-LMSCOPE_ERROR = -32006
-OUT_OF_MEMORY = -32007
-UNAUTHORIZED = -32008
+# Error codes beyond JSON-RPC's own, from the table in protocol/methods.json.
+CODES = protocol.ERROR_CODES
+MODEL_ERROR = CODES["ModelError"]
+PROMPT_ERROR = CODES["PromptError"]
+TRACE_FILE_ERROR = CODES["TraceFileError"]
+NEEDS_MODEL = CODES["NeedsModel"]
+UNKNOWN_HANDLE = CODES["UnknownHandle"]
+LMSCOPE_ERROR = CODES["LmscopeError"]
+OUT_OF_MEMORY = CODES["OutOfMemory"]
+UNAUTHORIZED = CODES["Unauthorized"]
+INVALID_REQUEST = CODES["InvalidRequest"]
 
 _ERROR_CODES: list[tuple[type[BaseException], int]] = [
     (ModelLoadError, MODEL_ERROR),
@@ -156,7 +158,7 @@ def _check_initialization(options: dict[str, Any], token: str | None) -> None:
     try:
         protocol.validate_initialization_options(options)
     except protocol.ProtocolVersionError as exc:
-        raise JsonRpcException(code=-32600, message=str(exc)) from None
+        raise JsonRpcException(code=INVALID_REQUEST, message=str(exc)) from None
     except protocol.ParamsError as exc:
         raise rpc_error(exc) from None
 

@@ -1036,6 +1036,7 @@ export interface NotificationTypes {
 
 /** JSON-RPC error codes the daemon answers with. */
 export const ErrorCodes = {
+  InvalidRequest: -32600,
   InvalidParams: -32602,
   MethodNotFound: -32601,
   RequestCancelled: -32800,
@@ -1045,4 +1046,6 @@ export const ErrorCodes = {
   NeedsModel: -32004,
   UnknownHandle: -32005,
   LmscopeError: -32006,
+  OutOfMemory: -32007,
+  Unauthorized: -32008,
 } as const;
