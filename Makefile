@@ -7,7 +7,7 @@ PIP := $(PY) -m pip --disable-pip-version-check --quiet
 STAMP := $(VENV)/.lmscope-installed
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test lint typecheck pytest protocol-check clean
+.PHONY: setup demo test lint typecheck pytest protocol-check node-test clean
 
 setup: $(STAMP)
 
@@ -34,7 +34,7 @@ demo: setup
 	@echo
 	@echo "Traces and SVG routes are in demo/traces/; explore one: .venv/bin/lmscope show demo/traces/001-*.lmtrace --token 5"
 
-test: setup lint typecheck protocol-check pytest
+test: setup lint typecheck protocol-check pytest node-test
 
 protocol-check: $(NODE_STAMP)
 	node protocol/generate-ts.mjs --check
@@ -45,6 +45,10 @@ lint: setup
 
 typecheck: setup
 	$(PY) -m mypy daemon/lmscope
+
+# The daemon from Node, through the JSON-RPC stack the extension uses.
+node-test: setup $(NODE_STAMP)
+	LMSCOPE_PYTHON=$(PY) node --test tests/node/
 
 pytest: setup $(NODE_STAMP)
 	$(PY) -m pytest -q

@@ -242,7 +242,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("pygls").setLevel(logging.WARNING)  # it logs every message at INFO
-    from lmscope.server import build_server
+    from lmscope.server import build_server, quiet_expected_errors
+
+    quiet_expected_errors()
 
     token = _serve_token(args) if args.tcp is not None else None
     server = build_server(token=token)

@@ -98,6 +98,20 @@ def _is_out_of_memory(exc: BaseException) -> bool:
         return False
 
 
+class _ExpectedErrorsFilter(logging.Filter):
+    """pygls logs every error response with a traceback; ours are answers, not crashes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(error, JsonRpcException) and error.code != -32603)
+
+
+def quiet_expected_errors() -> None:
+    """Keep pygls' logs for real failures only (call once when the daemon starts)."""
+    for name in ("pygls.protocol.json_rpc", "pygls.protocol", "pygls"):
+        logging.getLogger(name).addFilter(_ExpectedErrorsFilter())
+
+
 class LmscopeProtocol(LanguageServerProtocol):
     """pygls' protocol with raw JSON params for `lmscope/*` messages, the protocol version in
     the initialize result, and an optional token check before any other request."""
