@@ -34,11 +34,17 @@ class RpcError(Exception):
 
 
 class DaemonClient:
-    def __init__(self, log_path: Path, *extra_args: str, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        log_path: Path,
+        *extra_args: str,
+        env: dict[str, str] | None = None,
+        command: list[str] | None = None,
+    ):
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in close()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "lmscope", "serve", "--stdio", *extra_args],
+            command or [sys.executable, "-m", "lmscope", "serve", "--stdio", *extra_args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,

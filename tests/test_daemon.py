@@ -270,6 +270,9 @@ def test_malformed_frames_do_not_kill_the_daemon(tmp_path):
     client.initialize()
     client.send_bytes(b"Content-Length: 9\r\n\r\n{not json")
     client.send_bytes(b"Content-Length: 2\r\n\r\n[]")
+    body = b'{"jsonrpc":"2.0","id":"short","method":"lmscope/status","params":{}}'
+    client.send_bytes(b"Content-Length: %d\r\n\r\n" % (len(body) - 10) + body)  # too short
+    client.send_bytes(b"Content-Length: 5\r\n\r\n")  # promises bytes that never come alone
     client.send({"jsonrpc": "2.0", "id": "x", "method": "lmscope/status", "params": [1, 2]})
     assert client.request("lmscope/status", {})["version"]
     assert client.process.poll() is None
@@ -396,3 +399,30 @@ def test_tcp_mode_without_a_token_refuses_to_start(tmp_path):
     )  # fmt: skip
     assert result.returncode == 1
     assert "needs a token" in result.stderr
+
+
+def test_a_library_printing_to_stdout_cannot_corrupt_the_stream(tmp_path):
+    """stdout carries JSON-RPC only: `serve` rebinds sys.stdout, so a stray print goes to the
+    log. Simulated by a daemon whose trace opening prints first."""
+    script = (
+        "import sys\n"
+        "from lmscope import session\n"
+        "original = session.Session.open_trace\n"
+        "def noisy(self, path):\n"
+        "    print('stray library output')\n"
+        "    return original(self, path)\n"
+        "session.Session.open_trace = noisy\n"
+        "from lmscope.cli import main\n"
+        "sys.exit(main(['serve', '--stdio']))\n"
+    )
+    trace_path = tmp_path / "tiny.lmtrace"
+    from lmscope.traces.trace import Trace
+    from lmscope.tracing.engine import run_trace
+
+    Trace(run_trace(build_tiny("llama"), TINY_PROMPT)).save(trace_path)
+    client = DaemonClient(tmp_path / "daemon.log", command=[sys.executable, "-c", script])
+    client.initialize()
+    opened = client.request("lmscope/openTrace", {"path": str(trace_path)})
+    assert opened["trace"]["tokens"][0] == "<bos>"
+    assert client.close() == 0
+    assert "stray library output" in (tmp_path / "daemon.log").read_text()
