@@ -1,0 +1,74 @@
+"""The lmscope daemon: a JSON-RPC language server (pygls 2.x) over stdio or TCP.
+
+This package is the only place that knows pygls and the wire format. Every `lmscope/*` request
+is validated against its schema in `protocol/` (raw JSON params: see
+`rpc.LmscopeProtocol.structure_message`), turned into calls on `Session` or `Trace`, and
+answered with a schema-shaped dict; engine errors become JSON-RPC errors with the codes of
+`protocol/methods.json` and the daemon keeps serving.
+
+Threads: the asyncio loop reads and answers messages; model work (loading, tracing) runs on the
+session's worker thread; queries run on pygls' thread pool so a query waiting for the model lock
+never blocks the loop. Messages to the client from other threads go through
+`loop.call_soon_threadsafe` (`LmscopeServer.post`).
+
+Modules: `rpc` (errors, initialize, raw params), `wire` (result shapes), `app` (the server
+object, progress, request helpers), `requests` (lmscope/* handlers), `editor` (hover, CodeLens).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import Future
+from typing import Any
+
+from lsprotocol import types
+
+from lmscope.server.app import LmscopeServer
+from lmscope.server.editor import register_editor
+from lmscope.server.requests import register_requests
+from lmscope.server.rpc import LmscopeProtocol, quiet_expected_errors
+from lmscope.session import Session
+
+__all__ = ["LmscopeServer", "build_server", "quiet_expected_errors"]
+
+log = logging.getLogger("lmscope.server")
+
+
+def build_server(session: Session | None = None, token: str | None = None) -> LmscopeServer:
+    """The daemon with every handler registered; `token` makes initialize require it."""
+    server = LmscopeServer(session)
+    assert isinstance(server.protocol, LmscopeProtocol)
+    server.protocol.required_token = token
+    session = server.session
+    register_requests(server)
+    register_editor(server)
+
+    @server.feature(types.INITIALIZED)
+    async def initialized(_params: Any) -> None:
+        server.loop = asyncio.get_running_loop()
+        assert isinstance(server.protocol, LmscopeProtocol)
+        options = server.protocol.initialization_options
+        wanted = server.preload
+        if options.get("model"):
+            wanted = (options["model"], options.get("dtype"), options.get("device", "cpu"))
+        if wanted is not None and session.model is None:
+            spec, dtype, device = wanted
+            job = session.load_model_job(spec, dtype, device, on_state=server.notify_model)
+            job.progress = lambda message, fraction: server.notify_model(
+                percentage=None if fraction is None else int(100 * fraction), message=message
+            )
+            session.submit(job)
+
+            def log_failure(done: Future) -> None:
+                # Failures reach the client as lmscope/modelChanged {state: "error"}; log too.
+                if done.exception() is not None:
+                    log.error("loading %s failed: %s", spec, done.exception())
+
+            job.future.add_done_callback(log_failure)
+
+    @server.feature(types.SHUTDOWN)
+    def shutdown(_params: Any) -> None:
+        session.stop()
+
+    return server

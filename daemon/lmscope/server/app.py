@@ -1,0 +1,152 @@
+"""The daemon object: a Session plus loop-side bookkeeping, progress, and request helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from lsprotocol import types
+from pygls.lsp.server import LanguageServer
+
+from lmscope import protocol
+from lmscope.__about__ import __version__
+from lmscope.attribution.graph import RAW, RENORMALIZE
+from lmscope.server.rpc import LmscopeProtocol, rpc_error
+from lmscope.server.wire import model_wire
+from lmscope.session import Job, Session
+
+log = logging.getLogger("lmscope.server")
+
+
+class LmscopeServer(LanguageServer):
+    """The daemon: a session plus the loop-side bookkeeping of requests."""
+
+    def __init__(self, session: Session | None = None) -> None:
+        super().__init__("lmscope", __version__, protocol_cls=LmscopeProtocol)
+        self.session = session or Session()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        # folder of a document -> handle of the latest trace made from or saved there
+        self.latest_by_folder: dict[str, str] = {}
+        # (spec, dtype, device) to load once the client is initialized (`serve --model`)
+        self.preload: tuple[str, str | None, str] | None = None
+
+    # Messages to the client may come from the worker thread.
+    def post(self, send: Callable[[], None]) -> None:
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return
+        loop.call_soon_threadsafe(send)
+
+    def notify(self, method: str, params: dict[str, Any]) -> None:
+        self.post(lambda: self.protocol.notify(method, params))
+
+    def notify_model(self, percentage: int | None = None, message: str | None = None) -> None:
+        session = self.session
+        params: dict[str, Any] = {
+            "state": session.model_state,
+            "model": model_wire(session.model) if session.model is not None else None,
+        }
+        if percentage is not None:
+            params["percentage"] = percentage
+        if message is not None:
+            params["message"] = message
+        self.notify("lmscope/modelChanged", params)
+
+    def notify_trace(self, state: str, **extra: Any) -> None:
+        params = {"state": state, "queuedTraces": queued_traces(self.session), **extra}
+        self.notify("lmscope/traceChanged", params)
+
+
+def queued_traces(session: Session) -> int:
+    return sum(job.kind == "trace" for job in session.queued)
+
+
+class Progress:
+    """Sends $/progress for a client-given work-done token (callable from the worker thread);
+    does nothing when the client gave no token."""
+
+    def __init__(self, server: LmscopeServer, token: Any, title: str) -> None:
+        self.server, self.token, self.title = server, token, title
+        self.started = False
+        self.last: int | None = None
+
+    def __call__(self, message: str, fraction: float | None) -> None:
+        if self.token is None:
+            return
+        server, token = self.server, self.token
+        if not self.started:
+            self.started = True
+            begin = types.WorkDoneProgressBegin(title=self.title, cancellable=True, message=message)
+            server.post(lambda: server.work_done_progress.begin(token, begin))
+        percentage = None if fraction is None else int(100 * fraction)
+        if percentage is not None:
+            if percentage == self.last:
+                return
+            self.last = percentage
+        value = types.WorkDoneProgressReport(message=message, percentage=percentage)
+        server.post(lambda: server.work_done_progress.report(token, value))
+
+    def end(self, message: str) -> None:
+        if self.token is not None and self.started:
+            server, token = self.server, self.token
+            value = types.WorkDoneProgressEnd(message=message)
+            server.post(lambda: server.work_done_progress.end(token, value))
+
+
+async def run_job(server: LmscopeServer, job: Job) -> Any:
+    """Submit model work and wait for it; a cancelled request cancels the job."""
+    server.session.submit(job)
+    try:
+        # shield: cancelling this request must not cancel the job's future directly (the
+        # worker still owns it); the session stops the job and settles the future itself.
+        return await asyncio.shield(asyncio.wrap_future(job.future))
+    except asyncio.CancelledError:
+        server.session.cancel(job)
+        raise
+
+
+def validated_params(method: str, params: Any) -> dict[str, Any]:
+    """Validate raw params against the method's schema; fill nothing (defaults in code)."""
+    if params is None:
+        params = {}
+    protocol.validate_params(method, params)
+    return params
+
+
+def threshold_mode(params: dict[str, Any]) -> bool:
+    return params.get("mode", RENORMALIZE) != RAW
+
+
+def path_of_uri(uri: str) -> Path | None:
+    parsed = urlparse(uri)
+    if parsed.scheme != "file":
+        return None
+    return Path(unquote(parsed.path))
+
+
+def lmscope_request(server: LmscopeServer, method: str, *, threaded: bool = True):
+    """Register a validated lmscope request handler that maps errors to RPC errors; queries run
+    on pygls' thread pool so one waiting for the model lock never blocks the loop."""
+
+    def register(body: Callable[[dict[str, Any]], Any]):
+        def handler(params: Any) -> Any:
+            try:
+                return body(validated_params(method, params))
+            except Exception as exc:
+                raise rpc_error(exc) from None
+
+        if threaded:
+            server.thread()(handler)
+        server.feature(method)(handler)
+        return body
+
+    return register
+
+
+def trace_folder(path: Path) -> Path:
+    """The folder a saved trace belongs to: the prompt's folder when saved in its traces/."""
+    return path.parent.parent if path.parent.name == "traces" else path.parent

@@ -1,0 +1,160 @@
+"""JSON-RPC at the edge: error codes and mapping, raw params for lmscope/* messages, the
+initialize checks (protocol version, TCP token)."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from typing import Any
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcRequestCancelled
+from pygls.protocol import LanguageServerProtocol
+from pygls.protocol.json_rpc import JsonRPCNotification, JsonRPCRequestMessage
+from pygls.protocol.language_server import lsp_method
+
+from lmscope import protocol
+from lmscope.__about__ import __version__
+from lmscope.errors import (
+    LmscopeError,
+    ModelLoadError,
+    NeedsModelError,
+    PromptError,
+    TraceFileError,
+)
+from lmscope.session import JobCancelled, UnknownHandleError
+
+log = logging.getLogger("lmscope.server")
+
+# Error codes beyond JSON-RPC's own, from the table in protocol/methods.json.
+CODES = protocol.ERROR_CODES
+MODEL_ERROR = CODES["ModelError"]
+PROMPT_ERROR = CODES["PromptError"]
+TRACE_FILE_ERROR = CODES["TraceFileError"]
+NEEDS_MODEL = CODES["NeedsModel"]
+UNKNOWN_HANDLE = CODES["UnknownHandle"]
+LMSCOPE_ERROR = CODES["LmscopeError"]
+OUT_OF_MEMORY = CODES["OutOfMemory"]
+UNAUTHORIZED = CODES["Unauthorized"]
+INVALID_REQUEST = CODES["InvalidRequest"]
+
+_ERROR_CODES: list[tuple[type[BaseException], int]] = [
+    (ModelLoadError, MODEL_ERROR),
+    (PromptError, PROMPT_ERROR),
+    (TraceFileError, TRACE_FILE_ERROR),
+    (NeedsModelError, NEEDS_MODEL),
+    (UnknownHandleError, UNKNOWN_HANDLE),
+    (LmscopeError, LMSCOPE_ERROR),
+]
+
+
+def rpc_error(exc: BaseException) -> JsonRpcException:
+    """The JSON-RPC error for an exception raised while answering a request."""
+    if isinstance(exc, JsonRpcException):
+        return exc
+    if isinstance(exc, protocol.ParamsError):
+        return JsonRpcInvalidParams(
+            message=f"invalid params: {exc}", data={"path": exc.path, "reason": exc.reason}
+        )
+    if isinstance(exc, (JobCancelled, asyncio.CancelledError)):
+        return JsonRpcRequestCancelled(message=str(exc) or "cancelled")
+    if _is_out_of_memory(exc):
+        return JsonRpcException(
+            code=OUT_OF_MEMORY, message=f"out of memory: {exc}"[:300] + " (memory was released)"
+        )
+    for kind, code in _ERROR_CODES:
+        if isinstance(exc, kind):
+            return JsonRpcException(code=code, message=str(exc))
+    log.exception("internal error", exc_info=exc)
+    return JsonRpcException(message=f"internal error: {type(exc).__name__}: {exc}"[:300])
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    try:
+        import torch
+
+        return isinstance(exc, torch.OutOfMemoryError)
+    except (ImportError, AttributeError):  # pragma: no cover
+        return False
+
+
+class _ExpectedErrorsFilter(logging.Filter):
+    """pygls logs every error response with a traceback; ours are answers, not crashes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(error, JsonRpcException) and error.code != -32603)
+
+
+def quiet_expected_errors() -> None:
+    """Keep pygls' logs for real failures only (call once when the daemon starts)."""
+    for name in ("pygls.protocol.json_rpc", "pygls.protocol", "pygls"):
+        logging.getLogger(name).addFilter(_ExpectedErrorsFilter())
+
+
+class LmscopeProtocol(LanguageServerProtocol):
+    """pygls' protocol with raw JSON params for `lmscope/*` messages, the protocol version in
+    the initialize result, and an optional token check before any other request."""
+
+    required_token: str | None = None
+    authenticated = False
+    initialization_options: dict[str, Any] = {}  # noqa: RUF012 - replaced, never mutated
+
+    def structure_message(self, data: dict[str, Any]):
+        # pygls turns unknown params into namedtuples (renaming odd keys); lmscope validates
+        # the raw JSON against protocol/ instead, so it keeps the dicts as they came.
+        method = data.get("method") if isinstance(data, dict) else None
+        if isinstance(method, str) and method.startswith("lmscope/") and "jsonrpc" in data:
+            params = data.get("params")
+            if "id" in data:
+                return JsonRPCRequestMessage(
+                    id=data["id"], method=method, jsonrpc=data["jsonrpc"], params=params
+                )
+            return JsonRPCNotification(method=method, jsonrpc=data["jsonrpc"], params=params)
+        return super().structure_message(data)
+
+    def handle_message(self, message):
+        method = getattr(message, "method", None)
+        if (
+            self.required_token is not None
+            and not self.authenticated
+            and method not in (types.INITIALIZE, types.EXIT, None)
+        ):
+            if getattr(message, "id", None) is not None:
+                error = JsonRpcException(
+                    code=UNAUTHORIZED, message="not authenticated: initialize with the token first"
+                )
+                self._send_response(message.id, error=error.to_response_error())
+            return None
+        return super().handle_message(message)
+
+    @lsp_method(types.INITIALIZE)
+    def lsp_initialize(self, params: types.InitializeParams):
+        options = params.initialization_options or {}
+        if not isinstance(options, dict):
+            options = {}
+        _check_initialization(options, self.required_token)
+        self.authenticated = True
+        self.initialization_options = options
+        result = yield from super().lsp_initialize(params)
+        result.capabilities.experimental = {"lmscope": protocol.capabilities(__version__)}
+        return result
+
+
+def _check_initialization(options: dict[str, Any], token: str | None) -> None:
+    """Refuse a wrong token or protocol version before anything else runs."""
+    if token is not None:
+        given = options.get("token")
+        if not isinstance(given, str) or not hmac.compare_digest(
+            given.encode("utf-8", "replace"), token.encode("utf-8")
+        ):
+            raise JsonRpcException(code=UNAUTHORIZED, message="wrong or missing token")
+    try:
+        protocol.validate_initialization_options(options)
+    except protocol.ProtocolVersionError as exc:
+        raise JsonRpcException(code=INVALID_REQUEST, message=str(exc)) from None
+    except protocol.ParamsError as exc:
+        raise rpc_error(exc) from None
