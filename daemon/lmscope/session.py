@@ -1,7 +1,7 @@
 """The daemon's state, independent of any protocol: the loaded model, a queue of model work run
 by one worker thread, and a bounded cache of trace handles.
 
-The server (`server.py`) turns requests into calls here and results into wire dicts; this
+The server (`lmscope.server`) turns requests into calls here and results into wire dicts; this
 module knows neither pygls nor JSON. Model work (loading, tracing) runs strictly one job at a
 time, in submission order, on the worker thread, so the server's event loop keeps answering
 status, hover and cancel requests. Queries on stored trace data run on any thread; the rare
