@@ -34,7 +34,7 @@ demo: setup
 	@echo
 	@echo "Traces and SVG routes are in demo/traces/; explore one: .venv/bin/lmscope show demo/traces/001-*.lmtrace --token 5"
 
-test: setup lint typecheck protocol-check pytest node-test
+test: setup lint typecheck protocol-check node-test pytest
 
 protocol-check: $(NODE_STAMP)
 	node protocol/generate-ts.mjs --check
