@@ -7,7 +7,7 @@ PIP := $(PY) -m pip --disable-pip-version-check --quiet
 STAMP := $(VENV)/.lmscope-installed
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test lint typecheck pytest protocol-check node-test clean
+.PHONY: setup demo test lint typecheck pytest protocol-check node-test ts-test clean
 
 setup: $(STAMP)
 
@@ -34,7 +34,7 @@ demo: setup
 	@echo
 	@echo "Traces and SVG routes are in demo/traces/; explore one: .venv/bin/lmscope show demo/traces/001-*.lmtrace --token 5"
 
-test: setup lint typecheck protocol-check node-test pytest
+test: setup lint typecheck protocol-check ts-test node-test pytest
 
 protocol-check: $(NODE_STAMP)
 	node protocol/generate-ts.mjs --check
@@ -45,6 +45,12 @@ lint: setup
 
 typecheck: setup
 	$(PY) -m mypy daemon/lmscope
+
+# The TypeScript trace library (extension/src/trace): strict type check, then its tests, which
+# compare every route and query with the Python engine's on the same files.
+ts-test: setup $(NODE_STAMP)
+	npm run --silent typecheck
+	LMSCOPE_PYTHON=$(PY) npm run --silent test:ts
 
 # The daemon from Node, through the JSON-RPC stack the extension uses.
 node-test: setup $(NODE_STAMP)

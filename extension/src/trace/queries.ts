@@ -1,0 +1,190 @@
+/**
+ * What the custom editor asks of a saved trace, answered without the daemon: a port of the
+ * file-only paths of `lmscope.traces.trace.Trace` (predictions, routes, edge heads, FFN
+ * neurons, projections), with the same checks and messages. Results have the shapes of the
+ * daemon's `lmscope/*` results, so the webview handles a saved trace and a live one alike.
+ *
+ * What a file does not store (edges below minThreshold, neurons beyond the stored top K, nodes
+ * on no route at minThreshold) raises {@link NeedsModelError}: the daemon with the model
+ * answers those.
+ */
+
+import type {
+  FfnNeuronsResult,
+  HeadContribution,
+  NodeId,
+  NodeKind,
+  ProjectionKind,
+  ProjectionResult,
+  RouteResult,
+  ThresholdMode,
+} from '../protocol/types';
+import {LmscopeError, NeedsModelError, pyFloat} from './errors';
+import type {TraceFile} from './lmtrace';
+import {ContributionGraph, nodeLabel, resolvePosition, routeResult} from './routes';
+
+export {NeedsModelError};
+
+export interface Prediction {
+  readonly token: string; // display text (untrusted: escape before rendering)
+  readonly id: number;
+  readonly prob: number;
+}
+
+const NODE_KINDS: readonly string[] = ['embedding', 'post_attention', 'ffn', 'residual'];
+const PROJECTION_KINDS: readonly string[] = ['lens', 'attention_update', 'ffn_update'];
+
+/** One opened trace file and the questions the editor asks of it. */
+export class TraceQueries {
+  readonly graph: ContributionGraph;
+  /** `${layer}/${position}` -> row of `trace.neurons`. */
+  private readonly neuronRows = new Map<string, number>();
+  /** `${kind}/${nodeKind}/${layer}/${position}` -> row of `trace.projections`. */
+  private readonly projectionRows = new Map<string, number>();
+
+  constructor(readonly trace: TraceFile) {
+    this.graph = new ContributionGraph(trace);
+    const {neurons, projections} = trace;
+    neurons.layer.forEach((layer, row) => this.neuronRows.set(`${layer}/${neurons.position[row]}`, row));
+    projections.layer.forEach((layer, row) =>
+      this.projectionRows.set(`${projections.kind[row]}/${projections.nodeKind[row]}/${layer}/${projections.position[row]}`, row),
+    );
+  }
+
+  // --- basic facts -------------------------------------------------------------------------------
+  get nTokens(): number {
+    return this.trace.dims.nTokens;
+  }
+
+  get nLayers(): number {
+    return this.trace.dims.nLayers;
+  }
+
+  /** Display string of a token id (`<id N>` when the file has none). */
+  tokenText(id: number): string {
+    return this.trace.vocabulary.get(id) ?? `<id ${id}>`;
+  }
+
+  /** A token position, negative values counting from the end. */
+  position(token: number): number {
+    return resolvePosition(token, this.nTokens);
+  }
+
+  private layer(layer: number): number {
+    if (!Number.isInteger(layer) || layer < 0 || layer >= this.nLayers) {
+      throw new LmscopeError(`layer ${layer} is out of range: the model has ${this.nLayers}`);
+    }
+    return layer;
+  }
+
+  /** The model's top next tokens after position `token`, most probable first. */
+  predictions(token = -1): Prediction[] {
+    const row = this.position(token);
+    const k = this.trace.dims.predictionTopK;
+    const {ids, probs} = this.trace.predictions;
+    return Array.from(ids.subarray(row * k, row * k + k), (id, r) => ({token: this.tokenText(id), id, prob: probs[row * k + r]!}));
+  }
+
+  // --- routes ------------------------------------------------------------------------------------
+  /** The route of output token `token` at τ, shaped as the daemon's `lmscope/route` result. */
+  route(token: number, threshold: number, mode: ThresholdMode = 'renormalize'): RouteResult {
+    return routeResult(this.graph.route(token, threshold, mode));
+  }
+
+  // --- drill-down --------------------------------------------------------------------------------
+  /** Every head's unthresholded contribution and attention weight for the attention edge
+   * source -> target at `layer`, in head order (stored edges only). */
+  edgeHeads(layer: number, target: number, source: number): HeadContribution[] {
+    layer = this.layer(layer);
+    target = this.position(target);
+    source = this.position(source);
+    if (source > target) throw new LmscopeError(`no attention edge ${source} -> ${target}: the model is causal`);
+    const [start, end] = this.graph.edgeRange(layer, target);
+    const sources = this.trace.edges.source;
+    let row = -1;
+    for (let lo = start, hi = end; lo < hi; ) {
+      const mid = (lo + hi) >>> 1; // sources ascend within one target (checked when read)
+      if (sources[mid]! === source) {
+        row = mid;
+        break;
+      }
+      if (sources[mid]! < source) lo = mid + 1;
+      else hi = mid;
+    }
+    if (row < 0) {
+      throw new NeedsModelError(
+        `edge L${layer} ${source} -> ${target} contributes at most ${pyFloat(this.trace.settings.minThreshold)}; ` +
+          'its heads are not stored in this file',
+      );
+    }
+    const H = this.trace.dims.nHeads;
+    const {headContributions, headAttention} = this.trace.edges;
+    return Array.from({length: H}, (_, head) => ({
+      head,
+      contribution: headContributions[row * H + head]!,
+      attention: headAttention[row * H + head]!,
+    }));
+  }
+
+  /**
+   * Neurons of FFN node (layer, position), strongest contribution first, paged. Pages beyond the
+   * stored top neurons need the model, unless the file stores them all.
+   */
+  ffnNeurons(layer: number, position: number, offset = 0, limit = 50): FfnNeuronsResult {
+    layer = this.layer(layer);
+    position = this.position(position);
+    if (offset < 0 || limit < 0) throw new LmscopeError('offset and limit must be >= 0');
+    const total = this.trace.model.dFfn;
+    const row = this.neuronRows.get(`${layer}/${position}`);
+    const stored = row === undefined ? 0 : this.trace.dims.nNeurons;
+    if (row === undefined) {
+      throw new NeedsModelError(
+        `FFN node L${layer} at token ${position} is on no route at τ ≥ ${pyFloat(this.trace.settings.minThreshold)}; ` +
+          'its neurons are not stored in this file',
+      );
+    }
+    if (!(offset + limit <= stored || stored >= total)) {
+      throw new NeedsModelError(
+        `this file stores the top ${stored} neurons of each FFN node; neurons ${offset}..${offset + limit} ` +
+          'need the model (open the trace with the model loaded)',
+      );
+    }
+    const {index, contribution, activation, restContribution} = this.trace.neurons;
+    const begin = row * stored + Math.min(offset, stored);
+    const end = row * stored + Math.min(offset + limit, stored);
+    const neurons = [];
+    for (let x = begin; x < end; x++) {
+      neurons.push({neuron: index[x]!, contribution: contribution[x]!, activation: activation[x]!});
+    }
+    return {total, offset, rest: restContribution[row]!, neurons};
+  }
+
+  /**
+   * Vocabulary projection of a node: kind "lens" (residual-stream nodes), "attention_update" or
+   * "ffn_update". `prevRank` is the token's rank in the previous residual node's lens (null if
+   * none).
+   */
+  projection(node: NodeId, kind: ProjectionKind = 'lens'): ProjectionResult {
+    if (!NODE_KINDS.includes(node.kind) || !PROJECTION_KINDS.includes(kind)) {
+      throw new LmscopeError(`unknown node kind '${String(node.kind)}' or projection kind '${String(kind)}'`);
+    }
+    const resolved: NodeId = {kind: node.kind as NodeKind, layer: this.layer(node.layer), position: this.position(node.position)};
+    const row = this.projectionRows.get(`${kind}/${resolved.kind}/${resolved.layer}/${resolved.position}`);
+    if (row === undefined) {
+      throw new NeedsModelError(
+        `no ${kind} projection of ${nodeLabel(resolved)} in this trace: it is on no route at ` +
+          `τ ≥ ${pyFloat(this.trace.settings.minThreshold)} (or that projection does not apply)`,
+      );
+    }
+    const k = this.trace.dims.projectionTopK;
+    const p = this.trace.projections;
+    const top = [];
+    const bottom = [];
+    for (let x = row * k; x < row * k + k; x++) {
+      const rank = p.topPrevRank[x]!;
+      top.push({token: this.tokenText(p.topIds[x]!), id: p.topIds[x]!, logit: p.topLogits[x]!, prevRank: rank < 0 ? null : rank});
+      bottom.push({token: this.tokenText(p.bottomIds[x]!), id: p.bottomIds[x]!, logit: p.bottomLogits[x]!});
+    }
+    return {top, bottom};
+  }
+}
