@@ -15,13 +15,13 @@ from dataclasses import dataclass
 
 import torch
 
+from lmscope.attribution.budget import budget_for
 from lmscope.attribution.proximity import proximity, scaled_parts_proximity
 
 # Scratch memory for one chunk of targets, sized for the worst case of
 # `scaled_parts_proximity` ([targets, H * sources, d]). The full [n, n, H, d] tensor (what
 # LM-TT materialises) never exists; smaller chunks keep the overshoot columns few.
 SCRATCH_BYTES = 64 * 2**20
-MAX_TARGETS_PER_CHUNK = 64
 
 
 @dataclass
@@ -71,7 +71,8 @@ def _attention_edges(
     Returns (targets [e], sources [e], head contributions [e, H], step totals [n]).
     """
     n_heads, n, d = source_outputs.shape
-    chunk = max(1, min(MAX_TARGETS_PER_CHUNK, SCRATCH_BYTES // max(1, n_heads * n * d * 4)))
+    per_device = budget_for(whole.device).targets_per_chunk
+    chunk = max(1, min(per_device, SCRATCH_BYTES // max(1, n_heads * n * d * 4)))
     totals = torch.empty(n, dtype=torch.float32, device=whole.device)
     targets, sources, heads = [], [], []
     for start in range(0, n, chunk):

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import torch
 
+from lmscope.attribution.budget import budget_for
 from lmscope.attribution.proximity import EPSILON, scaled_parts_proximity
 
 SCRATCH_BYTES = 64 * 2**20  # worst case of scaled_parts_proximity: [nodes, d_ffn, d]
-MAX_NODES_PER_CHUNK = 8  # few nodes per chunk keep the overshoot columns few
 
 
 @dataclass
@@ -34,7 +34,8 @@ def neuron_contributions(
     n_nodes, d_ffn = activations.shape
     d = output_weights.shape[1]
     prox = torch.empty(n_nodes, d_ffn, dtype=torch.float32, device=activations.device)
-    chunk = max(1, min(MAX_NODES_PER_CHUNK, SCRATCH_BYTES // max(1, d_ffn * d * 4)))
+    per_device = budget_for(activations.device).nodes_per_chunk
+    chunk = max(1, min(per_device, SCRATCH_BYTES // max(1, d_ffn * d * 4)))
     for start in range(0, n_nodes, chunk):
         stop = min(n_nodes, start + chunk)
         prox[start:stop] = scaled_parts_proximity(

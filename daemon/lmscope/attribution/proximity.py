@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from lmscope.attribution.budget import budget_for
+
 EPSILON = 1e-5
 
 
@@ -74,13 +76,14 @@ def scaled_parts_proximity(
         needed = counts[rows, parts]
         correction = torch.zeros(len(rows), dtype=torch.float32, device=whole.device)
         width = whole.shape[1]
+        elements = budget_for(whole.device).correction_elements
         low = 0
         # Buckets of doubling width keep the padding (columns beyond a part's own count, where
         # the relu is 0 anyway) under 2x while the loop stays short.
         for high in _bucket_widths(width):
             in_bucket = ((needed > low) & (needed <= high)).nonzero(as_tuple=True)[0]
             low = high
-            for piece in in_bucket.split(max(1, _CORRECTION_ELEMENTS // high)):
+            for piece in in_bucket.split(max(1, elements // high)):
                 r, p = rows[piece], parts[piece]
                 cols = order[r, :high]  # [m, high] coordinates of the smallest |y| first
                 w = (
@@ -92,9 +95,6 @@ def scaled_parts_proximity(
                 correction[piece] = over.sum(1)
         prox[rows, parts] -= 2.0 * correction
     return prox.clamp_min(EPSILON)
-
-
-_CORRECTION_ELEMENTS = 4 * 2**20  # scratch per correction piece (elements of [m, width])
 
 
 def _bucket_widths(width: int) -> list[int]:

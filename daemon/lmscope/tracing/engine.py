@@ -23,6 +23,7 @@ import transformers
 
 from lmscope.__about__ import __version__
 from lmscope.attribution import decompose, lens, neurons
+from lmscope.attribution.budget import budget_for
 from lmscope.attribution.graph import Node
 from lmscope.attribution.routes import ContributionGraph
 from lmscope.errors import LmscopeError, PromptError
@@ -338,7 +339,8 @@ def _projections(
     norm = adapter.final_norm()
     k = min(k, adapter.vocab_size)
     positions = sorted({node.position for node in reachable})
-    per_chunk = max(1, lens.ROWS_PER_CHUNK // (1 + 4 * adapter.n_layers))
+    rows = budget_for(w_u.device).projection_bytes // (4 * adapter.vocab_size)
+    per_chunk = max(1, rows // (1 + 4 * adapter.n_layers))
 
     def lens_vectors(v: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
