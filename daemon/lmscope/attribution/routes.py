@@ -71,7 +71,8 @@ class ContributionGraph:
             return Node(EMBEDDING, 0, position)
         return Node(RESIDUAL, layer - 1, position)
 
-    def _edge_range(self, layer: int, target: int) -> slice:
+    def edge_range(self, layer: int, target: int) -> slice:
+        """Rows of the stored attention edges entering target (layer, target)."""
         key = layer * self.n_tokens + target
         return slice(int(self._offsets[key]), int(self._offsets[key + 1]))
 
@@ -81,7 +82,7 @@ class ContributionGraph:
     ) -> tuple[list[float], list[tuple[int, float, tuple[float, ...]]]]:
         """Weights of one step with attention parts: the non-attention parts (`extra`, in
         order) and the kept attention edges as (source, weight, per-head weights)."""
-        span = self._edge_range(layer, target)
+        span = self.edge_range(layer, target)
         heads = self.edges.head_contributions[span]  # [e, H]
         sources = self.edges.source[span]
         extra = list(extra)

@@ -131,7 +131,7 @@ class Trace:
         if source > target:
             raise LmscopeError(f"no attention edge {source} -> {target}: the model is causal")
         edges = self.data.edges
-        span = self._graph._edge_range(layer, target)
+        span = self._graph.edge_range(layer, target)
         match = np.nonzero(edges.source[span] == source)[0]
         if len(match) == 0:
             if self.live is None:
