@@ -426,3 +426,13 @@ def test_a_library_printing_to_stdout_cannot_corrupt_the_stream(tmp_path):
     assert opened["trace"]["tokens"][0] == "<bos>"
     assert client.close() == 0
     assert "stray library output" in (tmp_path / "daemon.log").read_text()
+
+
+def test_a_trace_asked_for_while_the_model_loads_waits_for_it(tmp_path, model_folder):
+    client = new_daemon(tmp_path)
+    client.initialize()
+    loading = client.request_async("lmscope/loadModel", {"spec": str(model_folder)})
+    traced = client.request("lmscope/trace", {"prompt": TINY_PROMPT})
+    assert traced["trace"]["tokens"][0] == "<bos>"
+    assert client.response(loading)["model"]["nLayers"] == 3
+    assert client.close() == 0

@@ -245,6 +245,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from lmscope.server import build_server, quiet_expected_errors
 
     quiet_expected_errors()
+    # Import the model stack now, on this thread: transformers' lazy modules are not safe to
+    # import from two threads at once (the worker loading a model while a query thread imports
+    # the adapters raised "cannot import name 'AutoModelForCausalLM'"). The model needs them
+    # anyway; this moves ~2 s from the first load to start-up.
+    import transformers
+
+    from lmscope.models import loading  # noqa: F401
+    from lmscope.tracing import engine  # noqa: F401
+
+    _ = transformers.AutoModelForCausalLM, transformers.AutoTokenizer
 
     token = _serve_token(args) if args.tcp is not None else None
     server = build_server(token=token)

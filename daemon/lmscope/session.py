@@ -178,6 +178,15 @@ class Session:
         return "loading" if current.kind == "load" else "tracing"
 
     @property
+    def model_pending(self) -> bool:
+        """A model load is running or queued (a trace submitted now will run after it)."""
+        with self._wake:
+            current = self._current
+            return (current is not None and current.kind == "load") or any(
+                job.kind == "load" for job in self._queue
+            )
+
+    @property
     def queued(self) -> list[Job]:
         with self._wake:
             return list(self._queue)

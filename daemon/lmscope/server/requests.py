@@ -125,8 +125,9 @@ def register_requests(server: LmscopeServer) -> None:
             save_path = Path(save) if save else None
             if save_path is not None and not save_path.is_absolute():
                 raise LmscopeError(f"savePath must be an absolute path, got {save!r}")
-            if session.model is None and not any(j.kind == "load" for j in session.queued):
+            if session.model is None and not session.model_pending:
                 raise ModelLoadError("no model is loaded: call lmscope/loadModel first")
+            # A model still loading is fine: the trace queues behind the load, in order.
             job = session.trace_job(prompt, options, save_path)
             token = params.get("workDoneToken")
             reporter = Progress(server, token, "Tracing")
