@@ -7,7 +7,7 @@ PIP := $(PY) -m pip --disable-pip-version-check --quiet
 STAMP := $(VENV)/.lmscope-installed
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test lint typecheck pytest protocol-check node-test ts-test clean
+.PHONY: setup demo test lint typecheck pytest protocol-check node-test ts-test browsers integration-test clean
 
 setup: $(STAMP)
 
@@ -34,7 +34,7 @@ demo: setup
 	@echo
 	@echo "Traces and SVG routes are in demo/traces/; explore one: .venv/bin/lmscope show demo/traces/001-*.lmtrace --token 5"
 
-test: setup lint typecheck protocol-check ts-test node-test pytest
+test: setup lint typecheck protocol-check ts-test node-test integration-test pytest
 
 protocol-check: $(NODE_STAMP)
 	node protocol/generate-ts.mjs --check
@@ -48,9 +48,24 @@ typecheck: setup
 
 # The TypeScript trace library (extension/src/trace): strict type check, then its tests, which
 # compare every route and query with the Python engine's on the same files.
-ts-test: setup $(NODE_STAMP)
+ts-test: setup $(NODE_STAMP) browsers
 	npm run --silent typecheck
 	LMSCOPE_PYTHON=$(PY) npm run --silent test:ts
+
+# Debian's Chromium and code-server 4.100.3 (a real VS Code for Node 20) with playwright-core,
+# from tools/code-server's own lockfile. Idempotent: apt only when a package is missing, npm ci
+# only when the lockfile changed.
+browsers:
+	tools/code-server/install.sh
+
+# The extension inside a real VS Code, driven by Playwright. A screenshot of each test's final
+# state (the graph included) is kept in build/integration-screenshots/.
+integration-test: setup $(NODE_STAMP) browsers
+	npm run --silent build
+	LMSCOPE_PYTHON=$(CURDIR)/$(PY) LMSCOPE_SCREENSHOTS=$(CURDIR)/build/integration-screenshots \
+	  node --test --test-reporter=spec --test-reporter-destination=stdout \
+	  --test-reporter=./tests/integration/summary-reporter.mjs --test-reporter-destination=stdout \
+	  tests/integration/
 
 # The daemon from Node, through the JSON-RPC stack the extension uses.
 node-test: setup $(NODE_STAMP)

@@ -1,0 +1,227 @@
+/**
+ * The lmscope commands: Trace Selection / Trace Prompt (CodeLens), Open Trace, Select Model,
+ * and the status bar's quick pick. Restart Daemon and Show Log are one-liners in extension.ts.
+ */
+
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import * as vscode from 'vscode';
+import {ResponseError} from 'vscode-languageclient/node';
+import type {Daemon, ProgressValue} from './daemon';
+import {ErrorCodes, Methods} from './protocol/types';
+import {tracePath, tracesDir} from './paths';
+import {TRACE_VIEW_TYPE} from './traceEditor';
+
+/** The argument the daemon's "Trace" CodeLens passes. */
+export interface TracePromptArgs {
+  readonly uri: string;
+  readonly line: number;
+  readonly prompt: string;
+}
+
+function isTracePromptArgs(value: unknown): value is TracePromptArgs {
+  if (typeof value !== 'object' || value === null) return false;
+  const v = value as Record<string, unknown>;
+  return typeof v['uri'] === 'string' && typeof v['line'] === 'number' && typeof v['prompt'] === 'string';
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+export class Commands {
+  constructor(
+    private readonly daemon: Daemon,
+    private readonly log: vscode.LogOutputChannel,
+  ) {}
+
+  /** Trace the selection, or the current line when nothing is selected. */
+  async traceSelection(): Promise<void> {
+    const editor = vscode.window.activeTextEditor;
+    if (editor === undefined) {
+      void vscode.window.showInformationMessage('lmscope: open a file and select the prompt to trace.');
+      return;
+    }
+    const selection = editor.selection;
+    const text = selection.isEmpty ? editor.document.lineAt(selection.active.line).text : editor.document.getText(selection);
+    await this.trace(text, editor.document.uri, editor.viewColumn);
+  }
+
+  /** The CodeLens command: `{uri, line, prompt}` from the daemon. */
+  async tracePrompt(args: unknown): Promise<void> {
+    if (!isTracePromptArgs(args)) {
+      await this.traceSelection();
+      return;
+    }
+    const uri = vscode.Uri.parse(args.uri);
+    const column = vscode.window.visibleTextEditors.find((e) => e.document.uri.toString() === uri.toString())?.viewColumn;
+    await this.trace(args.prompt, uri, column);
+  }
+
+  private async trace(prompt: string, source: vscode.Uri, column: vscode.ViewColumn | undefined): Promise<void> {
+    if (prompt.trim().length === 0) {
+      void vscode.window.showInformationMessage('lmscope: nothing to trace: select a prompt or put the cursor on a line with text.');
+      return;
+    }
+    let savePath: string;
+    try {
+      savePath = await this.savePathFor(source, prompt);
+    } catch (error) {
+      void vscode.window.showErrorMessage(`lmscope: cannot create the traces folder: ${errorText(error)}`);
+      return;
+    }
+    const short = prompt.length > 40 ? `${prompt.slice(0, 39)}…` : prompt;
+    this.log.info(`tracing ${JSON.stringify(prompt)} -> ${savePath}`);
+    try {
+      const result = await vscode.window.withProgress(
+        {location: vscode.ProgressLocation.Notification, title: `lmscope: tracing “${short.replace(/\s+/g, ' ')}”`, cancellable: true},
+        async (progress, token) => {
+          progress.report({message: 'waiting for the daemon and the model…'});
+          await this.daemon.modelReady(token);
+          progress.report({message: 'tracing…'});
+          let last = 0;
+          const onProgress = (value: ProgressValue) => {
+            const pct = value.kind === 'end' ? 100 : value.percentage;
+            const report: {message?: string; increment?: number} = {};
+            if (value.message !== undefined) report.message = value.message;
+            if (pct !== undefined && pct > last) {
+              report.increment = pct - last;
+              last = pct;
+            }
+            progress.report(report);
+          };
+          return this.daemon.request(Methods.trace, {prompt, savePath}, token, onProgress);
+        },
+      );
+      const saved = result.saved ? (result.trace.path ?? savePath) : null;
+      this.log.info(`trace ${result.trace.handle}: ${result.trace.tokens.length} tokens${saved ? `, saved to ${saved}` : ''}`);
+      if (saved === null) {
+        void vscode.window.showWarningMessage('lmscope: the trace finished but was not saved; nothing to show.');
+        return;
+      }
+      await vscode.commands.executeCommand('vscode.openWith', vscode.Uri.file(saved), TRACE_VIEW_TYPE, {
+        viewColumn: column === undefined ? vscode.ViewColumn.Beside : column + 1,
+        preserveFocus: true,
+      });
+    } catch (error) {
+      if ((error instanceof ResponseError && error.code === ErrorCodes.RequestCancelled) || error instanceof vscode.CancellationError) {
+        this.log.info('trace cancelled');
+        return;
+      }
+      this.log.error(`trace failed: ${errorText(error)}`);
+      const pick = await vscode.window.showErrorMessage(`lmscope: ${errorText(error)}`, 'Show Log', 'Select Model');
+      if (pick === 'Show Log') this.log.show();
+      else if (pick === 'Select Model') await this.selectModel();
+    }
+  }
+
+  /** `<folder of the file>/<lmscope.tracesFolder>/<slug>.lmtrace`, created; never overwrites. */
+  private async savePathFor(source: vscode.Uri, prompt: string): Promise<string> {
+    const setting = vscode.workspace.getConfiguration('lmscope', source).get<string>('tracesFolder', 'traces');
+    let dir = tracesDir(source.scheme === 'file' ? source.fsPath : null, setting);
+    if (dir === null) {
+      const folder = vscode.workspace.workspaceFolders?.find((f) => f.uri.scheme === 'file');
+      dir = folder ? tracesDir(path.join(folder.uri.fsPath, 'untitled'), setting) : path.join(os.tmpdir(), 'lmscope-traces');
+    }
+    const target = dir ?? path.join(os.tmpdir(), 'lmscope-traces');
+    await vscode.workspace.fs.createDirectory(vscode.Uri.file(target));
+    return tracePath(target, prompt, (candidate) => fs.existsSync(candidate));
+  }
+
+  async openTrace(uri?: unknown): Promise<void> {
+    let target = uri instanceof vscode.Uri ? uri : undefined;
+    if (target === undefined) {
+      const picked = await vscode.window.showOpenDialog({
+        canSelectMany: false,
+        filters: {'lmscope traces': ['lmtrace']},
+        openLabel: 'Open Trace',
+      });
+      target = picked?.[0];
+    }
+    if (target === undefined) return;
+    await vscode.commands.executeCommand('vscode.openWith', target, TRACE_VIEW_TYPE);
+  }
+
+  async selectModel(): Promise<void> {
+    type Item = vscode.QuickPickItem & {readonly action: 'default' | 'hub' | 'folder' | 'gguf'};
+    const items: Item[] = [
+      {label: '$(package) default', description: 'the embedded model', action: 'default'},
+      {label: '$(cloud-download) Hugging Face hub id…', description: 'e.g. gpt2', action: 'hub'},
+      {label: '$(folder) Local folder…', description: 'a saved transformers model', action: 'folder'},
+      {label: '$(file-binary) GGUF file…', description: 'a .gguf file', action: 'gguf'},
+    ];
+    const current = this.daemon.modelSpec;
+    const pick = await vscode.window.showQuickPick(items, {
+      title: 'lmscope: Select Model',
+      placeHolder: current ? `Now: ${current}` : 'Model to load',
+    });
+    if (pick === undefined) return;
+    let spec: string | undefined;
+    switch (pick.action) {
+      case 'default':
+        spec = 'default';
+        break;
+      case 'hub':
+        spec = (
+          await vscode.window.showInputBox({
+            title: 'Hugging Face hub id',
+            placeHolder: 'owner/name',
+            validateInput: (v) => (v.trim().length === 0 ? 'Enter a model id' : null),
+          })
+        )?.trim();
+        break;
+      case 'folder':
+        spec = (await vscode.window.showOpenDialog({canSelectFolders: true, canSelectFiles: false, openLabel: 'Load Model'}))?.[0]?.fsPath;
+        break;
+      case 'gguf':
+        spec = (await vscode.window.showOpenDialog({canSelectMany: false, filters: {GGUF: ['gguf']}, openLabel: 'Load Model'}))?.[0]?.fsPath;
+        break;
+    }
+    if (!spec) return;
+    await this.loadModel(spec);
+  }
+
+  async loadModel(spec: string): Promise<void> {
+    const config = vscode.workspace.getConfiguration('lmscope');
+    const device = config.get<string>('device', 'cpu').trim();
+    const dtype = config.get<string>('dtype', '');
+    this.daemon.modelSpec = spec;
+    try {
+      const result = await vscode.window.withProgress(
+        {location: vscode.ProgressLocation.Notification, title: `lmscope: loading ${spec}`, cancellable: false},
+        async (progress) => {
+          let last = 0;
+          const params: {spec: string; device?: string; dtype?: 'float32' | 'float16' | 'bfloat16'} = {spec};
+          if (device) params.device = device;
+          if (dtype === 'float32' || dtype === 'float16' || dtype === 'bfloat16') params.dtype = dtype;
+          return this.daemon.request(Methods.loadModel, params, undefined, (value) => {
+            const pct = value.kind === 'end' ? 100 : value.percentage;
+            if (pct !== undefined && pct > last) {
+              progress.report({increment: pct - last, ...(value.message ? {message: value.message} : {})});
+              last = pct;
+            }
+          });
+        },
+      );
+      this.log.info(`model loaded: ${result.model.name}`);
+      void vscode.window.showInformationMessage(`lmscope: ${result.model.name} is loaded.`);
+    } catch (error) {
+      this.log.error(`loading ${spec} failed: ${errorText(error)}`);
+      const pick = await vscode.window.showErrorMessage(`lmscope: ${errorText(error)}`, 'Show Log');
+      if (pick) this.log.show();
+    }
+  }
+
+  async showCommands(): Promise<void> {
+    const items: (vscode.QuickPickItem & {command: string})[] = [
+      {label: '$(debug-start) Trace Selection', command: 'lmscope.traceSelection'},
+      {label: '$(go-to-file) Open Trace…', command: 'lmscope.openTrace'},
+      {label: '$(package) Select Model…', command: 'lmscope.selectModel'},
+      {label: '$(debug-restart) Restart Daemon', command: 'lmscope.restartDaemon'},
+      {label: '$(output) Show Log', command: 'lmscope.showLog'},
+    ];
+    const pick = await vscode.window.showQuickPick(items, {title: 'lmscope'});
+    if (pick) await vscode.commands.executeCommand(pick.command);
+  }
+}

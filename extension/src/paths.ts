@@ -1,0 +1,61 @@
+/**
+ * Where Trace Selection saves a trace: `<folder of the traced file>/<tracesFolder>/<slug>.lmtrace`.
+ * Pure string logic (no `vscode`): the host passes the file's path and the setting.
+ */
+
+import path from 'node:path';
+
+const MAX_SLUG = 48;
+
+/**
+ * A file-name-safe slug of a prompt: lower-case ASCII letters, digits and single dashes, at most
+ * 48 characters, cut at a word boundary where possible; "trace" when nothing is left.
+ */
+export function slugify(prompt: string): string {
+  const ascii = prompt.normalize('NFKD').replace(/[\u0300-\u036f]/g, '');
+  let slug = ascii
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-')
+    .replace(/^-+|-+$/g, '');
+  if (slug.length > MAX_SLUG) {
+    const cut = slug.lastIndexOf('-', MAX_SLUG);
+    slug = slug.slice(0, cut > MAX_SLUG / 2 ? cut : MAX_SLUG).replace(/-+$/, '');
+  }
+  return slug || 'trace';
+}
+
+/** A timestamp for file names: `20261127-081500` (UTC). */
+export function stamp(date: Date): string {
+  const p = (n: number) => String(n).padStart(2, '0');
+  return (
+    `${date.getUTCFullYear()}${p(date.getUTCMonth() + 1)}${p(date.getUTCDate())}-` +
+    `${p(date.getUTCHours())}${p(date.getUTCMinutes())}${p(date.getUTCSeconds())}`
+  );
+}
+
+/** The folder traces of `sourceFile` go to: `tracesFolder` relative to the file's folder, or
+ * itself when absolute. `null` when the source has no folder on disk (an untitled editor) and the
+ * setting is relative: the caller then asks or uses the workspace folder. */
+export function tracesDir(sourceFile: string | null, tracesFolder: string, pathApi: path.PlatformPath = path): string | null {
+  const folder = tracesFolder.trim() || 'traces';
+  if (pathApi.isAbsolute(folder)) return pathApi.normalize(folder);
+  if (sourceFile === null) return null;
+  return pathApi.join(pathApi.dirname(sourceFile), folder);
+}
+
+/**
+ * The absolute path to save a trace of `prompt` from `sourceFile` to; `exists` says whether a
+ * path is taken, so an earlier trace is never overwritten (`-2`, `-3`, ... are appended).
+ */
+export function tracePath(
+  dir: string,
+  prompt: string,
+  exists: (candidate: string) => boolean,
+  pathApi: path.PlatformPath = path,
+): string {
+  const slug = slugify(prompt);
+  for (let n = 1; ; n++) {
+    const candidate = pathApi.join(dir, `${slug}${n === 1 ? '' : `-${n}`}.lmtrace`);
+    if (!exists(candidate)) return candidate;
+  }
+}

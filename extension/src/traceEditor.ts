@@ -1,0 +1,104 @@
+/**
+ * The read-only custom editor for `.lmtrace` files (viewType `lmscope.traceViewer`). It needs no
+ * daemon and no model: the webview decodes the file's bytes itself. The host only reads the file
+ * (vscode.workspace.fs, so remote and virtual workspaces work), sends it, and sends it again when
+ * the file changes on disk.
+ */
+
+import * as vscode from 'vscode';
+import type {ThresholdMode} from './protocol/types';
+import {encodeBase64, isWebviewToHost, type GraphSettings, type HostToWebview} from './webviewMessages';
+import {makeNonce, shellHtml} from './webviewHtml';
+
+export const TRACE_VIEW_TYPE = 'lmscope.traceViewer';
+
+/** The graph settings from the lmscope.* configuration. */
+export function configuredGraphSettings(): GraphSettings {
+  const config = vscode.workspace.getConfiguration('lmscope');
+  const threshold = config.get<number>('threshold', 0.04);
+  const mode: ThresholdMode = config.get<boolean>('renormalize', true) ? 'renormalize' : 'raw';
+  return {threshold: Number.isFinite(threshold) ? Math.min(0.5, Math.max(0.001, threshold)) : 0.04, mode};
+}
+
+/** Shown when the webview shell cannot be built (a fixed page: no data, no script). */
+const FAILED_HTML = `<!DOCTYPE html><html><head><meta http-equiv="Content-Security-Policy" content="default-src 'none'"></head>
+<body><p>lmscope could not show this trace: see "lmscope: Show Log".</p></body></html>`;
+
+class TraceDocument implements vscode.CustomDocument {
+  constructor(readonly uri: vscode.Uri) {}
+  dispose(): void {}
+}
+
+export class TraceEditorProvider implements vscode.CustomReadonlyEditorProvider<TraceDocument> {
+  static register(context: vscode.ExtensionContext, log: vscode.LogOutputChannel): vscode.Disposable {
+    return vscode.window.registerCustomEditorProvider(TRACE_VIEW_TYPE, new TraceEditorProvider(context, log), {
+      supportsMultipleEditorsPerDocument: true,
+      webviewOptions: {retainContextWhenHidden: false},
+    });
+  }
+
+  constructor(
+    private readonly context: vscode.ExtensionContext,
+    private readonly log: vscode.LogOutputChannel,
+  ) {}
+
+  openCustomDocument(uri: vscode.Uri): TraceDocument {
+    return new TraceDocument(uri);
+  }
+
+  resolveCustomEditor(document: TraceDocument, panel: vscode.WebviewPanel): void {
+    const dist = vscode.Uri.joinPath(this.context.extensionUri, 'dist');
+    const webview = panel.webview;
+    webview.options = {enableScripts: true, localResourceRoots: [dist]};
+    try {
+      webview.html = shellHtml({
+        cspSource: webview.cspSource,
+        scriptUri: webview.asWebviewUri(vscode.Uri.joinPath(dist, 'webview.js')).toString(),
+        styleUri: webview.asWebviewUri(vscode.Uri.joinPath(dist, 'webview.css')).toString(),
+        nonce: makeNonce(),
+      });
+    } catch (error) {
+      this.log.error(`cannot show the graph of ${document.uri.toString()}: ${error instanceof Error ? error.message : String(error)}`);
+      webview.options = {enableScripts: false, localResourceRoots: []};
+      webview.html = FAILED_HTML;
+      return;
+    }
+    const name = document.uri.path.split('/').pop() ?? 'trace';
+    const post = (message: HostToWebview) => void webview.postMessage(message);
+    const send = async () => {
+      try {
+        const bytes = await vscode.workspace.fs.readFile(document.uri);
+        post({type: 'load', name, bytes: encodeBase64(bytes), settings: configuredGraphSettings()});
+      } catch (error) {
+        const text = error instanceof Error ? error.message : String(error);
+        this.log.error(`reading ${document.uri.toString()}: ${text}`);
+        post({type: 'loadError', name, message: `Could not read ${name}: ${text}`});
+      }
+    };
+    const disposables: vscode.Disposable[] = [];
+    disposables.push(
+      webview.onDidReceiveMessage((message: unknown) => {
+        if (!isWebviewToHost(message)) {
+          this.log.warn('ignored a malformed message from the graph webview');
+          return;
+        }
+        switch (message.type) {
+          case 'ready':
+            void send();
+            break;
+          case 'settingsChanged':
+            this.log.debug(`graph ${name}: threshold ${message.settings.threshold}, ${message.settings.mode}`);
+            break;
+          case 'error':
+            this.log.error(`graph webview (${name}): ${message.message}`);
+            break;
+        }
+      }),
+    );
+    if (document.uri.scheme === 'file') {
+      const watcher = vscode.workspace.createFileSystemWatcher(new vscode.RelativePattern(vscode.Uri.joinPath(document.uri, '..'), name));
+      disposables.push(watcher, watcher.onDidChange(() => void send()), watcher.onDidCreate(() => void send()));
+    }
+    panel.onDidDispose(() => disposables.forEach((d) => d.dispose()));
+  }
+}

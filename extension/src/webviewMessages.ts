@@ -1,0 +1,143 @@
+/**
+ * Messages between the extension host and the flow-graph webview: one discriminated union per
+ * direction, imported by both sides (no `vscode`, no DOM here). The webview trusts its host but
+ * still checks the shape of what arrives, since `postMessage` is untyped at runtime.
+ *
+ * Host -> webview: `load` carries the `.lmtrace` bytes (base64) and the graph settings; the
+ * webview decodes them with extension/src/trace and recomputes routes locally. `loadError`
+ * replaces the graph with a message (a file that cannot be read).
+ * Webview -> host: `ready` once its listener is installed (the host then sends `load`),
+ * `settingsChanged` so the host can remember them, `error` to log a webview-side failure.
+ */
+
+import type {ThresholdMode} from './protocol/types';
+
+/** Settings the graph opens with (from the lmscope.* configuration). */
+export interface GraphSettings {
+  readonly threshold: number;
+  readonly mode: ThresholdMode;
+}
+
+export interface LoadMessage {
+  readonly type: 'load';
+  /** A display name of the trace (file name), shown in the header; untrusted text. */
+  readonly name: string;
+  /** The `.lmtrace` file's bytes, base64. */
+  readonly bytes: string;
+  readonly settings: GraphSettings;
+}
+
+export interface LoadErrorMessage {
+  readonly type: 'loadError';
+  readonly name: string;
+  readonly message: string;
+}
+
+export type HostToWebview = LoadMessage | LoadErrorMessage;
+
+export interface ReadyMessage {
+  readonly type: 'ready';
+}
+
+export interface SettingsChangedMessage {
+  readonly type: 'settingsChanged';
+  readonly settings: GraphSettings;
+}
+
+export interface WebviewErrorMessage {
+  readonly type: 'error';
+  readonly message: string;
+}
+
+export type WebviewToHost = ReadyMessage | SettingsChangedMessage | WebviewErrorMessage;
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+export function isGraphSettings(value: unknown): value is GraphSettings {
+  return (
+    isRecord(value) &&
+    typeof value['threshold'] === 'number' &&
+    Number.isFinite(value['threshold']) &&
+    (value['mode'] === 'renormalize' || value['mode'] === 'raw')
+  );
+}
+
+export function isHostToWebview(value: unknown): value is HostToWebview {
+  if (!isRecord(value)) return false;
+  switch (value['type']) {
+    case 'load':
+      return typeof value['name'] === 'string' && typeof value['bytes'] === 'string' && isGraphSettings(value['settings']);
+    case 'loadError':
+      return typeof value['name'] === 'string' && typeof value['message'] === 'string';
+    default:
+      return false;
+  }
+}
+
+export function isWebviewToHost(value: unknown): value is WebviewToHost {
+  if (!isRecord(value)) return false;
+  switch (value['type']) {
+    case 'ready':
+      return true;
+    case 'settingsChanged':
+      return isGraphSettings(value['settings']);
+    case 'error':
+      return typeof value['message'] === 'string';
+    default:
+      return false;
+  }
+}
+
+// --- base64 without Buffer or atob (works in Node and the browser alike) -------------------------
+const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+const LOOKUP = new Int16Array(128).fill(-1);
+for (let i = 0; i < ALPHABET.length; i++) LOOKUP[ALPHABET.charCodeAt(i)] = i;
+
+export function encodeBase64(bytes: Uint8Array): string {
+  const parts: string[] = [];
+  let chunk = '';
+  for (let i = 0; i < bytes.length; i += 3) {
+    const a = bytes[i]!, b = bytes[i + 1], c = bytes[i + 2];
+    const n = (a << 16) | ((b ?? 0) << 8) | (c ?? 0);
+    chunk +=
+      ALPHABET[(n >> 18) & 63]! +
+      ALPHABET[(n >> 12) & 63]! +
+      (b === undefined ? '=' : ALPHABET[(n >> 6) & 63]!) +
+      (c === undefined ? '=' : ALPHABET[n & 63]!);
+    if (chunk.length >= 8192) {
+      parts.push(chunk);
+      chunk = '';
+    }
+  }
+  parts.push(chunk);
+  return parts.join('');
+}
+
+/** Decode base64 (standard alphabet, padding optional); throws on any other character. */
+export function decodeBase64(text: string): Uint8Array {
+  const clean = text.replace(/=+$/, '');
+  if (clean.length % 4 === 1) throw new Error('invalid base64 length');
+  const out = new Uint8Array(Math.floor((clean.length * 3) / 4));
+  let o = 0;
+  for (let i = 0; i < clean.length; i += 4) {
+    let n = 0;
+    let count = 0;
+    for (let j = 0; j < 4; j++) {
+      const code = clean.charCodeAt(i + j);
+      if (i + j >= clean.length) {
+        n <<= 6;
+        continue;
+      }
+      const v = code < 128 ? LOOKUP[code]! : -1;
+      if (v < 0) throw new Error(`invalid base64 character at ${i + j}`);
+      n = (n << 6) | v;
+      count++;
+    }
+    out[o++] = (n >> 16) & 255;
+    if (count > 2) out[o++] = (n >> 8) & 255;
+    if (count > 3) out[o++] = n & 255;
+  }
+  return out.subarray(0, o);
+}

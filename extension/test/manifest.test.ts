@@ -1,0 +1,64 @@
+// The extension manifest (package.json): what activate() registers is what the manifest
+// declares, and the settings' defaults are the documented ones.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import {test} from 'node:test';
+import {ROOT} from './helpers';
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+const manifest: any = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
+const source = (file: string) => fs.readFileSync(path.join(ROOT, 'extension', 'src', file), 'utf8');
+
+test('the manifest points at the bundled extension and accepts VS Code 1.91+', () => {
+  assert.equal(manifest.main, './dist/extension.js');
+  assert.equal(manifest.engines.vscode, '^1.91.0');
+  assert.equal(manifest.devDependencies['@types/vscode'], '1.91.0', '@types/vscode must match the engines minimum (vsce)');
+  assert.equal(manifest.dependencies['vscode-languageclient'], '11.0.0');
+  assert.deepEqual(manifest.capabilities.untrustedWorkspaces.supported, 'limited');
+});
+
+test('every registered command is declared, and every declared command is registered', () => {
+  const registered = [...source('extension.ts').matchAll(/register\('(lmscope\.\w+)'/g)].map((m) => m[1]).sort();
+  const declared = manifest.contributes.commands.map((c: {command: string}) => c.command).sort();
+  assert.deepEqual(registered, declared);
+  for (const id of ['lmscope.traceSelection', 'lmscope.tracePrompt', 'lmscope.openTrace', 'lmscope.selectModel', 'lmscope.restartDaemon', 'lmscope.showLog']) {
+    assert.ok(declared.includes(id), id);
+  }
+});
+
+test('Trace Selection has a keybinding and an editor context menu entry', () => {
+  const key = manifest.contributes.keybindings.find((k: {command: string}) => k.command === 'lmscope.traceSelection');
+  assert.equal(key.key, 'ctrl+alt+t');
+  assert.equal(key.mac, 'cmd+alt+t');
+  assert.ok(manifest.contributes.menus['editor/context'].some((m: {command: string}) => m.command === 'lmscope.traceSelection'));
+});
+
+test('settings have the documented defaults and every one read by the code is declared', () => {
+  const props = manifest.contributes.configuration.properties;
+  assert.equal(props['lmscope.model'].default, 'default');
+  assert.equal(props['lmscope.device'].default, 'cpu');
+  assert.equal(props['lmscope.threshold'].default, 0.04);
+  assert.equal(props['lmscope.renormalize'].default, true);
+  assert.equal(props['lmscope.tracesFolder'].default, 'traces');
+  assert.ok('lmscope.python' in props && 'lmscope.dtype' in props);
+  const read = new Set<string>();
+  for (const file of ['daemon.ts', 'commands.ts', 'traceEditor.ts', 'extension.ts']) {
+    for (const m of source(file).matchAll(/\.get<\w+>\('(\w+)'/g)) read.add(`lmscope.${m[1]}`);
+  }
+  for (const key of read) assert.ok(key in props, `${key} is read but not declared`);
+});
+
+test('.lmtrace files open in the read-only custom editor', () => {
+  const editor = manifest.contributes.customEditors.find((e: {viewType: string}) => e.viewType === 'lmscope.traceViewer');
+  assert.deepEqual(editor.selector, [{filenamePattern: '*.lmtrace'}]);
+  assert.equal(editor.priority, 'default');
+  assert.match(source('traceEditor.ts'), /CustomReadonlyEditorProvider/);
+});
+
+test('the .vscodeignore is an allow-list', () => {
+  const lines = fs.readFileSync(path.join(ROOT, '.vscodeignore'), 'utf8').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+  assert.equal(lines[0], '**');
+  assert.ok(lines.includes('!dist/**') || lines.includes('!dist/*.js'));
+  assert.ok(lines.includes('!package.json'));
+});

@@ -1,0 +1,48 @@
+// Where Trace Selection saves traces: slugs, the traces folder, never overwriting.
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import {test} from 'node:test';
+import {slugify, stamp, tracePath, tracesDir} from '../src/paths';
+
+test('a prompt becomes a lower-case, dash-separated, ASCII slug', () => {
+  assert.equal(slugify('When Mary and John went to the store, John gave a drink to'), 'when-mary-and-john-went-to-the-store-john-gave-a');
+  assert.equal(slugify('  Héllo,   wörld!  '), 'hello-world');
+  assert.equal(slugify('<img src=x onerror=alert(1)>'), 'img-src-x-onerror-alert-1');
+});
+
+test('a prompt with nothing slug-worthy becomes "trace"', () => {
+  assert.equal(slugify(''), 'trace');
+  assert.equal(slugify('日本語 ✓ …'), 'trace');
+  assert.equal(slugify('../../etc/passwd'), 'etc-passwd');
+});
+
+test('slugs are at most 48 characters and never end with a dash', () => {
+  for (const prompt of ['a'.repeat(200), 'word '.repeat(40), 'x'.repeat(47) + ' yz']) {
+    const slug = slugify(prompt);
+    assert.ok(slug.length <= 48, slug);
+    assert.ok(!slug.endsWith('-'), slug);
+  }
+});
+
+test('the traces folder is relative to the traced file, or absolute as given', () => {
+  assert.equal(tracesDir('/work/exp/prompts.md', 'traces', path.posix), '/work/exp/traces');
+  assert.equal(tracesDir('/work/exp/prompts.md', '../out/t', path.posix), '/work/out/t');
+  assert.equal(tracesDir('/work/exp/prompts.md', '', path.posix), '/work/exp/traces');
+  assert.equal(tracesDir('/work/exp/prompts.md', '/tmp/all-traces', path.posix), '/tmp/all-traces');
+  assert.equal(tracesDir('C:\\exp\\p.py', 'traces', path.win32), 'C:\\exp\\traces');
+});
+
+test('an untitled editor has no folder for a relative traces setting', () => {
+  assert.equal(tracesDir(null, 'traces', path.posix), null);
+  assert.equal(tracesDir(null, '/abs', path.posix), '/abs');
+});
+
+test('a trace path never overwrites an earlier trace of the same prompt', () => {
+  const taken = new Set(['/t/hello.lmtrace', '/t/hello-2.lmtrace']);
+  assert.equal(tracePath('/t', 'Hello', (p) => taken.has(p), path.posix), '/t/hello-3.lmtrace');
+  assert.equal(tracePath('/t', 'Other', (p) => taken.has(p), path.posix), '/t/other.lmtrace');
+});
+
+test('stamps are sortable UTC date-times', () => {
+  assert.equal(stamp(new Date(Date.UTC(2026, 10, 27, 8, 5, 9))), '20261127-080509');
+});

@@ -1,0 +1,43 @@
+// Host <-> webview messages: type guards refuse malformed messages; base64 round-trips.
+import assert from 'node:assert/strict';
+import {test} from 'node:test';
+import {decodeBase64, encodeBase64, isGraphSettings, isHostToWebview, isWebviewToHost} from '../src/webviewMessages';
+import {seededRandom} from './helpers';
+
+test('well-formed messages pass their guards', () => {
+  const settings = {threshold: 0.04, mode: 'renormalize'};
+  assert.ok(isHostToWebview({type: 'load', name: 'a.lmtrace', bytes: 'AAEC', settings}));
+  assert.ok(isHostToWebview({type: 'loadError', name: 'a.lmtrace', message: 'missing'}));
+  assert.ok(isWebviewToHost({type: 'ready'}));
+  assert.ok(isWebviewToHost({type: 'settingsChanged', settings: {threshold: 0.1, mode: 'raw'}}));
+  assert.ok(isWebviewToHost({type: 'error', message: 'x'}));
+});
+
+test('malformed messages fail their guards', () => {
+  for (const bad of [null, 1, 'load', [], {}, {type: 'load'}, {type: 'load', name: 'a', bytes: 1, settings: {threshold: 0.04, mode: 'raw'}},
+    {type: 'load', name: 'a', bytes: '', settings: {threshold: NaN, mode: 'raw'}}, {type: 'load', name: 'a', bytes: '', settings: {threshold: 0.1, mode: 'other'}},
+    {type: 'ready'}, {type: 'loadError', name: 'a'}]) {
+    assert.equal(isHostToWebview(bad), false, JSON.stringify(bad));
+  }
+  for (const bad of [null, {type: 'load'}, {type: 'settingsChanged'}, {type: 'error', message: 3}]) {
+    assert.equal(isWebviewToHost(bad), false, JSON.stringify(bad));
+  }
+  assert.equal(isGraphSettings({threshold: Infinity, mode: 'raw'}), false);
+});
+
+test('base64 matches Node and round-trips every length', () => {
+  const random = seededRandom(7);
+  for (let n = 0; n < 70; n++) {
+    const bytes = Uint8Array.from({length: n}, () => Math.floor(random() * 256));
+    const text = encodeBase64(bytes);
+    assert.equal(text, Buffer.from(bytes).toString('base64'));
+    assert.deepEqual(decodeBase64(text), bytes);
+  }
+  const big = Uint8Array.from({length: 100_000}, (_, i) => (i * 31) & 255);
+  assert.deepEqual(decodeBase64(encodeBase64(big)), big);
+});
+
+test('base64 with a foreign character is refused', () => {
+  assert.throws(() => decodeBase64('AA*A'), /invalid base64/);
+  assert.throws(() => decodeBase64('A'), /invalid base64/);
+});

@@ -1,0 +1,168 @@
+/**
+ * What the webview shows about one node or edge, answered from the trace file alone
+ * (TraceQueries): the hover cards, and the details panel (every head of an attention edge;
+ * an FFN node's neurons, paged, and its block's promoted and suppressed tokens; a residual
+ * node's logit lens). Token strings go through `quoted` into textContent only.
+ */
+
+import type {NodeId, RouteEdge} from '../src/protocol/types';
+import {NeedsModelError, type TraceQueries} from '../src/trace/queries';
+import {nodeLabel} from '../src/trace/routes';
+import {el, fmt, quoted} from './dom';
+import type {EdgePath, NodeBox} from './layout';
+
+/** Neurons per page in the FFN panel. */
+export const NEURON_PAGE = 10;
+
+export function tokenAt(q: TraceQueries, position: number): string {
+  return quoted(q.trace.tokens.strings[position] ?? '');
+}
+
+export function edgeTitle(edge: RouteEdge): string {
+  const what = edge.kind === 'attention' ? (edge.source.position === edge.target.position ? 'self-attention' : 'attention') : edge.kind;
+  return `${what} ${nodeLabel(edge.source)} → ${nodeLabel(edge.target)}, weight ${fmt(edge.weight)}`;
+}
+
+export function line(into: HTMLElement, label: string, value: string): void {
+  const row = el('div', {class: 'kv'});
+  row.append(el('span', {class: 'k'}, label), el('span', {class: 'v'}, value));
+  into.append(row);
+}
+
+export function nodeCard(q: TraceQueries, box: NodeBox, into: HTMLElement): void {
+  into.append(el('div', {class: 'card-title'}, `${nodeLabel(box.id)} · ${box.id.kind.replace('_', '-')} · token ${box.id.position} ${tokenAt(q, box.id.position)}`));
+  line(into, 'share of output', fmt(box.share));
+  if (box.id.kind === 'ffn') {
+    into.append(el('div', {class: 'hint'}, 'Click for neurons'));
+    return;
+  }
+  try {
+    const lens = q.projection(box.id, 'lens');
+    into.append(el('div', {class: 'card-sub'}, 'Top next tokens (logit lens)'));
+    const list = el('ol', {class: 'tokens-list'});
+    lens.top.slice(0, 5).forEach((t, rank) => {
+      const change = t.prevRank === null ? 'new' : t.prevRank === rank ? '=' : t.prevRank > rank ? `▲${t.prevRank - rank}` : `▼${rank - t.prevRank}`;
+      const item = el('li');
+      item.append(el('span', {class: 'tok'}, quoted(t.token)), el('span', {class: 'num'}, ` ${fmt(t.logit, 2)} `), el('span', {class: 'rank'}, change));
+      list.append(item);
+    });
+    into.append(list);
+  } catch (error) {
+    if (!(error instanceof NeedsModelError)) throw error;
+  }
+}
+
+export function edgeCard(q: TraceQueries, path: EdgePath, into: HTMLElement): void {
+  const edge = path.edge;
+  into.append(el('div', {class: 'card-title'}, edgeTitle(edge)));
+  line(into, 'from', `token ${edge.source.position} ${tokenAt(q, edge.source.position)}`);
+  line(into, 'to', `token ${edge.target.position} ${tokenAt(q, edge.target.position)}`);
+  line(into, 'weight', fmt(edge.weight));
+  if (edge.kind === 'attention' && edge.heads.length > 0) {
+    const top = edge.heads
+      .map((weight, head) => ({head, weight}))
+      .filter((h) => h.weight !== 0)
+      .sort((a, b) => Math.abs(b.weight) - Math.abs(a.weight))
+      .slice(0, 3);
+    into.append(el('div', {class: 'card-sub'}, 'Top heads (above the threshold)'));
+    for (const {head, weight} of top) line(into, `L${edge.target.layer}H${head}`, fmt(weight));
+    into.append(el('div', {class: 'hint'}, 'Click for every head'));
+  }
+}
+
+export function bar(value: number, scale: number): HTMLElement {
+  const outer = el('span', {class: 'bar'});
+  const inner = el('span', {class: value >= 0 ? 'fill pos' : 'fill neg'});
+  inner.style.width = `${Math.round(100 * Math.min(1, Math.abs(value) / (scale || 1)))}%`;
+  outer.append(inner);
+  return outer;
+}
+
+export function headsPanel(q: TraceQueries, edge: RouteEdge, details: HTMLElement): void {
+  const layer = edge.target.layer;
+  details.append(el('h2', {}, `Heads of L${layer}: ${edge.source.position} ${tokenAt(q, edge.source.position)} → ${edge.target.position} ${tokenAt(q, edge.target.position)}`));
+  const heads = q.edgeHeads(layer, edge.target.position, edge.source.position);
+  const scale = Math.max(...heads.map((h) => Math.abs(h.contribution)), 1e-9);
+  const table = el('table', {class: 'list'});
+  const head = el('tr');
+  head.append(el('th', {}, 'head'), el('th', {}, 'contribution'), el('th', {}, ''), el('th', {}, 'attention'));
+  table.append(head);
+  for (const h of [...heads].sort((a, b) => Math.abs(b.contribution) - Math.abs(a.contribution))) {
+    const row = el('tr');
+    const barCell = el('td');
+    barCell.append(bar(h.contribution, scale));
+    row.append(el('td', {}, `L${layer}H${h.head}`), el('td', {class: 'num'}, fmt(h.contribution, 4)), barCell, el('td', {class: 'num'}, fmt(h.attention, 3)));
+    table.append(row);
+  }
+  details.append(table);
+  details.append(el('p', {class: 'note'}, 'Contributions are unthresholded; each head’s attention map needs the model (daemon).'));
+}
+
+export function tokenList(title: string, tokens: readonly {token: string; logit: number}[]): HTMLElement {
+  const section = el('div', {class: 'tok-section'});
+  section.append(el('h3', {}, title));
+  const list = el('ol', {class: 'tokens-list'});
+  for (const t of tokens) {
+    const item = el('li');
+    item.append(el('span', {class: 'tok'}, quoted(t.token)), el('span', {class: 'num'}, ` ${fmt(t.logit, 2)}`));
+    list.append(item);
+  }
+  section.append(list);
+  return section;
+}
+
+export function neuronsPanel(q: TraceQueries, node: NodeId, offset: number, details: HTMLElement, showPage: (offset: number) => void): void {
+  details.append(el('h2', {}, `FFN ${nodeLabel(node)} · token ${node.position} ${tokenAt(q, node.position)}`));
+  try {
+    // A file stores the top K neurons of each node: page within them (the rest need the model).
+    const stored = q.trace.dims.nNeurons;
+    const total = q.trace.model.dFfn;
+    const available = stored >= total ? total : stored;
+    const page = q.ffnNeurons(node.layer, node.position, offset, Math.max(0, Math.min(NEURON_PAGE, available - offset)));
+    const scale = Math.max(...page.neurons.map((n) => Math.abs(n.contribution)), 1e-9);
+    const table = el('table', {class: 'list'});
+    const head = el('tr');
+    head.append(el('th', {}, 'neuron'), el('th', {}, 'contribution'), el('th', {}, ''), el('th', {}, 'activation'));
+    table.append(head);
+    for (const n of page.neurons) {
+      const row = el('tr');
+      const barCell = el('td');
+      barCell.append(bar(n.contribution, scale));
+      const act = el('td', {class: `num ${n.activation >= 0 ? 'pos' : 'neg'}`}, (n.activation >= 0 ? '+' : '') + fmt(n.activation, 3));
+      row.append(el('td', {}, `L${node.layer}.N${n.neuron}`), el('td', {class: 'num'}, fmt(n.contribution, 4)), barCell, act);
+      table.append(row);
+    }
+    details.append(table);
+    const more = available < total ? ` This file stores the top ${available}; the others need the model.` : '';
+    details.append(el('p', {class: 'note'}, `Neurons ${offset + 1}–${offset + page.neurons.length} of ${page.total}; the block's non-neuron part (biases) contributes ${fmt(page.rest, 4)}.${more}`));
+    const pager = el('div', {class: 'pager'});
+    const prev = el('button', {type: 'button'}, '← Previous');
+    const next = el('button', {type: 'button'}, 'Next →');
+    prev.disabled = offset === 0;
+    next.disabled = offset + NEURON_PAGE >= available;
+    prev.addEventListener('click', () => showPage(Math.max(0, offset - NEURON_PAGE)));
+    next.addEventListener('click', () => showPage(offset + NEURON_PAGE));
+    pager.append(prev, next);
+    details.append(pager);
+  } catch (error) {
+    if (!(error instanceof NeedsModelError)) throw error;
+    details.append(el('p', {class: 'note'}, error.message));
+  }
+  try {
+    const block = q.projection(node, 'ffn_update');
+    details.append(tokenList('Block promotes', block.top.slice(0, 8)), tokenList('Block suppresses', block.bottom.slice(0, 8)));
+  } catch (error) {
+    if (!(error instanceof NeedsModelError)) throw error;
+  }
+}
+
+export function projectionPanel(q: TraceQueries, node: NodeId, details: HTMLElement): void {
+  details.append(el('h2', {}, `${nodeLabel(node)} · token ${node.position} ${tokenAt(q, node.position)}`));
+  try {
+    const lens = q.projection(node, 'lens');
+    details.append(tokenList('Top next tokens (logit lens)', lens.top), tokenList('Bottom tokens', lens.bottom));
+  } catch (error) {
+    if (!(error instanceof NeedsModelError)) throw error;
+    details.append(el('p', {class: 'note'}, error.message));
+  }
+}

@@ -1,0 +1,325 @@
+// The integration harness: a real VS Code (code-server 4.100.3 from tools/code-server) on a
+// loopback port, driven by playwright-core with Debian's Chromium, the extension loaded from the
+// repo root as a development extension (no install). See shared/vscode-testing.md.
+import { spawn, execFileSync } from "node:child_process";
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  writeFileSync,
+} from "node:fs";
+import { createRequire } from "node:module";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+
+export const root = resolve(import.meta.dirname, "..", "..");
+export const toolsDir = join(root, "tools", "code-server");
+export const codeServerBin = join(toolsDir, "node_modules", ".bin", "code-server");
+export const chromiumPath = process.env.LMSCOPE_CHROMIUM ?? "/usr/bin/chromium";
+// Absolute (it goes into settings.json), symlinks kept (a venv's python is one).
+export const python = resolve(process.env.LMSCOPE_PYTHON ?? join(root, ".venv", "bin", "python"));
+// The extension under test: the repo root (its manifest's "main" is dist/extension.js).
+// LMSCOPE_EXTENSION_PATH points the harness at another extension folder (to test the harness).
+export const extensionRoot = resolve(process.env.LMSCOPE_EXTENSION_PATH ?? root);
+export const manifest = JSON.parse(readFileSync(join(extensionRoot, "package.json"), "utf8"));
+
+export const TINY_PROMPT = "when mary and john went to the store , john gave a drink to";
+
+/** Why the suite cannot run here (a message), or null. Builds and installs nothing. */
+export function missingPrerequisite() {
+  if (!existsSync(codeServerBin))
+    return "code-server is not installed: run tools/code-server/install.sh first";
+  if (!existsSync(chromiumPath))
+    return `no Chromium at ${chromiumPath}: run tools/code-server/install.sh first`;
+  if (!existsSync(python)) return `no Python at ${python}: run make setup first`;
+  if (!manifest.main)
+    return `${extensionRoot}/package.json has no "main": the extension is not written yet`;
+  const main = resolve(extensionRoot, manifest.main);
+  if (!existsSync(main) && !existsSync(`${main}.js`)) return `no ${main}: run npm run build first`;
+  return null;
+}
+
+/** The title a command shows in the palette ("category: title"), or null if not contributed. */
+export function paletteTitle(commandId) {
+  const c = (manifest.contributes?.commands ?? []).find((x) => x.command === commandId);
+  return c ? (c.category ? `${c.category}: ${c.title}` : c.title) : null;
+}
+
+export function contributesCustomEditor(viewType) {
+  return (manifest.contributes?.customEditors ?? []).some((e) => e.viewType === viewType);
+}
+
+/** Retries `probe` until it returns something truthy; an error with `fatal` set stops at once. */
+export async function until(what, deadlineMs, probe, intervalMs = 250) {
+  const end = Date.now() + deadlineMs;
+  let last;
+  for (;;) {
+    try {
+      const value = await probe();
+      if (value) return value;
+    } catch (err) {
+      if (err.fatal) throw err;
+      last = err;
+    }
+    if (Date.now() > end) {
+      throw new Error(
+        `timed out after ${deadlineMs / 1000} s waiting for ${what}${last ? `: ${last.message}` : ""}`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+function freePort() {
+  return new Promise((done, fail) => {
+    const server = createServer();
+    server.on("error", fail);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => done(port));
+    });
+  });
+}
+
+/**
+ * A temp folder with: a workspace (notes.md, ioi.prompts.txt, saved.lmtrace, example.py), a tiny
+ * random-init Llama saved with save_pretrained (no downloads), user settings pointing the
+ * extension at the repo's Python and that model, and a screenshots folder.
+ */
+export function prepareFixtures() {
+  const base = mkdtempSync(join(tmpdir(), "lmscope-integration-"));
+  const workspace = join(base, "workspace");
+  const model = join(base, "tiny-llama");
+  const user = join(base, "user");
+  const shots = join(base, "screenshots");
+  for (const d of [workspace, model, join(user, "User"), join(base, "extensions"), shots]) {
+    mkdirSync(d, { recursive: true });
+  }
+  writeFileSync(join(workspace, "notes.md"), "L1H2\n\nHead L1H2 moves the subject's name.\n");
+  writeFileSync(
+    join(workspace, "example.py"),
+    "import torch\n\nL0H0 = (0, 0)  # attends to the previous token\n",
+  );
+  writeFileSync(join(workspace, "ioi.prompts.txt"), `${TINY_PROMPT}\n`);
+  const script = [
+    "import sys",
+    "from lmscope.traces.trace import Trace",
+    "from lmscope.tracing.engine import run_trace",
+    "from tests.conftest import TINY_PROMPT, build_tiny",
+    "lm = build_tiny('llama')",
+    "lm.model.save_pretrained(sys.argv[1])",
+    "lm.tokenizer.save_pretrained(sys.argv[1])",
+    "Trace(run_trace(lm, TINY_PROMPT)).save(sys.argv[2])",
+  ].join("\n");
+  execFileSync(python, ["-c", script, model, join(workspace, "saved.lmtrace")], {
+    cwd: root,
+    env: { ...process.env, HF_HUB_OFFLINE: "1", HF_HUB_DISABLE_PROGRESS_BARS: "1" },
+    stdio: ["ignore", "ignore", "pipe"], // its stderr is in the error if it fails
+  });
+  const settings = {
+    "lmscope.python": python,
+    "lmscope.model": model,
+    "workbench.startupEditor": "none",
+    "workbench.tips.enabled": false,
+    "workbench.enableExperiments": false,
+    "security.workspace.trust.enabled": false,
+    "telemetry.telemetryLevel": "off",
+    "extensions.autoCheckUpdates": false,
+    "extensions.autoUpdate": false,
+    "update.mode": "none",
+    "editor.hover.delay": 100,
+    "chat.commandCenter.enabled": false,
+  };
+  writeFileSync(join(user, "User", "settings.json"), JSON.stringify(settings, null, 2));
+  // A second workspace whose settings name an interpreter that does not exist: no daemon there.
+  const noDaemon = join(base, "workspace-no-daemon");
+  mkdirSync(join(noDaemon, ".vscode"), { recursive: true });
+  copyFileSync(join(workspace, "saved.lmtrace"), join(noDaemon, "saved.lmtrace"));
+  writeFileSync(
+    join(noDaemon, ".vscode", "settings.json"),
+    JSON.stringify({ "lmscope.python": join(base, "no-such-python") }, null, 2),
+  );
+  return { base, workspace, noDaemon, model, user, shots, extensions: join(base, "extensions") };
+}
+
+/** Start code-server in its own process group (detached = setsid); resolves once /healthz answers. */
+export async function startCodeServer(fx) {
+  const port = await freePort();
+  const log = join(fx.base, "code-server.log");
+  const fd = openSync(log, "a");
+  writeFileSync(join(fx.base, "code-server.yaml"), "");
+  const child = spawn(
+    codeServerBin,
+    [
+      "--bind-addr",
+      `127.0.0.1:${port}`,
+      "--auth",
+      "none",
+      "--disable-telemetry",
+      "--disable-update-check",
+      "--disable-workspace-trust",
+      "--disable-getting-started-override",
+      "--config",
+      join(fx.base, "code-server.yaml"),
+      "--user-data-dir",
+      fx.user,
+      "--extensions-dir",
+      fx.extensions,
+      fx.workspace,
+    ],
+    { detached: true, stdio: ["ignore", fd, fd], env: { ...process.env, HF_HUB_OFFLINE: "1" } },
+  );
+  let exited = null;
+  child.on("exit", (code, signal) => (exited = { code, signal }));
+  const server = { port, pid: child.pid, log, child };
+  // Whatever happens to this process, the group goes (code-server, its watcher, the extension
+  // host and the daemon it started).
+  const killOnExit = () => killGroup(server, "SIGKILL");
+  const killOnSignal = (signal) => {
+    killGroup(server, "SIGKILL");
+    process.exit(signal === "SIGINT" ? 130 : 143);
+  };
+  process.once("exit", killOnExit);
+  process.once("SIGINT", killOnSignal);
+  process.once("SIGTERM", killOnSignal);
+  server.killOnExit = killOnExit;
+  server.killOnSignal = killOnSignal;
+  await until("code-server /healthz", 60_000, async () => {
+    if (exited)
+      throw new Error(`code-server exited (${JSON.stringify(exited)}); log:\n${tail(log)}`);
+    const res = await fetch(`http://127.0.0.1:${port}/healthz`);
+    return res.ok;
+  });
+  return server;
+}
+
+export function tail(path, lines = 30) {
+  try {
+    return readFileSync(path, "utf8").split("\n").slice(-lines).join("\n");
+  } catch {
+    return "";
+  }
+}
+
+function killGroup(server, signal) {
+  try {
+    process.kill(-server.pid, signal);
+    return true;
+  } catch {
+    return false; // already gone
+  }
+}
+
+/** SIGTERM the whole process group, SIGKILL whatever is left after a deadline. */
+export async function stopCodeServer(server) {
+  if (!server) return;
+  process.removeListener("exit", server.killOnExit);
+  process.removeListener("SIGINT", server.killOnSignal);
+  process.removeListener("SIGTERM", server.killOnSignal);
+  if (!killGroup(server, "SIGTERM")) return;
+  const gone = () => {
+    try {
+      process.kill(-server.pid, 0);
+      return false;
+    } catch {
+      return true;
+    }
+  };
+  try {
+    await until("code-server's process group to exit", 5_000, gone, 100);
+  } catch {
+    killGroup(server, "SIGKILL");
+  }
+}
+
+export async function launchBrowser() {
+  const require = createRequire(join(toolsDir, "package.json"));
+  const { chromium } = require("playwright-core");
+  return chromium.launch({
+    executablePath: chromiumPath,
+    headless: true,
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+}
+
+/** The workbench URL with the extension loaded as a development extension (no install). */
+export function workbenchUrl(server, fx, folder = fx.workspace) {
+  const authority = `127.0.0.1:${server.port}`;
+  const payload = [["extensionDevelopmentPath", `vscode-remote://${authority}${extensionRoot}`]];
+  return (
+    `http://${authority}/?folder=${encodeURIComponent(folder)}` +
+    `&payload=${encodeURIComponent(JSON.stringify(payload))}`
+  );
+}
+
+// --- driving the workbench --------------------------------------------------------------------
+
+/** Run a command from the palette by its exact title ("Category: Title"). */
+export async function runCommand(page, title) {
+  await page.keyboard.press("Escape");
+  await page.keyboard.press("F1");
+  const input = page.locator(".quick-input-widget input");
+  await input.waitFor({ state: "visible" });
+  await input.fill(`>${title}`);
+  // The focused row, not any row: the list shows stale (recently used) entries until it filters.
+  const row = page.locator(".quick-input-list .monaco-list-row.focused", { hasText: title });
+  await row.waitFor({ state: "visible", timeout: 10_000 });
+  await page.keyboard.press("Enter");
+}
+
+/** Is a command with exactly this title listed in the palette? (closes the palette again) */
+export async function paletteLists(page, title) {
+  await page.keyboard.press("Escape");
+  await page.keyboard.press("F1");
+  const input = page.locator(".quick-input-widget input");
+  await input.waitFor({ state: "visible" });
+  await input.fill(`>${title}`);
+  const rows = page.locator(".quick-input-list .monaco-list-row", { hasText: title });
+  try {
+    await rows.first().waitFor({ state: "visible", timeout: 10_000 });
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await page.keyboard.press("Escape");
+  }
+}
+
+/** Open a workspace file with Quick Open; waits for its tab. */
+export async function openFile(page, name) {
+  await page.keyboard.press("Escape");
+  await page.keyboard.press("Control+P");
+  const input = page.locator(".quick-input-widget input");
+  await input.waitFor({ state: "visible" });
+  await input.fill(name);
+  await page.locator(".quick-input-list .monaco-list-row.focused", { hasText: name }).waitFor();
+  await page.keyboard.press("Enter");
+  await page.locator(".tabs-container .tab.active", { hasText: name }).waitFor({ timeout: 15_000 });
+}
+
+export async function closeAllEditors(page) {
+  await runCommand(page, "View: Close All Editors");
+  await until("all editors (and their webviews) to close", 10_000, async () => {
+    return (
+      (await page.locator(".tabs-container .tab").count()) === 0 &&
+      (await page.locator("iframe.webview").count()) === 0
+    );
+  });
+}
+
+/** The document of the (single) visible webview: two iframes deep. */
+export function webviewContent(page) {
+  return page.frameLocator("iframe.webview").last().frameLocator("#active-frame");
+}
