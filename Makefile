@@ -7,7 +7,8 @@ PIP := $(PY) -m pip --disable-pip-version-check --quiet
 STAMP := $(VENV)/.lmscope-installed
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test lint typecheck pytest protocol-check node-test ts-test browsers integration-test clean
+PHONY_EXTRA := package
+.PHONY: $(PHONY_EXTRA) setup demo test lint typecheck pytest protocol-check node-test ts-test browsers integration-test clean
 
 setup: $(STAMP)
 
@@ -34,7 +35,7 @@ demo: setup
 	@echo
 	@echo "Traces and SVG routes are in demo/traces/; explore one: .venv/bin/lmscope show demo/traces/001-*.lmtrace --token 5"
 
-test: setup lint typecheck protocol-check ts-test node-test integration-test pytest
+test: setup lint typecheck protocol-check ts-test node-test integration-test package pytest
 
 protocol-check: $(NODE_STAMP)
 	node protocol/generate-ts.mjs --check
@@ -73,6 +74,13 @@ node-test: setup $(NODE_STAMP)
 
 pytest: setup $(NODE_STAMP)
 	$(PY) -m pytest -q
+
+# The extension as a .vsix (allow-list .vscodeignore: the bundles, the manifest, README, LICENSE).
+VERSION = $(shell node -p "require('./package.json').version")
+package: $(NODE_STAMP)
+	npm run --silent build
+	npx --no-install vsce package --no-dependencies --allow-missing-repository \
+	  --out lmscope-$(VERSION).vsix
 
 clean:
 	rm -rf $(VENV) node_modules demo/traces .pytest_cache .mypy_cache .ruff_cache
