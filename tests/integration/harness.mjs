@@ -28,6 +28,14 @@ export const extensionRoot = resolve(process.env.LMSCOPE_EXTENSION_PATH ?? root)
 export const manifest = JSON.parse(readFileSync(join(extensionRoot, "package.json"), "utf8"));
 
 export const TINY_PROMPT = "when mary and john went to the store , john gave a drink to";
+// The model the extension's daemon loads: the embedded default (as a user gets it) unless
+// LMSCOPE_INTEGRATION_MODEL=tiny asks for the tiny random model (seconds faster).
+export const useTinyModel = process.env.LMSCOPE_INTEGRATION_MODEL === "tiny";
+export const PROMPT = useTinyModel
+  ? TINY_PROMPT
+  : "When Mary and John went to the store, John gave a drink to";
+/** What the status bar shows once the model is ready. */
+export const MODEL_NAME = useTinyModel ? /tiny-llama/ : /SmolLM2/;
 
 /** Why the suite cannot run here (a message), or null. Builds and installs nothing. */
 export function missingPrerequisite() {
@@ -104,7 +112,7 @@ export function prepareFixtures() {
     join(workspace, "example.py"),
     "import torch\n\nL0H0 = (0, 0)  # attends to the previous token\n",
   );
-  writeFileSync(join(workspace, "ioi.prompts.txt"), `${TINY_PROMPT}\n`);
+  writeFileSync(join(workspace, "ioi.prompts.txt"), `${PROMPT}\n`);
   const script = [
     "import sys",
     "from lmscope.traces.trace import Trace",
@@ -122,7 +130,7 @@ export function prepareFixtures() {
   });
   const settings = {
     "lmscope.python": python,
-    "lmscope.model": model,
+    "lmscope.model": useTinyModel ? model : "default",
     "workbench.startupEditor": "none",
     "workbench.tips.enabled": false,
     "workbench.enableExperiments": false,

@@ -12,6 +12,7 @@ import {
   contributesCustomEditor,
   launchBrowser,
   manifest,
+  MODEL_NAME,
   missingPrerequisite,
   openFile,
   paletteLists,
@@ -180,18 +181,18 @@ test(
 );
 
 test(
-  "the daemon starts and loads the configured model (status bar shows tiny-llama)",
+  "the daemon starts and loads the configured model (the status bar names it)",
   { skip, timeout: 180_000 },
   async () => {
     const item = statusItem();
     await withContext(
       until(
-        "the status bar item to name the model tiny-llama",
+        `the status bar item to name the model ${MODEL_NAME}`,
         150_000,
         async () => {
           // Its text names the model once ready (while loading only its tooltip does).
           const text = await item.innerText();
-          if (/tiny-llama/.test(text) && !(await item.locator(".codicon-loading").count()))
+          if (MODEL_NAME.test(text) && !(await item.locator(".codicon-loading").count()))
             return true;
           if (await item.locator(".codicon-error").count()) {
             const err = new Error(
