@@ -80,7 +80,7 @@ VERSION = $(shell node -p "require('./package.json').version")
 package: $(NODE_STAMP)
 	npm run --silent build
 	npx --no-install vsce package --no-dependencies --allow-missing-repository \
-	  --out lmscope-$(VERSION).vsix
+	  --readme-path extension/README.md --out lmscope-$(VERSION).vsix
 
 clean:
 	rm -rf $(VENV) node_modules demo/traces .pytest_cache .mypy_cache .ruff_cache
