@@ -59,7 +59,7 @@ import numpy as np
 
 from lmscope.attribution.graph import ATTENTION_EDGE, RENORMALIZE, Edge, Node, Route
 from lmscope.components import ComponentRef
-from lmscope.errors import LmscopeError
+from lmscope.errors import LmscopeError, NeedsModelError
 from lmscope.traces.data import (
     FFN,
     POST_ATTENTION,
@@ -517,20 +517,20 @@ def _block(
 def _stored_projection(
     trace: Trace, node: Node, kind: str
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
-    p = trace.data.projections
-    for row in np.nonzero((p.layer == node.layer) & (p.position == node.position))[0]:
-        if p.kind[row] == kind and p.node_kind[row] == node.kind:
-
-            def rows(ids: np.ndarray, logits: np.ndarray) -> list[dict[str, Any]]:
-                return [
-                    {"token": trace.token_text(int(i)), "id": int(i), "score": float(v)}
-                    for i, v in zip(ids[:TOP_TOKENS], logits[:TOP_TOKENS])
-                ]
-
-            return rows(p.top_ids[row], p.top_logits[row]), rows(
-                p.bottom_ids[row], p.bottom_logits[row]
-            )
-    return None
+    """The trace's stored (kind) projection of `node` as card token lists, or None."""
+    try:
+        lists, ids = trace.projection(node, kind), trace.projection_ids(node, kind)
+    except NeedsModelError:
+        return None
+    top = [
+        {"token": token, "id": i, "score": logit}
+        for (token, logit, _rank), i in zip(lists["top"], ids["top"])
+    ]
+    bottom = [
+        {"token": token, "id": i, "score": logit}
+        for (token, logit), i in zip(lists["bottom"], ids["bottom"])
+    ]
+    return top[:TOP_TOKENS], bottom[:TOP_TOKENS]
 
 
 def _inference():

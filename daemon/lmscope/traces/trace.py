@@ -196,10 +196,9 @@ class Trace:
             ],
         }
 
-    def projection(self, node: Node | tuple[str, int, int], kind: str = "lens") -> dict[str, Any]:
-        """Vocabulary projection of a node: kind "lens" (residual nodes), "attention_update" or
-        "ffn_update". Returns {"top": [(token, logit, prev_rank)], "bottom": [(token, logit)]};
-        prev_rank is the token's rank in the previous residual node's lens (None if none)."""
+    def _projection_row(self, node: Node | tuple[str, int, int], kind: str) -> int:
+        """The stored projection row of (node, kind), with the checks and errors of both
+        projection queries."""
         node = node if isinstance(node, Node) else Node(*node)
         if node.kind not in NODE_KINDS or kind not in PROJECTION_KINDS:
             raise LmscopeError(f"unknown node kind {node.kind!r} or projection kind {kind!r}")
@@ -210,6 +209,13 @@ class Trace:
                 f"no {kind} projection of {node.label()} in this trace: it is on no route at "
                 f"τ ≥ {self.data.settings.min_threshold} (or that projection does not apply)"
             )
+        return row
+
+    def projection(self, node: Node | tuple[str, int, int], kind: str = "lens") -> dict[str, Any]:
+        """Vocabulary projection of a node: kind "lens" (residual nodes), "attention_update" or
+        "ffn_update". Returns {"top": [(token, logit, prev_rank)], "bottom": [(token, logit)]};
+        prev_rank is the token's rank in the previous residual node's lens (None if none)."""
+        row = self._projection_row(node, kind)
         p = self.data.projections
         return {
             "top": [
@@ -226,10 +232,7 @@ class Trace:
         self, node: Node | tuple[str, int, int], kind: str = "lens"
     ) -> dict[str, list[int]]:
         """The token ids behind `projection(node, kind)`'s lists, in the same order."""
-        self.projection(node, kind)  # same checks and errors
-        node = node if isinstance(node, Node) else Node(*node)
-        node = Node(node.kind, self._layer(node.layer), self.position(node.position))
-        row = self._projection_rows[(kind, node.kind, node.layer, node.position)]
+        row = self._projection_row(node, kind)
         p = self.data.projections
         return {
             "top": [int(i) for i in p.top_ids[row]],
