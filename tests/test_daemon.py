@@ -327,6 +327,41 @@ def test_component_cards_come_with_route_context(daemon):
     assert card["markdown"]
 
 
+def test_head_maps_of_a_live_trace_give_causal_maps_and_the_heads_tokens(daemon, tmp_path):
+    path = tmp_path / "maps.lmtrace"
+    summary = daemon.request("lmscope/trace", {"prompt": TINY_PROMPT, "savePath": str(path)})[
+        "trace"
+    ]
+    n = len(summary["tokens"])
+    maps = daemon.request(
+        "lmscope/headMaps", {"handle": summary["handle"], "layer": 1, "head": 2, "position": -2}
+    )
+    assert (maps["layer"], maps["head"], maps["position"]) == (1, 2, n - 2)
+    assert [len(row) for row in maps["attention"]] == list(range(1, n + 1))
+    assert [len(row) for row in maps["contribution"]] == list(range(1, n + 1))
+    assert all(abs(sum(row) - 1) < 1e-4 for row in maps["attention"]), "softmax rows sum to 1"
+    assert len(maps["promoted"]) == len(maps["suppressed"]) == 8
+    assert maps["promoted"][0]["score"] >= maps["promoted"][-1]["score"]
+    # The maps agree with the edge head splits the trace stores.
+    route = daemon.request("lmscope/route", {"handle": summary["handle"], "threshold": 0.01})
+    edge = next(e for e in route["edges"] if e["kind"] == "attention" and e["target"]["layer"] == 1)
+    target, source = edge["target"]["position"], edge["source"]["position"]
+    heads = daemon.request(
+        "lmscope/edgeHeads",
+        {"handle": summary["handle"], "layer": 1, "target": target, "source": source},
+    )["heads"]
+    assert maps["attention"][target][source] == pytest.approx(heads[2]["attention"], abs=1e-5)
+    assert maps["contribution"][target][source] == pytest.approx(heads[2]["contribution"], abs=1e-5)
+
+    saved = daemon.request("lmscope/openTrace", {"path": str(path)})["trace"]
+    with pytest.raises(RpcError) as needs:
+        daemon.request("lmscope/headMaps", {"handle": saved["handle"], "layer": 1, "head": 2})
+    assert needs.value.code == -32004 and "needs the model" in needs.value.message
+    with pytest.raises(RpcError) as out_of_range:
+        daemon.request("lmscope/headMaps", {"handle": summary["handle"], "layer": 1, "head": 6})
+    assert "head 6 is out of range" in out_of_range.value.message
+
+
 # --- TCP ---------------------------------------------------------------------------------------
 def _free_port() -> int:
     with socket.socket() as probe:

@@ -456,6 +456,23 @@ def _head_output(
     return output, residual
 
 
+def head_tokens(
+    trace: Trace, layer: int, head: int, position: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Tokens head `head` of `layer` promotes and suppresses with its output at `position` of
+    a live trace's prompt (wire `TokenScore` lists, strongest first). NeedsModelError on a
+    trace without its model; `position` is already resolved (>= 0)."""
+    if trace.live is None:
+        raise NeedsModelError(
+            f"the tokens L{layer}H{head} promotes need the model: a saved trace stores "
+            "projections of whole blocks only"
+        )
+    runner = _Model(trace.live.loaded, list(trace.live.token_ids))
+    output, residual = _head_output(runner, layer, head, position, trace.data.model.parallel_blocks)
+    with _inference():
+        return runner.token_lists(runner.adapter.frozen_final_norm(output, residual))
+
+
 def _strongest(entries: Iterable[tuple[int, int, float]]) -> list[tuple[int, int, float]]:
     """The TOP_PATTERN strongest (source, target, attention) entries, ties by position."""
     return sorted(entries, key=lambda e: (-e[2], e[1], e[0]))[:TOP_PATTERN]
@@ -633,4 +650,4 @@ def md_token(token: str) -> str:
     return f"“{shown}”"
 
 
-__all__ = ["card_markdown", "component_card", "md_text", "md_token"]
+__all__ = ["card_markdown", "component_card", "head_tokens", "md_text", "md_token"]

@@ -259,3 +259,29 @@ def register_requests(server: LmscopeServer) -> None:
             handle=handle,
         )
         return card
+
+    @request("lmscope/headMaps")
+    def head_maps(params: dict[str, Any]) -> dict[str, Any]:
+        from lmscope.cards import head_tokens
+
+        trace_obj = session.traces.get(params["handle"])
+        layer, head = params["layer"], params["head"]
+        position = trace_obj.position(params.get("position", -1))
+        attention = trace_obj.attention_pattern(layer, head)  # [n, n], NeedsModel when saved
+        contribution = trace_obj.contribution_map(layer, head)  # [n, n]
+        promoted, suppressed = head_tokens(trace_obj, layer, head, position)
+        return {
+            "layer": layer,
+            "head": head,
+            "position": position,
+            # Causal: row i holds sources 0..i. Clipped into [0, 1] against float rounding.
+            "attention": [
+                [min(1.0, max(0.0, float(a))) for a in row[: i + 1]]
+                for i, row in enumerate(attention)
+            ],
+            "contribution": [
+                [finite(float(c)) for c in row[: i + 1]] for i, row in enumerate(contribution)
+            ],
+            "promoted": promoted,
+            "suppressed": suppressed,
+        }

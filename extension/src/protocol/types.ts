@@ -922,6 +922,64 @@ export interface ComponentParams {
 export type ComponentResult = Card;
 
 /**
+ * Params of lmscope/headMaps: one attention head of a live trace, and the position whose output is projected.
+ */
+export interface HeadMapsParams {
+  /**
+   * The trace (it must be live: the maps need the model).
+   */
+  handle: Handle;
+  /**
+   * Transformer block, from 0.
+   */
+  layer: number;
+  /**
+   * Head index within the layer, from 0.
+   */
+  head: number;
+  /**
+   * Position whose head output gives the promoted/suppressed tokens (e.g. an edge's target); negative values count from the end.
+   *
+   * @default -1
+   */
+  position?: number;
+}
+
+/**
+ * Result of lmscope/headMaps: the head's attention map and contribution map over the prompt (causal, so row i holds sources 0..i), and the tokens its output at `position` promotes and suppresses.
+ */
+export interface HeadMapsResult {
+  /**
+   * Transformer block, from 0.
+   */
+  layer: number;
+  /**
+   * Head index within the layer, from 0.
+   */
+  head: number;
+  /**
+   * The resolved position (>= 0) of promoted and suppressed.
+   */
+  position: number;
+  /**
+   * Attention probabilities A[head, i, j]: row i (target) has i + 1 entries, sources 0..i.
+   */
+  attention: [number, ...number[]][];
+  /**
+   * The head's unthresholded contribution to each edge j -> i at this layer (proximity-based), same shape as attention.
+   */
+  contribution: [number, ...number[]][];
+  /**
+   * Tokens the head's output at position raises most (direct logit attribution), strongest first; score = logit.
+   */
+  promoted: TokenScore[];
+  /**
+   * Tokens it lowers most, lowest logit first; score = logit.
+   */
+  suppressed: TokenScore[];
+}
+
+/**
  * Params of the lmscope/modelChanged notification: the daemon's model state.
  */
 export interface ModelChangedParams {
@@ -1010,6 +1068,7 @@ export const Methods = {
   ffnNeurons: "lmscope/ffnNeurons",
   projection: "lmscope/projection",
   component: "lmscope/component",
+  headMaps: "lmscope/headMaps",
   modelChanged: "lmscope/modelChanged",
   traceChanged: "lmscope/traceChanged",
 } as const;
@@ -1026,6 +1085,7 @@ export interface RequestTypes {
   "lmscope/ffnNeurons": {params: FfnNeuronsParams; result: FfnNeuronsResult};
   "lmscope/projection": {params: ProjectionParams; result: ProjectionResult};
   "lmscope/component": {params: ComponentParams; result: ComponentResult};
+  "lmscope/headMaps": {params: HeadMapsParams; result: HeadMapsResult};
 }
 
 /** Params of every notification (server -> client), keyed by method name. */
