@@ -584,6 +584,30 @@ export interface CloseTraceResult {
 }
 
 /**
+ * Params of lmscope/saveTrace: a trace held by the daemon and where to write it.
+ */
+export interface SaveTraceParams {
+  /**
+   * The trace to save (made by lmscope/trace or opened by lmscope/openTrace).
+   */
+  handle: Handle;
+  /**
+   * Absolute path of the .lmtrace file to write (atomically; an existing file there is replaced). Must end in .lmtrace and hold no '..' part.
+   */
+  path: string;
+}
+
+/**
+ * Result of lmscope/saveTrace: where the trace now is.
+ */
+export interface SaveTraceResult {
+  /**
+   * The file written (the trace's handle now names this path).
+   */
+  path: string;
+}
+
+/**
  * Params of lmscope/route: which trace, which output token, at what threshold and in which mode.
  */
 export interface RouteParams {
@@ -1063,6 +1087,7 @@ export const Methods = {
   trace: "lmscope/trace",
   openTrace: "lmscope/openTrace",
   closeTrace: "lmscope/closeTrace",
+  saveTrace: "lmscope/saveTrace",
   route: "lmscope/route",
   edgeHeads: "lmscope/edgeHeads",
   ffnNeurons: "lmscope/ffnNeurons",
@@ -1080,6 +1105,7 @@ export interface RequestTypes {
   "lmscope/trace": {params: TraceParams; result: TraceResult};
   "lmscope/openTrace": {params: OpenTraceParams; result: OpenTraceResult};
   "lmscope/closeTrace": {params: CloseTraceParams; result: CloseTraceResult};
+  "lmscope/saveTrace": {params: SaveTraceParams; result: SaveTraceResult};
   "lmscope/route": {params: RouteParams; result: RouteResult};
   "lmscope/edgeHeads": {params: EdgeHeadsParams; result: EdgeHeadsResult};
   "lmscope/ffnNeurons": {params: FfnNeuronsParams; result: FfnNeuronsResult};
