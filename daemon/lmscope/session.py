@@ -11,8 +11,10 @@ forward pass while a trace's hooks are installed.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
+import traceback
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -23,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from lmscope.errors import LmscopeError
+from lmscope.errors import LmscopeError, TraceFileError
 from lmscope.traces.trace import LiveModel, Trace
 
 log = logging.getLogger("lmscope.session")
@@ -41,6 +43,27 @@ class NoModelError(LmscopeError):
 
 class JobCancelled(LmscopeError):
     """The job was cancelled before or while it ran."""
+
+
+class TraceNotSavedError(TraceFileError):
+    """A trace finished but its file could not be written; the trace stays in memory under
+    `handle`, so it can still be queried and saved elsewhere (`Session.save_trace`)."""
+
+    def __init__(self, message: str, handle: str) -> None:
+        super().__init__(message)
+        self.handle = handle
+
+
+def check_save_path(path: Path) -> None:
+    """Refuse a save path the daemon should never write: lmscope only ever writes `.lmtrace`
+    files, at absolute paths without `..` parts (a client cannot climb out of the folder it
+    names, nor make the daemon replace some other kind of file)."""
+    if not path.is_absolute():
+        raise LmscopeError(f"a trace is saved to an absolute path, got {str(path)!r}")
+    if ".." in path.parts:
+        raise LmscopeError(f"a trace save path may not contain '..': {str(path)!r}")
+    if path.suffix != ".lmtrace" or path.name == ".lmtrace":
+        raise LmscopeError(f"a trace is saved as a .lmtrace file, got {str(path)!r}")
 
 
 @dataclass
@@ -125,8 +148,9 @@ class TraceCache:
 
     def set_path(self, handle: str, path: Path) -> None:
         with self._lock:
-            trace, size, _ = self._entries[handle]
-            self._entries[handle] = (trace, size, path)
+            entry = self._entries.get(handle)
+            if entry is not None:
+                self._entries[handle] = (entry[0], entry[1], path)
 
     def close(self, handle: str) -> bool:
         with self._lock:
@@ -209,19 +233,24 @@ class Session:
                     return
                 job = self._queue.pop(0)
                 self._current = job
+            error: BaseException | None = None
+            result: Any = None
             try:
                 if job.cancel.is_set():
                     raise JobCancelled("cancelled before it started")
                 result = job.run(job)
             except BaseException as exc:
-                if not job.future.done():
-                    job.future.set_exception(exc)
-            else:
-                if not job.future.done():
+                error = exc
+            # Idle before the answer goes out: a client that asks for status right after
+            # its answer must not see this job still running.
+            with self._wake:
+                self._current = None
+            if not job.future.done():
+                if error is not None:
+                    job.future.set_exception(error)
+                else:
                     job.future.set_result(result)
-            finally:
-                with self._wake:
-                    self._current = None
+            del error, result
 
     def stop(self) -> None:
         with self._wake:
@@ -276,23 +305,54 @@ class Session:
                     loaded, prompt, options, progress=job.report, should_cancel=job.cancel.is_set
                 )
             except TraceCancelled:
+                release_failed_work(None)
                 raise JobCancelled("trace cancelled") from None
+            except BaseException as exc:
+                # Out of memory, a CUDA error, a bug: drop what the engine held (its frames
+                # hang off the traceback) before the error travels to the client.
+                release_failed_work(exc)
+                raise
             finally:
                 _free_device_memory()
             trace = Trace(data, LiveModel(loaded, data.tokens.ids.tolist()))
-            saved = False
-            if save_path is not None:
+            # Cached first: a failed save (disk full, read-only folder) loses no work.
+            handle = self.traces.add(trace, None)
+            if save_path is None:
+                return handle, False
+            try:
                 trace.save(save_path)
-                saved = True
-            handle = self.traces.add(trace, save_path)
-            return handle, saved
+            except TraceFileError as exc:
+                raise TraceNotSavedError(
+                    f"{exc}; the trace is kept in memory as {handle}: save it elsewhere", handle
+                ) from None
+            self.traces.set_path(handle, save_path)
+            return handle, True
 
+        if save_path is not None:
+            check_save_path(save_path)
         return Job("trace", run, description=prompt[:60])
+
+    def save_trace(self, handle: str, path: Path) -> Path:
+        """Write a held trace to `path` (atomically); the handle then names that file."""
+        check_save_path(path)
+        trace = self.traces.get(handle)
+        trace.save(path)
+        self.traces.set_path(handle, path)
+        return path
 
     def open_trace(self, path: Path) -> str:
         from lmscope.traces.fileformat import read_trace
 
         return self.traces.add(Trace(read_trace(path)), path)
+
+
+def release_failed_work(exc: BaseException | None) -> None:
+    """Free what a failed job held: the locals of every finished frame on the exception's
+    traceback (activations, attention probabilities), then cycles, then the GPU cache."""
+    if exc is not None:
+        traceback.clear_frames(exc.__traceback__)
+    gc.collect()
+    _free_device_memory()
 
 
 def _free_device_memory() -> None:

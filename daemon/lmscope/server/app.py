@@ -34,6 +34,23 @@ class LmscopeServer(LanguageServer):
         # (spec, dtype, device) to load once the client is initialized (`serve --model`)
         self.preload: tuple[str, str | None, str] | None = None
 
+    def report_server_error(self, error: Exception, source: Any) -> None:
+        """A message that could not even be read (invalid JSON or UTF-8, nesting too deep, not
+        a JSON-RPC message) has no id to answer: JSON-RPC's answer is an error with a null id.
+        The daemon logs it and keeps reading."""
+        from pygls.exceptions import JsonRpcException
+
+        if source is not JsonRpcException:
+            log.error("%s", error)
+            return
+        parse = isinstance(error, (ValueError, RecursionError))
+        code, what = (-32700, "parse error") if parse else (-32600, "invalid request")
+        reason = " ".join(str(error).split())[:200] or type(error).__name__
+        log.warning("unreadable message (%s): %s", what, reason)
+        self.protocol._send_data(
+            {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": f"{what}: {reason}"}}
+        )
+
     # Messages to the client may come from the worker thread.
     def post(self, send: Callable[[], None]) -> None:
         loop = self.loop

@@ -183,6 +183,12 @@ def register_requests(server: LmscopeServer) -> None:
     def close_trace(params: dict[str, Any]) -> dict[str, Any]:
         return {"closed": session.traces.close(params["handle"])}
 
+    @request("lmscope/saveTrace")
+    def save_trace(params: dict[str, Any]) -> dict[str, Any]:
+        path = session.save_trace(params["handle"], Path(params["path"]))
+        server.latest_by_folder[str(trace_folder(path))] = params["handle"]
+        return {"path": str(path)}
+
     @request("lmscope/route")
     def route(params: dict[str, Any]) -> dict[str, Any]:
         trace_obj = session.traces.get(params["handle"])

@@ -23,7 +23,7 @@ from lmscope.errors import (
     PromptError,
     TraceFileError,
 )
-from lmscope.session import JobCancelled, UnknownHandleError
+from lmscope.session import JobCancelled, TraceNotSavedError, UnknownHandleError
 
 log = logging.getLogger("lmscope.server")
 
@@ -61,13 +61,44 @@ def rpc_error(exc: BaseException) -> JsonRpcException:
         return JsonRpcRequestCancelled(message=str(exc) or "cancelled")
     if _is_out_of_memory(exc):
         return JsonRpcException(
-            code=OUT_OF_MEMORY, message=f"out of memory: {exc}"[:300] + " (memory was released)"
+            code=OUT_OF_MEMORY,
+            message=_one_line(f"out of memory: {exc}", 300) + " (memory was released)",
+        )
+    if _is_device_error(exc):
+        log.error("device error during model work: %s", exc)
+        return JsonRpcException(
+            code=LMSCOPE_ERROR,
+            message=_one_line(f"the GPU failed during this work: {exc}", 300)
+            + " (memory was released; if it happens again, restart the daemon)",
+        )
+    if isinstance(exc, TraceNotSavedError):  # the client can still save it elsewhere
+        return JsonRpcException(
+            code=TRACE_FILE_ERROR, message=str(exc), data={"handle": exc.handle}
         )
     for kind, code in _ERROR_CODES:
         if isinstance(exc, kind):
             return JsonRpcException(code=code, message=str(exc))
     log.exception("internal error", exc_info=exc)
     return JsonRpcException(message=f"internal error: {type(exc).__name__}: {exc}"[:300])
+
+
+def _one_line(text: str, limit: int) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _is_device_error(exc: BaseException) -> bool:
+    """A CUDA (or other accelerator) failure: torch raises AcceleratorError, older versions a
+    RuntimeError whose message starts with "CUDA error"."""
+    try:
+        import torch
+
+        accelerator = getattr(torch, "AcceleratorError", None)
+        if accelerator is not None and isinstance(exc, accelerator):
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    return isinstance(exc, RuntimeError) and str(exc).lstrip().startswith(("CUDA error", "CUBLAS"))
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
