@@ -9,6 +9,7 @@ import path from 'node:path';
 import * as vscode from 'vscode';
 import {ResponseError} from 'vscode-languageclient/node';
 import type {Daemon, ProgressValue} from './daemon';
+import type {LiveTraces} from './liveTraces';
 import {ErrorCodes, Methods} from './protocol/types';
 import {tracePath, tracesDir} from './paths';
 import {TRACE_VIEW_TYPE} from './traceEditor';
@@ -34,6 +35,7 @@ export class Commands {
   constructor(
     private readonly daemon: Daemon,
     private readonly log: vscode.LogOutputChannel,
+    private readonly live: LiveTraces,
   ) {}
 
   /** Trace the selection, or the current line when nothing is selected. */
@@ -100,6 +102,7 @@ export class Commands {
         void vscode.window.showWarningMessage('lmscope: the trace finished but was not saved; nothing to show.');
         return;
       }
+      this.live.remember(saved, result.trace.handle);
       await vscode.commands.executeCommand('vscode.openWith', vscode.Uri.file(saved), TRACE_VIEW_TYPE, {
         viewColumn: column === undefined ? vscode.ViewColumn.Beside : column + 1,
         preserveFocus: true,

@@ -8,6 +8,7 @@
 import * as vscode from 'vscode';
 import {Commands} from './commands';
 import {Daemon} from './daemon';
+import {LiveTraces} from './liveTraces';
 import {createStatusBar} from './statusBar';
 import {TraceEditorProvider} from './traceEditor';
 
@@ -22,9 +23,11 @@ export function activate(context: vscode.ExtensionContext): void {
   running = daemon;
   context.subscriptions.push(daemon);
   context.subscriptions.push(createStatusBar(daemon.onDidChangeState, daemon.state));
-  context.subscriptions.push(TraceEditorProvider.register(context, log));
+  const live = new LiveTraces(daemon, log);
+  context.subscriptions.push(live);
+  context.subscriptions.push(TraceEditorProvider.register(context, log, live));
 
-  const commands = new Commands(daemon, log);
+  const commands = new Commands(daemon, log, live);
   const register = (id: string, run: (...args: unknown[]) => unknown) => context.subscriptions.push(vscode.commands.registerCommand(id, run));
   register('lmscope.traceSelection', () => commands.traceSelection());
   register('lmscope.tracePrompt', (args) => commands.tracePrompt(args));
@@ -50,8 +53,9 @@ export function activate(context: vscode.ExtensionContext): void {
     }),
   );
 
-  if (vscode.workspace.isTrusted) void daemon.start();
-  else log.info('workspace not trusted: the daemon stays stopped (saved traces still open)');
+  if (!vscode.workspace.isTrusted) log.info('workspace not trusted: the daemon stays stopped (saved traces still open)');
+  // In an untrusted workspace this only sets the 'untrusted' state (the status bar says why).
+  void daemon.start();
 }
 
 /** Stop the daemon cleanly (shutdown + exit) before the subscriptions are disposed. */

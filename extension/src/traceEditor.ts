@@ -2,12 +2,15 @@
  * The read-only custom editor for `.lmtrace` files (viewType `lmscope.traceViewer`). It needs no
  * daemon and no model: the webview decodes the file's bytes itself. The host only reads the file
  * (vscode.workspace.fs, so remote and virtual workspaces work), sends it, and sends it again when
- * the file changes on disk.
+ * the file changes on disk. It also tells the webview whether a live daemon trace backs the file
+ * (LiveTraces) and forwards the webview's drill-down queries to it.
  */
 
 import * as vscode from 'vscode';
-import type {ThresholdMode} from './protocol/types';
-import {encodeBase64, isWebviewToHost, type GraphSettings, type HostToWebview} from './webviewMessages';
+import {ResponseError} from 'vscode-languageclient/node';
+import {NotLiveError, type LiveTraces} from './liveTraces';
+import {ErrorCodes, type ThresholdMode} from './protocol/types';
+import {encodeBase64, isWebviewToHost, type GraphSettings, type HostToWebview, type QueryMessage} from './webviewMessages';
 import {makeNonce, shellHtml} from './webviewHtml';
 
 export const TRACE_VIEW_TYPE = 'lmscope.traceViewer';
@@ -30,8 +33,8 @@ class TraceDocument implements vscode.CustomDocument {
 }
 
 export class TraceEditorProvider implements vscode.CustomReadonlyEditorProvider<TraceDocument> {
-  static register(context: vscode.ExtensionContext, log: vscode.LogOutputChannel): vscode.Disposable {
-    return vscode.window.registerCustomEditorProvider(TRACE_VIEW_TYPE, new TraceEditorProvider(context, log), {
+  static register(context: vscode.ExtensionContext, log: vscode.LogOutputChannel, live: LiveTraces): vscode.Disposable {
+    return vscode.window.registerCustomEditorProvider(TRACE_VIEW_TYPE, new TraceEditorProvider(context, log, live), {
       supportsMultipleEditorsPerDocument: true,
       webviewOptions: {retainContextWhenHidden: false},
     });
@@ -40,6 +43,7 @@ export class TraceEditorProvider implements vscode.CustomReadonlyEditorProvider<
   constructor(
     private readonly context: vscode.ExtensionContext,
     private readonly log: vscode.LogOutputChannel,
+    private readonly live: LiveTraces,
   ) {}
 
   openCustomDocument(uri: vscode.Uri): TraceDocument {
@@ -75,7 +79,22 @@ export class TraceEditorProvider implements vscode.CustomReadonlyEditorProvider<
         post({type: 'loadError', name, message: `Could not read ${name}: ${text}`});
       }
     };
-    const disposables: vscode.Disposable[] = [];
+    const sendLink = async () => {
+      const link = await this.live.link(document.uri);
+      post(link.live ? {type: 'daemon', live: true, reason: ''} : {type: 'daemon', live: false, reason: link.reason});
+    };
+    const answer = async (query: QueryMessage) => {
+      try {
+        const result = await this.live.query(document.uri, query.method, query.params);
+        post({type: 'queryResult', id: query.id, result});
+      } catch (error) {
+        const text = error instanceof Error ? error.message : String(error);
+        const needsModel = error instanceof NotLiveError || (error instanceof ResponseError && error.code === ErrorCodes.NeedsModel);
+        if (!needsModel) this.log.error(`graph ${name}: ${query.method} failed: ${text}`);
+        post({type: 'queryResult', id: query.id, error: {message: text, needsModel}});
+      }
+    };
+    const disposables: vscode.Disposable[] = [this.live.onDidChange(() => void sendLink())];
     disposables.push(
       webview.onDidReceiveMessage((message: unknown) => {
         if (!isWebviewToHost(message)) {
@@ -84,7 +103,10 @@ export class TraceEditorProvider implements vscode.CustomReadonlyEditorProvider<
         }
         switch (message.type) {
           case 'ready':
-            void send();
+            void send().then(sendLink);
+            break;
+          case 'query':
+            void answer(message);
             break;
           case 'settingsChanged':
             this.log.debug(`graph ${name}: threshold ${message.settings.threshold}, ${message.settings.mode}`);

@@ -6,11 +6,22 @@
  * Host -> webview: `load` carries the `.lmtrace` bytes (base64) and the graph settings; the
  * webview decodes them with extension/src/trace and recomputes routes locally. `loadError`
  * replaces the graph with a message (a file that cannot be read).
+ * `daemon` says whether a live daemon trace backs the graph (then drill-downs that need the
+ * model work) and, when not, why. `queryResult` answers one `query`.
  * Webview -> host: `ready` once its listener is installed (the host then sends `load`),
- * `settingsChanged` so the host can remember them, `error` to log a webview-side failure.
+ * `settingsChanged` so the host can remember them, `error` to log a webview-side failure,
+ * `query` to ask the daemon something the file cannot answer (the host adds the trace handle).
  */
 
-import type {ThresholdMode} from './protocol/types';
+import type {
+  ComponentParams,
+  ComponentResult,
+  HeadMapsParams,
+  HeadMapsResult,
+  ProjectionParams,
+  ProjectionResult,
+  ThresholdMode,
+} from './protocol/types';
 
 /** Settings the graph opens with (from the lmscope.* configuration). */
 export interface GraphSettings {
@@ -33,7 +44,33 @@ export interface LoadErrorMessage {
   readonly message: string;
 }
 
-export type HostToWebview = LoadMessage | LoadErrorMessage;
+/** Whether the graph is backed by a live daemon trace (drill-downs that need the model work). */
+export interface DaemonLinkMessage {
+  readonly type: 'daemon';
+  readonly live: boolean;
+  /** Why not, for the user, when `live` is false. */
+  readonly reason: string;
+}
+
+/** The daemon queries the webview may send: each protocol method's params without `handle`. */
+export interface DaemonQueries {
+  readonly 'lmscope/headMaps': {readonly params: Omit<HeadMapsParams, 'handle'>; readonly result: HeadMapsResult};
+  readonly 'lmscope/component': {readonly params: Omit<ComponentParams, 'handle'>; readonly result: ComponentResult};
+  readonly 'lmscope/projection': {readonly params: Omit<ProjectionParams, 'handle'>; readonly result: ProjectionResult};
+}
+export type DaemonQueryMethod = keyof DaemonQueries;
+export const DAEMON_QUERY_METHODS: readonly DaemonQueryMethod[] = ['lmscope/headMaps', 'lmscope/component', 'lmscope/projection'];
+
+export interface QueryResultMessage {
+  readonly type: 'queryResult';
+  readonly id: number;
+  /** The daemon's result (the shape of `DaemonQueries[method].result`), absent on error. */
+  readonly result?: unknown;
+  /** Absent on success. `needsModel`: the daemon has no model for this trace (trace again). */
+  readonly error?: {readonly message: string; readonly needsModel: boolean};
+}
+
+export type HostToWebview = LoadMessage | LoadErrorMessage | DaemonLinkMessage | QueryResultMessage;
 
 export interface ReadyMessage {
   readonly type: 'ready';
@@ -49,7 +86,15 @@ export interface WebviewErrorMessage {
   readonly message: string;
 }
 
-export type WebviewToHost = ReadyMessage | SettingsChangedMessage | WebviewErrorMessage;
+export interface QueryMessage<M extends DaemonQueryMethod = DaemonQueryMethod> {
+  readonly type: 'query';
+  /** Chosen by the webview; echoed in the answer. */
+  readonly id: number;
+  readonly method: M;
+  readonly params: DaemonQueries[M]['params'];
+}
+
+export type WebviewToHost = ReadyMessage | SettingsChangedMessage | WebviewErrorMessage | QueryMessage;
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -71,6 +116,15 @@ export function isHostToWebview(value: unknown): value is HostToWebview {
       return typeof value['name'] === 'string' && typeof value['bytes'] === 'string' && isGraphSettings(value['settings']);
     case 'loadError':
       return typeof value['name'] === 'string' && typeof value['message'] === 'string';
+    case 'daemon':
+      return typeof value['live'] === 'boolean' && typeof value['reason'] === 'string';
+    case 'queryResult': {
+      const error = value['error'];
+      return (
+        Number.isInteger(value['id']) &&
+        (error === undefined || (isRecord(error) && typeof error['message'] === 'string' && typeof error['needsModel'] === 'boolean'))
+      );
+    }
     default:
       return false;
   }
@@ -85,6 +139,8 @@ export function isWebviewToHost(value: unknown): value is WebviewToHost {
       return isGraphSettings(value['settings']);
     case 'error':
       return typeof value['message'] === 'string';
+    case 'query':
+      return Number.isInteger(value['id']) && DAEMON_QUERY_METHODS.includes(value['method'] as DaemonQueryMethod) && isRecord(value['params']) && !('handle' in value['params']);
     default:
       return false;
   }

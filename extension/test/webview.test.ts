@@ -1,103 +1,290 @@
-// The flow-graph webview in headless Chromium (skipped where /usr/bin/chromium, or $CHROMIUM,
-// is absent): the bundle is built in memory with esbuild, loaded under the same CSP as in VS
-// Code with a stub of acquireVsCodeApi, and sent a synthetic trace whose token is HTML.
+// The flow-graph webview in headless Chromium, driven by playwright-core (from
+// tools/code-server; skipped where it or /usr/bin/chromium, or $CHROMIUM, is absent). The bundle is
+// built in memory with esbuild and loaded under the same CSP as in VS Code, with a stub of
+// acquireVsCodeApi that hands every posted message to this test, which plays the extension host.
+//
+// Two traces: a synthetic one built here (exact numbers), and one the Python engine makes: a
+// spawned daemon (`lmscope serve --stdio`, through the JSON-RPC stack the extension uses) loads
+// a tiny random Llama whose vocabulary holds an HTML token (tests/fixtures/webview_model.py),
+// traces a prompt containing it and saves the .lmtrace; the test renders that file and forwards
+// the webview's drill-down queries to the daemon, as the host does for a live trace.
+// Synchronisation is on selectors and messages, never on sleeps.
 import assert from 'node:assert/strict';
-import {execFileSync} from 'node:child_process';
+import {execFileSync, spawn} from 'node:child_process';
 import fs from 'node:fs';
+import {createRequire} from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
-import {test} from 'node:test';
+import {after, before, test} from 'node:test';
+import {createProtocolConnection, StreamMessageReader, StreamMessageWriter, type ProtocolConnection} from 'vscode-languageserver-protocol/node';
+import type {HostToWebview, WebviewToHost} from '../src/webviewMessages';
 import {encodeBase64} from '../src/webviewMessages';
 import {contentSecurityPolicy} from '../src/webviewHtml';
 import {encodeWire, ROOT, syntheticWire} from './helpers';
 
 const CHROMIUM = process.env['CHROMIUM'] ?? '/usr/bin/chromium';
+const PYTHON = process.env['LMSCOPE_PYTHON'] ?? path.join(ROOT, '.venv', 'bin', 'python');
 const XSS = '<img src=x onerror=alert(1)>';
+const XSS_SHOWN = '<img·src=x·onerror=alert(1)>'; // displayToken makes spaces visible
+const NONCE = 'testnoncetestnoncetestnonce';
 
-/** Runs in the page after the trace is loaded; returns one JSON line of observations. */
-const PROBE = `
-function probe() {
-  const r = {};
-  const edges = () => document.querySelectorAll('path.edge').length;
-  r.posted = window.__posted.map((m) => m.type);
-  r.edgesDefault = edges();
-  r.kinds = [...new Set([...document.querySelectorAll('path.edge')].map((e) => e.classList[1]))].sort();
-  r.message = document.querySelector('.message').hidden ? null : document.querySelector('.message').textContent;
-  r.images = document.querySelectorAll('img').length;
-  r.xssAsText = [...document.querySelectorAll('option, text.token title')].some((t) => t.textContent.includes('<img·src=x·onerror=alert(1)>'));
-  const attention = document.querySelector('path.edge.attention');
-  attention.dispatchEvent(new MouseEvent('mouseover', {bubbles: true}));
-  r.card = document.querySelector('.card').hidden ? null : document.querySelector('.card').textContent;
-  attention.dispatchEvent(new MouseEvent('click', {bubbles: true}));
-  r.heads = document.querySelectorAll('.details table tr').length - 1;
-  const ffn = document.querySelector('.node.ffn[aria-label^="M0.2"]');
-  if (ffn) ffn.dispatchEvent(new MouseEvent('click', {bubbles: true}));
-  r.neurons = document.querySelector('.details').textContent;
-  const input = document.getElementById('threshold');
-  input.value = '0.1';
-  input.dispatchEvent(new Event('change'));
-  r.edgesHigh = edges();
-  r.state = window.__state;
-  r.alerts = window.__alerts;
-  r.violations = window.__violations;
-  return r;
-}`;
+// The few playwright-core calls used here (its types live in tools/code-server, not here). Page
+// code is passed as strings: this tsconfig has no DOM library.
+interface Locator {
+  first(): Locator;
+  nth(index: number): Locator;
+  filter(options: {hasText: string}): Locator;
+  locator(selector: string, options?: {hasText: string}): Locator;
+  count(): Promise<number>;
+  waitFor(options?: {state?: 'attached' | 'visible'}): Promise<void>;
+  dispatchEvent(type: string): Promise<void>;
+  innerText(): Promise<string>;
+  fill(value: string): Promise<void>;
+  click(): Promise<void>;
+  getAttribute(name: string): Promise<string | null>;
+}
+interface Page {
+  locator(selector: string, options?: {hasText: string}): Locator;
+  evaluate<T>(expression: string): Promise<T>;
+  waitForFunction(expression: string): Promise<unknown>;
+  exposeFunction(name: string, callback: (message: WebviewToHost) => void): Promise<void>;
+  goto(url: string): Promise<unknown>;
+  close(): Promise<void>;
+}
+interface Browser {
+  newPage(options: {viewport: {width: number; height: number}}): Promise<Page>;
+  close(): Promise<void>;
+}
+interface Playwright {
+  chromium: {launch(options: {executablePath: string; headless: boolean; args: string[]}): Promise<Browser>};
+}
 
-test('the webview draws a route, shows cards and heads, re-routes locally and keeps HTML tokens as text', {skip: !fs.existsSync(CHROMIUM) && `no Chromium at ${CHROMIUM}`}, async () => {
+function loadPlaywright(): Playwright | null {
+  try {
+    return createRequire(path.join(ROOT, 'tools', 'code-server', 'package.json'))('playwright-core') as Playwright;
+  } catch {
+    return null;
+  }
+}
+const playwright = loadPlaywright();
+const skip = !fs.existsSync(CHROMIUM) ? `no Chromium at ${CHROMIUM}` : playwright === null ? 'no playwright-core in tools/code-server (run tools/code-server/install.sh)' : false;
+
+let dir = '';
+let browser: Browser | null = null;
+
+before(async () => {
+  if (skip) return;
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lmscope-webview-'));
   const esbuild = await import('esbuild');
   const bundle = await esbuild.build({
     entryPoints: [path.join(ROOT, 'extension', 'webview', 'main.ts')],
     bundle: true, platform: 'browser', format: 'iife', target: 'es2022', write: false, outdir: 'out',
   });
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lmscope-webview-'));
-  try {
-    for (const file of bundle.outputFiles) fs.writeFileSync(path.join(dir, path.basename(file.path)), file.contents);
-    const wire = syntheticWire();
-    wire.tokens.strings = ['<bos>', XSS, 'b'];
-    wire.vocabulary.strings[4] = XSS;
-    const bytes = encodeBase64(encodeWire(wire));
-    const nonce = 'testnoncetestnoncetestnonce';
-    const page = `<!DOCTYPE html><html><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="${contentSecurityPolicy('file:', nonce)}">
-<link rel="stylesheet" href="main.css" nonce="${nonce}">
-<script nonce="${nonce}">
-window.__posted = []; window.__alerts = []; window.__violations = []; window.__state = undefined;
+  for (const file of bundle.outputFiles) fs.writeFileSync(path.join(dir, path.basename(file.path)), file.contents);
+  fs.writeFileSync(
+    path.join(dir, 'page.html'),
+    `<!DOCTYPE html><html><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="${contentSecurityPolicy('file:', NONCE)}">
+<link rel="stylesheet" href="main.css" nonce="${NONCE}">
+<script nonce="${NONCE}">
+window.__alerts = []; window.__violations = []; window.__state = undefined;
 window.alert = (m) => window.__alerts.push(String(m));
 document.addEventListener('securitypolicyviolation', (e) => window.__violations.push(e.violatedDirective + ' ' + e.blockedURI));
-function acquireVsCodeApi() { return {postMessage: (m) => window.__posted.push(m), getState: () => window.__state, setState: (s) => { window.__state = s; }}; }
+function acquireVsCodeApi() { return {postMessage: (m) => window.__toHost(m), getState: () => window.__state, setState: (s) => { window.__state = s; }}; }
 </script></head><body><div id="root"></div>
-<script nonce="${nonce}" src="main.js"></script>
-<script nonce="${nonce}">
-${PROBE}
-window.postMessage({type: 'load', name: 'x.lmtrace', bytes: '${bytes}', settings: {threshold: 0.04, mode: 'renormalize'}}, '*');
-setTimeout(() => { const pre = document.createElement('pre'); pre.id = 'result'; pre.textContent = JSON.stringify(probe()); document.body.append(pre); }, 200);
-</script></body></html>`;
-    fs.writeFileSync(path.join(dir, 'page.html'), page);
-    const dom = execFileSync(
-      CHROMIUM,
-      ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', `--user-data-dir=${path.join(dir, 'profile')}`,
-        '--virtual-time-budget=5000', '--dump-dom', `file://${path.join(dir, 'page.html')}`],
-      {encoding: 'utf8', timeout: 60_000, stdio: ['ignore', 'pipe', 'ignore']},
-    );
-    const match = /<pre id="result">([^<]*)<\/pre>/.exec(dom);
-    assert.ok(match, `no result in the page: ${dom.slice(-500)}`);
-    const text = match[1]!.replace(/&quot;/g, '"').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
-    const r = JSON.parse(text);
-    assert.deepEqual(r.violations, [], 'no CSP violations');
-    assert.deepEqual(r.alerts, [], 'the injected HTML never ran');
-    assert.equal(r.images, 0, 'no <img> element was created from a token');
-    assert.ok(r.xssAsText, 'the HTML token is shown as text');
-    assert.equal(r.message, null);
-    assert.ok(r.posted.includes('ready'));
-    assert.ok(r.edgesDefault > 0);
-    assert.deepEqual(r.kinds, ['attention', 'ffn', 'residual']);
-    assert.match(r.card, /weight/);
-    assert.equal(r.heads, 2, 'the per-head list has every head');
-    assert.match(r.neurons, /L0\.N3/);
-    assert.match(r.neurons, /\+1\.500/);
-    assert.ok(r.edgesHigh < r.edgesDefault, `threshold 0.1 keeps fewer edges (${r.edgesHigh} vs ${r.edgesDefault})`);
-    assert.equal(r.state.threshold, 0.1);
+<script nonce="${NONCE}" src="main.js"></script>
+</body></html>`,
+  );
+  browser = await playwright!.chromium.launch({executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking']});
+});
+
+after(async () => {
+  await browser?.close();
+  if (dir) fs.rmSync(dir, {recursive: true, force: true});
+});
+
+/** A page showing the webview; `onMessage` is the host's side. Resolves once it said `ready`. */
+async function openWebview(onMessage: (message: WebviewToHost, page: Page) => void): Promise<{page: Page; posted: WebviewToHost[]}> {
+  const page = await browser!.newPage({viewport: {width: 1400, height: 900}});
+  const posted: WebviewToHost[] = [];
+  let ready: () => void = () => {};
+  const isReady = new Promise<void>((resolve) => (ready = resolve));
+  await page.exposeFunction('__toHost', (message: WebviewToHost) => {
+    posted.push(message);
+    if (message.type === 'ready') ready();
+    onMessage(message, page);
+  });
+  await page.goto(`file://${path.join(dir, 'page.html')}`);
+  await isReady;
+  return {page, posted};
+}
+
+function send(page: Page, message: HostToWebview): Promise<void> {
+  return page.evaluate(`window.postMessage(${JSON.stringify(message)}, '*')`);
+}
+
+/** What must hold on every page at the end: the CSP held and no token ran as HTML. */
+async function assertInert(page: Page): Promise<void> {
+  const r = await page.evaluate<{violations: string[]; alerts: string[]; images: number}>(
+    `({violations: window.__violations, alerts: window.__alerts, images: document.querySelectorAll('img').length})`,
+  );
+  assert.deepEqual(r.violations, [], 'no CSP violations');
+  assert.deepEqual(r.alerts, [], 'the injected HTML never ran');
+  assert.equal(r.images, 0, 'no <img> element was created from a token');
+}
+
+async function setThreshold(page: Page, value: string): Promise<void> {
+  const input = page.locator('#threshold');
+  await input.fill(value);
+  await input.dispatchEvent('change');
+}
+
+test('the webview draws a synthetic route, shows cards, heads and neurons, re-routes locally and keeps HTML tokens as text', {skip}, async () => {
+  const wire = syntheticWire();
+  wire['tokens'].strings = ['<bos>', XSS, 'b'];
+  wire['vocabulary'].strings[4] = XSS;
+  const {page, posted} = await openWebview(() => {});
+  await send(page, {type: 'load', name: 'x.lmtrace', bytes: encodeBase64(encodeWire(wire)), settings: {threshold: 0.04, mode: 'renormalize'}});
+  await send(page, {type: 'daemon', live: false, reason: 'no daemon in this test'});
+  const edges = page.locator('path.edge');
+  await edges.first().waitFor({state: 'attached'});
+  const before = await edges.count();
+  const kinds = await page.evaluate(`[...new Set([...document.querySelectorAll('path.edge')].map((e) => e.classList[1]))].sort()`);
+  assert.deepEqual(kinds, ['attention', 'ffn', 'residual']);
+  assert.ok(await page.locator('text.token title').filter({hasText: XSS_SHOWN}).count(), 'the HTML token is shown as text');
+
+  const attention = page.locator('path.edge.attention').first();
+  await attention.dispatchEvent('mouseover');
+  await page.locator('.card:not([hidden])').waitFor();
+  assert.match(await page.locator('.card').innerText(), /weight/);
+  await attention.dispatchEvent('click');
+  await page.locator('.details tr[data-head]').first().waitFor();
+  assert.equal(await page.locator('.details tr[data-head]').count(), 2, 'the per-head list has every head');
+  assert.match(await page.locator('.details').innerText(), /needs the model — trace again/);
+
+  await page.locator('.node.ffn[aria-label^="M0.2"]').dispatchEvent('click');
+  await page.locator('.details tr[data-neuron]').first().waitFor();
+  const neurons = await page.locator('.details').innerText();
+  assert.match(neurons, /L0\.N3/);
+  assert.match(neurons, /\+1\.500/);
+  assert.match(neurons, /Block promotes/, 'the stored ffn_update projection of the block');
+
+  await setThreshold(page, '0.1');
+  await page.waitForFunction(`document.querySelectorAll('path.edge').length !== ${before}`);
+  assert.ok((await edges.count()) < before, 'threshold 0.1 keeps fewer edges');
+  assert.equal(await page.evaluate('window.__state.threshold'), 0.1);
+  assert.ok(posted.some((m) => m.type === 'settingsChanged'));
+  await assertInert(page);
+  await page.close();
+});
+
+// ---- a trace made by the engine, with a live daemon behind it ------------------------------------
+interface Daemon {
+  connection: ProtocolConnection;
+  exited: Promise<number | null>;
+}
+
+function startDaemon(): Daemon {
+  const child = spawn(PYTHON, ['-m', 'lmscope', 'serve', '--stdio', '--log-level', 'warning'], {
+    cwd: ROOT,
+    stdio: ['pipe', 'pipe', 'inherit'],
+    env: {...process.env, HF_HUB_OFFLINE: '1', TRANSFORMERS_VERBOSITY: 'error'},
+  });
+  const connection = createProtocolConnection(new StreamMessageReader(child.stdout), new StreamMessageWriter(child.stdin));
+  connection.listen();
+  return {connection, exited: new Promise((done) => child.on('exit', (code) => done(code)))};
+}
+
+test('a trace the engine made renders: threshold changes the edge count, hover shows the card, a click shows heads, maps come from the live daemon, HTML tokens stay text', {skip, timeout: 240_000}, async () => {
+  const model = path.join(dir, 'model');
+  execFileSync(PYTHON, [path.join(ROOT, 'tests', 'fixtures', 'webview_model.py'), model], {
+    cwd: ROOT,
+    stdio: ['ignore', 'ignore', 'inherit'],
+    env: {...process.env, HF_HUB_OFFLINE: '1', TRANSFORMERS_VERBOSITY: 'error', HF_HUB_DISABLE_PROGRESS_BARS: '1'},
+  });
+  const daemon = startDaemon();
+  const rpc = daemon.connection;
+  try {
+    await rpc.sendRequest('initialize', {processId: process.pid, rootUri: null, capabilities: {}, initializationOptions: {protocolVersion: '1'}});
+    await rpc.sendNotification('initialized', {});
+    await rpc.sendRequest('lmscope/loadModel', {spec: model});
+    const file = path.join(dir, 'engine.lmtrace');
+    const traced = (await rpc.sendRequest('lmscope/trace', {prompt: `when mary and ${XSS} went to the store , john gave a drink to`, savePath: file})) as {
+      trace: {handle: string; tokens: string[]; nHeads: number; live: boolean};
+    };
+    assert.ok(traced.trace.live && traced.trace.tokens.includes(XSS), 'the engine kept the HTML token as one token');
+    const handle = traced.trace.handle;
+
+    // The host's part: answer queries from the daemon, adding the trace handle.
+    const queries: string[] = [];
+    const {page} = await openWebview((message, page) => {
+      if (message.type !== 'query') return;
+      queries.push(message.method);
+      rpc.sendRequest(message.method, {...message.params, handle}).then(
+        (result) => send(page, {type: 'queryResult', id: message.id, result}),
+        (error: {message: string; code?: number}) => send(page, {type: 'queryResult', id: message.id, error: {message: error.message, needsModel: error.code === -32004}}),
+      );
+    });
+    await send(page, {type: 'load', name: 'engine.lmtrace', bytes: encodeBase64(fs.readFileSync(file)), settings: {threshold: 0.01, mode: 'renormalize'}});
+    await send(page, {type: 'daemon', live: false, reason: 'the daemon has no model loaded'});
+    const edges = page.locator('path.edge');
+    await edges.first().waitFor({state: 'attached'});
+    const low = await edges.count();
+    assert.ok(await page.locator('text.token title').filter({hasText: XSS_SHOWN}).count(), 'the HTML token labels its column as text');
+
+    // Hover: the card. Click: every head; without a live trace the maps need the model.
+    const attention = page.locator('path.edge.attention:not(.self)').first();
+    await attention.dispatchEvent('mouseover');
+    await page.locator('.card:not([hidden])').waitFor();
+    const card = await page.locator('.card').innerText();
+    assert.match(card, /weight/);
+    assert.match(card, /Top heads/);
+    await attention.dispatchEvent('click');
+    await page.locator('.details tr[data-head]').first().waitFor();
+    assert.equal(await page.locator('.details tr[data-head]').count(), traced.trace.nHeads, 'the per-head list has every head');
+    assert.match(await page.locator('.details .head-detail').innerText(), /needs the model — trace again/);
+    const ffn = page.locator('.node.ffn').first();
+    await ffn.dispatchEvent('click');
+    await page.locator('.details tr[data-neuron]').first().waitFor();
+    assert.match(await page.locator('.details .neuron-detail').innerText(), /needs the model — trace again/);
+    assert.deepEqual(queries, [], 'nothing is asked of a daemon that does not hold the trace');
+
+    // Live: the chosen head's attention and contribution maps and its tokens, from the daemon.
+    await send(page, {type: 'daemon', live: true, reason: ''});
+    await attention.dispatchEvent('click');
+    await page.locator('.details .head-detail canvas').nth(1).waitFor();
+    const head = await page.locator('.details .head-detail').innerText();
+    assert.match(head, /Attention map of L\d+H\d+/);
+    assert.match(head, /Contribution map of L\d+H\d+/);
+    assert.match(head, /Head promotes/);
+    assert.equal(await page.locator('.details .head-detail .tok-section').first().locator('li').count(), 8);
+    // Another head, picked from the list.
+    const second = page.locator('.details tr[data-head]').nth(1);
+    const secondHead = await second.getAttribute('data-head');
+    await second.click();
+    await page.locator('.details .head-title', {hasText: `H${secondHead}`}).waitFor();
+    await page.locator('.details .head-detail canvas').nth(1).waitFor();
+    // An FFN node: the selected neuron's tokens, and the whole block's.
+    await ffn.dispatchEvent('click');
+    await page.locator('.details .neuron-detail .tok-section').first().waitFor();
+    const neuron = await page.locator('.details').innerText();
+    assert.match(neuron, /Neuron promotes/);
+    assert.match(neuron, /Neuron suppresses/);
+    assert.match(neuron, /Block promotes/);
+    assert.deepEqual([...new Set(queries)].sort(), ['lmscope/component', 'lmscope/headMaps']);
+
+    // Thresholds re-route locally: fewer edges at 0.1, and no query for it.
+    const asked = queries.length;
+    await setThreshold(page, '0.1');
+    await page.waitForFunction(`document.querySelectorAll('path.edge').length !== ${low}`);
+    assert.ok((await edges.count()) < low, 'threshold 0.1 keeps fewer edges than 0.01');
+    assert.equal(queries.length, asked);
+    await assertInert(page);
+    await page.close();
   } finally {
-    fs.rmSync(dir, {recursive: true, force: true});
+    await rpc.sendRequest('shutdown').catch(() => undefined);
+    await rpc.sendNotification('exit').catch(() => undefined);
+    await daemon.exited;
+    rpc.dispose();
   }
 });

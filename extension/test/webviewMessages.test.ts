@@ -11,6 +11,11 @@ test('well-formed messages pass their guards', () => {
   assert.ok(isWebviewToHost({type: 'ready'}));
   assert.ok(isWebviewToHost({type: 'settingsChanged', settings: {threshold: 0.1, mode: 'raw'}}));
   assert.ok(isWebviewToHost({type: 'error', message: 'x'}));
+  assert.ok(isHostToWebview({type: 'daemon', live: false, reason: 'no daemon'}));
+  assert.ok(isHostToWebview({type: 'queryResult', id: 3, result: {top: [], bottom: []}}));
+  assert.ok(isHostToWebview({type: 'queryResult', id: 4, error: {message: 'needs the model', needsModel: true}}));
+  assert.ok(isWebviewToHost({type: 'query', id: 1, method: 'lmscope/headMaps', params: {layer: 0, head: 1, position: 2}}));
+  assert.ok(isWebviewToHost({type: 'query', id: 2, method: 'lmscope/projection', params: {node: {kind: 'ffn', layer: 0, position: 1}, kind: 'ffn_update'}}));
 });
 
 test('malformed messages fail their guards', () => {
@@ -19,7 +24,13 @@ test('malformed messages fail their guards', () => {
     {type: 'ready'}, {type: 'loadError', name: 'a'}]) {
     assert.equal(isHostToWebview(bad), false, JSON.stringify(bad));
   }
-  for (const bad of [null, {type: 'load'}, {type: 'settingsChanged'}, {type: 'error', message: 3}]) {
+  for (const bad of [{type: 'daemon', live: 'yes', reason: ''}, {type: 'queryResult', id: 1.5}, {type: 'queryResult', id: 1, error: 'x'}]) {
+    assert.equal(isHostToWebview(bad), false, JSON.stringify(bad));
+  }
+  // Only the drill-down methods, and never a handle of the webview's choosing.
+  for (const bad of [null, {type: 'load'}, {type: 'settingsChanged'}, {type: 'error', message: 3},
+    {type: 'query', id: 1, method: 'lmscope/trace', params: {prompt: 'x'}}, {type: 'query', id: 1, method: 'lmscope/headMaps', params: {handle: 't1', layer: 0, head: 0}},
+    {type: 'query', method: 'lmscope/headMaps', params: {layer: 0, head: 0}}]) {
     assert.equal(isWebviewToHost(bad), false, JSON.stringify(bad));
   }
   assert.equal(isGraphSettings({threshold: Infinity, mode: 'raw'}), false);

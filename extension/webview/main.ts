@@ -18,6 +18,7 @@ import {nodeLabel} from '../src/trace/routes';
 import {decodeBase64, isHostToWebview, type GraphSettings, type WebviewToHost} from '../src/webviewMessages';
 import {byId, el, fmt, quoted, svg} from './dom';
 import {clip, DEFAULT_LAYOUT, displayToken, layoutRoute, type EdgePath, type GraphLayout, type NodeBox} from './layout';
+import {DaemonLink} from './drill';
 import {edgeCard, edgeTitle, headsPanel, neuronsPanel, nodeCard, projectionPanel, tokenAt} from './panels';
 
 interface VsCodeApi {
@@ -36,6 +37,7 @@ interface ViewState {
 }
 
 const vscode = acquireVsCodeApi();
+const link = new DaemonLink((m) => vscode.postMessage(m));
 
 // ---- the fixed shell (built here, not in the host's HTML) ----------------------------------------
 const root = byId<HTMLDivElement>('root');
@@ -58,7 +60,8 @@ const zoomOut = el('button', {type: 'button', title: 'Zoom out (-)', 'aria-label
 const zoomIn = el('button', {type: 'button', title: 'Zoom in (+)', 'aria-label': 'Zoom in'}, '+');
 const zoomFit = el('button', {type: 'button', title: 'Fit (0)', 'aria-label': 'Fit the graph'}, 'Fit');
 const summary = el('span', {class: 'summary', 'aria-live': 'polite'});
-header.append(title, tokenLabel, thresholdLabel, modeLabel, collapseLabel, zoomOut, zoomIn, zoomFit, summary);
+const liveBadge = el('span', {class: 'badge live-badge', hidden: ''});
+header.append(title, liveBadge, tokenLabel, thresholdLabel, modeLabel, collapseLabel, zoomOut, zoomIn, zoomFit, summary);
 
 const message = el('div', {class: 'message', role: 'alert', hidden: ''});
 const body = el('div', {class: 'body'});
@@ -98,6 +101,17 @@ function showMessage(text: string | null): void {
 window.addEventListener('message', (event: MessageEvent<unknown>) => {
   const data = event.data;
   if (!isHostToWebview(data)) return;
+  if (data.type === 'daemon') {
+    link.set(data.live, data.reason);
+    liveBadge.textContent = data.live ? 'live' : 'saved';
+    liveBadge.title = data.live ? 'The daemon holds this trace with its model: every drill-down works' : `Drill-downs that need the model are off: ${data.reason}`;
+    liveBadge.hidden = false;
+    return;
+  }
+  if (data.type === 'queryResult') {
+    link.answer(data);
+    return;
+  }
   if (data.type === 'loadError') {
     queries = null;
     title.textContent = data.name;
@@ -338,10 +352,11 @@ function openDetails(target: EventTarget | null): void {
     details.hidden = false;
     close.focus();
   };
-  const neurons = (node: NodeId, offset: number): void => show(() => neuronsPanel(q, node, offset, details, (to) => neurons(node, to)));
-  if (hit.edge && hit.edge.kind === 'attention') show(() => headsPanel(q, hit.edge!.edge, details));
+  const context = {token: currentToken(), threshold: state.threshold, mode: state.mode};
+  const neurons = (node: NodeId, offset: number): void => show(() => neuronsPanel(q, link, context, node, offset, details, (to) => neurons(node, to)));
+  if (hit.edge && hit.edge.kind === 'attention') show(() => headsPanel(q, link, hit.edge!.edge, details));
   else if (hit.node && hit.node.id.kind === 'ffn') neurons(hit.node.id, 0);
-  else if (hit.node) show(() => projectionPanel(q, hit.node!.id, details));
+  else if (hit.node) show(() => projectionPanel(q, link, hit.node!.id, details));
   else show(() => edgeCard(q, hit.edge!, details));
 }
 

@@ -1,14 +1,16 @@
 /**
- * What the webview shows about one node or edge, answered from the trace file alone
- * (TraceQueries): the hover cards, and the details panel (every head of an attention edge;
- * an FFN node's neurons, paged, and its block's promoted and suppressed tokens; a residual
- * node's logit lens). Token strings go through `quoted` into textContent only.
+ * What the webview shows about one node or edge: the hover cards (from the trace file alone,
+ * TraceQueries), and the details panel (every head of an attention edge, then the chosen head's
+ * maps and tokens; an FFN node's neurons, paged, the chosen neuron's tokens and its block's; a
+ * residual node's logit lens). What the file cannot answer comes from the daemon (drill.ts).
+ * Token strings go through `quoted` into textContent only.
  */
 
 import type {NodeId, RouteEdge} from '../src/protocol/types';
 import {NeedsModelError, type TraceQueries} from '../src/trace/queries';
 import {nodeLabel} from '../src/trace/routes';
 import {el, fmt, quoted} from './dom';
+import {headSection, neuronSection, projectionSection, type DaemonLink} from './drill';
 import type {EdgePath, NodeBox} from './layout';
 
 /** Neurons per page in the FFN panel. */
@@ -78,7 +80,7 @@ export function bar(value: number, scale: number): HTMLElement {
   return outer;
 }
 
-export function headsPanel(q: TraceQueries, edge: RouteEdge, details: HTMLElement): void {
+export function headsPanel(q: TraceQueries, link: DaemonLink, edge: RouteEdge, details: HTMLElement): void {
   const layer = edge.target.layer;
   details.append(el('h2', {}, `Heads of L${layer}: ${edge.source.position} ${tokenAt(q, edge.source.position)} → ${edge.target.position} ${tokenAt(q, edge.target.position)}`));
   const heads = q.edgeHeads(layer, edge.target.position, edge.source.position);
@@ -87,15 +89,34 @@ export function headsPanel(q: TraceQueries, edge: RouteEdge, details: HTMLElemen
   const head = el('tr');
   head.append(el('th', {}, 'head'), el('th', {}, 'contribution'), el('th', {}, ''), el('th', {}, 'attention'));
   table.append(head);
-  for (const h of [...heads].sort((a, b) => Math.abs(b.contribution) - Math.abs(a.contribution))) {
-    const row = el('tr');
+  const chosen = el('div', {class: 'head-detail'});
+  const position = {target: edge.target.position, source: edge.source.position};
+  const rows: HTMLTableRowElement[] = [];
+  const choose = (index: number, row: HTMLTableRowElement) => {
+    rows.forEach((r) => r.setAttribute('aria-selected', String(r === row)));
+    headSection(q, link, layer, index, position, chosen);
+  };
+  const sorted = [...heads].sort((a, b) => Math.abs(b.contribution) - Math.abs(a.contribution));
+  for (const h of sorted) {
+    const row = el('tr', {class: 'selectable', tabindex: '0', 'aria-selected': 'false', 'data-head': String(h.head)});
     const barCell = el('td');
     barCell.append(bar(h.contribution, scale));
     row.append(el('td', {}, `L${layer}H${h.head}`), el('td', {class: 'num'}, fmt(h.contribution, 4)), barCell, el('td', {class: 'num'}, fmt(h.attention, 3)));
+    row.addEventListener('click', () => choose(h.head, row));
+    row.addEventListener('keydown', (event) => {
+      if (event.key === 'Enter' || event.key === ' ') {
+        event.preventDefault();
+        choose(h.head, row);
+      }
+    });
+    rows.push(row);
     table.append(row);
   }
   details.append(table);
-  details.append(el('p', {class: 'note'}, 'Contributions are unthresholded; each head’s attention map needs the model (daemon).'));
+  details.append(el('p', {class: 'note'}, 'Contributions are unthresholded. Pick a head for its attention map, contribution map and tokens.'));
+  details.append(chosen);
+  const first = sorted[0];
+  if (first !== undefined && rows[0] !== undefined) choose(first.head, rows[0]);
 }
 
 export function tokenList(title: string, tokens: readonly {token: string; logit: number}[]): HTMLElement {
@@ -111,8 +132,24 @@ export function tokenList(title: string, tokens: readonly {token: string; logit:
   return section;
 }
 
-export function neuronsPanel(q: TraceQueries, node: NodeId, offset: number, details: HTMLElement, showPage: (offset: number) => void): void {
+/** The route the panel was opened from, for the daemon's cards. */
+export interface RouteContext {
+  readonly token: number;
+  readonly threshold: number;
+  readonly mode: 'renormalize' | 'raw';
+}
+
+export function neuronsPanel(
+  q: TraceQueries,
+  link: DaemonLink,
+  context: RouteContext,
+  node: NodeId,
+  offset: number,
+  details: HTMLElement,
+  showPage: (offset: number) => void,
+): void {
   details.append(el('h2', {}, `FFN ${nodeLabel(node)} · token ${node.position} ${tokenAt(q, node.position)}`));
+  const chosen = el('div', {class: 'neuron-detail'});
   try {
     // A file stores the top K neurons of each node: page within them (the rest need the model).
     const stored = q.trace.dims.nNeurons;
@@ -124,8 +161,21 @@ export function neuronsPanel(q: TraceQueries, node: NodeId, offset: number, deta
     const head = el('tr');
     head.append(el('th', {}, 'neuron'), el('th', {}, 'contribution'), el('th', {}, ''), el('th', {}, 'activation'));
     table.append(head);
+    const rows: HTMLTableRowElement[] = [];
+    const choose = (neuron: number, row: HTMLTableRowElement) => {
+      rows.forEach((r) => r.setAttribute('aria-selected', String(r === row)));
+      neuronSection(link, node.layer, neuron, context, chosen);
+    };
     for (const n of page.neurons) {
-      const row = el('tr');
+      const row = el('tr', {class: 'selectable', tabindex: '0', 'aria-selected': 'false', 'data-neuron': String(n.neuron)});
+      row.addEventListener('click', () => choose(n.neuron, row));
+      row.addEventListener('keydown', (event) => {
+        if (event.key === 'Enter' || event.key === ' ') {
+          event.preventDefault();
+          choose(n.neuron, row);
+        }
+      });
+      rows.push(row);
       const barCell = el('td');
       barCell.append(bar(n.contribution, scale));
       const act = el('td', {class: `num ${n.activation >= 0 ? 'pos' : 'neg'}`}, (n.activation >= 0 ? '+' : '') + fmt(n.activation, 3));
@@ -144,25 +194,24 @@ export function neuronsPanel(q: TraceQueries, node: NodeId, offset: number, deta
     next.addEventListener('click', () => showPage(offset + NEURON_PAGE));
     pager.append(prev, next);
     details.append(pager);
+    details.append(chosen);
+    const first = page.neurons[0];
+    if (first !== undefined && rows[0] !== undefined) choose(first.neuron, rows[0]);
   } catch (error) {
     if (!(error instanceof NeedsModelError)) throw error;
     details.append(el('p', {class: 'note'}, error.message));
   }
-  try {
-    const block = q.projection(node, 'ffn_update');
-    details.append(tokenList('Block promotes', block.top.slice(0, 8)), tokenList('Block suppresses', block.bottom.slice(0, 8)));
-  } catch (error) {
-    if (!(error instanceof NeedsModelError)) throw error;
-  }
+  const block = el('div', {class: 'block-tokens'});
+  block.append(el('h3', {}, `Whole block L${node.layer}.ffn at token ${node.position}`));
+  details.append(block);
+  projectionSection(q, link, node, 'ffn_update', block, (p, into) =>
+    into.append(tokenList('Block promotes', p.top.slice(0, 8)), tokenList('Block suppresses', p.bottom.slice(0, 8))),
+  );
 }
 
-export function projectionPanel(q: TraceQueries, node: NodeId, details: HTMLElement): void {
+export function projectionPanel(q: TraceQueries, link: DaemonLink, node: NodeId, details: HTMLElement): void {
   details.append(el('h2', {}, `${nodeLabel(node)} · token ${node.position} ${tokenAt(q, node.position)}`));
-  try {
-    const lens = q.projection(node, 'lens');
-    details.append(tokenList('Top next tokens (logit lens)', lens.top), tokenList('Bottom tokens', lens.bottom));
-  } catch (error) {
-    if (!(error instanceof NeedsModelError)) throw error;
-    details.append(el('p', {class: 'note'}, error.message));
-  }
+  projectionSection(q, link, node, 'lens', details, (lens, into) =>
+    into.append(tokenList('Top next tokens (logit lens)', lens.top), tokenList('Bottom tokens', lens.bottom)),
+  );
 }

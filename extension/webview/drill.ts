@@ -1,0 +1,215 @@
+/**
+ * The drill-downs that need the model, asked of the daemon through the host: a head's attention
+ * map and contribution map over the prompt with its promoted/suppressed tokens, a neuron's
+ * promoted/suppressed tokens, and projections the file does not store. The host says whether a
+ * live daemon trace backs the graph (`daemon` message); without one each section says what is
+ * missing and how to get it (trace again with the model). Token strings reach the DOM as text
+ * only; the maps are drawn on a <canvas> with the cell under the pointer described in text.
+ */
+
+import type {NodeId, ProjectionResult, TokenScore} from '../src/protocol/types';
+import {NeedsModelError, type TraceQueries} from '../src/trace/queries';
+import {nodeLabel} from '../src/trace/routes';
+import type {DaemonQueries, DaemonQueryMethod, QueryResultMessage, WebviewToHost} from '../src/webviewMessages';
+import {el, fmt, quoted} from './dom';
+
+export const NEEDS_MODEL = 'needs the model — trace again';
+
+/** A query the daemon could not answer; `needsModel`: no model for this trace. */
+export class QueryError extends Error {
+  constructor(
+    message: string,
+    readonly needsModel: boolean,
+  ) {
+    super(message);
+  }
+}
+
+/** The webview's side of the host's daemon link: whether it is live, and queries through it. */
+export class DaemonLink {
+  live = false;
+  reason = 'waiting for the editor to say whether the daemon has this trace';
+  private nextId = 1;
+  private readonly pending = new Map<number, {resolve: (value: unknown) => void; reject: (error: Error) => void}>();
+
+  constructor(private readonly post: (message: WebviewToHost) => void) {}
+
+  set(live: boolean, reason: string): void {
+    this.live = live;
+    this.reason = reason;
+  }
+
+  ask<M extends DaemonQueryMethod>(method: M, params: DaemonQueries[M]['params']): Promise<DaemonQueries[M]['result']> {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, {resolve: resolve as (value: unknown) => void, reject});
+      this.post({type: 'query', id, method, params} as WebviewToHost);
+    });
+  }
+
+  answer(message: QueryResultMessage): void {
+    const waiting = this.pending.get(message.id);
+    if (waiting === undefined) return;
+    this.pending.delete(message.id);
+    if (message.error !== undefined) waiting.reject(new QueryError(message.error.message, message.error.needsModel));
+    else waiting.resolve(message.result);
+  }
+}
+
+/** A note that `what` needs the model, with the reason there is none. */
+export function needsModelNote(what: string, reason: string): HTMLElement {
+  const note = el('p', {class: 'note needs-model'});
+  note.append(el('strong', {}, `${what} ${NEEDS_MODEL}`), document.createTextNode(` (Trace Selection with the daemon running; here: ${reason}).`));
+  return note;
+}
+
+export function scoreList(title: string, tokens: readonly TokenScore[]): HTMLElement {
+  const section = el('div', {class: 'tok-section'});
+  section.append(el('h3', {}, title));
+  const list = el('ol', {class: 'tokens-list'});
+  for (const t of tokens) {
+    const item = el('li');
+    item.append(el('span', {class: 'tok'}, quoted(t.token)), el('span', {class: 'num'}, ` ${fmt(t.score, 2)}`));
+    list.append(item);
+  }
+  section.append(list);
+  return section;
+}
+
+/**
+ * Fill `into` (a section already in the panel) from a daemon query: "loading…" first, then
+ * `render(result)`, or the note of what went wrong. Nothing is added once `into` has left the
+ * page (another panel replaced it).
+ */
+export function fromDaemon<M extends DaemonQueryMethod>(
+  link: DaemonLink,
+  into: HTMLElement,
+  what: string,
+  method: M,
+  params: DaemonQueries[M]['params'],
+  render: (result: DaemonQueries[M]['result']) => void,
+): void {
+  if (!link.live) {
+    into.replaceChildren(needsModelNote(what, link.reason));
+    return;
+  }
+  const loading = el('p', {class: 'note loading'}, `${what}: asking the daemon…`);
+  into.replaceChildren(loading);
+  link.ask(method, params).then(
+    (result) => {
+      if (!into.isConnected) return;
+      into.replaceChildren();
+      render(result);
+    },
+    (error: unknown) => {
+      if (!into.isConnected) return;
+      const text = error instanceof Error ? error.message : String(error);
+      into.replaceChildren(error instanceof QueryError && error.needsModel ? needsModelNote(what, text) : el('p', {class: 'note'}, `${what}: ${text}`));
+    },
+  );
+}
+
+// ---- heads ---------------------------------------------------------------------------------------
+/** One causal map (row i: sources 0..i) on a canvas; `mark` is the clicked edge's cell. */
+function mapCanvas(q: TraceQueries, title: string, rows: readonly (readonly number[])[], signed: boolean, mark: {target: number; source: number}): HTMLElement {
+  const n = rows.length;
+  const cell = Math.max(1, Math.min(14, Math.floor(300 / Math.max(1, n))));
+  const section = el('div', {class: 'map'});
+  section.append(el('h3', {}, title));
+  const canvas = el('canvas', {width: String(n * cell), height: String(n * cell), role: 'img', 'aria-label': `${title}: rows are attending tokens, columns attended tokens`});
+  const scale = Math.max(1e-9, ...rows.flatMap((row) => row.map((v) => Math.abs(v))));
+  const style = getComputedStyle(document.body);
+  const positive = style.getPropertyValue('--attention').trim() || '#3794ff';
+  const negative = style.getPropertyValue('--negative').trim() || '#f14c4c';
+  const ctx = canvas.getContext('2d');
+  if (ctx !== null) {
+    rows.forEach((row, i) =>
+      row.forEach((v, j) => {
+        ctx.globalAlpha = Math.min(1, Math.abs(v) / scale);
+        ctx.fillStyle = signed && v < 0 ? negative : positive;
+        ctx.fillRect(j * cell, i * cell, cell, cell);
+      }),
+    );
+    ctx.globalAlpha = 1;
+    ctx.strokeStyle = style.getPropertyValue('--vscode-focusBorder').trim() || '#888';
+    ctx.strokeRect(mark.source * cell + 0.5, mark.target * cell + 0.5, Math.max(1, cell - 1), Math.max(1, cell - 1));
+  }
+  const readout = el('div', {class: 'note map-readout'}, `${n} × ${n}; point at a cell (row: attending token, column: attended token)`);
+  canvas.addEventListener('mousemove', (event) => {
+    const box = canvas.getBoundingClientRect();
+    const i = Math.floor(((event.clientY - box.top) / box.height) * n);
+    const j = Math.floor(((event.clientX - box.left) / box.width) * n);
+    const value = rows[i]?.[j];
+    if (value === undefined) return;
+    readout.textContent = `${i} ${tokenText(q, i)} ← ${j} ${tokenText(q, j)}: ${fmt(value, 4)}`;
+  });
+  section.append(canvas, readout);
+  return section;
+}
+
+function tokenText(q: TraceQueries, position: number): string {
+  return quoted(q.trace.tokens.strings[position] ?? '');
+}
+
+/** The chosen head of an attention edge: its maps and promoted/suppressed tokens (daemon). */
+export function headSection(q: TraceQueries, link: DaemonLink, layer: number, head: number, edge: {target: number; source: number}, into: HTMLElement): void {
+  into.replaceChildren();
+  into.append(el('h3', {class: 'head-title'}, `L${layer}H${head}`));
+  const body = el('div', {class: 'head-body'});
+  into.append(body);
+  fromDaemon(link, body, `The attention map, contribution map and promoted/suppressed tokens of L${layer}H${head}`, 'lmscope/headMaps', {layer, head, position: edge.target}, (maps) => {
+    body.append(
+      mapCanvas(q, `Attention map of L${layer}H${head}`, maps.attention, false, edge),
+      mapCanvas(q, `Contribution map of L${layer}H${head}`, maps.contribution, true, edge),
+      el('p', {class: 'note'}, `Tokens its output at token ${maps.position} ${tokenText(q, maps.position)} promotes and suppresses:`),
+      scoreList('Head promotes', maps.promoted),
+      scoreList('Head suppresses', maps.suppressed),
+    );
+  });
+}
+
+// ---- neurons and blocks -----------------------------------------------------------------------------
+/** A neuron's promoted/suppressed tokens (from the model's weights, via the daemon). */
+export function neuronSection(link: DaemonLink, layer: number, neuron: number, context: {token: number; threshold: number; mode: 'renormalize' | 'raw'}, into: HTMLElement): void {
+  into.replaceChildren();
+  into.append(el('h3', {class: 'neuron-title'}, `L${layer}.N${neuron}`));
+  const body = el('div', {class: 'neuron-body'});
+  into.append(body);
+  const component = {kind: 'neuron' as const, layer, index: neuron};
+  fromDaemon(link, body, `The promoted/suppressed tokens of L${layer}.N${neuron}`, 'lmscope/component', {component, ...context}, (card) => {
+    body.append(scoreList('Neuron promotes', card.promoted), scoreList('Neuron suppresses', card.suppressed));
+    for (const note of card.notes) body.append(el('p', {class: 'note'}, note));
+  });
+}
+
+/**
+ * A node's projection: from the file when it stores it; else from the daemon when live; else a
+ * note that this file does not store it. `render` gets the lists.
+ */
+export function projectionSection(
+  q: TraceQueries,
+  link: DaemonLink,
+  node: NodeId,
+  kind: 'lens' | 'ffn_update' | 'attention_update',
+  into: HTMLElement,
+  render: (p: ProjectionResult, target: HTMLElement) => void,
+): void {
+  let stored: ProjectionResult | null = null;
+  try {
+    stored = q.projection(node, kind);
+  } catch (error) {
+    if (!(error instanceof NeedsModelError)) throw error;
+  }
+  if (stored !== null) {
+    render(stored, into);
+    return;
+  }
+  const what = `The ${kind === 'lens' ? 'logit lens' : kind.replace('_', ' ')} of ${nodeLabel(node)}`;
+  if (!link.live) {
+    into.append(el('p', {class: 'note not-stored'}, `${what} is not stored in this file; it ${NEEDS_MODEL} (here: ${link.reason}).`));
+    return;
+  }
+  const section = el('div');
+  into.append(section);
+  fromDaemon(link, section, what, 'lmscope/projection', {node, kind}, (p) => render(p, section));
+}
