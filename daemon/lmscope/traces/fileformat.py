@@ -10,6 +10,11 @@ Reading is hostile-input safe: the file size is capped, msgpack containers are b
 no array is allocated before its declared shape is checked against the bytes actually present.
 Any problem is one `TraceFileError` line naming the file, the field path and what is wrong.
 
+Writing has three named steps, `_open_temp`, `_write_all` and `_before_rename`: the fault
+injection seams of `tests/reliability/faults.py`, which replaces them in a spawned daemon to
+simulate a full disk, a read-only folder or a kill between the temp file and the rename. They
+do nothing else, and nothing in lmscope replaces them.
+
 It is longer than our ~400-line guide because most of it is the cross-field checks, which are
 the format's other half and read best next to the schema mapping they guard.
 """
@@ -418,10 +423,19 @@ def validate_wire(obj: dict[str, Any]) -> None:
 # ---- files and JSON ----------------------------------------------------------------------------
 
 
+def _open_temp(tmp: Path) -> int:
+    """Create the temp file (never an existing one)."""
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+
+
 def _write_all(fd: int, payload: bytes) -> None:
     view = memoryview(payload)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def _before_rename(tmp: Path) -> None:
+    """The temp file is complete and fsynced; the rename comes next (a fault-injection seam)."""
 
 
 def write_trace(data: D.TraceData, path: str | os.PathLike[str]) -> Path:
@@ -446,7 +460,7 @@ def write_trace(data: D.TraceData, path: str | os.PathLike[str]) -> Path:
     tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        fd = _open_temp(tmp)
     except OSError as e:
         raise TraceFileError(f"cannot write trace file {path}: {e.strerror or e}") from None
     try:
@@ -455,6 +469,7 @@ def write_trace(data: D.TraceData, path: str | os.PathLike[str]) -> Path:
             os.fsync(fd)
         finally:
             os.close(fd)
+        _before_rename(tmp)
         os.replace(tmp, path)
     except BaseException as e:
         with contextlib.suppress(OSError):
