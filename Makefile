@@ -40,9 +40,12 @@ test: setup lint typecheck protocol-check ts-test node-test integration-test pac
 protocol-check: $(NODE_STAMP)
 	node protocol/generate-ts.mjs --check
 
-lint: setup
+# Python: ruff. TypeScript (extension host, webview, tests): eslint with typescript-eslint
+# (eslint.config.mjs).
+lint: setup $(NODE_STAMP)
 	$(PY) -m ruff check daemon tests
 	$(PY) -m ruff format --check daemon tests
+	npm run --silent lint
 
 typecheck: setup
 	$(PY) -m mypy daemon/lmscope
@@ -75,10 +78,12 @@ node-test: setup $(NODE_STAMP)
 pytest: setup $(NODE_STAMP)
 	$(PY) -m pytest -q
 
-# The extension as a .vsix (allow-list .vscodeignore: the bundles, the manifest, README, LICENSE).
+# The extension as a .vsix (allow-list .vscodeignore: the bundles, the manifest, README, LICENSE),
+# with both bundles minified and no source maps.
 VERSION = $(shell node -p "require('./package.json').version")
 package: $(NODE_STAMP)
-	npm run --silent build
+	rm -f dist/*.map
+	npm run --silent build:release
 	npx --no-install vsce package --no-dependencies --allow-missing-repository \
 	  --readme-path extension/README.md --out lmscope-$(VERSION).vsix
 

@@ -127,7 +127,7 @@ export class Daemon implements vscode.Disposable {
     return new Promise((resolve, reject) => {
       const listeners: vscode.Disposable[] = [];
       const settle = (then: () => void) => {
-        listeners.forEach((d) => d.dispose());
+        for (const d of listeners) d.dispose();
         then();
       };
       listeners.push(this.onDidChangeState(() => settle(resolve)));
@@ -154,7 +154,7 @@ export class Daemon implements vscode.Disposable {
       sent = {...params, workDoneToken};
     }
     try {
-      return (await client.sendRequest(method, sent, token)) as RequestTypes[M]['result'];
+      return await client.sendRequest<RequestTypes[M]['result']>(method, sent, token);
     } finally {
       listening?.dispose();
     }
@@ -262,7 +262,7 @@ export class Daemon implements vscode.Disposable {
     try {
       // The model load starts at `initialized`; status says where it is (later changes arrive
       // as lmscope/modelChanged, after this answer).
-      const status = (await client.sendRequest(Methods.status, {})) as RequestTypes[typeof Methods.status]['result'];
+      const status = await client.sendRequest<RequestTypes[typeof Methods.status]['result']>(Methods.status, {});
       this.log.info(`daemon ${status.version} (protocol ${status.protocolVersion}): ${status.state}, model ${status.model?.name ?? 'none'}`);
       if (this.current.kind === 'loading' && status.state !== 'loading' && status.model !== null) {
         this.modelName = status.model.name;

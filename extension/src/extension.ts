@@ -17,7 +17,8 @@ let running: Daemon | undefined;
 export function activate(context: vscode.ExtensionContext): void {
   const log = vscode.window.createOutputChannel('lmscope', {log: true});
   context.subscriptions.push(log);
-  log.info(`lmscope ${String(context.extension.packageJSON.version)} activating (VS Code ${vscode.version})`);
+  const manifest = context.extension.packageJSON as {version?: unknown};
+  log.info(`lmscope ${String(manifest.version)} activating (VS Code ${vscode.version})`);
 
   const daemon = new Daemon(context, log);
   running = daemon;

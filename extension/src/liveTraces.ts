@@ -81,7 +81,7 @@ export class LiveTraces implements vscode.Disposable {
       if (!link.live) throw new NotLiveError(link.reason);
       const sent = {...params, handle: link.handle} as RequestTypes[M]['params'];
       try {
-        return (await this.daemon.request(method, sent)) as DaemonQueries[M]['result'];
+        return await this.daemon.request(method, sent);
       } catch (error) {
         // The daemon dropped the handle (its cache is bounded, or it restarted): open it again.
         if (attempt === 0 && error instanceof ResponseError && error.code === ErrorCodes.UnknownHandle) {

@@ -121,6 +121,8 @@ export class TraceEditorProvider implements vscode.CustomReadonlyEditorProvider<
       const watcher = vscode.workspace.createFileSystemWatcher(new vscode.RelativePattern(vscode.Uri.joinPath(document.uri, '..'), name));
       disposables.push(watcher, watcher.onDidChange(() => void send()), watcher.onDidCreate(() => void send()));
     }
-    panel.onDidDispose(() => disposables.forEach((d) => d.dispose()));
+    panel.onDidDispose(() => {
+      for (const d of disposables) d.dispose();
+    });
   }
 }

@@ -209,9 +209,10 @@ test('a trace the engine made renders: threshold changes the edge count, hover s
     await rpc.sendNotification('initialized', {});
     await rpc.sendRequest('lmscope/loadModel', {spec: model});
     const file = path.join(dir, 'engine.lmtrace');
-    const traced = (await rpc.sendRequest('lmscope/trace', {prompt: `when mary and ${XSS} went to the store , john gave a drink to`, savePath: file})) as {
-      trace: {handle: string; tokens: string[]; nHeads: number; live: boolean};
-    };
+    const traced = await rpc.sendRequest<{trace: {handle: string; tokens: string[]; nHeads: number; live: boolean}}>('lmscope/trace', {
+      prompt: `when mary and ${XSS} went to the store , john gave a drink to`,
+      savePath: file,
+    });
     assert.ok(traced.trace.live && traced.trace.tokens.includes(XSS), 'the engine kept the HTML token as one token');
     const handle = traced.trace.handle;
 

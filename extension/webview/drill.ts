@@ -43,7 +43,7 @@ export class DaemonLink {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, {resolve: resolve as (value: unknown) => void, reject});
-      this.post({type: 'query', id, method, params} as WebviewToHost);
+      this.post({type: 'query', id, method, params});
     });
   }
 

@@ -415,6 +415,6 @@ function load(doc: WireMap): TraceFile {
       topPrevRank: projections.topPrevRank.data,
     }),
     vocabulary,
-    extra: freeze({...(doc['extra'] as WireMap)}),
+    extra: freeze({...(doc['extra'])}),
   });
 }

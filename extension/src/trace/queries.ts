@@ -13,7 +13,6 @@ import type {
   FfnNeuronsResult,
   HeadContribution,
   NodeId,
-  NodeKind,
   ProjectionKind,
   ProjectionResult,
   RouteResult,
@@ -168,7 +167,7 @@ export class TraceQueries {
     if (!NODE_KINDS.includes(node.kind) || !PROJECTION_KINDS.includes(kind)) {
       throw new LmscopeError(`unknown node kind '${String(node.kind)}' or projection kind '${String(kind)}'`);
     }
-    const resolved: NodeId = {kind: node.kind as NodeKind, layer: this.layer(node.layer), position: this.position(node.position)};
+    const resolved: NodeId = {kind: node.kind, layer: this.layer(node.layer), position: this.position(node.position)};
     const row = this.projectionRows.get(`${kind}/${resolved.kind}/${resolved.layer}/${resolved.position}`);
     if (row === undefined) {
       throw new NeedsModelError(

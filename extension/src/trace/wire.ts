@@ -47,11 +47,13 @@ export function pyRepr(value: unknown, depth = 0): string {
   if (value instanceof Uint8Array) return `<binary, ${value.length} bytes>`;
   if (Array.isArray(value)) return `[${value.slice(0, 20).map(v => pyRepr(v, depth + 1)).join(', ')}${value.length > 20 ? ', ...' : ''}]`;
   if (isMap(value)) return `{${Object.entries(value).slice(0, 20).map(([k, v]) => `${pyStr(k)}: ${pyRepr(v, depth + 1)}`).join(', ')}}`;
-  return String(value);
+  // What is left: bigints (msgpack int64), symbols, functions, other objects (never from msgpack).
+  return typeof value === 'bigint' ? value.toString() : Object.prototype.toString.call(value);
 }
 
 function pyStr(text: string): string {
   const quote = text.includes("'") && !text.includes('"') ? '"' : "'";
+  // eslint-disable-next-line no-control-regex -- control characters are what it escapes
   const escaped = text.replace(/[\\\x00-\x1f\x7f]/g, c =>
     c === '\\' ? '\\\\' : c === '\n' ? '\\n' : c === '\r' ? '\\r' : c === '\t' ? '\\t' : `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`,
   );
@@ -260,7 +262,7 @@ function fromValues(values: unknown, path: string, shape: number[], count: bigin
     throw new Invalid(`${path} declares shape [${shape.join(', ')}] (${count} values) but holds ${values.length} values`);
   }
   if (!values.every(v => typeof v === 'number')) throw new Invalid(`${path}.values holds something other than numbers`);
-  const numbers = values as number[];
+  const numbers = values;
   if (dtype === 'int32') {
     if (!numbers.every(v => Number.isInteger(v) && v >= INT32_MIN && v <= INT32_MAX)) {
       throw new Invalid(`${path}.values holds numbers that are not int32 integers`);
