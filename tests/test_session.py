@@ -91,3 +91,24 @@ def test_a_trace_bigger_than_the_budget_is_still_kept_alone(tiny_trace):
     cache.add(tiny_trace)
     newest = cache.add(tiny_trace)
     assert cache.count == 1 and cache.get(newest) is tiny_trace
+
+
+def test_a_trace_cancelled_after_its_last_layer_is_neither_kept_nor_saved(tmp_path):
+    from lmscope.tracing.engine import TraceOptions
+
+    session = Session()
+    session.model = build_tiny("llama")
+    path = tmp_path / "cancelled.lmtrace"
+    job = session.trace_job(TINY_PROMPT, TraceOptions(), path)
+
+    def cancel_once_the_layers_are_done(message: str, _fraction: float | None) -> None:
+        # The engine checks for cancellation between layers only; projections come after.
+        if "projection" in message:
+            session.cancel(job)
+
+    job.progress = cancel_once_the_layers_are_done
+    session.submit(job)
+    with pytest.raises(JobCancelled):
+        job.future.result(60)
+    assert not path.exists() and session.traces.count == 0
+    session.stop()

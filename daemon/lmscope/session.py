@@ -314,6 +314,10 @@ class Session:
                 raise
             finally:
                 _free_device_memory()
+            if job.cancel.is_set():
+                # Cancelled after the last layer's check (projections run after it): the user
+                # asked for no trace, so none is kept or saved.
+                raise JobCancelled("trace cancelled")
             trace = Trace(data, LiveModel(loaded, data.tokens.ids.tolist()))
             # Cached first: a failed save (disk full, read-only folder) loses no work.
             handle = self.traces.add(trace, None)
