@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -43,7 +44,9 @@ class LmscopeServer(LanguageServer):
         if source is not JsonRpcException:
             log.error("%s", error)
             return
-        parse = isinstance(error, (ValueError, RecursionError))
+        parse = isinstance(
+            error, (json.JSONDecodeError, UnicodeDecodeError, RecursionError)
+        ) or "integer string conversion" in str(error)
         code, what = (-32700, "parse error") if parse else (-32600, "invalid request")
         reason = " ".join(str(error).split())[:200] or type(error).__name__
         log.warning("unreadable message (%s): %s", what, reason)

@@ -138,6 +138,13 @@ class LmscopeProtocol(LanguageServerProtocol):
         # pygls turns unknown params into namedtuples (renaming odd keys); lmscope validates
         # the raw JSON against protocol/ instead, so it keeps the dicts as they came.
         method = data.get("method") if isinstance(data, dict) else None
+        if isinstance(data, dict) and "jsonrpc" in data and "id" in data:
+            msg_id = data["id"]
+            if isinstance(msg_id, bool) or not isinstance(msg_id, (int, str, type(None))):
+                # JSON-RPC ids are strings or numbers; answered with a null id (app.py).
+                raise ValueError(f"a message id must be a string or a number, not {msg_id!r:.40}")
+            if "method" in data and not isinstance(method, str):
+                raise ValueError(f"a method name must be a string, not {data['method']!r:.40}")
         if isinstance(method, str) and method.startswith("lmscope/") and "jsonrpc" in data:
             params = data.get("params")
             if "id" in data:

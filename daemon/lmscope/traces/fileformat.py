@@ -423,6 +423,18 @@ def validate_wire(obj: dict[str, Any]) -> None:
 # ---- files and JSON ----------------------------------------------------------------------------
 
 
+def _encodable(path: Path) -> bool:
+    """A path the OS can be asked about: no NUL, no unpaired surrogate."""
+    text = str(path)
+    if "\0" in text:
+        return False
+    try:
+        os.fsencode(text)
+    except UnicodeError:
+        return False
+    return True
+
+
 def _open_temp(tmp: Path) -> int:
     """Create the temp file (never an existing one)."""
     return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
@@ -446,6 +458,8 @@ def write_trace(data: D.TraceData, path: str | os.PathLike[str]) -> Path:
     previous file at `path` is untouched; OS errors become `TraceFileError`.
     """
     path = Path(path)
+    if not _encodable(path):
+        raise TraceFileError(f"cannot write trace file {str(path)!a}: not a valid file path")
     wire = to_wire(data, binary=True)
     try:
         _load(wire)
@@ -490,6 +504,10 @@ def read_trace(path: str | os.PathLike[str]) -> D.TraceData:
     """Read and fully validate a `.lmtrace` file; any problem is one `TraceFileError` line."""
     path = Path(path)
     where = f"trace file {path}"
+    if not _encodable(path):
+        raise TraceFileError(
+            f"trace file {str(path)!a} is not a valid file path (NUL or unpaired surrogate)"
+        )
     try:
         size = path.stat().st_size
         if not path.is_file():
