@@ -87,9 +87,13 @@ def generated(method: str) -> st.SearchStrategy[dict[str, Any]]:
     return strategy
 
 
-@pytest.mark.parametrize("method", [m for m in REQUESTS if m != "lmscope/loadModel"] + [
-    "lmscope/loadModel"  # last: a failed load leaves no model, which the others would see
-])
+@pytest.mark.parametrize(
+    "method",
+    [m for m in REQUESTS if m != "lmscope/loadModel"]
+    + [
+        "lmscope/loadModel"  # last: a failed load leaves no model, which the others would see
+    ],
+)
 def test_requests_generated_from_the_schemas_are_answered(daemon, method):
     @settings(
         max_examples=40,

@@ -130,7 +130,7 @@ def test_every_field_with_a_wrong_type_fails_cleanly(good, tmp_path):
 def test_huge_declared_lengths_fail_fast_without_allocating(tmp_path, header):
     path = tmp_path / "huge.lmtrace"
     path.write_bytes(header + b"\x00" * 64)
-    with pytest.raises(TraceFileError, match="corrupt|not an lmscope trace"):
+    with pytest.raises(TraceFileError, match=r"corrupt|not an lmscope trace"):
         ff.read_trace(path)
     read_bounded(path, "huge length")
 
@@ -143,7 +143,7 @@ def test_a_huge_array_length_inside_a_valid_looking_trace_fails_fast(good, tmp_p
     packed = packed[:at] + b"\xc6" + struct.pack(">I", 2**31) + packed[at + 2 :]
     path = tmp_path / "inner.lmtrace"
     path.write_bytes(packed)
-    with pytest.raises(TraceFileError, match="truncated|corrupt"):
+    with pytest.raises(TraceFileError, match=r"truncated|corrupt"):
         ff.read_trace(path)
     read_bounded(path, "huge length")
 
@@ -154,7 +154,7 @@ def test_a_newer_format_version_asks_to_upgrade(good, tmp_path):
     wire["somethingNew"] = {"shape": [1]}
     path = tmp_path / "new.lmtrace"
     path.write_bytes(msgpack.packb(wire, use_bin_type=True))
-    with pytest.raises(TraceFileError, match="newer lmscope .format 99.* upgrade lmscope"):
+    with pytest.raises(TraceFileError, match=r"newer lmscope .format 99.* upgrade lmscope"):
         ff.read_trace(path)
     read_bounded(path, "newer version")
 
