@@ -154,7 +154,9 @@ export class Daemon implements vscode.Disposable {
       sent = {...params, workDoneToken};
     }
     try {
-      return await client.sendRequest<RequestTypes[M]['result']>(method, sent, token);
+      // An `undefined` token would travel as a second param (the params become an array).
+      type Result = RequestTypes[M]['result'];
+      return await (token === undefined ? client.sendRequest<Result>(method, sent) : client.sendRequest<Result>(method, sent, token));
     } finally {
       listening?.dispose();
     }

@@ -6,7 +6,11 @@ import type {DaemonState} from './daemon';
 export function statusText(state: DaemonState): {text: string; tooltip: string; error: boolean} {
   switch (state.kind) {
     case 'untrusted':
-      return {text: '$(shield) lmscope', tooltip: 'lmscope: the daemon starts only in a trusted workspace (saved traces still open)', error: false};
+      return {
+        text: '$(shield) lmscope: untrusted',
+        tooltip: 'lmscope: the daemon (a Python process) starts only in a trusted workspace; saved traces still open. Manage Workspace Trust to enable it.',
+        error: false,
+      };
     case 'stopped':
       return {text: '$(circle-slash) lmscope', tooltip: 'lmscope: daemon stopped', error: false};
     case 'starting':

@@ -169,6 +169,11 @@ test('the webview draws a synthetic route, shows cards, heads and neurons, re-ro
   assert.match(neurons, /\+1\.500/);
   assert.match(neurons, /Block promotes/, 'the stored ffn_update projection of the block');
 
+  // A residual node whose logit lens the file does not store, with no live daemon behind it.
+  await page.locator('.node.residual[aria-label^="R0.2 "]').dispatchEvent('click');
+  await page.locator('.details .not-stored').waitFor();
+  assert.match(await page.locator('.details').innerText(), /logit lens of R0\.2 is not stored in this file; it needs the model — trace again/);
+
   await setThreshold(page, '0.1');
   await page.waitForFunction(`document.querySelectorAll('path.edge').length !== ${before}`);
   assert.ok((await edges.count()) < before, 'threshold 0.1 keeps fewer edges');

@@ -51,6 +51,7 @@ export function nodeCard(q: TraceQueries, box: NodeBox, into: HTMLElement): void
     into.append(list);
   } catch (error) {
     if (!(error instanceof NeedsModelError)) throw error;
+    into.append(el('div', {class: 'hint'}, 'Its logit lens is not stored in this file: click to ask the daemon'));
   }
 }
 

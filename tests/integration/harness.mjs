@@ -94,7 +94,8 @@ function freePort() {
 }
 
 /**
- * A temp folder with: a workspace (notes.md, ioi.prompts.txt, saved.lmtrace, example.py), a tiny
+ * A temp folder with: a workspace (notes.md, ioi.prompts.txt, long.prompts.txt, saved.lmtrace,
+ * example.py), a tiny
  * random-init Llama saved with save_pretrained (no downloads), user settings pointing the
  * extension at the repo's Python and that model, and a screenshots folder.
  */
@@ -113,6 +114,8 @@ export function prepareFixtures() {
     "import torch\n\nL0H0 = (0, 0)  # attends to the previous token\n",
   );
   writeFileSync(join(workspace, "ioi.prompts.txt"), `${PROMPT}\n`);
+  // A prompt of a few hundred tokens: its trace runs long enough to be cancelled.
+  writeFileSync(join(workspace, "long.prompts.txt"), `${`${PROMPT} Mary. `.repeat(30).trim()}\n`);
   const script = [
     "import sys",
     "from lmscope.traces.trace import Trace",
@@ -151,13 +154,47 @@ export function prepareFixtures() {
     join(noDaemon, ".vscode", "settings.json"),
     JSON.stringify({ "lmscope.python": join(base, "no-such-python") }, null, 2),
   );
-  return { base, workspace, noDaemon, model, user, shots, extensions: join(base, "extensions") };
+  // An untrusted workspace, for a code-server started with workspace trust on (its own user data).
+  const untrusted = join(base, "workspace-untrusted");
+  const untrustedUser = join(base, "user-untrusted");
+  mkdirSync(untrusted, { recursive: true });
+  mkdirSync(join(untrustedUser, "User"), { recursive: true });
+  writeFileSync(join(untrusted, "ioi.prompts.txt"), `${PROMPT}\n`);
+  writeFileSync(
+    join(untrustedUser, "User", "settings.json"),
+    JSON.stringify(
+      {
+        ...settings,
+        "security.workspace.trust.enabled": true,
+        "security.workspace.trust.startupPrompt": "never",
+        "security.workspace.trust.banner": "never",
+        "security.workspace.trust.emptyWindow": false,
+      },
+      null,
+      2,
+    ),
+  );
+  return {
+    base,
+    workspace,
+    noDaemon,
+    untrusted,
+    untrustedUser,
+    model,
+    user,
+    shots,
+    extensions: join(base, "extensions"),
+  };
 }
 
-/** Start code-server in its own process group (detached = setsid); resolves once /healthz answers. */
-export async function startCodeServer(fx) {
+/**
+ * Start code-server in its own process group (detached = setsid); resolves once /healthz answers.
+ * `trust: true` keeps VS Code's workspace trust on (its own user data, fx.untrustedUser, opening
+ * fx.untrusted); by default it is off.
+ */
+export async function startCodeServer(fx, { trust = false } = {}) {
   const port = await freePort();
-  const log = join(fx.base, "code-server.log");
+  const log = join(fx.base, trust ? "code-server-trust.log" : "code-server.log");
   const fd = openSync(log, "a");
   writeFileSync(join(fx.base, "code-server.yaml"), "");
   const child = spawn(
@@ -169,15 +206,15 @@ export async function startCodeServer(fx) {
       "none",
       "--disable-telemetry",
       "--disable-update-check",
-      "--disable-workspace-trust",
+      ...(trust ? [] : ["--disable-workspace-trust"]),
       "--disable-getting-started-override",
       "--config",
       join(fx.base, "code-server.yaml"),
       "--user-data-dir",
-      fx.user,
+      trust ? fx.untrustedUser : fx.user,
       "--extensions-dir",
       fx.extensions,
-      fx.workspace,
+      trust ? fx.untrusted : fx.workspace,
     ],
     { detached: true, stdio: ["ignore", fd, fd], env: { ...process.env, HF_HUB_OFFLINE: "1" } },
   );
@@ -203,6 +240,16 @@ export async function startCodeServer(fx) {
     return res.ok;
   });
   return server;
+}
+
+/** The command lines of the processes in `server`'s process group (code-server and its children). */
+export function processesOf(server) {
+  const out = execFileSync("ps", ["-eo", "pgid=,args="], { encoding: "utf8" });
+  return out
+    .split("\n")
+    .map((line) => line.trim().match(/^(\d+)\s+(.*)$/))
+    .filter((m) => m && Number(m[1]) === server.pid)
+    .map((m) => m[2]);
 }
 
 export function tail(path, lines = 30) {

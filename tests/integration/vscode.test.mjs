@@ -18,6 +18,7 @@ import {
   paletteLists,
   paletteTitle,
   prepareFixtures,
+  processesOf,
   root,
   runCommand,
   startCodeServer,
@@ -230,6 +231,89 @@ test(
       }),
     );
     console.log(`saved: ${saved.map((p) => relative(fx.base, join(fx.workspace, p))).join(", ")}`);
+    // The progress notification ("waiting for the daemon and the model…", then the layers)
+    // closes once the graph is open.
+    await withContext(
+      until("the tracing progress notification to close", 15_000, async () => {
+        return (await tracingToasts().count()) === 0;
+      }),
+    );
+  },
+);
+
+test(
+  "the traced graph is live: clicking an attention edge shows the chosen head's maps and tokens, an FFN node its neuron's tokens",
+  { skip, todo: pending.trace, timeout: 120_000 },
+  async () => {
+    if (pending.trace) return;
+    const frame = webviewContent(page);
+    await withContext(frame.locator(".live-badge", { hasText: "live" }).waitFor({ timeout: 30_000 }));
+    await frame.locator("path.edge.attention").first().dispatchEvent("click");
+    const head = frame.locator(".details .head-detail");
+    await withContext(head.locator("canvas").nth(1).waitFor({ timeout: 60_000 }));
+    const text = await head.innerText();
+    assert.match(text, /Attention map of L\d+H\d+/);
+    assert.match(text, /Contribution map of L\d+H\d+/);
+    assert.match(text, /Head promotes/);
+    await frame.locator(".node.ffn").first().dispatchEvent("click");
+    await withContext(
+      frame.locator(".details .neuron-detail .tok-section").first().waitFor({ timeout: 60_000 }),
+    );
+    assert.match(await frame.locator(".details").innerText(), /Neuron promotes/);
+  },
+);
+
+/** Visible progress notifications of a running Trace Selection. */
+function tracingToasts() {
+  return page
+    .locator(".notifications-toasts .notification-list-item", { hasText: "lmscope: tracing" })
+    .filter({ visible: true });
+}
+
+test(
+  "cancelling Trace Selection from its progress notification saves no .lmtrace, and the daemon keeps serving",
+  { skip, todo: pending.trace, timeout: 300_000 },
+  async () => {
+    if (pending.trace) return;
+    await closeAllEditors(page);
+    // long.prompts.txt: a prompt of a few hundred tokens, whose trace runs long enough to cancel.
+    const before = lmtracesIn(fx.workspace);
+    await openFile(page, "long.prompts.txt");
+    await page.locator(".monaco-editor .view-lines").first().click();
+    await page.keyboard.press("Control+Home");
+    await runCommand(page, traceSelection);
+    const toast = tracingToasts().first();
+    // Cancel once the daemon reports the trace's progress (the model is loaded by now).
+    await withContext(
+      until("the tracing notification to report progress", 60_000, async () => {
+        await failOnError();
+        return /layer|tracing…|%/.test(await toast.innerText().catch(() => ""));
+      }),
+    );
+    await toast.hover(); // its buttons show on hover
+    await toast.getByRole("button", { name: "Cancel" }).click();
+    await withContext(
+      until("the cancelled trace's notification to close", 30_000, async () => {
+        return (await tracingToasts().count()) === 0;
+      }),
+    );
+    await failOnError();
+    // The daemon keeps serving: the next trace opens its graph. Traces run in order, so the
+    // cancelled one is over by the time this one is saved.
+    await closeAllEditors(page);
+    await openFile(page, "ioi.prompts.txt");
+    await page.locator(".monaco-editor .view-lines").first().click();
+    await page.keyboard.press("Control+Home");
+    await runCommand(page, traceSelection);
+    const edges = await withContext(graphEdges(120_000));
+    assert.ok(edges > 0, "the trace after the cancelled one shows no route");
+    const fresh = await withContext(
+      until("the second trace's .lmtrace", 30_000, () => {
+        const now = lmtracesIn(fx.workspace).filter((p) => !before.includes(p));
+        return now.length ? now : null;
+      }),
+    );
+    assert.equal(fresh.length, 1, `only the second trace is saved, found: ${fresh.join(", ")}`);
   },
 );
 
@@ -322,5 +406,44 @@ test(
     await openFile(page, "saved.lmtrace");
     const edges = await withContext(graphEdges(60_000, { failOnToasts: false }));
     assert.ok(edges > 0, "the saved trace's graph shows no route");
+  },
+);
+
+test(
+  "in an untrusted workspace the daemon never starts and the user is told why",
+  { skip, todo: pending.trace, timeout: 180_000 },
+  async () => {
+    if (pending.trace) return;
+    // A second code-server with workspace trust on: its folder opens in restricted mode.
+    const trusting = await startCodeServer(fx, { trust: true });
+    const restricted = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
+    const previous = page;
+    page = restricted;
+    try {
+      await page.goto(workbenchUrl(trusting, fx, fx.untrusted));
+      await page.locator(".monaco-workbench").waitFor({ timeout: 60_000 });
+      const item = statusItem();
+      await withContext(
+        until("the status bar to say the workspace is untrusted", 60_000, async () => {
+          return /untrusted/.test(await item.innerText().catch(() => ""));
+        }),
+      );
+      await openFile(page, "ioi.prompts.txt");
+      await page.locator(".monaco-editor .view-lines").first().click();
+      await page.keyboard.press("Control+Home");
+      await runCommand(page, traceSelection);
+      const told = page
+        .locator(".notifications-toasts .notification-list-item", { hasText: /trusted workspace/ })
+        .filter({ visible: true });
+      await withContext(told.first().waitFor({ timeout: 30_000 }));
+      const daemons = processesOf(trusting).filter((args) => /lmscope\b.*\bserve\b/.test(args));
+      assert.deepEqual(daemons, [], "no lmscope daemon runs for the untrusted workspace");
+      assert.deepEqual(lmtracesIn(fx.untrusted), [], "nothing was traced");
+    } finally {
+      await page.screenshot({ path: join(fx.shots, "untrusted-workspace.png") }).catch(() => {});
+      await restricted.close().catch(() => {});
+      page = previous;
+      await stopCodeServer(trusting);
+    }
   },
 );
