@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from lmscope.errors import LmscopeError, TraceFileError
+from lmscope.errors import LmscopeError, PromptError, TraceFileError
 from lmscope.traces.trace import LiveModel, Trace
 
 log = logging.getLogger("lmscope.session")
@@ -54,12 +54,33 @@ class TraceNotSavedError(TraceFileError):
         self.handle = handle
 
 
+def check_prompt(prompt: str) -> None:
+    """Refuse, before queueing, prompts no model can trace: only whitespace (there would be
+    nothing but the BOS token), or text that is not valid Unicode (an unpaired surrogate, which
+    JSON's `\\ud800` escapes can carry). Emptiness and length are the engine's checks."""
+    if prompt and not prompt.strip():
+        raise PromptError("the prompt is only whitespace: there is nothing to trace")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise PromptError(
+            f"the prompt holds an unpaired surrogate (U+{ord(prompt[exc.start]):04X} at "
+            f"character {exc.start}): it is not valid Unicode text"
+        ) from None
+
+
 def check_save_path(path: Path) -> None:
     """Refuse a save path the daemon should never write: lmscope only ever writes `.lmtrace`
     files, at absolute paths without `..` parts (a client cannot climb out of the folder it
     names, nor make the daemon replace some other kind of file)."""
     if not path.is_absolute():
         raise LmscopeError(f"a trace is saved to an absolute path, got {str(path)!r}")
+    try:
+        valid = "\0" not in str(path) and bool(str(path).encode("utf-8"))
+    except UnicodeEncodeError:
+        valid = False
+    if not valid:
+        raise LmscopeError(f"not a valid file path: {str(path)!a}")
     if ".." in path.parts:
         raise LmscopeError(f"a trace save path may not contain '..': {str(path)!r}")
     if path.suffix != ".lmtrace" or path.name == ".lmtrace":
@@ -332,6 +353,7 @@ class Session:
             self.traces.set_path(handle, save_path)
             return handle, True
 
+        check_prompt(prompt)
         if save_path is not None:
             check_save_path(save_path)
         return Job("trace", run, description=prompt[:60])

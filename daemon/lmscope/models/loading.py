@@ -14,6 +14,7 @@ import contextlib
 import importlib
 import json
 import os
+import pickle
 import re
 import threading
 import warnings
@@ -248,6 +249,18 @@ def _inspect_folder(folder: Path) -> list[Path]:
             f"{folder} needs its own model code (auto_map in config.json); lmscope never runs "
             "remote code (trust_remote_code is always off)"
         )
+    tokenizer_config = folder / "tokenizer_config.json"
+    try:
+        asks_code = tokenizer_config.is_file() and bool(
+            json.loads(tokenizer_config.read_text(encoding="utf-8")).get("auto_map")
+        )
+    except (OSError, ValueError, AttributeError):
+        asks_code = False  # unreadable: transformers reports it when it loads the tokenizer
+    if asks_code:
+        raise ModelLoadError(
+            f"{folder} needs its own tokenizer code (auto_map in tokenizer_config.json); "
+            "lmscope never runs remote code (trust_remote_code is always off)"
+        )
     safetensors = sorted(
         p for p in folder.glob("*.safetensors") if not p.name.startswith("adapter_model")
     )
@@ -294,6 +307,13 @@ def load_folder(
                 output_loading_info=True,
             )
             model, info = loaded
+        except pickle.UnpicklingError:
+            # torch.load(weights_only=True) met a pickle that builds other Python objects.
+            raise ModelLoadError(
+                f"refused the pickle checkpoint in {folder}: it holds Python objects other than "
+                "weights, and lmscope loads pickles only with weights_only=True (they can run "
+                "code); convert it to safetensors where you trust it"
+            ) from None
         except _load_errors() as exc:
             raise ModelLoadError(f"cannot load the model in {folder}: {_first_line(exc)}") from None
     _check_missing(info, str(folder))
