@@ -49,7 +49,8 @@ class Traced:
 @pytest.fixture(scope="module", params=FAMILIES)
 def traced(request, tmp_path_factory) -> Traced:
     model = build_tiny(request.param)
-    live = lmscope.trace(TINY_PROMPT, model=model)
+    # "all": the file must answer every node of every route, like the live trace.
+    live = lmscope.trace(TINY_PROMPT, model=model, detail="all")
     path = tmp_path_factory.mktemp(f"api-{request.param}") / "tiny.lmtrace"
     assert live.save(path) == path
     return Traced(request.param, live, lmscope.load_trace(path))
@@ -345,9 +346,66 @@ def test_head_and_node_positions_are_checked_with_clear_errors():
 
 def test_a_loaded_trace_that_stores_every_neuron_pages_to_the_end(tmp_path):
     loaded = build_tiny("llama")  # d_ffn = 96 <= 128 stored neurons
-    data = run_trace(loaded, TINY_PROMPT, TraceOptions(top_neurons=128))
+    data = run_trace(loaded, TINY_PROMPT, TraceOptions(top_neurons=128, detail="all"))
     path = Trace(data).save(tmp_path / "all.lmtrace")
     trace = lmscope.load_trace(path)
     layer, position = int(data.neurons.layer[0]), int(data.neurons.position[0])
     page = trace.ffn_neurons(layer, position, offset=90, limit=50)
     assert len(page["neurons"]) == 6
+
+
+# --- detail: what the file stores, and what a live trace computes on demand -----------------
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_live_route_detail_trace_answers_every_node_like_an_all_detail_trace(family):
+    model = build_tiny(family)
+    fast = lmscope.trace(TINY_PROMPT, model=model)  # detail="route"
+    full = lmscope.trace(TINY_PROMPT, model=model, detail="all")
+    assert len(fast.data.projections.layer) < len(full.data.projections.layer)
+    nodes = route_nodes_at(full, 0.01)
+    computed = 0
+    for node in sorted(nodes):
+        for kind in PROJECTIONS_OF[node.kind]:
+            expected = outcome(lambda node=node, kind=kind: full.projection(node, kind))
+            got = outcome(lambda node=node, kind=kind: fast.projection(node, kind))
+            if isinstance(expected, dict):
+                # Computed from one token row instead of a batch: equal up to float32 rounding.
+                assert [t for t, _v, _r in got["top"]] == [t for t, _v, _r in expected["top"]]
+                assert [r for _t, _v, r in got["top"]] == [r for _t, _v, r in expected["top"]]
+                assert [v for _t, v, _r in got["top"]] == pytest.approx(
+                    [v for _t, v, _r in expected["top"]], rel=1e-5, abs=1e-6
+                )
+                assert fast.projection_ids(node, kind) == full.projection_ids(node, kind)
+                computed += 1
+            else:
+                assert got == expected  # the same "does not apply" error
+        if node.kind == FFN:
+            a = fast.ffn_neurons(node.layer, node.position)
+            b = full.ffn_neurons(node.layer, node.position)
+            assert [n["neuron"] for n in a["neurons"]] == [n["neuron"] for n in b["neurons"]]
+    assert computed > 0
+
+
+def test_a_saved_route_detail_trace_answers_its_route_and_names_what_it_lacks(tmp_path):
+    model = build_tiny("llama")
+    live = lmscope.trace(TINY_PROMPT, model=model)
+    saved = lmscope.load_trace(live.save(tmp_path / "route.lmtrace"))
+    route = saved.route(-1, 0.04)
+    for node in route.nodes:
+        for kind in PROJECTIONS_OF[node.kind]:
+            assert outcome(lambda n=node, k=kind: saved.projection(n, k)) == outcome(
+                lambda n=node, k=kind: live.projection(n, k)
+            )
+    off_route = [
+        node
+        for node in route_nodes_at(live, 0.01) - route.nodes - saved.route(-1, 0.04, False).nodes
+        if node.kind in (EMBEDDING, RESIDUAL)
+    ]
+    assert off_route
+    with pytest.raises(NeedsModelError, match=r"last token's route at τ = 0\.04"):
+        saved.projection(off_route[0], PROJ_LENS)
+    assert live.projection(off_route[0], PROJ_LENS)["top"]
+
+
+def test_unknown_detail_scope_is_refused():
+    with pytest.raises(LmscopeError, match="detail must be one of route, all"):
+        lmscope.trace(TINY_PROMPT, model=build_tiny("llama"), detail="everything")

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import math
 import re
+from typing import Any
 
 import numpy as np
 import pytest
@@ -41,7 +42,7 @@ class Traced:
 
 def _traced(family: str, path) -> Traced:
     model = build_tiny(family)
-    live = lmscope.trace(TINY_PROMPT, model=model)
+    live = lmscope.trace(TINY_PROMPT, model=model, detail="all")
     live.save(path)
     return Traced(family, model, live, lmscope.load_trace(path))
 
@@ -346,9 +347,22 @@ def test_blocks_the_trace_did_not_store_are_projected_with_the_model(llama):
     assert live["promoted"][0]["score"] > live["suppressed"][0]["score"]
 
 
+def rounded_scores(value: Any) -> Any:
+    """A card with token scores rounded to 5 significant digits: the same logit computed from
+    one vector or from a batch of them differs in the last float32 bits."""
+    if isinstance(value, dict):
+        return {
+            k: float(f"{v:.5g}") if k == "score" else rounded_scores(v) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [rounded_scores(v) for v in value]
+    return value
+
+
 def test_a_saved_trace_with_its_model_gives_the_live_trace_s_card(traced):
     for ref in all_kinds(traced.live):
-        assert card(ref, traced.saved, model=traced.model) == card(ref, traced.live)
+        with_model = card(ref, traced.saved, model=traced.model)
+        assert rounded_scores(with_model) == rounded_scores(card(ref, traced.live))
 
 
 def test_a_saved_trace_alone_gives_the_live_context_for_heads_and_blocks(traced):

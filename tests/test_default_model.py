@@ -18,7 +18,7 @@ import pytest
 import lmscope
 from lmscope.api import load_model
 from lmscope.attribution.graph import ATTENTION_EDGE, Node
-from lmscope.errors import NeedsModelError
+from lmscope.errors import LmscopeError, NeedsModelError
 from lmscope.traces.data import (
     EMBEDDING,
     FFN,
@@ -65,8 +65,8 @@ def ioi_loaded(ioi, tmp_path_factory) -> Trace:
 def outcome(call):
     try:
         return call()
-    except NeedsModelError as exc:
-        return (NeedsModelError, str(exc))
+    except LmscopeError as exc:  # NeedsModelError, or "does not apply"
+        return (type(exc), str(exc))
 
 
 def test_ioi_predicts_mary_after_the_bos(ioi):
@@ -106,9 +106,9 @@ def test_saved_ioi_trace_answers_exactly_what_the_live_one_does(ioi, ioi_loaded)
     for layer, target, source in zip(edges.layer, edges.target, edges.source):
         args = (int(layer), int(target), int(source))
         assert loaded.edge_heads(*args) == live.edge_heads(*args)
-    nodes: set[Node] = set()
-    for token in range(live.n_tokens):
-        nodes |= live.route(token, 0.01).nodes | live.route(token, 0.01, renormalize=False).nodes
+    # The file stores neurons and projections of the last token's route at τ = 0.04 (both
+    # modes); the live trace computes any other node's on demand.
+    nodes = live.route(-1, 0.04).nodes | live.route(-1, 0.04, renormalize=False).nodes
     ffn_nodes = [node for node in nodes if node.kind == FFN]
     assert ffn_nodes
     for node in ffn_nodes:
@@ -119,6 +119,14 @@ def test_saved_ioi_trace_answers_exactly_what_the_live_one_does(ioi, ioi_loaded)
         for kind in PROJECTIONS_OF[node.kind]:
             expected = outcome(lambda node=node, kind=kind: live.projection(node, kind))
             assert outcome(lambda node=node, kind=kind: loaded.projection(node, kind)) == expected
+    elsewhere = next(
+        Node(RESIDUAL, layer, position)
+        for layer in range(live.n_layers)
+        for position in range(live.n_tokens)
+        if Node(RESIDUAL, layer, position) not in nodes
+    )
+    assert live.projection(elsewhere)["top"]
+    assert outcome(lambda: loaded.projection(elsewhere))[0] is NeedsModelError
 
 
 def test_cli_trace_summary_names_mary(tmp_path):

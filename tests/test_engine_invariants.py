@@ -12,7 +12,7 @@ from lmscope.attribution.graph import RAW, RENORMALIZE
 from lmscope.attribution.routes import ContributionGraph
 from lmscope.models.adapter import adapter_for
 from lmscope.tracing.capture import capture_layers, run_forward
-from lmscope.tracing.engine import attribute_layer, run_trace, tokenize
+from lmscope.tracing.engine import TraceOptions, attribute_layer, run_trace, tokenize
 from tests.conftest import TINY_PROMPT
 
 
@@ -158,18 +158,40 @@ def test_lazy_route_equals_reachability_in_the_full_graph(tiny_trace, mode):
             assert len(got.edges) == len(expected)
 
 
-def test_every_node_of_any_route_has_its_projections_and_neurons_stored(tiny_trace):
-    graph = graph_of(tiny_trace)
-    stored = {
+def stored_detail(data):
+    """(projection keys, FFN nodes with neurons) that a trace stores."""
+    projections = {
         (k, nk, int(layer), int(pos))
         for k, nk, layer, pos in zip(
-            tiny_trace.projections.kind,
-            tiny_trace.projections.node_kind,
-            tiny_trace.projections.layer,
-            tiny_trace.projections.position,
+            data.projections.kind,
+            data.projections.node_kind,
+            data.projections.layer,
+            data.projections.position,
         )
     }
-    neurons = set(zip(tiny_trace.neurons.layer.tolist(), tiny_trace.neurons.position.tolist()))
+    return projections, set(zip(data.neurons.layer.tolist(), data.neurons.position.tolist()))
+
+
+def test_a_route_detail_trace_stores_exactly_the_last_token_s_route_nodes(tiny_model, tiny_trace):
+    graph = graph_of(tiny_trace)
+    last = tiny_trace.n_tokens - 1
+    route_nodes = graph.route(last, 0.04, RENORMALIZE).nodes | graph.route(last, 0.04, RAW).nodes
+    projections, neurons = stored_detail(tiny_trace)
+    assert {(nk, layer, pos) for _k, nk, layer, pos in projections} == {
+        (node.kind, node.layer, node.position) for node in route_nodes
+    }
+    assert neurons == {(node.layer, node.position) for node in route_nodes if node.kind == "ffn"}
+    assert tiny_trace.extra["lmscope.detail"] == {
+        "scope": "route",
+        "token": last,
+        "threshold": 0.04,
+    }
+
+
+def test_every_node_of_any_route_has_its_projections_and_neurons_stored(tiny_model):
+    tiny_trace = run_trace(tiny_model, TINY_PROMPT, TraceOptions(detail="all"))
+    graph = graph_of(tiny_trace)
+    stored, neurons = stored_detail(tiny_trace)
     for mode in (RENORMALIZE, RAW):
         for token in range(tiny_trace.n_tokens):
             for node in graph.route(token, 0.01, mode).nodes:

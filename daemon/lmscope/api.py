@@ -50,9 +50,16 @@ def trace(
     device: str = "cpu",
     prepend_bos: bool = True,
     min_threshold: float = 0.01,
+    detail: str = "route",
     progress: ProgressFn | None = None,
 ) -> Trace:
-    """Trace `prompt`: one forward pass, then routes, heads, neurons and projections."""
+    """Trace `prompt`: one forward pass, then routes, heads, neurons and projections.
+
+    `detail` chooses which nodes' neurons and projections the trace stores (and a saved file
+    keeps): "route" (the last token's route at τ = 0.04; fast) or "all" (every node of any
+    route at `min_threshold`; ~20x the forward pass on a CPU). While the model is loaded, the
+    returned trace answers any node either way, computing what it does not store.
+    """
     from lmscope.models.loading import LoadedModel
     from lmscope.tracing.engine import TraceOptions, run_trace
 
@@ -61,7 +68,7 @@ def trace(
         if isinstance(model, LoadedModel)
         else load_model(model, dtype=dtype, device=device, progress=progress)
     )
-    options = TraceOptions(prepend_bos=prepend_bos, min_threshold=min_threshold)
+    options = TraceOptions(prepend_bos=prepend_bos, min_threshold=min_threshold, detail=detail)
     data = run_trace(loaded, prompt, options, progress=progress)
     return Trace(data, LiveModel(loaded, data.tokens.ids.tolist()))
 

@@ -18,10 +18,12 @@ import torch
 from lmscope.attribution.budget import budget_for
 from lmscope.attribution.proximity import proximity, scaled_parts_proximity
 
-# Scratch memory for one chunk of targets, sized for the worst case of
-# `scaled_parts_proximity` ([targets, H * sources, d]). The full [n, n, H, d] tensor (what
-# LM-TT materialises) never exists; smaller chunks keep the overshoot columns few.
+# Scratch memory for one chunk of targets: `scaled_parts_proximity` keeps a handful of
+# [targets, H * sources] tensors (coefficients, proximities, reach, counts; ~32 bytes an
+# entry) and caps its own correction pieces. The full [n, n, H, d] tensor (what LM-TT
+# materialises) never exists, nor does any [targets, H * sources, d] one.
 SCRATCH_BYTES = 64 * 2**20
+BYTES_PER_PART = 32
 
 
 @dataclass
@@ -72,7 +74,7 @@ def _attention_edges(
     """
     n_heads, n, d = source_outputs.shape
     per_device = budget_for(whole.device).targets_per_chunk
-    chunk = max(1, min(per_device, SCRATCH_BYTES // max(1, n_heads * n * d * 4)))
+    chunk = max(1, min(per_device, SCRATCH_BYTES // max(1, n_heads * n * BYTES_PER_PART)))
     totals = torch.empty(n, dtype=torch.float32, device=whole.device)
     targets, sources, heads = [], [], []
     for start in range(0, n, chunk):

@@ -10,6 +10,7 @@ Other p (the reference test vectors use p = 2) use the difference of p-norms.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from lmscope.attribution.budget import budget_for
@@ -66,8 +67,7 @@ def scaled_parts_proximity(
     vectors = vectors.float()
     sign = torch.where(whole >= 0, 1.0, -1.0)  # [b, d]
     prox = coef * (sign @ vectors.T)  # [b, P]
-    magnitude = whole.abs()
-    sorted_magnitude, order = magnitude.sort(dim=1)  # ascending, [b, d]
+    sorted_magnitude, order = _ascending(whole.abs())  # [b, d] each
     reach = coef.abs() * vectors.abs().amax(1).unsqueeze(0)  # [b, P]: max_d |z[b,p,d]|
     # How many coordinates each part may overshoot: those with |y_d| < its max |z_d|.
     counts = torch.searchsorted(sorted_magnitude, reach.contiguous())  # [b, P]
@@ -77,6 +77,9 @@ def scaled_parts_proximity(
         correction = torch.zeros(len(rows), dtype=torch.float32, device=whole.device)
         width = whole.shape[1]
         elements = budget_for(whole.device).correction_elements
+        # Each row's sign in the same ascending-|y| order, so a piece reads magnitudes and signs
+        # as row slices; only the vectors' coordinates need a scattered gather.
+        sorted_sign = sign.gather(1, order)  # [b, d]
         low = 0
         # Buckets of doubling width keep the padding (columns beyond a part's own count, where
         # the relu is 0 anyway) under 2x while the loop stays short.
@@ -86,19 +89,28 @@ def scaled_parts_proximity(
             for piece in in_bucket.split(max(1, elements // high)):
                 r, p = rows[piece], parts[piece]
                 cols = order[r, :high]  # [m, high] coordinates of the smallest |y| first
-                w = (
-                    coef[r, p].unsqueeze(1)
-                    * vectors[p.unsqueeze(1), cols]
-                    * sign[r.unsqueeze(1), cols]
+                w = vectors[p.unsqueeze(1), cols] * (
+                    coef[r, p].unsqueeze(1) * sorted_sign[r, :high]
                 )
-                over = (w - magnitude[r.unsqueeze(1), cols]).clamp_min(0.0)
+                over = (w - sorted_magnitude[r, :high]).clamp_min(0.0)
                 correction[piece] = over.sum(1)
         prox[rows, parts] -= 2.0 * correction
     return prox.clamp_min(EPSILON)
 
 
+def _ascending(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row sorted ascending, and the order: [b, d] -> ([b, d], [b, d] long).
+
+    On a CPU numpy's vectorised argsort is ~3x faster than torch.sort at these widths; ties
+    may order differently, which no result depends on (equal |y| give equal terms)."""
+    if values.device.type != "cpu":
+        return values.sort(dim=1)
+    order = torch.from_numpy(np.argsort(values.numpy(), axis=1)).long()
+    return values.gather(1, order), order
+
+
 def _bucket_widths(width: int) -> list[int]:
-    widths, w = [], 8
+    widths, w = [], 4
     while w < width:
         widths.append(w)
         w *= 2

@@ -120,6 +120,7 @@ def register_requests(server: LmscopeServer) -> None:
             options = TraceOptions(
                 prepend_bos=params.get("prependBos", True),
                 min_threshold=params.get("minThreshold", 0.01),
+                detail=params.get("detail", "route"),
             )
             save = params.get("savePath")
             save_path = Path(save) if save else None

@@ -42,6 +42,17 @@ PROJ_FFN_UPDATE = "ffn_update"  # direct logit attribution of the FFN update (no
 PROJECTION_KINDS = (PROJ_LENS, PROJ_ATTENTION_UPDATE, PROJ_FFN_UPDATE)
 
 
+def projection_applies(kind: str, node_kind: str, parallel_blocks: bool) -> bool:
+    """Whether a node of `node_kind` has a projection of `kind`: residual nodes have a lens; the
+    attention update belongs to A(l,i) (sequential) or R(l,i) (parallel, no A node); the FFN
+    update to M(l,i)."""
+    if kind == PROJ_LENS:
+        return node_kind in (EMBEDDING, POST_ATTENTION, RESIDUAL)
+    if kind == PROJ_ATTENTION_UPDATE:
+        return node_kind == (RESIDUAL if parallel_blocks else POST_ATTENTION)
+    return kind == PROJ_FFN_UPDATE and node_kind == FFN
+
+
 @dataclass
 class ModelFacts:
     """Identity and architecture of the traced model."""

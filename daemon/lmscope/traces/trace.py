@@ -22,7 +22,34 @@ import numpy as np
 from lmscope.attribution.graph import RAW, RENORMALIZE, Node, Route
 from lmscope.attribution.routes import ContributionGraph
 from lmscope.errors import LmscopeError, NeedsModelError, ThresholdError
-from lmscope.traces.data import NODE_KINDS, PROJECTION_KINDS, TraceData
+from lmscope.traces.data import (
+    NODE_KINDS,
+    PROJECTION_KINDS,
+    Projections,
+    TraceData,
+    projection_applies,
+)
+
+
+@dataclass
+class _Lists:
+    """One projection's token lists (each [k]); prev ranks are -1 where there is none."""
+
+    top_ids: np.ndarray
+    top_logits: np.ndarray
+    top_prev_rank: np.ndarray
+    bottom_ids: np.ndarray
+    bottom_logits: np.ndarray
+
+    @classmethod
+    def of_row(cls, p: Projections, row: int) -> _Lists:
+        return cls(
+            p.top_ids[row],
+            p.top_logits[row],
+            p.top_prev_rank[row],
+            p.bottom_ids[row],
+            p.bottom_logits[row],
+        )
 
 
 @dataclass
@@ -57,6 +84,7 @@ class Trace:
                 )
             )
         }
+        self._live_lists: dict[tuple[str, str, int, int], _Lists] = {}
         self._neuron_rows = {
             (int(layer), int(pos)): row
             for row, (layer, pos) in enumerate(zip(data.neurons.layer, data.neurons.position))
@@ -81,7 +109,11 @@ class Trace:
         return self.data.model.n_layers
 
     def token_text(self, token_id: int) -> str:
-        return self.data.vocabulary.get(int(token_id), f"<id {int(token_id)}>")
+        token_id = int(token_id)
+        text = self.data.vocabulary.get(token_id)
+        if text is None and self.live is not None:  # ids found by a live projection
+            text = str(self.live.loaded.tokenizer.decode([token_id], skip_special_tokens=False))
+        return f"<id {token_id}>" if text is None else text
 
     def position(self, token: int) -> int:
         """A token position, negative values counting from the end."""
@@ -196,35 +228,48 @@ class Trace:
             ],
         }
 
-    def _projection_row(self, node: Node | tuple[str, int, int], kind: str) -> int:
-        """The stored projection row of (node, kind), with the checks and errors of both
-        projection queries."""
+    def _projection_lists(self, node: Node | tuple[str, int, int], kind: str) -> _Lists:
+        """The projection lists of (node, kind): the stored row, or computed now on a live
+        trace (then kept). The checks and errors of both projection queries."""
         node = node if isinstance(node, Node) else Node(*node)
         if node.kind not in NODE_KINDS or kind not in PROJECTION_KINDS:
             raise LmscopeError(f"unknown node kind {node.kind!r} or projection kind {kind!r}")
         node = Node(node.kind, self._layer(node.layer), self.position(node.position))
-        row = self._projection_rows.get((kind, node.kind, node.layer, node.position))
-        if row is None:
+        if not projection_applies(kind, node.kind, self.data.model.parallel_blocks):
+            raise LmscopeError(f"a {kind} projection does not apply to {node.label()}")
+        key = (kind, node.kind, node.layer, node.position)
+        row = self._projection_rows.get(key)
+        if row is not None:
+            return _Lists.of_row(self.data.projections, row)
+        if self.live is None:
             raise NeedsModelError(
-                f"no {kind} projection of {node.label()} in this trace: it is on no route at "
-                f"τ ≥ {self.data.settings.min_threshold} (or that projection does not apply)"
+                f"no {kind} projection of {node.label()} in this trace: the file stores "
+                f"projections of {self._detail_description()}; trace it again with the model "
+                f"loaded to see any node"
             )
-        return row
+        if key not in self._live_lists:
+            self._live_lists.update(_live_projections(self.live, node, self.data.settings))
+        return self._live_lists[key]
+
+    def _detail_description(self) -> str:
+        detail = self.data.extra.get("lmscope.detail")
+        if isinstance(detail, dict) and detail.get("scope") == "route":
+            return f"the nodes on the last token's route at τ = {detail.get('threshold')}"
+        return f"the nodes on a route at τ ≥ {self.data.settings.min_threshold}"
 
     def projection(self, node: Node | tuple[str, int, int], kind: str = "lens") -> dict[str, Any]:
         """Vocabulary projection of a node: kind "lens" (residual nodes), "attention_update" or
         "ffn_update". Returns {"top": [(token, logit, prev_rank)], "bottom": [(token, logit)]};
         prev_rank is the token's rank in the previous residual node's lens (None if none)."""
-        row = self._projection_row(node, kind)
-        p = self.data.projections
+        lists = self._projection_lists(node, kind)
         return {
             "top": [
                 (self.token_text(i), float(v), None if r < 0 else int(r))
-                for i, v, r in zip(p.top_ids[row], p.top_logits[row], p.top_prev_rank[row])
+                for i, v, r in zip(lists.top_ids, lists.top_logits, lists.top_prev_rank)
             ],
             "bottom": [
                 (self.token_text(i), float(v))
-                for i, v in zip(p.bottom_ids[row], p.bottom_logits[row])
+                for i, v in zip(lists.bottom_ids, lists.bottom_logits)
             ],
         }
 
@@ -232,11 +277,10 @@ class Trace:
         self, node: Node | tuple[str, int, int], kind: str = "lens"
     ) -> dict[str, list[int]]:
         """The token ids behind `projection(node, kind)`'s lists, in the same order."""
-        row = self._projection_row(node, kind)
-        p = self.data.projections
+        lists = self._projection_lists(node, kind)
         return {
-            "top": [int(i) for i in p.top_ids[row]],
-            "bottom": [int(i) for i in p.bottom_ids[row]],
+            "top": [int(i) for i in lists.top_ids],
+            "bottom": [int(i) for i in lists.bottom_ids],
         }
 
     # --- needs the model -----------------------------------------------------------------------
@@ -326,6 +370,39 @@ def _adapter(live: LiveModel):
 
 class _StopAfterLayer(Exception):
     pass
+
+
+def _live_projections(live: LiveModel, node: Node, settings: Any) -> dict[tuple, _Lists]:
+    """Every projection of `node` (its kinds), computed from a fresh pass up to its layer that
+    keeps only the node's token row: [1, d] per layer, whatever the prompt length."""
+    import torch
+
+    from lmscope.tracing.capture import capture_layers, run_forward
+    from lmscope.tracing.engine import LayerState, project_nodes
+
+    adapter = _adapter(live)
+    at = slice(node.position, node.position + 1)
+    states: list[LayerState] = []
+
+    def on_layer(c) -> None:
+        states.append(
+            LayerState(
+                c.resid_in[at], c.attn_out[at], c.ffn_act[at], c.ffn_out[at], c.resid_out[at]
+            )
+        )
+        if c.layer == node.layer:
+            raise _StopAfterLayer
+
+    try:
+        with live.loaded.lock, capture_layers(adapter, on_layer):
+            run_forward(live.loaded.model, torch.tensor(live.token_ids, dtype=torch.long))
+    except _StopAfterLayer:
+        pass
+    p = project_nodes(adapter, states, {Node(node.kind, node.layer, 0)}, settings.projection_top_k)
+    return {
+        (kind, node.kind, node.layer, node.position): _Lists.of_row(p, row)
+        for row, kind in enumerate(p.kind)
+    }
 
 
 def _recapture(live: LiveModel, layer: int):

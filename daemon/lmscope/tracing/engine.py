@@ -4,8 +4,12 @@ Stages (each reported through `progress`):
 1. tokenize (BOS prepended once when the tokenizer defines one, method.md "BOS");
 2. capture + attribute layer by layer (attention edges, residual and FFN contributions), with a
    cancellation check between layers;
-3. find the nodes that can lie on a route at `min_threshold` (the union over output tokens);
-4. neuron detail and vocabulary projections for those nodes only.
+3. choose the nodes that get detail in the file (`TraceOptions.detail`): by default the nodes
+   of the last token's route at the display threshold, or every node that can lie on a route at
+   `min_threshold` (the union over output tokens);
+4. neuron detail and vocabulary projections for those nodes only. Any other node's detail is
+   computed on demand by `Trace` while the model is loaded (`traces/trace.py`), so a trace costs
+   little more than the forward pass and still answers every query in the daemon.
 
 This module only orchestrates: the maths is in `lmscope.attribution`, the hooks in `capture`.
 """
@@ -24,7 +28,7 @@ import transformers
 from lmscope.__about__ import __version__
 from lmscope.attribution import decompose, lens, neurons
 from lmscope.attribution.budget import budget_for
-from lmscope.attribution.graph import Node
+from lmscope.attribution.graph import RAW, RENORMALIZE, Node
 from lmscope.attribution.routes import ContributionGraph
 from lmscope.errors import LmscopeError, PromptError
 from lmscope.models.adapter import ArchitectureAdapter, adapter_for
@@ -57,6 +61,14 @@ class TraceCancelled(LmscopeError):
     """The caller asked to stop; nothing of the trace is kept."""
 
 
+DETAIL_ROUTE = "route"  # the last token's route at `detail_threshold`, both threshold modes
+DETAIL_ALL = "all"  # every node that can be on a route of any token at `min_threshold`
+DETAIL_SCOPES = (DETAIL_ROUTE, DETAIL_ALL)
+# Recorded in TraceData.extra (old readers ignore it; they already treat a missing projection or
+# neuron row as "not stored in this file").
+DETAIL_EXTRA_KEY = "lmscope.detail"
+
+
 @dataclass(frozen=True)
 class TraceOptions:
     prepend_bos: bool = True
@@ -64,6 +76,22 @@ class TraceOptions:
     top_neurons: int = 64  # neurons stored per FFN node (at least 50 wanted)
     projection_top_k: int = 10
     prediction_top_k: int = 10
+    # Which nodes get neuron lists and vocabulary projections in the file. "all" costs ~20x
+    # the forward pass on a CPU (projections read the unembedding for every node); "route"
+    # costs a few percent of it, and a live trace computes the rest when asked.
+    detail: str = DETAIL_ROUTE
+    detail_threshold: float = 0.04  # the display default of the CLI and the extension
+
+    def __post_init__(self) -> None:
+        if self.detail not in DETAIL_SCOPES:
+            raise LmscopeError(
+                f"detail must be one of {', '.join(DETAIL_SCOPES)}, not {self.detail!r}"
+            )
+
+    @property
+    def detail_route_threshold(self) -> float:
+        """τ of the stored route: no route exists below the trace's smallest threshold."""
+        return max(self.detail_threshold, self.min_threshold)
 
 
 @dataclass
@@ -143,11 +171,11 @@ def run_trace(
     blocks, edges = _stack_contributions(contributions, attention_weights)
     graph = ContributionGraph(blocks, edges, adapter.n_layers, len(ids), adapter.parallel_blocks)
     report("finding route nodes", None)
-    reachable = graph.reachable_from_outputs(options.min_threshold)
+    detailed = detail_nodes(graph, options)
     report("neurons", None)
-    neuron_table = _neuron_table(adapter, states, reachable, options.top_neurons)
+    neuron_table = _neuron_table(adapter, states, detailed, options.top_neurons)
     report("vocabulary projections", None)
-    projections = _projections(adapter, states, reachable, options.projection_top_k)
+    projections = project_nodes(adapter, states, detailed, options.projection_top_k)
     predictions = _predictions(logits, options.prediction_top_k)
 
     data = TraceData(
@@ -168,7 +196,23 @@ def run_trace(
         projections=projections,
     )
     data.vocabulary = _vocabulary(loaded, data)
+    data.extra[DETAIL_EXTRA_KEY] = {
+        "scope": options.detail,
+        "token": len(ids) - 1,
+        "threshold": options.detail_route_threshold,
+    }
     return data
+
+
+def detail_nodes(graph: ContributionGraph, options: TraceOptions) -> set[Node]:
+    """The nodes whose neurons and projections the file stores (see `TraceOptions.detail`)."""
+    if options.detail == DETAIL_ALL:
+        return graph.reachable_from_outputs(options.min_threshold)
+    last = graph.n_tokens - 1
+    nodes: set[Node] = set()
+    for mode in (RENORMALIZE, RAW):
+        nodes |= graph.route(last, options.detail_route_threshold, mode).nodes
+    return nodes
 
 
 def attribute_layer(
@@ -277,6 +321,10 @@ def _neuron_table(
 
 
 # --- projections -----------------------------------------------------------------------------
+# Projection vectors built at once: (1 + 4 L) per position, [rows, d] float32.
+VECTOR_BYTES = 64 * 2**20
+
+
 @dataclass
 class _ProjectionBlock:
     """One projection kind of one node kind at one layer, for a chunk of positions."""
@@ -323,63 +371,90 @@ def _projection_blocks(
     return blocks
 
 
-def _projections(
-    adapter: ArchitectureAdapter, states: list[LayerState], reachable: set[Node], k: int
+def project_nodes(
+    adapter: ArchitectureAdapter, states: list[LayerState], nodes: set[Node], k: int
 ) -> Projections:
-    """Logit lens of residual nodes (with rank change) and DLA of block updates, for the nodes
-    that can be on a route.
+    """Logit lens of residual nodes (with rank change) and DLA of block updates, for `nodes`.
 
-    Work goes by chunks of positions: every vector of those positions (all layers) is stacked
-    and projected in one matrix product, so the unembedding is read once per chunk rather than
-    once per layer (reading it dominates at these sizes), and each lens row finds the full
-    logits of its previous residual node in the same chunk for the rank change.
+    `states` holds layers 0..m (m the highest layer asked for) and may hold only some token
+    rows, as long as node positions index those rows.
+
+    Two passes. (1) Chunks of positions build every projection vector of those positions (the
+    final norm applied per layer in one batch) and keep only the rows asked for plus, for each
+    lens row, its previous residual node's lens (for the rank change). (2) Those rows are
+    scored in chunks of at most `projection_bytes` of logits: each chunk holds its wanted rows
+    and their previous rows, so a chunk reads the unembedding once for many rows and no row is
+    scored that is not needed.
     """
     w_u = adapter.unembedding_weight()
     b_u = adapter.unembedding_bias()
     norm = adapter.final_norm()
     k = min(k, adapter.vocab_size)
-    positions = sorted({node.position for node in reachable})
-    rows = budget_for(w_u.device).projection_bytes // (4 * adapter.vocab_size)
-    per_chunk = max(1, rows // (1 + 4 * adapter.n_layers))
+    positions = sorted({node.position for node in nodes})
+    budget = budget_for(w_u.device)
+    vector_rows = max(1, VECTOR_BYTES // (4 * adapter.d_model * (1 + 4 * adapter.n_layers)))
 
     def lens_vectors(v: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             return norm(v.to(w_u.device, w_u.dtype)).float()
 
-    meta: list[tuple[str, Node]] = []
-    chunks: list[tuple[lens.TokenLists, torch.Tensor]] = []
-    for start in range(0, len(positions), per_chunk):
-        where = positions[start : start + per_chunk]
+    # Pass 1: the vectors of the needed rows.
+    meta: list[tuple[str, Node]] = []  # one per wanted row, in output order
+    vectors: list[torch.Tensor] = []  # [?, d] pieces of the needed rows
+    is_lens: list[bool] = []  # per needed row: the unembedding bias applies
+    wanted: list[int] = []  # per wanted row: its index among the needed rows
+    prev_of: list[int] = []  # per wanted row: the needed row of its previous lens, or -1
+    for start in range(0, len(positions), vector_rows):
+        where = positions[start : start + vector_rows]
         blocks = _projection_blocks(adapter, states, torch.tensor(where), lens_vectors)
         c = len(where)
-        scores = lens.logits(torch.cat([b.vectors.to(w_u.device) for b in blocks]), w_u, None)
-        if b_u is not None:  # the unembedding bias belongs to the lens, not to updates
-            for number, block in enumerate(blocks):
-                if block.kind == PROJ_LENS:
-                    scores[number * c : (number + 1) * c] += b_u.float()
-        wanted, prev_rows = [], []
+        picked: dict[int, int] = {}  # row in this chunk's stack -> needed row
+
+        def pick(row: int, lens_row: bool, picked: dict[int, int] = picked) -> int:
+            if row not in picked:
+                picked[row] = len(is_lens)
+                is_lens.append(lens_row)
+            return picked[row]
+
         for number, block in enumerate(blocks):
             for offset, i in enumerate(where):
                 node = Node(block.node_kind, block.layer, i)
-                if node in reachable:
-                    wanted.append(number * c + offset)
-                    prev_rows.append(-1 if block.prev is None else block.prev * c + offset)
+                if node in nodes:
                     meta.append((block.kind, node))
-        if not wanted:
-            continue
-        # Nearly every row is wanted: rank and list all rows in place, then keep the wanted
-        # ones (copying [R, V] score rows would cost more than the extra top-k).
+                    wanted.append(pick(number * c + offset, block.kind == PROJ_LENS))
+                    prev_of.append(
+                        -1 if block.prev is None else pick(block.prev * c + offset, True)
+                    )
+        if picked:
+            stack = torch.cat([b.vectors.to(w_u.device) for b in blocks])
+            vectors.append(stack[torch.tensor(list(picked), device=stack.device)])
+
+    # Pass 2: score wanted rows with their previous rows, a chunk at a time.
+    rows_per_chunk = max(2, budget.projection_bytes // (4 * adapter.vocab_size))
+    needed = torch.cat(vectors) if vectors else torch.zeros(0, adapter.d_model)
+    lens_rows = torch.tensor(is_lens, dtype=torch.bool, device=needed.device)
+    chunks: list[tuple[lens.TokenLists, torch.Tensor]] = []
+    for start in range(0, len(wanted), rows_per_chunk // 2):
+        mine = wanted[start : start + rows_per_chunk // 2]
+        prevs = prev_of[start : start + rows_per_chunk // 2]
+        rows = sorted(set(mine) | {p for p in prevs if p >= 0})
+        local = {row: n for n, row in enumerate(rows)}
+        index = torch.tensor(rows, device=needed.device)
+        scores = lens.logits(needed[index], w_u, None)  # [r, V]
+        if b_u is not None:  # the unembedding bias belongs to the lens, not to updates
+            scores[lens_rows[index]] += b_u.float()
+        # Rank and list every row in place, then keep the wanted ones (copying [r, V] score
+        # rows would cost more than the extra top-k on the few previous rows).
         all_lists = lens.token_lists(scores, k)
-        keep = torch.tensor(wanted, device=scores.device)
+        keep = torch.tensor([local[row] for row in mine], device=scores.device)
         lists = lens.TokenLists(
             all_lists.top_ids[keep],
             all_lists.top_logits[keep],
             all_lists.bottom_ids[keep],
             all_lists.bottom_logits[keep],
         )
-        prev = torch.tensor(prev_rows, device=scores.device)
-        ranks = lens.ranks_in_rows(scores, prev, lists.top_ids)
-        chunks.append((lists, ranks))
+        prev = torch.tensor([local.get(p, -1) for p in prevs], device=scores.device)
+        chunks.append((lists, lens.ranks_in_rows(scores, prev, lists.top_ids)))
 
     def cat(values: list[torch.Tensor], dtype: type) -> np.ndarray:
         if not values:
