@@ -35,6 +35,12 @@ class LmscopeServer(LanguageServer):
         # (spec, dtype, device) to load once the client is initialized (`serve --model`)
         self.preload: tuple[str, str | None, str] | None = None
 
+    def start_tcp(self, host: str, port: int) -> None:
+        """Serve over TCP, several clients at once, each authenticated (`server.tcp`)."""
+        from lmscope.server.tcp import serve_tcp
+
+        serve_tcp(self, host, port)
+
     def report_server_error(self, error: Exception, source: Any) -> None:
         """A message that could not even be read (invalid JSON or UTF-8, nesting too deep, not
         a JSON-RPC message) has no id to answer: JSON-RPC's answer is an error with a null id.
