@@ -171,6 +171,7 @@ def test_two_clients_and_a_hover_flood_during_a_trace_are_all_answered_to_their_
     # Nothing crossed over: b never saw a's ids, a's progress token came back as a's own.
     assert all(m["params"]["token"] == 7 for m in a.notifications if m["method"] == "$/progress")
     assert not any(m["method"] == "$/progress" for m in b.notifications)
+
     def finished(client) -> dict[str, Any]:
         with client.cond:
             while True:
@@ -184,8 +185,10 @@ def test_two_clients_and_a_hover_flood_during_a_trace_are_all_answered_to_their_
     assert set(b.answers) == {1, *idle, *sent}  # initialize, 20 idle hovers, 200 in the flood
     in_order = b.order[-200:] == sorted(b.order[-200:])
     median, worst = statistics.median(latencies), max(latencies)
-    print(f"\nhover during a trace: 200 answered, median {median * 1000:.1f} ms, "
-          f"max {worst * 1000:.1f} ms, in order: {in_order} (idle: {len(idle_latency)} answered)")  # fmt: skip
+    print(
+        f"\nhover during a trace: 200 answered, median {median * 1000:.1f} ms, "
+        f"max {worst * 1000:.1f} ms, in order: {in_order} (idle: {len(idle_latency)} answered)"
+    )
     assert median < 2.0  # generous: hover never waits for the trace
     a.close()
     b.close()
@@ -210,8 +213,8 @@ def test_the_token_is_checked_per_connection_before_any_method_runs(tcp_daemon):
     assert owner.request("lmscope/status", {})["state"] == "idle"
     assert owner.request("lmscope/status", {})["model"] is None  # the load never ran
     late = TcpClient(port)
-    late.notify("textDocument/didOpen", {"textDocument": {
-        "uri": "file:///x.md", "languageId": "markdown", "version": 1, "text": "L1H2"}})  # fmt: skip
+    document = {"uri": "file:///x.md", "languageId": "markdown", "version": 1, "text": "L1H2"}
+    late.notify("textDocument/didOpen", {"textDocument": document})
     assert late.initialize()["result"]["capabilities"]
     assert owner.request("lmscope/status", {})["version"]
     assert process.poll() is None
