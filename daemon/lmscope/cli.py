@@ -4,6 +4,7 @@
     lmscope trace --file PROMPTS.txt --out-dir DIR [--svg]
     lmscope show FILE.lmtrace [--token N] [--threshold T] [--raw]
     lmscope export FILE.lmtrace --format json|svg [--out FILE]
+    lmscope bench [--model default] [--lengths 10,50,200,1000] [--json FILE]
 
 User errors print one line `lmscope: <problem>` on stderr and exit 1 (usage errors exit 2);
 files are written atomically, so an error or Ctrl-C never leaves half a file. Progress goes to
@@ -198,6 +199,55 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 # --- serve ---------------------------------------------------------------------------------
+def _lengths(text: str) -> list[int]:
+    try:
+        lengths = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated token counts, got {text!r}"
+        ) from None
+    if not lengths or any(n < 1 for n in lengths):
+        raise argparse.ArgumentTypeError(f"expected positive token counts, got {text!r}")
+    return lengths
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from lmscope.api import load_model
+    from lmscope.benchmark.run import format_report, run_bench, table_row
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    progress = Progress(enabled=not args.quiet)
+    loaded = load_model(args.model, dtype=args.dtype, device=args.device, progress=progress)
+    progress.close()
+
+    def say(message: str) -> None:
+        if not args.quiet:
+            print(f"  {message}", file=sys.stderr, flush=True)
+
+    def done(result) -> None:
+        say("done: " + " · ".join(table_row(result)[:4]) + "x forward")
+
+    report = run_bench(
+        loaded,
+        args.lengths,
+        repeats=args.repeats,
+        dense=not args.no_dense,
+        cold_start=not args.no_cold_start,
+        progress=say,
+        on_length=done,
+    )
+    print(format_report(report))
+    if args.json is not None:
+        _write_text(args.json, json.dumps(report.wire(), indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
 def _tcp_address(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     try:
@@ -355,6 +405,23 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, help="output file (default stdout)")
     route_options(export)
     export.set_defaults(run=cmd_export)
+
+    bench = commands.add_parser(
+        "bench", help="measure trace speed and memory against a forward pass and LM-TT's way"
+    )
+    bench.add_argument("--model", default="default", help="model spec (default: embedded)")
+    bench.add_argument(
+        "--lengths", type=_lengths, default=[10, 50, 200, 1000], help="prompt lengths in tokens"
+    )
+    bench.add_argument("--repeats", type=_positive, default=3, help="runs per figure (median)")
+    bench.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    bench.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    bench.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    bench.add_argument("--threads", type=_positive, help="torch CPU threads (default: all)")
+    bench.add_argument("--no-dense", action="store_true", help="skip the dense reference")
+    bench.add_argument("--no-cold-start", action="store_true", help="skip the daemon start")
+    bench.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    bench.set_defaults(run=cmd_bench)
 
     serve = commands.add_parser("serve", help="run the daemon (JSON-RPC over stdio or TCP)")
     serve.add_argument("--stdio", action="store_true", help="stdio transport (the default)")

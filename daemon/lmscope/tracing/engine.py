@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import platform
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -129,16 +130,44 @@ def display_strings(loaded: LoadedModel, ids: list[int]) -> list[str]:
 
 
 # --- the trace -------------------------------------------------------------------------------
+class StageTimes:
+    """Seconds spent per stage of one trace, for the benchmark (`lmscope bench`).
+
+    Stages: "forward" (the hooked pass, attention attribution excluded), "attention" (per-layer
+    contributions), "routes" (choosing the detailed nodes), "neurons", "projections",
+    "finish" (predictions, vocabulary). On a GPU each boundary synchronises, so the split is
+    honest at a small cost; without a `StageTimes` nothing is timed or synchronised.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds: dict[str, float] = {}
+        self._last = self._now()
+
+    def _now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def mark(self, stage: str) -> None:
+        """Charge the time since the previous mark to `stage`."""
+        now = self._now()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._last
+        self._last = now
+
+
 def run_trace(
     loaded: LoadedModel,
     prompt: str,
     options: TraceOptions | None = None,
     progress: ProgressFn | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    times: StageTimes | None = None,
 ) -> TraceData:
     """Trace `prompt` on a loaded model and return the complete `TraceData`."""
     options = options or TraceOptions()
     report = progress or (lambda _message, _fraction: None)
+    mark = times.mark if times is not None else (lambda _stage: None)
     adapter = adapter_for(loaded.model)
     ids = tokenize(loaded, prompt, options.prepend_bos, adapter.context_length)
     input_ids = torch.tensor(ids, dtype=torch.long)
@@ -150,6 +179,7 @@ def run_trace(
     def on_layer(captured: LayerCapture) -> None:
         if should_cancel is not None and should_cancel():
             raise TraceCancelled("trace cancelled")
+        mark("forward")
         result = attribute_layer(adapter, captured, options.min_threshold)
         contributions.append(result)
         weights = captured.attn_probs[:, result.edge_target, result.edge_source]  # [H, e]
@@ -164,18 +194,24 @@ def run_trace(
             )
         )
         report(f"layer {captured.layer + 1}/{adapter.n_layers}", len(states) / adapter.n_layers)
+        mark("attention")
 
     with loaded.lock, capture_layers(adapter, on_layer):
         logits = run_forward(loaded.model, input_ids)  # [n, V]
+    mark("forward")
 
     blocks, edges = _stack_contributions(contributions, attention_weights)
+    mark("attention")
     graph = ContributionGraph(blocks, edges, adapter.n_layers, len(ids), adapter.parallel_blocks)
     report("finding route nodes", None)
     detailed = detail_nodes(graph, options)
+    mark("routes")
     report("neurons", None)
     neuron_table = _neuron_table(adapter, states, detailed, options.top_neurons)
+    mark("neurons")
     report("vocabulary projections", None)
     projections = project_nodes(adapter, states, detailed, options.projection_top_k)
+    mark("projections")
     predictions = _predictions(logits, options.prediction_top_k)
 
     data = TraceData(
@@ -201,6 +237,7 @@ def run_trace(
         "token": len(ids) - 1,
         "threshold": options.detail_route_threshold,
     }
+    mark("finish")
     return data
 
 
