@@ -16,6 +16,8 @@
 import type {
   ComponentParams,
   ComponentResult,
+  FfnNeuronsParams,
+  FfnNeuronsResult,
   HeadMapsParams,
   HeadMapsResult,
   ProjectionParams,
@@ -57,9 +59,10 @@ export interface DaemonQueries {
   readonly 'lmscope/headMaps': {readonly params: Omit<HeadMapsParams, 'handle'>; readonly result: HeadMapsResult};
   readonly 'lmscope/component': {readonly params: Omit<ComponentParams, 'handle'>; readonly result: ComponentResult};
   readonly 'lmscope/projection': {readonly params: Omit<ProjectionParams, 'handle'>; readonly result: ProjectionResult};
+  readonly 'lmscope/ffnNeurons': {readonly params: Omit<FfnNeuronsParams, 'handle'>; readonly result: FfnNeuronsResult};
 }
 export type DaemonQueryMethod = keyof DaemonQueries;
-export const DAEMON_QUERY_METHODS: readonly DaemonQueryMethod[] = ['lmscope/headMaps', 'lmscope/component', 'lmscope/projection'];
+export const DAEMON_QUERY_METHODS: readonly DaemonQueryMethod[] = ['lmscope/headMaps', 'lmscope/component', 'lmscope/projection', 'lmscope/ffnNeurons'];
 
 export interface QueryResultMessage {
   readonly type: 'queryResult';

@@ -6,11 +6,11 @@
  * Token strings go through `quoted` into textContent only.
  */
 
-import type {NodeId, RouteEdge} from '../src/protocol/types';
+import type {FfnNeuronsResult, NodeId, RouteEdge} from '../src/protocol/types';
 import {NeedsModelError, type TraceQueries} from '../src/trace/queries';
 import {nodeLabel} from '../src/trace/routes';
 import {el, fmt, quoted} from './dom';
-import {headSection, neuronSection, projectionSection, type DaemonLink} from './drill';
+import {fromDaemon, headSection, neuronSection, projectionSection, type DaemonLink} from './drill';
 import type {EdgePath, NodeBox} from './layout';
 
 /** Neurons per page in the FFN panel. */
@@ -150,64 +150,85 @@ export function neuronsPanel(
   showPage: (offset: number) => void,
 ): void {
   details.append(el('h2', {}, `FFN ${nodeLabel(node)} · token ${node.position} ${tokenAt(q, node.position)}`));
+  const list = el('div', {class: 'neuron-list'});
   const chosen = el('div', {class: 'neuron-detail'});
-  try {
-    // A file stores the top K neurons of each node: page within them (the rest need the model).
-    const stored = q.trace.dims.nNeurons;
-    const total = q.trace.model.dFfn;
-    const available = stored >= total ? total : stored;
-    const page = q.ffnNeurons(node.layer, node.position, offset, Math.max(0, Math.min(NEURON_PAGE, available - offset)));
-    const scale = Math.max(...page.neurons.map((n) => Math.abs(n.contribution)), 1e-9);
-    const table = el('table', {class: 'list'});
-    const head = el('tr');
-    head.append(el('th', {}, 'neuron'), el('th', {}, 'contribution'), el('th', {}, ''), el('th', {}, 'activation'));
-    table.append(head);
-    const rows: HTMLTableRowElement[] = [];
-    const choose = (neuron: number, row: HTMLTableRowElement) => {
-      rows.forEach((r) => r.setAttribute('aria-selected', String(r === row)));
-      neuronSection(link, node.layer, neuron, context, chosen);
-    };
-    for (const n of page.neurons) {
-      const row = el('tr', {class: 'selectable', tabindex: '0', 'aria-selected': 'false', 'data-neuron': String(n.neuron)});
-      row.addEventListener('click', () => choose(n.neuron, row));
-      row.addEventListener('keydown', (event) => {
-        if (event.key === 'Enter' || event.key === ' ') {
-          event.preventDefault();
-          choose(n.neuron, row);
-        }
-      });
-      rows.push(row);
-      const barCell = el('td');
-      barCell.append(bar(n.contribution, scale));
-      const act = el('td', {class: `num ${n.activation >= 0 ? 'pos' : 'neg'}`}, (n.activation >= 0 ? '+' : '') + fmt(n.activation, 3));
-      row.append(el('td', {}, `L${node.layer}.N${n.neuron}`), el('td', {class: 'num'}, fmt(n.contribution, 4)), barCell, act);
-      table.append(row);
-    }
-    details.append(table);
-    const more = available < total ? ` This file stores the top ${available}; the others need the model.` : '';
-    details.append(el('p', {class: 'note'}, `Neurons ${offset + 1}–${offset + page.neurons.length} of ${page.total}; the block's non-neuron part (biases) contributes ${fmt(page.rest, 4)}.${more}`));
-    const pager = el('div', {class: 'pager'});
-    const prev = el('button', {type: 'button'}, '← Previous');
-    const next = el('button', {type: 'button'}, 'Next →');
-    prev.disabled = offset === 0;
-    next.disabled = offset + NEURON_PAGE >= available;
-    prev.addEventListener('click', () => showPage(Math.max(0, offset - NEURON_PAGE)));
-    next.addEventListener('click', () => showPage(offset + NEURON_PAGE));
-    pager.append(prev, next);
-    details.append(pager);
-    details.append(chosen);
-    const first = page.neurons[0];
-    if (first !== undefined && rows[0] !== undefined) choose(first.neuron, rows[0]);
-  } catch (error) {
-    if (!(error instanceof NeedsModelError)) throw error;
-    details.append(el('p', {class: 'note'}, error.message));
-  }
   const block = el('div', {class: 'block-tokens'});
   block.append(el('h3', {}, `Whole block L${node.layer}.ffn at token ${node.position}`));
-  details.append(block);
+  details.append(list, chosen, block);
+  const total = q.trace.model.dFfn;
+  try {
+    // A file stores the top K neurons of each node it keeps: page within them.
+    const stored = q.trace.dims.nNeurons;
+    const available = stored >= total ? total : stored;
+    const page = q.ffnNeurons(node.layer, node.position, offset, Math.max(0, Math.min(NEURON_PAGE, available - offset)));
+    const more = available < total ? ` This file stores the top ${available}; the others need the model.` : '';
+    neuronTable(link, context, node, page, available, more, list, chosen, showPage);
+  } catch (error) {
+    if (!(error instanceof NeedsModelError)) throw error;
+    // Not in the file: the live daemon has them all.
+    if (!link.live) list.append(el('p', {class: 'note'}, error.message));
+    else
+      fromDaemon(link, list, `The neurons of ${nodeLabel(node)}`, 'lmscope/ffnNeurons', {layer: node.layer, position: node.position, offset, limit: NEURON_PAGE}, (page) =>
+        neuronTable(link, context, node, page, total, '', list, chosen, showPage),
+      );
+  }
   projectionSection(q, link, node, 'ffn_update', block, (p, into) =>
     into.append(tokenList('Block promotes', p.top.slice(0, 8)), tokenList('Block suppresses', p.bottom.slice(0, 8))),
   );
+}
+
+/** One page of neurons (`available` can be paged through), the first one chosen. */
+function neuronTable(
+  link: DaemonLink,
+  context: RouteContext,
+  node: NodeId,
+  page: FfnNeuronsResult,
+  available: number,
+  more: string,
+  into: HTMLElement,
+  chosen: HTMLElement,
+  showPage: (offset: number) => void,
+): void {
+  const offset = page.offset;
+  const scale = Math.max(...page.neurons.map((n) => Math.abs(n.contribution)), 1e-9);
+  const table = el('table', {class: 'list'});
+  const head = el('tr');
+  head.append(el('th', {}, 'neuron'), el('th', {}, 'contribution'), el('th', {}, ''), el('th', {}, 'activation'));
+  table.append(head);
+  const rows: HTMLTableRowElement[] = [];
+  const choose = (neuron: number, row: HTMLTableRowElement) => {
+    rows.forEach((r) => r.setAttribute('aria-selected', String(r === row)));
+    neuronSection(link, node.layer, neuron, context, chosen);
+  };
+  for (const n of page.neurons) {
+    const row = el('tr', {class: 'selectable', tabindex: '0', 'aria-selected': 'false', 'data-neuron': String(n.neuron)});
+    row.addEventListener('click', () => choose(n.neuron, row));
+    row.addEventListener('keydown', (event) => {
+      if (event.key === 'Enter' || event.key === ' ') {
+        event.preventDefault();
+        choose(n.neuron, row);
+      }
+    });
+    rows.push(row);
+    const barCell = el('td');
+    barCell.append(bar(n.contribution, scale));
+    const act = el('td', {class: `num ${n.activation >= 0 ? 'pos' : 'neg'}`}, (n.activation >= 0 ? '+' : '') + fmt(n.activation, 3));
+    row.append(el('td', {}, `L${node.layer}.N${n.neuron}`), el('td', {class: 'num'}, fmt(n.contribution, 4)), barCell, act);
+    table.append(row);
+  }
+  into.append(table);
+  into.append(el('p', {class: 'note'}, `Neurons ${offset + 1}–${offset + page.neurons.length} of ${page.total}; the block's non-neuron part (biases) contributes ${fmt(page.rest, 4)}.${more}`));
+  const pager = el('div', {class: 'pager'});
+  const prev = el('button', {type: 'button'}, '← Previous');
+  const next = el('button', {type: 'button'}, 'Next →');
+  prev.disabled = offset === 0;
+  next.disabled = offset + NEURON_PAGE >= available;
+  prev.addEventListener('click', () => showPage(Math.max(0, offset - NEURON_PAGE)));
+  next.addEventListener('click', () => showPage(offset + NEURON_PAGE));
+  pager.append(prev, next);
+  into.append(pager);
+  const first = page.neurons[0];
+  if (first !== undefined && rows[0] !== undefined) choose(first.neuron, rows[0]);
 }
 
 export function projectionPanel(q: TraceQueries, link: DaemonLink, node: NodeId, details: HTMLElement): void {
