@@ -1,7 +1,8 @@
 /**
  * The lmscope daemon's lifecycle: find the interpreter, check that it has lmscope, start
  * `python -m lmscope serve --stdio` under a vscode-languageclient LanguageClient, restart it with
- * backoff when it crashes, and forward its notifications (model and trace state) to listeners.
+ * backoff when it crashes (telling the user what was lost and reloading the model: recovery.ts),
+ * and forward its notifications (model and trace state) to listeners.
  * Starts, stops and restarts are serialised through one promise chain.
  */
 
@@ -11,6 +12,7 @@ import {
   CloseAction,
   ErrorAction,
   LanguageClient,
+  ResponseError,
   State,
   TransportKind,
   WorkDoneProgress,
@@ -29,7 +31,8 @@ import {
   type RequestTypes,
   type TraceChangedParams,
 } from './protocol/types';
-import {daemonArgs, probeLmscope, resolveInterpreter, restartDelay, type Interpreter} from './python';
+import {daemonArgs, probeLmscope, resolveInterpreter, type Interpreter} from './python';
+import {Recovery, describeWork, lostRequestMessage} from './recovery';
 
 export type DaemonState =
   | {readonly kind: 'untrusted'}
@@ -40,16 +43,13 @@ export type DaemonState =
   | {readonly kind: 'tracing'; readonly model: string | null; readonly queued: number}
   | {readonly kind: 'error'; readonly message: string};
 
-/** Crashes within this window count towards the backoff. */
-const CRASH_WINDOW_MS = 3 * 60_000;
-
 export type ProgressValue = WorkDoneProgressBegin | WorkDoneProgressReport | WorkDoneProgressEnd;
 
 export class Daemon implements vscode.Disposable {
   private client: LanguageClient | null = null;
   private chain: Promise<unknown> = Promise.resolve();
   private stopping = false;
-  private crashes: number[] = [];
+  private readonly recovery: Recovery;
   private restartTimer: NodeJS.Timeout | undefined;
   private progressSeq = 0;
   private modelName: string | null = null;
@@ -62,7 +62,23 @@ export class Daemon implements vscode.Disposable {
   constructor(
     private readonly context: vscode.ExtensionContext,
     private readonly log: vscode.LogOutputChannel,
-  ) {}
+  ) {
+    const onPick = (pick: string | undefined) => {
+      if (pick === 'Restart Daemon') void this.restart();
+      else if (pick === 'Show Log') this.log.show();
+    };
+    this.recovery = new Recovery({
+      warn: (message) => void vscode.window.showWarningMessage(message, 'Show Log').then(onPick),
+      error: (message) => void vscode.window.showErrorMessage(message, 'Restart Daemon', 'Show Log').then(onPick),
+      info: (message) => void vscode.window.showInformationMessage(message),
+      schedule: (task, ms) => {
+        clearTimeout(this.restartTimer);
+        this.restartTimer = setTimeout(task, ms);
+      },
+      restart: () => this.start(),
+      now: () => Date.now(),
+    });
+  }
 
   get state(): DaemonState {
     return this.current;
@@ -87,7 +103,7 @@ export class Daemon implements vscode.Disposable {
   }
 
   restart(): Promise<void> {
-    this.crashes = [];
+    this.recovery.reset();
     return this.serialise(async () => {
       await this.doStop();
       await this.doStart();
@@ -147,6 +163,9 @@ export class Daemon implements vscode.Disposable {
   ): Promise<RequestTypes[M]['result']> {
     const client = await this.ready();
     let listening: vscode.Disposable | undefined;
+    const work = describeWork(method, params);
+    const tracked = work === null ? null : this.recovery.inFlight.begin(work);
+    let lost = false;
     let sent: RequestTypes[M]['params'] = params;
     if (onProgress !== undefined) {
       const workDoneToken = `lmscope-${process.pid}-${++this.progressSeq}`;
@@ -157,8 +176,14 @@ export class Daemon implements vscode.Disposable {
       // An `undefined` token would travel as a second param (the params become an array).
       type Result = RequestTypes[M]['result'];
       return await (token === undefined ? client.sendRequest<Result>(method, sent) : client.sendRequest<Result>(method, sent, token));
+    } catch (error) {
+      // No answer from the daemon and its client gone: the daemon died with this request.
+      lost = !(error instanceof ResponseError) && this.client !== client;
+      if (lost && work !== null) throw new Error(lostRequestMessage(work));
+      throw error;
     } finally {
       listening?.dispose();
+      if (tracked !== null) this.recovery.inFlight.end(tracked, lost);
     }
   }
 
@@ -208,7 +233,8 @@ export class Daemon implements vscode.Disposable {
     this.log.info(`lmscope ${probe.version} found; starting the daemon`);
 
     const config = vscode.workspace.getConfiguration('lmscope');
-    const model = config.get<string>('model', 'default').trim() || 'default';
+    // After a crash or a restart, the model last asked for (Select Model included) comes back.
+    const model = this.modelSpec ?? (config.get<string>('model', 'default').trim() || 'default');
     const initializationOptions: InitializationOptions = {protocolVersion: PROTOCOL_VERSION, model};
     const device = config.get<string>('device', 'cpu').trim();
     if (device) initializationOptions.device = device;
@@ -293,29 +319,17 @@ export class Daemon implements vscode.Disposable {
   }
 
   private crashed(): void {
-    const now = Date.now();
-    this.crashes = this.crashes.filter((t) => now - t < CRASH_WINDOW_MS).concat(now);
-    const delay = restartDelay(this.crashes.length);
     // The crashed client stops itself (CloseAction.DoNotRestart); disposing it here would try to
     // send `shutdown` over the closed pipe. A fresh client is made on restart.
     this.client = null;
+    const {delay, message} = this.recovery.crashed(this.modelSpec);
     if (delay === null) {
-      const message = `the lmscope daemon crashed ${this.crashes.length} times in a few minutes; not restarting it`;
       this.log.error(message);
       this.setState({kind: 'error', message});
-      void vscode.window.showErrorMessage(`lmscope: ${message}.`, 'Restart Daemon', 'Show Log').then((pick) => {
-        if (pick === 'Restart Daemon') void this.restart();
-        else if (pick === 'Show Log') this.log.show();
-      });
-      return;
+    } else {
+      this.log.warn(message);
+      this.setState({kind: 'error', message: `daemon crashed; restarting in ${Math.round(delay / 1000)} s`});
     }
-    const seconds = Math.round(delay / 1000);
-    this.log.warn(`the daemon stopped unexpectedly; restarting in ${seconds} s (crash ${this.crashes.length})`);
-    this.setState({kind: 'error', message: `daemon crashed; restarting in ${seconds} s`});
-    void vscode.window.showWarningMessage(`lmscope: the daemon stopped unexpectedly; restarting it in ${seconds} s.`, 'Show Log').then((pick) => {
-      if (pick) this.log.show();
-    });
-    this.restartTimer = setTimeout(() => void this.start(), delay);
   }
 
   private modelChanged(params: ModelChangedParams): void {
@@ -330,6 +344,7 @@ export class Daemon implements vscode.Disposable {
       }
       case 'ready':
         this.log.info(`model ready: ${this.modelName ?? '?'}`);
+        this.recovery.modelReady(this.modelName ?? this.modelSpec ?? 'the model');
         this.setState({kind: 'ready', model: this.modelName});
         break;
       case 'none':

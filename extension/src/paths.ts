@@ -35,12 +35,25 @@ export function stamp(date: Date): string {
 
 /** The folder traces of `sourceFile` go to: `tracesFolder` relative to the file's folder, or
  * itself when absolute. `null` when the source has no folder on disk (an untitled editor) and the
- * setting is relative: the caller then asks or uses the workspace folder. */
+ * setting is relative: the caller then asks or uses the workspace folder.
+ *
+ * A relative setting stays inside the file's folder: one that climbs out of it (`../../x`, as a
+ * workspace's settings file could say) throws, so a workspace cannot make Trace Selection write
+ * next to files elsewhere. An absolute setting is an explicit choice and is used as given. */
 export function tracesDir(sourceFile: string | null, tracesFolder: string, pathApi: path.PlatformPath = path): string | null {
   const folder = tracesFolder.trim() || 'traces';
   if (pathApi.isAbsolute(folder)) return pathApi.normalize(folder);
+  if (escapes(folder, pathApi)) {
+    throw new Error(`lmscope.tracesFolder "${folder}" leads outside the traced file's folder; use a folder inside it or an absolute path`);
+  }
   if (sourceFile === null) return null;
   return pathApi.join(pathApi.dirname(sourceFile), folder);
+}
+
+/** Whether a relative path climbs above where it starts (`..`, `a/../..`). */
+function escapes(relative: string, pathApi: path.PlatformPath): boolean {
+  const normal = pathApi.normalize(relative);
+  return normal === '..' || normal.startsWith(`..${pathApi.sep}`) || normal.startsWith('../');
 }
 
 /**
@@ -56,6 +69,10 @@ export function tracePath(
   const slug = slugify(prompt);
   for (let n = 1; ; n++) {
     const candidate = pathApi.join(dir, `${slug}${n === 1 ? '' : `-${n}`}.lmtrace`);
+    // slugify leaves no separators or dots to climb with; checked anyway, at the last step.
+    if (pathApi.dirname(candidate) !== pathApi.normalize(dir).replace(/[\\/]+$/, '')) {
+      throw new Error(`refusing to save a trace outside ${dir}: ${candidate}`);
+    }
     if (!exists(candidate)) return candidate;
   }
 }

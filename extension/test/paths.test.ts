@@ -26,7 +26,6 @@ test('slugs are at most 48 characters and never end with a dash', () => {
 
 test('the traces folder is relative to the traced file, or absolute as given', () => {
   assert.equal(tracesDir('/work/exp/prompts.md', 'traces', path.posix), '/work/exp/traces');
-  assert.equal(tracesDir('/work/exp/prompts.md', '../out/t', path.posix), '/work/out/t');
   assert.equal(tracesDir('/work/exp/prompts.md', '', path.posix), '/work/exp/traces');
   assert.equal(tracesDir('/work/exp/prompts.md', '/tmp/all-traces', path.posix), '/tmp/all-traces');
   assert.equal(tracesDir('C:\\exp\\p.py', 'traces', path.win32), 'C:\\exp\\traces');
@@ -45,4 +44,22 @@ test('a trace path never overwrites an earlier trace of the same prompt', () => 
 
 test('stamps are sortable UTC date-times', () => {
   assert.equal(stamp(new Date(Date.UTC(2026, 10, 27, 8, 5, 9))), '20261127-080509');
+});
+
+test('a relative traces setting that climbs out of the file\'s folder is refused', () => {
+  for (const setting of ['..', '../out/t', '../../etc', 'traces/../../x', '  ../x  ']) {
+    assert.throws(() => tracesDir('/work/exp/prompts.md', setting, path.posix), /leads outside the traced file's folder/, setting);
+    assert.throws(() => tracesDir(null, setting, path.posix), /leads outside/, setting);
+  }
+  assert.throws(() => tracesDir('C:\\exp\\p.py', '..\\..\\x', path.win32), /leads outside/);
+  assert.equal(tracesDir('/work/exp/prompts.md', 'traces/../t', path.posix), '/work/exp/t');
+  assert.equal(tracesDir('/work/exp/prompts.md', './a/b', path.posix), '/work/exp/a/b');
+});
+
+test('a trace path always lies in its folder, whatever the prompt says', () => {
+  for (const prompt of ['../../etc/passwd', '..', '/abs/olute', 'a/../../b', '..\\..\\win']) {
+    const file = tracePath('/work/exp/traces', prompt, () => false, path.posix);
+    assert.equal(path.posix.dirname(file), '/work/exp/traces', prompt);
+    assert.ok(!file.includes('..'), file);
+  }
 });
