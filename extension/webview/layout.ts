@@ -168,7 +168,9 @@ export function layoutRoute(route: RouteResult, nTokens: number, nLayers: number
 }
 
 /** A token as the graph shows it: spaces as `·`, newlines as `⏎`, tabs as `→`, other control
- * characters as `\xXX` and other (invisible) whitespace as `\uXXXX`. The result is still untrusted text (use textContent). */
+ * characters as `\xXX` and other (invisible) whitespace and format characters (bidi overrides
+ * and isolates, zero-width characters: they would reorder or hide what is shown) as `\uXXXX`.
+ * The result is still untrusted text (use textContent). */
 export function displayToken(text: string): string {
   let out = '';
   for (const ch of text) {
@@ -178,7 +180,7 @@ export function displayToken(text: string): string {
     else if (ch === '\r') out += '↵';
     else if (ch === '\t') out += '→';
     else if (code < 0x20 || code === 0x7f) out += `\\x${code.toString(16).padStart(2, '0')}`;
-    else if (/\s/u.test(ch) || code === 0x200b || code === 0xfeff) out += `\\u${code.toString(16).padStart(4, '0')}`;
+    else if (/[\s\p{Cf}]/u.test(ch)) out += `\\u${code.toString(16).padStart(4, '0')}`;
     else out += ch;
   }
   return out.length === 0 ? '∅' : out;
