@@ -19,7 +19,7 @@ from tests.daemon_client import RpcError
 from tests.reliability.conftest import rss_bytes, spawn
 
 TRACE_FILE_ERROR, OUT_OF_MEMORY, LMSCOPE_ERROR = -32003, -32007, -32006
-LONG_PROMPT = " ".join(["mary", "john", "went", "to", "the", "store"] * 300)
+LONG_PROMPT = " ".join(["mary", "john", "went", "to", "the", "store"] * 100)
 
 
 def wait_for_file(path: Path, client, timeout: float = 60.0) -> None:
