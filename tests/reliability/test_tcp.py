@@ -153,11 +153,11 @@ def test_two_clients_and_a_hover_flood_during_a_trace_are_all_answered_to_their_
         while not any(n["method"] == "$/progress" and n["params"]["value"].get("percentage")
                       is not None for n in a.notifications):  # fmt: skip
             assert a.cond.wait(60)
+    status_ids = [a.request_async("lmscope/status", {}) for _ in range(5)]
     sent: dict[int, float] = {}
     for _ in range(200):
         msg_id = b.request_async("textDocument/hover", hover)
         sent[msg_id] = time.monotonic()
-    status_ids = [a.request_async("lmscope/status", {}) for _ in range(5)]
     latencies = []
     for msg_id, at in sent.items():
         message = b.answer(msg_id)
