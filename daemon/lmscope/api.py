@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lmscope.traces.trace import LiveModel, Trace
 
@@ -27,17 +27,26 @@ def load_model(
     dtype: str | None = None,
     device: str = "cpu",
     progress: ProgressFn | None = None,
+    device_map: str | dict[str, Any] | None = None,
+    max_memory: dict[Any, Any] | None = None,
 ) -> LoadedModel:
-    """Load a model ("default", a hub id, a save_pretrained folder or a .gguf file)."""
+    """Load a model ("default", a hub id, a save_pretrained folder or a .gguf file).
+
+    `device_map` ("auto", "balanced", "sequential" or {module: device}) splits it over GPUs,
+    CPU RAM and disk with accelerate, capped per device by `max_memory`; each layer is then
+    traced on the device that holds it.
+    """
+    from lmscope.models.loading import DeviceMap
     from lmscope.models.loading import load_model as load
 
     global _last_model
-    key = (spec, dtype, device)
+    mapping = None if device_map is None else DeviceMap(device_map, max_memory)
+    key = (spec, dtype, device if mapping is None else repr(mapping))
     with _lock:
         if _last_model is not None and _last_model[0] == key:
             return _last_model[1]
         _last_model = None  # free the previous model before loading the next
-        loaded = load(spec, dtype=dtype, device=device, progress=progress)
+        loaded = load(spec, dtype=dtype, device=device, progress=progress, device_map=mapping)
         _last_model = (key, loaded)
         return loaded
 

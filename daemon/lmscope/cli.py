@@ -25,6 +25,8 @@ from lmscope.__about__ import __version__
 from lmscope.errors import LmscopeError
 
 DEFAULT_THRESHOLD = 0.04
+# accelerate's device-map plans (lmscope.models.loading.PLANS; not imported: torch loads late).
+PLANS = ("auto", "balanced", "balanced_low_0", "sequential")
 
 
 class Progress:
@@ -142,7 +144,13 @@ def cmd_trace(args: argparse.Namespace) -> int:
             for number, (_line, prompt) in enumerate(prompts, start=1)
         ]
     progress = Progress(enabled=not args.quiet)
-    loaded = load_model(args.model, dtype=args.dtype, device=args.device, progress=progress)
+    loaded = load_model(
+        args.model,
+        dtype=args.dtype,
+        device=args.device,
+        progress=progress,
+        device_map=args.device_map,
+    )
     failures = 0
     for number, ((line, prompt), out) in enumerate(zip(prompts, outputs), start=1):
         if args.file is not None:
@@ -222,7 +230,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     progress = Progress(enabled=not args.quiet)
-    loaded = load_model(args.model, dtype=args.dtype, device=args.device, progress=progress)
+    loaded = load_model(
+        args.model,
+        dtype=args.dtype,
+        device=args.device,
+        progress=progress,
+        device_map=args.device_map,
+    )
     progress.close()
 
     def say(message: str) -> None:
@@ -376,6 +390,11 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--svg", action="store_true", help="also write the route as an SVG")
     trace.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None)
     trace.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
+    trace.add_argument(
+        "--device-map",
+        choices=PLANS,
+        help="split the model over GPUs/CPU/disk with accelerate (auto | balanced | sequential)",
+    )
     trace.add_argument("--threshold", type=_threshold, default=DEFAULT_THRESHOLD)
     trace.add_argument("--no-bos", action="store_true", help="do not prepend the BOS token")
     trace.add_argument(
@@ -417,6 +436,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", type=Path, help="also write the figures as JSON here")
     bench.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     bench.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    bench.add_argument(
+        "--device-map",
+        choices=PLANS,
+        help="split the model over GPUs/CPU/disk with accelerate (auto | balanced | sequential)",
+    )
     bench.add_argument("--threads", type=_positive, help="torch CPU threads (default: all)")
     bench.add_argument("--no-dense", action="store_true", help="skip the dense reference")
     bench.add_argument("--no-cold-start", action="store_true", help="skip the daemon start")

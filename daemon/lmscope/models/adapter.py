@@ -101,16 +101,39 @@ class ArchitectureAdapter(ABC):
 
     def unembedding_weight(self) -> torch.Tensor:
         """W_U: [V, d]."""
-        return self.model.get_output_embeddings().weight
+        return param(self.model.get_output_embeddings())
 
     def unembedding_bias(self) -> torch.Tensor | None:
         """b_U: [V] or None."""
-        return getattr(self.model.get_output_embeddings(), "bias", None)
+        head = self.model.get_output_embeddings()
+        return param(head, "bias") if hasattr(head, "bias") else None
 
     @abstractmethod
     def frozen_final_norm(self, update: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """The final norm applied to `update` [..., d] with its scale frozen at `residual`'s
         [..., d] and without the norm's bias: the linear map used for direct logit attribution."""
+
+
+def param(module: nn.Module, name: str = "weight") -> Any:
+    """`module.<name>` (a weight, a bias or None), also where accelerate offloads it.
+
+    Under a device map that offloads (to disk, or to CPU RAM under a GPU map) a module holds a
+    meta tensor outside its own forward; accelerate keeps the real one in the module's hook's
+    weights map and moves it to the execution device only during the forward. The method reads
+    a few weights outside any forward, so they come from that map, moved where the layer runs.
+    """
+    value = getattr(module, name)
+    if not isinstance(value, torch.Tensor) or value.device.type != "meta":
+        return value
+    hook = getattr(module, "_hf_hook", None)
+    for candidate in getattr(hook, "hooks", [hook]):
+        weights = getattr(candidate, "weights_map", None)
+        if getattr(candidate, "offload", False) and weights is not None and name in weights:
+            return weights[name].to(candidate.execution_device)
+    raise UnsupportedModelError(
+        f"{type(module).__name__}.{name} is on the meta device and no offload map holds it "
+        "(load the model with a device map that accelerate dispatched)"
+    )
 
 
 def zero_vector(weight: torch.Tensor, width: int) -> torch.Tensor:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lmscope.models.adapter import ArchitectureAdapter, layernorm_frozen, register
+from lmscope.models.adapter import ArchitectureAdapter, layernorm_frozen, param, register
 
 
 @register("gpt2")
@@ -39,7 +39,7 @@ class GPT2Adapter(ArchitectureAdapter):
 
     def values_from_output(self, layer: int, output: torch.Tensor) -> torch.Tensor:
         d = self.d_model
-        bias = self.value_module(layer).bias[2 * d :]
+        bias = param(self.value_module(layer), "bias")[2 * d :]
         values = output[0, :, 2 * d :] - bias
         return values.reshape(values.shape[0], self.n_heads, self.d_head)
 
@@ -50,24 +50,24 @@ class GPT2Adapter(ArchitectureAdapter):
         return self.ffn(layer).c_proj
 
     def head_output_weights(self, layer: int) -> torch.Tensor:
-        weight = self.attention(layer).c_proj.weight  # Conv1D: [H*dh, d]
+        weight = param(self.attention(layer).c_proj)  # Conv1D: [H*dh, d]
         return weight.reshape(self.n_heads, self.d_head, self.d_model)
 
     def attention_bias(self, layer: int) -> torch.Tensor:
         attn = self.attention(layer)
-        v_bias = attn.c_attn.bias[2 * self.d_model :].reshape(self.n_heads, self.d_head)
+        v_bias = param(attn.c_attn, "bias")[2 * self.d_model :].reshape(self.n_heads, self.d_head)
         folded = torch.einsum("hk,hkd->d", v_bias, self.head_output_weights(layer))
-        return attn.c_proj.bias + folded
+        return param(attn.c_proj, "bias") + folded
 
     def ffn_output_weights(self, layer: int) -> torch.Tensor:
-        return self.ffn_down(layer).weight  # Conv1D: [d_ffn, d]
+        return param(self.ffn_down(layer))  # Conv1D: [d_ffn, d]
 
     def ffn_bias(self, layer: int) -> torch.Tensor:
-        return self.ffn_down(layer).bias
+        return param(self.ffn_down(layer), "bias")
 
     def final_norm(self) -> nn.Module:
         return self.model.transformer.ln_f
 
     def frozen_final_norm(self, update: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         norm = self.final_norm()
-        return layernorm_frozen(update, residual, norm.weight, norm.eps)
+        return layernorm_frozen(update, residual, param(norm), norm.eps)

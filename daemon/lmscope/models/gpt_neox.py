@@ -12,7 +12,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lmscope.models.adapter import ArchitectureAdapter, layernorm_frozen, register
+from lmscope.models.adapter import (
+    ArchitectureAdapter,
+    layernorm_frozen,
+    param,
+    register,
+    zero_vector,
+)
 
 
 @register("gpt_neox")
@@ -45,7 +51,7 @@ class GPTNeoXAdapter(ArchitectureAdapter):
         return per_head[..., 2 * self.d_head :]
 
     def values_from_output(self, layer: int, output: torch.Tensor) -> torch.Tensor:
-        bias = self.value_module(layer).bias
+        bias = param(self.value_module(layer), "bias")
         values = self._value_slice(output[0])
         return values if bias is None else values - self._value_slice(bias)
 
@@ -56,32 +62,32 @@ class GPTNeoXAdapter(ArchitectureAdapter):
         return self.ffn(layer).dense_4h_to_h
 
     def head_output_weights(self, layer: int) -> torch.Tensor:
-        weight = self.attention(layer).dense.weight  # Linear: [d, H*dh]
+        weight = param(self.attention(layer).dense)  # Linear: [d, H*dh]
         return weight.T.reshape(self.n_heads, self.d_head, self.d_model)
 
     def attention_bias(self, layer: int) -> torch.Tensor:
         attn = self.attention(layer)
-        dense_bias = attn.dense.bias
-        total = torch.zeros(self.d_model, dtype=attn.dense.weight.dtype)
+        dense_bias = param(attn.dense, "bias")
+        total = torch.zeros(self.d_model, dtype=param(attn.dense).dtype)
         if dense_bias is not None:
             total = total.to(dense_bias.device) + dense_bias
         if attn.query_key_value.bias is not None:
-            v_bias = self._value_slice(attn.query_key_value.bias)  # [H, dh]
+            v_bias = self._value_slice(param(attn.query_key_value, "bias"))  # [H, dh]
             total = total + torch.einsum("hk,hkd->d", v_bias, self.head_output_weights(layer))
         return total
 
     def ffn_output_weights(self, layer: int) -> torch.Tensor:
-        return self.ffn_down(layer).weight.T  # [d_ffn, d]
+        return param(self.ffn_down(layer)).T  # [d_ffn, d]
 
     def ffn_bias(self, layer: int) -> torch.Tensor:
         down = self.ffn_down(layer)
         if down.bias is None:
-            return torch.zeros(self.d_model, dtype=down.weight.dtype, device=down.weight.device)
-        return down.bias
+            return zero_vector(param(down), self.d_model)
+        return param(down, "bias")
 
     def final_norm(self) -> nn.Module:
         return self.model.gpt_neox.final_layer_norm
 
     def frozen_final_norm(self, update: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         norm = self.final_norm()
-        return layernorm_frozen(update, residual, norm.weight, norm.eps)
+        return layernorm_frozen(update, residual, param(norm), norm.eps)

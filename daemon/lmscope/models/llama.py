@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lmscope.models.adapter import ArchitectureAdapter, register, rms_frozen, zero_vector
+from lmscope.models.adapter import ArchitectureAdapter, param, register, rms_frozen, zero_vector
 
 
 @register("llama", "mistral", "qwen2", "qwen3", "smollm3")
@@ -39,7 +39,7 @@ class LlamaAdapter(ArchitectureAdapter):
         return self.attention(layer).v_proj
 
     def values_from_output(self, layer: int, output: torch.Tensor) -> torch.Tensor:
-        bias = self.value_module(layer).bias
+        bias = param(self.value_module(layer), "bias")
         values = output[0] if bias is None else output[0] - bias
         return values.reshape(values.shape[0], self.n_kv_heads, self.d_head)
 
@@ -50,14 +50,14 @@ class LlamaAdapter(ArchitectureAdapter):
         return self.ffn(layer).down_proj
 
     def head_output_weights(self, layer: int) -> torch.Tensor:
-        weight = self.attention(layer).o_proj.weight  # [d, H*dh]
+        weight = param(self.attention(layer).o_proj)  # [d, H*dh]
         return weight.T.reshape(self.n_heads, self.d_head, self.d_model)
 
     def attention_bias(self, layer: int) -> torch.Tensor:
         attn = self.attention(layer)
-        o_bias = attn.o_proj.bias
-        total = zero_vector(attn.o_proj.weight, self.d_model) if o_bias is None else o_bias.clone()
-        v_bias = attn.v_proj.bias
+        o_bias = param(attn.o_proj, "bias")
+        total = zero_vector(param(attn.o_proj), self.d_model) if o_bias is None else o_bias.clone()
+        v_bias = param(attn.v_proj, "bias")
         if v_bias is not None:
             per_kv = v_bias.reshape(self.n_kv_heads, self.d_head)
             w_o = self.head_output_weights(layer)
@@ -66,11 +66,11 @@ class LlamaAdapter(ArchitectureAdapter):
         return total
 
     def ffn_output_weights(self, layer: int) -> torch.Tensor:
-        return self.ffn_down(layer).weight.T  # [d_ffn, d]
+        return param(self.ffn_down(layer)).T  # [d_ffn, d]
 
     def ffn_bias(self, layer: int) -> torch.Tensor:
         down = self.ffn_down(layer)
-        return zero_vector(down.weight, self.d_model) if down.bias is None else down.bias
+        return zero_vector(param(down), self.d_model) if down.bias is None else param(down, "bias")
 
     def final_norm(self) -> nn.Module:
         return self.model.model.norm
@@ -80,4 +80,4 @@ class LlamaAdapter(ArchitectureAdapter):
         eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)
         # Gemma-style norms scale by (1 + weight); Llama-style by weight.
         offset = 1.0 if self.model_type.startswith("gemma") else 0.0
-        return rms_frozen(update, residual, norm.weight, eps, offset)
+        return rms_frozen(update, residual, param(norm), eps, offset)

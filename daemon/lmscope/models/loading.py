@@ -16,6 +16,7 @@ import json
 import os
 import pickle
 import re
+import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -78,10 +79,50 @@ class LoadedModel:
     source: str  # "default" | "hub" | "folder" | "gguf"
     content_hash: str  # "sha256:<hex>", "sha256-sampled:<hex>" or "revision:<sha>"
     dtype: torch.dtype
-    device: str  # "cpu", "cuda:0", ...
+    device: str  # "cpu", "cuda:0", ...: where token ids go (the first shard under a map)
     # Held for every forward pass with hooks (a trace, a live query's recapture): hooks are
     # per module, so two hooked passes at once would see each other's layers.
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+    # Under a device map: module name -> device ("cuda:1", "cpu", "disk"), as accelerate placed it.
+    device_map: dict[str, str] | None = None
+    # Keeps the folder of disk-offloaded weights alive as long as the model.
+    offload_dir: Any = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class DeviceMap:
+    """Split a model over devices with accelerate instead of putting it on one.
+
+    plan: "auto" | "balanced" | "balanced_low_0" | "sequential" (accelerate fills the GPUs in
+    order, then CPU RAM, then disk) or an explicit {module name: device} map; max_memory caps
+    each device ({0: "20GiB", "cpu": "64GiB"}). Each layer then runs, and is attributed, on the
+    device that holds it; offloaded weights stay in accelerate's map (see adapter.param).
+    """
+
+    plan: str | dict[str, Any]
+    max_memory: dict[Any, Any] | None = None
+
+    def kwargs(self, offload_dir: str) -> dict[str, Any]:
+        """Arguments for from_pretrained."""
+        return {
+            "device_map": self.plan,
+            "max_memory": self.max_memory,
+            "offload_folder": offload_dir,
+        }
+
+
+PLANS = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def _placement(model: Any) -> tuple[str, dict[str, str]]:
+    """(where token ids go, module -> device) of a model accelerate dispatched."""
+    from lmscope.tracing.capture import input_device
+
+    where = str(input_device(model))
+    where = "cpu" if where == "meta" else where
+    # transformers records no map when everything landed on one device.
+    mapping = getattr(model, "hf_device_map", None) or {"": where}
+    return where, {k: str(v) for k, v in mapping.items()}
 
 
 def _report(progress: ProgressFn | None, message: str, fraction: float | None = None) -> None:
@@ -190,9 +231,16 @@ def _load_errors() -> tuple[type[BaseException], ...]:
 
 
 def _finish(
-    model: Any, dtype: torch.dtype, device: str, progress: ProgressFn | None, *, mapped: bool = True
+    model: Any,
+    dtype: torch.dtype,
+    device: str,
+    progress: ProgressFn | None,
+    *,
+    mapped: bool = True,
+    dispatched: bool = False,
 ) -> Any:
-    """Eval mode, no gradients, on the device; `mapped` weights are copied into plain memory."""
+    """Eval mode, no gradients, on the device; `mapped` weights are copied into plain memory.
+    A `dispatched` model (device map) stays where accelerate put it."""
     if getattr(model, "hf_quantizer", None) is not None:
         # GGUF weights are dequantised on load; the quantizer only blocks save/move.
         model.hf_quantizer = None
@@ -200,6 +248,8 @@ def _finish(
         del model.config.quantization_config
     model.eval()
     model.requires_grad_(False)
+    if dispatched:
+        return model
     if device == "cpu" and mapped:
         # safetensors leaves CPU weights memory-mapped; the kernel may evict those file-backed
         # pages under memory pressure, which shows up as multi-second stalls mid-trace.
@@ -283,6 +333,8 @@ def load_folder(
     dtype: torch.dtype,
     device: str,
     progress: ProgressFn | None = None,
+    device_map: DeviceMap | None = None,
+    offload_dir: str | None = None,
 ) -> tuple[Any, Any, list[Path]]:
     """Load model and tokenizer from a save_pretrained folder; return them and the weight files."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -303,7 +355,7 @@ def load_folder(
                 trust_remote_code=False,
                 local_files_only=True,
                 use_safetensors=use_safetensors,
-                device_map=None if device == "cpu" else {"": device},
+                **_placement_kwargs(device, device_map, offload_dir),
                 output_loading_info=True,
             )
             model, info = loaded
@@ -317,7 +369,16 @@ def load_folder(
         except _load_errors() as exc:
             raise ModelLoadError(f"cannot load the model in {folder}: {_first_line(exc)}") from None
     _check_missing(info, str(folder))
-    return _finish(model, dtype, device, progress), tokenizer, weights
+    finished = _finish(model, dtype, device, progress, dispatched=device_map is not None)
+    return finished, tokenizer, weights
+
+
+def _placement_kwargs(
+    device: str, device_map: DeviceMap | None, offload_dir: str | None
+) -> dict[str, Any]:
+    if device_map is not None:
+        return device_map.kwargs(offload_dir or tempfile.mkdtemp(prefix="lmscope-offload-"))
+    return {"device_map": None if device == "cpu" else {"": device}}
 
 
 # --- GGUF -------------------------------------------------------------------------------------
@@ -388,7 +449,13 @@ def _hub_revision(hub_id: str) -> str:
 
 
 def _load_hub(
-    hub_id: str, *, dtype: torch.dtype, device: str, progress: ProgressFn | None
+    hub_id: str,
+    *,
+    dtype: torch.dtype,
+    device: str,
+    progress: ProgressFn | None,
+    device_map: DeviceMap | None = None,
+    offload_dir: str | None = None,
 ) -> tuple[Any, Any, str]:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -411,7 +478,7 @@ def _load_hub(
                 config=config,
                 dtype=dtype,
                 attn_implementation="eager",
-                device_map=None if device == "cpu" else {"": device},
+                **_placement_kwargs(device, device_map, offload_dir),
                 output_loading_info=True,
                 **common,
             )
@@ -421,7 +488,8 @@ def _load_hub(
         except _load_errors() as exc:
             raise _hub_error(hub_id, exc, offline) from None
     _check_missing(info, f"'{hub_id}'")
-    return _finish(model, dtype, device, progress), tokenizer, f"revision:{_hub_revision(hub_id)}"
+    finished = _finish(model, dtype, device, progress, dispatched=device_map is not None)
+    return finished, tokenizer, f"revision:{_hub_revision(hub_id)}"
 
 
 # --- entry point ------------------------------------------------------------------------------
@@ -437,8 +505,12 @@ def load_model(
     dtype: str | None = None,
     device: str = "cpu",
     progress: ProgressFn | None = None,
+    device_map: DeviceMap | None = None,
 ) -> LoadedModel:
     """Load the model `spec` names, ready for tracing.
+
+    With `device_map` the model is split over devices by accelerate (`device` is then unused);
+    see DeviceMap.
 
     spec: "default" (the embedded SmolLM2-135M-Instruct), a path to a .gguf file, a folder saved
     with save_pretrained, or a Hugging Face hub id (`org/name`). Raises ModelLoadError (or
@@ -447,6 +519,8 @@ def load_model(
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     torch_dtype = resolve_dtype(dtype)
     device = resolve_device(device)
+    if device_map is not None:
+        return _load_mapped(spec, torch_dtype, device_map, progress)
     spec = str(spec).strip()
     if not spec:
         raise ModelLoadError(f"no model given: {SPEC_HELP}")
@@ -488,3 +562,56 @@ def load_model(
         spec, dtype=torch_dtype, device=device, progress=progress
     )
     return LoadedModel(model, tokenizer, spec, spec, "hub", content_hash, torch_dtype, device)
+
+
+def _load_mapped(
+    spec: str, dtype: torch.dtype, device_map: DeviceMap, progress: ProgressFn | None
+) -> LoadedModel:
+    """`load_model` with a device map: the folder, hub and default sources stream their weights
+    straight to the mapped devices (a GGUF is dequantised in CPU RAM first, so it is not
+    offered here)."""
+    try:
+        import accelerate  # noqa: F401  (transformers dispatches through it)
+    except ImportError:
+        raise ModelLoadError(
+            "a device map needs the accelerate package: pip install accelerate"
+        ) from None
+    if isinstance(device_map.plan, str) and device_map.plan not in PLANS:
+        raise ModelLoadError(
+            f"unknown device map '{device_map.plan}': expected one of {', '.join(PLANS)}"
+        )
+    offload = tempfile.TemporaryDirectory(prefix="lmscope-offload-")
+    path = Path(spec).expanduser()
+    if spec == "default":
+        from lmscope.models import default_model
+
+        folder, content_hash = default_model.converted_folder(progress)
+        source, name = "default", default_model.DISPLAY_NAME
+    elif spec.lower().endswith(".gguf"):
+        raise ModelLoadError(
+            "a device map is not supported for .gguf files (they are dequantised in CPU RAM "
+            "first); save the model with save_pretrained and map that folder"
+        )
+    elif path.is_dir():
+        folder, content_hash, source, name = path.resolve(), "", "folder", path.resolve().name
+    else:
+        folder = None
+        source, name = "hub", spec
+    if folder is None:
+        model, tokenizer, content_hash = _load_hub(
+            spec, dtype=dtype, device="cpu", progress=progress,
+            device_map=device_map, offload_dir=offload.name,
+        )  # fmt: skip
+    else:
+        model, tokenizer, weights = load_folder(
+            folder, dtype=dtype, device="cpu", progress=progress,
+            device_map=device_map, offload_dir=offload.name,
+        )  # fmt: skip
+        if source == "folder":
+            _report(progress, "hashing weights")
+            content_hash = weights_hash(weights)
+    where, mapping = _placement(model)
+    return LoadedModel(
+        model, tokenizer, spec, name, source, content_hash, dtype, where,
+        device_map=mapping, offload_dir=offload,
+    )  # fmt: skip

@@ -33,6 +33,17 @@ export interface Prediction {
 const NODE_KINDS: readonly string[] = ['embedding', 'post_attention', 'ffn', 'residual'];
 const PROJECTION_KINDS: readonly string[] = ['lens', 'attention_update', 'ffn_update'];
 
+/**
+ * Whether a node kind has a projection of `kind` (lmscope.traces.data.projection_applies):
+ * residual nodes have a lens; the attention update belongs to A(l,i), or R(l,i) with parallel
+ * blocks; the FFN update to M(l,i).
+ */
+function projectionApplies(kind: string, nodeKind: string, parallelBlocks: boolean): boolean {
+  if (kind === 'lens') return nodeKind === 'embedding' || nodeKind === 'post_attention' || nodeKind === 'residual';
+  if (kind === 'attention_update') return nodeKind === (parallelBlocks ? 'residual' : 'post_attention');
+  return kind === 'ffn_update' && nodeKind === 'ffn';
+}
+
 /** One opened trace file and the questions the editor asks of it. */
 export class TraceQueries {
   readonly graph: ContributionGraph;
@@ -158,6 +169,16 @@ export class TraceQueries {
     return {total, offset, rest: restContribution[row]!, neurons};
   }
 
+  /** Which nodes the file stores detail for (the engine's `extra["lmscope.detail"]`). */
+  private detailDescription(): string {
+    const detail = this.trace.extra['lmscope.detail'];
+    if (detail !== null && typeof detail === 'object' && (detail as Record<string, unknown>)['scope'] === 'route') {
+      const threshold = (detail as Record<string, unknown>)['threshold'];
+      return `the nodes on the last token's route at τ = ${typeof threshold === 'number' ? pyFloat(threshold) : String(threshold)}`;
+    }
+    return `the nodes on a route at τ ≥ ${pyFloat(this.trace.settings.minThreshold)}`;
+  }
+
   /**
    * Vocabulary projection of a node: kind "lens" (residual-stream nodes), "attention_update" or
    * "ffn_update". `prevRank` is the token's rank in the previous residual node's lens (null if
@@ -168,11 +189,14 @@ export class TraceQueries {
       throw new LmscopeError(`unknown node kind '${String(node.kind)}' or projection kind '${String(kind)}'`);
     }
     const resolved: NodeId = {kind: node.kind, layer: this.layer(node.layer), position: this.position(node.position)};
+    if (!projectionApplies(kind, resolved.kind, this.trace.model.parallelBlocks)) {
+      throw new LmscopeError(`a ${kind} projection does not apply to ${nodeLabel(resolved)}`);
+    }
     const row = this.projectionRows.get(`${kind}/${resolved.kind}/${resolved.layer}/${resolved.position}`);
     if (row === undefined) {
       throw new NeedsModelError(
-        `no ${kind} projection of ${nodeLabel(resolved)} in this trace: it is on no route at ` +
-          `τ ≥ ${pyFloat(this.trace.settings.minThreshold)} (or that projection does not apply)`,
+        `no ${kind} projection of ${nodeLabel(resolved)} in this trace: the file stores ` +
+          `projections of ${this.detailDescription()}; trace it again with the model loaded to see any node`,
       );
     }
     const k = this.trace.dims.projectionTopK;
