@@ -49,3 +49,22 @@ def test_half_precision_models_attribute_in_float32(family):
         per_target, (data.edges.layer, data.edges.target), data.edges.head_contributions.sum(-1)
     )
     assert (per_target + data.blocks.residual_attention <= 1.0 + 1e-4).all()
+
+
+def test_gpu_with_a_layer_offloaded_to_cpu_traces_like_the_cpu_model(tmp_path):
+    from lmscope.models.loading import DeviceMap, load_model
+
+    tiny = build_tiny("llama")
+    tiny.model.save_pretrained(tmp_path)
+    tiny.tokenizer.save_pretrained(tmp_path)
+    n_layers = tiny.model.config.num_hidden_layers
+    plan = {"model.embed_tokens": 0, "model.norm": 0, "model.rotary_emb": 0, "lm_head": 0}
+    plan.update({f"model.layers.{i}": "cpu" if i == 1 else 0 for i in range(n_layers)})
+    mapped = load_model(str(tmp_path), device_map=DeviceMap(plan))
+    assert mapped.device == "cuda:0" and mapped.device_map["model.layers.1"] == "cpu"
+    cpu = run_trace(load_model(str(tmp_path)), TINY_PROMPT)
+    gpu = run_trace(mapped, TINY_PROMPT)
+    np.testing.assert_allclose(gpu.blocks.ffn, cpu.blocks.ffn, atol=1e-4)
+    np.testing.assert_allclose(
+        gpu.blocks.residual_attention, cpu.blocks.residual_attention, atol=1e-4
+    )
