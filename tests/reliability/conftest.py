@@ -38,14 +38,19 @@ def slow_model_folder(tmp_path_factory) -> Path:
     return folder
 
 
+# One intra-op thread per daemon: these models are tiny, and on a shared 2-core machine torch's
+# thread pool, spinning against another busy process, made a 20 ms trace take 0.5 s.
+QUIET_THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
 def spawn(log_dir: Path, faults: str | None = None, *args: str) -> DaemonClient:
     """A daemon over stdio; with `faults`, started through faults.py with those faults."""
     log_dir.mkdir(parents=True, exist_ok=True)
     if faults is None:
-        return DaemonClient(log_dir / "daemon.log", *args)
+        return DaemonClient(log_dir / "daemon.log", *args, env=QUIET_THREADS)
     return DaemonClient(
         log_dir / "daemon.log",
-        env={"LMSCOPE_TEST_FAULTS": faults},
+        env={**QUIET_THREADS, "LMSCOPE_TEST_FAULTS": faults},
         command=[sys.executable, str(FAULTS), *args],
     )
 

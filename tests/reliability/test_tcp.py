@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from tests.reliability.conftest import QUIET_THREADS
+
 TOKEN = "reliability-token-0123456789"
 UNAUTHORIZED = -32008
 
@@ -120,7 +122,7 @@ def tcp_daemon(tmp_path):
     with open(log, "wb") as err:
         process = subprocess.Popen(
             [sys.executable, "-m", "lmscope", "serve", "--tcp", str(port)],
-            env={**os.environ, "LMSCOPE_TOKEN": TOKEN},
+            env={**os.environ, **QUIET_THREADS, "LMSCOPE_TOKEN": TOKEN},
             stdout=subprocess.DEVNULL,
             stderr=err,
         )
@@ -245,7 +247,7 @@ def test_binding_beyond_loopback_warns(tmp_path):
     with open(log, "wb") as err:
         process = subprocess.Popen(
             [sys.executable, "-m", "lmscope", "serve", "--tcp", f"0.0.0.0:{port}"],
-            env={**os.environ, "LMSCOPE_TOKEN": TOKEN},
+            env={**os.environ, **QUIET_THREADS, "LMSCOPE_TOKEN": TOKEN},
             stdout=subprocess.DEVNULL,
             stderr=err,
         )
