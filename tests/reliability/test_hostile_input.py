@@ -114,6 +114,19 @@ def test_hover_markdown_shows_hostile_tokens_as_inert_text():
         assert "<" not in escaped and "\n" not in escaped and "\u202e" not in escaped
 
 
+def test_a_document_range_of_an_unreadable_file_is_a_clear_error(daemon, tmp_path):
+    binary = tmp_path / "weights.bin"
+    binary.write_bytes(b"\xff\xfe\x00 not text")
+    huge = tmp_path / "huge.txt"
+    with open(huge, "wb") as out:
+        out.truncate(17 * 2**20)  # sparse: 17 MiB of nothing
+    span = {"start": {"line": 0, "character": 0}, "end": {"line": 0, "character": 5}}
+    for path, fragment in ((binary, "not UTF-8 text"), (huge, "over 16 MiB")):
+        with pytest.raises(RpcError) as refused:
+            daemon.request("lmscope/trace", {"document": {"uri": path.as_uri(), "range": span}})
+        assert refused.value.code == LMSCOPE_ERROR and fragment in refused.value.message
+
+
 # --- save paths ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("path", "fragment"),

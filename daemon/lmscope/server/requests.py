@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from lmscope import protocol
 from lmscope.__about__ import __version__
@@ -32,6 +33,23 @@ from lmscope.server.wire import finite, model_wire, node_wire, summary_wire
 from lmscope.session import Job, JobCancelled
 
 log = logging.getLogger("lmscope.server")
+
+
+MAX_DOCUMENT_BYTES = 16 * 2**20
+
+
+def read_document(path: Path, uri: str) -> str:
+    """A document the editor has not opened, read from disk: UTF-8 text of a sane size."""
+    try:
+        if path.stat().st_size > MAX_DOCUMENT_BYTES:
+            raise LmscopeError(
+                f"document {uri} is over {MAX_DOCUMENT_BYTES >> 20} MiB: not a prompt"
+            )
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise LmscopeError(f"document {uri} is not UTF-8 text") from None
+    except (OSError, ValueError) as exc:
+        raise LmscopeError(f"cannot read document {uri}: {exc}") from None
 
 
 def register_requests(server: LmscopeServer) -> None:
@@ -94,6 +112,9 @@ def register_requests(server: LmscopeServer) -> None:
         start: Any
         end: Any
         try:
+            # Only documents open in the editor: pygls would read any other file whole.
+            if unquote(uri) not in server.workspace.text_documents:
+                raise KeyError(uri)
             doc = server.workspace.get_text_document(uri)
             lines: Sequence[str] = doc.lines
             start = doc.position_codec.position_from_client_units(lines, position(span["start"]))
@@ -102,7 +123,7 @@ def register_requests(server: LmscopeServer) -> None:
             path = path_of_uri(uri)
             if path is None or not path.is_file():
                 raise LmscopeError(f"document {uri} is not open and not a readable file") from None
-            lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+            lines = read_document(path, uri).splitlines(keepends=True)
             start, end = position(span["start"]), position(span["end"])
         text = text_between(lines, start, end)
         path = path_of_uri(uri)
