@@ -106,9 +106,9 @@ def test_saved_ioi_trace_answers_exactly_what_the_live_one_does(ioi, ioi_loaded)
     for layer, target, source in zip(edges.layer, edges.target, edges.source):
         args = (int(layer), int(target), int(source))
         assert loaded.edge_heads(*args) == live.edge_heads(*args)
-    # The file stores neurons and projections of the last token's route at τ = 0.04 (both
-    # modes); the live trace computes any other node's on demand.
-    nodes = live.route(-1, 0.04).nodes | live.route(-1, 0.04, renormalize=False).nodes
+    # The file stores neurons and projections of the last token's renormalised route at
+    # τ = 0.04; the live trace computes any other node's on demand.
+    nodes = live.route(-1, 0.04).nodes
     ffn_nodes = [node for node in nodes if node.kind == FFN]
     assert ffn_nodes
     for node in ffn_nodes:

@@ -175,7 +175,7 @@ def stored_detail(data):
 def test_a_route_detail_trace_stores_exactly_the_last_token_s_route_nodes(tiny_model, tiny_trace):
     graph = graph_of(tiny_trace)
     last = tiny_trace.n_tokens - 1
-    route_nodes = graph.route(last, 0.04, RENORMALIZE).nodes | graph.route(last, 0.04, RAW).nodes
+    route_nodes = graph.route(last, 0.04, RENORMALIZE).nodes
     projections, neurons = stored_detail(tiny_trace)
     assert {(nk, layer, pos) for _k, nk, layer, pos in projections} == {
         (node.kind, node.layer, node.position) for node in route_nodes

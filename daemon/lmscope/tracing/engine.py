@@ -29,7 +29,7 @@ import transformers
 from lmscope.__about__ import __version__
 from lmscope.attribution import decompose, lens, neurons
 from lmscope.attribution.budget import budget_for
-from lmscope.attribution.graph import RAW, RENORMALIZE, Node
+from lmscope.attribution.graph import RENORMALIZE, Node
 from lmscope.attribution.routes import ContributionGraph
 from lmscope.errors import LmscopeError, PromptError
 from lmscope.models.adapter import ArchitectureAdapter, adapter_for
@@ -62,7 +62,7 @@ class TraceCancelled(LmscopeError):
     """The caller asked to stop; nothing of the trace is kept."""
 
 
-DETAIL_ROUTE = "route"  # the last token's route at `detail_threshold`, both threshold modes
+DETAIL_ROUTE = "route"  # the last token's route at `detail_threshold` (renormalised, the default view)
 DETAIL_ALL = "all"  # every node that can be on a route of any token at `min_threshold`
 DETAIL_SCOPES = (DETAIL_ROUTE, DETAIL_ALL)
 # Recorded in TraceData.extra (old readers ignore it; they already treat a missing projection or
@@ -245,11 +245,9 @@ def detail_nodes(graph: ContributionGraph, options: TraceOptions) -> set[Node]:
     """The nodes whose neurons and projections the file stores (see `TraceOptions.detail`)."""
     if options.detail == DETAIL_ALL:
         return graph.reachable_from_outputs(options.min_threshold)
-    last = graph.n_tokens - 1
-    nodes: set[Node] = set()
-    for mode in (RENORMALIZE, RAW):
-        nodes |= graph.route(last, options.detail_route_threshold, mode).nodes
-    return nodes
+    # The renormalised route only: the raw-mode route is the larger (twice at 200 tokens on the
+    # embedded model) and its extra nodes are computed on demand like any other.
+    return graph.route(graph.n_tokens - 1, options.detail_route_threshold, RENORMALIZE).nodes
 
 
 def attribute_layer(
