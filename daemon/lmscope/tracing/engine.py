@@ -62,7 +62,7 @@ class TraceCancelled(LmscopeError):
     """The caller asked to stop; nothing of the trace is kept."""
 
 
-DETAIL_ROUTE = "route"  # the last token's route at `detail_threshold` (renormalised, the default view)
+DETAIL_ROUTE = "route"  # the last token's renormalised route at `detail_threshold`
 DETAIL_ALL = "all"  # every node that can be on a route of any token at `min_threshold`
 DETAIL_SCOPES = (DETAIL_ROUTE, DETAIL_ALL)
 # Recorded in TraceData.extra (old readers ignore it; they already treat a missing projection or
