@@ -402,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["route", "all"],
         default="route",
         help="which nodes' neurons and projections the file stores: the last token's route at "
-        "0.04 (default, fast) or every node of any route at 0.01 (~20x slower on a CPU)",
+        "0.04 (default, fast) or every node of any route at 0.01 (~10x slower on a CPU)",
     )
     trace.add_argument("--quiet", action="store_true", help="no progress on stderr")
     trace.set_defaults(run=cmd_trace, usage=trace)

@@ -9,6 +9,7 @@ would otherwise cost them time).
 
 from __future__ import annotations
 
+import os
 import platform
 import statistics
 import tempfile
@@ -128,8 +129,6 @@ def machine_description(device: torch.device) -> dict[str, Any]:
 
 
 def _cpu_count() -> int:
-    import os
-
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
@@ -142,8 +141,7 @@ def prompt_of_length(loaded: LoadedModel, n_tokens: int) -> str:
     while len(ids) < want:
         text += TEXT
         ids = loaded.tokenizer.encode(text, add_special_tokens=False)
-    prompt = str(loaded.tokenizer.decode(ids[:want]))
-    return prompt
+    return str(loaded.tokenizer.decode(ids[:want]))
 
 
 def _median_ms(run: Callable[[], Any], repeats: int, device: torch.device) -> float:

@@ -8,8 +8,8 @@ Stages (each reported through `progress`):
    of the last token's route at the display threshold, or every node that can lie on a route at
    `min_threshold` (the union over output tokens);
 4. neuron detail and vocabulary projections for those nodes only. Any other node's detail is
-   computed on demand by `Trace` while the model is loaded (`traces/trace.py`), so a trace costs
-   little more than the forward pass and still answers every query in the daemon.
+   computed on demand by `Trace` while the model is loaded (`traces/trace.py`), so a trace pays
+   for the detail of one route, not of every node, and still answers every query in the daemon.
 
 This module only orchestrates: the maths is in `lmscope.attribution`, the hooks in `capture`.
 """
@@ -77,9 +77,9 @@ class TraceOptions:
     top_neurons: int = 64  # neurons stored per FFN node (at least 50 wanted)
     projection_top_k: int = 10
     prediction_top_k: int = 10
-    # Which nodes get neuron lists and vocabulary projections in the file. "all" costs ~20x
-    # the forward pass on a CPU (projections read the unembedding for every node); "route"
-    # costs a few percent of it, and a live trace computes the rest when asked.
+    # Which nodes get neuron lists and vocabulary projections in the file. Each projection is a
+    # product with the whole unembedding: on the embedded model at 200 tokens on 2 CPU threads
+    # "all" costs ~45x the forward pass, "route" ~1.5x; a live trace computes the rest when asked.
     detail: str = DETAIL_ROUTE
     detail_threshold: float = 0.04  # the display default of the CLI and the extension
 

@@ -506,7 +506,7 @@ export interface TraceParams {
    */
   minThreshold?: number;
   /**
-   * Which nodes' neuron lists and vocabulary projections the trace stores (and its saved file keeps): "route", the last token's renormalised route at τ = 0.04 (fast), or "all", every node of any route at minThreshold (on a CPU ~20x the forward pass). The daemon answers any node of a trace it made either way, computing what is not stored.
+   * Which nodes' neuron lists and vocabulary projections the trace stores (and its saved file keeps): "route", the last token's renormalised route at τ = 0.04 (fast), or "all", every node of any route at minThreshold (on a CPU ~45x the forward pass at 200 tokens). The daemon answers any node of a trace it made either way, computing what is not stored.
    *
    * @default "route"
    */
