@@ -118,6 +118,14 @@ def build_tiny(family: str, seed: int = 0) -> LoadedModel:
 FAMILIES = list(TINY_CONFIGS)
 
 
+def save_tiny_folder(family: str, folder):
+    """A tiny model of `family` saved with save_pretrained (model + tokenizer) in `folder`."""
+    loaded = build_tiny(family)
+    loaded.model.save_pretrained(folder)
+    loaded.tokenizer.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(params=FAMILIES)
 def tiny_model(request) -> LoadedModel:
     return build_tiny(request.param)

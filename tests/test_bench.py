@@ -19,7 +19,7 @@ from lmscope.benchmark.memory import PeakMemory, resident_bytes
 from lmscope.models.adapter import adapter_for
 from lmscope.tracing.capture import capture_layers, run_forward
 from lmscope.tracing.engine import attribute_layer, tokenize
-from tests.conftest import FAMILIES, TINY_PROMPT, build_tiny
+from tests.conftest import FAMILIES, TINY_PROMPT, build_tiny, save_tiny_folder
 
 JSON_KEYS = {
     "tokens",
@@ -95,10 +95,7 @@ def test_dense_reference_is_skipped_with_a_reason_when_it_cannot_fit(monkeypatch
 
 
 def test_bench_command_prints_the_table_and_writes_every_figure(tmp_path):
-    folder = tmp_path / "tiny-llama"
-    loaded = build_tiny("llama")
-    loaded.model.save_pretrained(folder)
-    loaded.tokenizer.save_pretrained(folder)
+    folder = save_tiny_folder("llama", tmp_path / "tiny-llama")
     out = tmp_path / "bench.json"
     env = {**os.environ, "LMSCOPE_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(

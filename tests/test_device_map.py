@@ -11,7 +11,7 @@ import torch
 import lmscope
 from lmscope.errors import ModelLoadError
 from lmscope.models.loading import DeviceMap, load_model
-from tests.conftest import TINY_PROMPT, build_tiny
+from tests.conftest import TINY_PROMPT, save_tiny_folder
 
 pytest.importorskip("accelerate")
 
@@ -27,11 +27,7 @@ def split_map(n_layers: int) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    loaded = build_tiny("llama")
-    path = tmp_path_factory.mktemp("tiny-llama")
-    loaded.model.save_pretrained(path)
-    loaded.tokenizer.save_pretrained(path)
-    return path
+    return save_tiny_folder("llama", tmp_path_factory.mktemp("tiny-llama"))
 
 
 def test_a_layer_offloaded_to_disk_traces_like_the_single_device_model(folder):

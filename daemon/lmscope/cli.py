@@ -129,8 +129,20 @@ def _prompts_from_file(path: Path) -> list[tuple[int, str]]:
     return prompts
 
 
-def cmd_trace(args: argparse.Namespace) -> int:
+def _load_model(args: argparse.Namespace, progress: Progress):
+    """The model the `trace` and `bench` options name."""
     from lmscope.api import load_model
+
+    return load_model(
+        args.model,
+        dtype=args.dtype,
+        device=args.device,
+        progress=progress,
+        device_map=args.device_map,
+    )
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
     from lmscope.api import trace as run
 
     if args.prompt is not None:
@@ -144,13 +156,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
             for number, (_line, prompt) in enumerate(prompts, start=1)
         ]
     progress = Progress(enabled=not args.quiet)
-    loaded = load_model(
-        args.model,
-        dtype=args.dtype,
-        device=args.device,
-        progress=progress,
-        device_map=args.device_map,
-    )
+    loaded = _load_model(args, progress)
     failures = 0
     for number, ((line, prompt), out) in enumerate(zip(prompts, outputs), start=1):
         if args.file is not None:
@@ -224,19 +230,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     import torch
 
-    from lmscope.api import load_model
     from lmscope.benchmark.run import format_report, run_bench, table_row
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     progress = Progress(enabled=not args.quiet)
-    loaded = load_model(
-        args.model,
-        dtype=args.dtype,
-        device=args.device,
-        progress=progress,
-        device_map=args.device_map,
-    )
+    loaded = _load_model(args, progress)
     progress.close()
 
     def say(message: str) -> None:

@@ -375,53 +375,49 @@ class _StopAfterLayer(Exception):
 def _live_projections(live: LiveModel, node: Node, settings: Any) -> dict[tuple, _Lists]:
     """Every projection of `node` (its kinds), computed from a fresh pass up to its layer that
     keeps only the node's token row: [1, d] per layer, whatever the prompt length."""
-    import torch
-
-    from lmscope.tracing.capture import capture_layers, run_forward
     from lmscope.tracing.engine import LayerState, project_nodes
 
-    adapter = _adapter(live)
     at = slice(node.position, node.position + 1)
     states: list[LayerState] = []
 
-    def on_layer(c) -> None:
+    def keep_row(c) -> None:
         states.append(
             LayerState(
                 c.resid_in[at], c.attn_out[at], c.ffn_act[at], c.ffn_out[at], c.resid_out[at]
             )
         )
-        if c.layer == node.layer:
-            raise _StopAfterLayer
 
-    try:
-        with live.loaded.lock, capture_layers(adapter, on_layer):
-            run_forward(live.loaded.model, torch.tensor(live.token_ids, dtype=torch.long))
-    except _StopAfterLayer:
-        pass
-    p = project_nodes(adapter, states, {Node(node.kind, node.layer, 0)}, settings.projection_top_k)
+    _run_until(live, node.layer, keep_row)
+    p = project_nodes(
+        _adapter(live), states, {Node(node.kind, node.layer, 0)}, settings.projection_top_k
+    )
     return {
         (kind, node.kind, node.layer, node.position): _Lists.of_row(p, row)
         for row, kind in enumerate(p.kind)
     }
 
 
-def _recapture(live: LiveModel, layer: int):
-    """Run the model again up to `layer` and return that layer's capture."""
+def _run_until(live: LiveModel, layer: int, on_layer) -> None:
+    """Run the model again with capture hooks, handing each layer's capture to `on_layer`, and
+    stop after `layer` (the rest of the pass is not needed)."""
     import torch
 
     from lmscope.tracing.capture import capture_layers, run_forward
 
-    adapter = _adapter(live)
-    found = []
-
-    def on_layer(captured) -> None:
+    def until(captured) -> None:
+        on_layer(captured)
         if captured.layer == layer:
-            found.append(captured)
             raise _StopAfterLayer
 
     try:
-        with live.loaded.lock, capture_layers(adapter, on_layer):
+        with live.loaded.lock, capture_layers(_adapter(live), until):
             run_forward(live.loaded.model, torch.tensor(live.token_ids, dtype=torch.long))
     except _StopAfterLayer:
         pass
-    return found[0]
+
+
+def _recapture(live: LiveModel, layer: int):
+    """Run the model again up to `layer` and return that layer's capture."""
+    found: list[Any] = []
+    _run_until(live, layer, found.append)
+    return found[-1]
