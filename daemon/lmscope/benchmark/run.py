@@ -1,10 +1,10 @@
 """Run the benchmark: per prompt length, lmscope's trace against a plain forward pass and the
 dense reference, with memory, file size, open and route times; then the daemon's cold start.
 
-Every timed figure is the median of `repeats` runs after a warm-up at that length (the dense
-reference at lengths where one run takes long is warmed by the shorter lengths only). Peak
-memory is measured on the warm-up run, separately from the timed runs (the CPU sampler thread
-would otherwise cost them time).
+Every timed figure is the median of `repeats` runs after a warm-up at that length (for the dense
+reference, the run that checks its agreement with lmscope). lmscope's peak memory is measured on
+its warm-up run, apart from the timed runs (the CPU sampler thread would cost them time); the
+dense reference's on its first timed run (one run takes seconds, the sampler's cost is noise).
 """
 
 from __future__ import annotations
@@ -38,8 +38,6 @@ DEFAULT_LENGTHS = (10, 50, 200, 1000)
 MB = 2**20
 # The dense reference runs only where its [n, n, H, d] layer fits in this share of free memory.
 DENSE_MEMORY_SHARE = 0.7
-# Dense runs longer than this are not warmed up again at their own length.
-DENSE_WARMUP_LIMIT_S = 2.0
 
 # Plain English, repeated to any length: what the prompts of every length are cut from.
 TEXT = (
@@ -170,7 +168,6 @@ class _Bench:
         self.repeats = repeats
         self.workdir = workdir
         self.progress = progress
-        self.dense_warm = False
 
     # --- lmscope -------------------------------------------------------------------------------
     def trace_once(self, prompt: str, times: StageTimes | None = None) -> tuple[Any, Path]:
@@ -263,22 +260,15 @@ class _Bench:
             note = self.dense_fits(n)
         if note is None:
             say(f"{n} tokens: dense reference")
-            diff = self.dense_difference(ids)
+            diff = self.dense_difference(ids)  # also the dense reference's warm-up
             with PeakMemory(self.device) as dense_peak:
-                start = time.perf_counter()
-                self.dense_once(ids)
-                first_s = time.perf_counter() - start
+                first_ms = _median_ms(lambda: self.dense_once(ids), 1, self.device)
             dense_extra = dense_peak.extra_bytes / MB
-            warm = self.dense_warm or first_s <= DENSE_WARMUP_LIMIT_S
-            if warm:
-                dense_ms = _median_ms(lambda: self.dense_once(ids), self.repeats, self.device)
-            else:  # the first dense run at this length counts: warm-up is too long to repeat
-                runs = [first_s * 1000] + [
-                    _median_ms(lambda: self.dense_once(ids), 1, self.device)
-                    for _ in range(self.repeats - 1)
-                ]
-                dense_ms = statistics.median(runs)
-            self.dense_warm = True
+            rest = [
+                _median_ms(lambda: self.dense_once(ids), 1, self.device)
+                for _ in range(self.repeats - 1)
+            ]
+            dense_ms = statistics.median([first_ms, *rest])
         return LengthResult(
             tokens=n,
             forward_ms=forward_ms,
