@@ -116,6 +116,22 @@ def test_loading_a_model_reports_progress_and_state_changes(tmp_path, model_fold
     assert client.close() == 0
 
 
+def test_a_model_split_by_a_device_map_loads_reports_its_map_and_traces(tmp_path, model_folder):
+    client = new_daemon(tmp_path)
+    client.initialize()
+    result = client.request("lmscope/loadModel", {"spec": str(model_folder), "deviceMap": "auto"})
+    placed = result["model"]["deviceMap"]
+    assert placed and set(placed.values()) <= {"cpu", "0"}  # CPU here; GPU 0 on a GPU machine
+    traced = client.request("lmscope/trace", {"prompt": TINY_PROMPT})
+    route = client.request("lmscope/route", {"handle": traced["trace"]["handle"], "threshold": 0.04})
+    assert route["edges"]
+    with pytest.raises(RpcError) as refused:
+        client.request("lmscope/loadModel", {"spec": str(model_folder), "deviceMap": "everywhere"})
+    assert refused.value.code == -32602 and "deviceMap" in refused.value.message
+    client.check_notifications()
+    assert client.close() == 0
+
+
 def test_an_unknown_model_is_a_model_error_and_the_daemon_keeps_serving(tmp_path):
     client = new_daemon(tmp_path)
     client.initialize()

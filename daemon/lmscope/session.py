@@ -286,12 +286,18 @@ class Session:
 
     # --- model work --------------------------------------------------------------------------
     def load_model_job(
-        self, spec: str, dtype: str | None, device: str, on_state: Callable[[], None]
+        self,
+        spec: str,
+        dtype: str | None,
+        device: str,
+        on_state: Callable[[], None],
+        device_map: str | None = None,
     ) -> Job:
-        """A job that replaces the loaded model (the old one is freed first)."""
+        """A job that replaces the loaded model (the old one is freed first); `device_map` (an
+        accelerate plan) splits it over devices instead of putting it on `device`."""
 
         def run(job: Job) -> Any:
-            from lmscope.models.loading import load_model
+            from lmscope.models.loading import DeviceMap, load_model
 
             self.traces.drop_live()
             previous, self.model = self.model, None
@@ -300,7 +306,13 @@ class Session:
             del previous  # free the old weights before the new ones arrive
             _free_device_memory()
             try:
-                loaded = load_model(spec, dtype=dtype, device=device, progress=job.report)
+                loaded = load_model(
+                    spec,
+                    dtype=dtype,
+                    device=device,
+                    progress=job.report,
+                    device_map=None if device_map is None else DeviceMap(device_map),
+                )
             except BaseException:
                 self.model_state = "error"
                 on_state()

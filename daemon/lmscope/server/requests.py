@@ -87,6 +87,7 @@ def register_requests(server: LmscopeServer) -> None:
                 params.get("dtype"),
                 params.get("device", "cpu"),
                 on_state=lambda: server.notify_model(),
+                device_map=params.get("deviceMap"),
             )
             reporter = Progress(server, params.get("workDoneToken"), "Loading model")
 

@@ -19,7 +19,9 @@ def model_wire(loaded: Any) -> dict[str, Any]:
 
     facts = model_facts(loaded, adapter_for(loaded.model))
     parameter_bytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+    mapped = {"deviceMap": dict(loaded.device_map)} if loaded.device_map else {}
     return {
+        **mapped,
         "spec": facts.spec,
         "name": facts.name,
         "source": facts.source,

@@ -124,9 +124,15 @@ export interface ModelInfo {
    */
   parallelBlocks: boolean;
   /**
-   * Where the model runs, resolved (e.g. "cpu", "cuda:0").
+   * Where the model runs, resolved (e.g. "cpu", "cuda:0"); under a device map, where token ids go (the first shard).
    */
   device: string;
+  /**
+   * Present when the model was split by a device map: module name -> device ("0" for cuda:0, "cpu", "disk"), as accelerate placed it.
+   */
+  deviceMap?: {
+    [k: string]: string | undefined;
+  };
   /**
    * Type of the weights as loaded.
    */
@@ -465,6 +471,10 @@ export interface LoadModelParams {
    * Where to run the model; absent: the daemon's default.
    */
   device?: DeviceRequest;
+  /**
+   * Split the model over the GPUs, then CPU RAM, then disk with accelerate, by this plan; each layer is traced on the device that holds it. Overrides device. Not for .gguf files.
+   */
+  deviceMap?: "auto" | "balanced" | "balanced_low_0" | "sequential";
   /**
    * LSP work-done progress token: the daemon sends $/progress begin/report/end for this request under it (trace: one report per layer).
    */
