@@ -123,7 +123,9 @@ def test_a_model_split_by_a_device_map_loads_reports_its_map_and_traces(tmp_path
     placed = result["model"]["deviceMap"]
     assert placed and set(placed.values()) <= {"cpu", "0"}  # CPU here; GPU 0 on a GPU machine
     traced = client.request("lmscope/trace", {"prompt": TINY_PROMPT})
-    route = client.request("lmscope/route", {"handle": traced["trace"]["handle"], "threshold": 0.04})
+    route = client.request(
+        "lmscope/route", {"handle": traced["trace"]["handle"], "threshold": 0.04}
+    )
     assert route["edges"]
     with pytest.raises(RpcError) as refused:
         client.request("lmscope/loadModel", {"spec": str(model_folder), "deviceMap": "everywhere"})
