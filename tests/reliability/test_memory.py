@@ -7,7 +7,12 @@ one-word prompt run instead of 200: on this suite's 2-CPU budget a default-model
 0.5 s to several seconds (when the machine is shared), so 200 would take minutes; 30 after a
 warm-up of 5 still show a per-trace leak of more than ~1.7 MB. Each is closed once made, so
 what is measured is what a trace leaves behind, not the trace cache filling up to its bound
-(the tiny test checks that bound)."""
+(the tiny test checks that bound).
+
+On the default model the allocator's arenas make the resident size swing by tens of MB from one
+trace to the next (seen: -30 MiB and +90 MiB over the same 30 traces), so that test compares the
+smallest size over the last traces with the largest over the end of the warm-up: a real leak
+grows every trace and still shows, a swing does not."""
 
 from __future__ import annotations
 
@@ -50,10 +55,16 @@ def test_traces_in_a_row_on_the_default_model_keep_resident_memory_flat(tmp_path
         lambda n: n["method"] == "lmscope/modelChanged" and n["params"]["state"] == "ready",
         timeout=600,
     )
-    traces_in_a_row(client, "Hi", 5, close=True)
-    before = rss_bytes(client.process.pid)
-    traces_in_a_row(client, "Hi", 30, close=True)
-    grown = rss_bytes(client.process.pid) - before
+    warm = []
+    for _ in range(8):
+        traces_in_a_row(client, "Hi", 1, close=True)
+        warm.append(rss_bytes(client.process.pid))
+    before = max(warm[-3:])
+    after = []
+    for _ in range(30):
+        traces_in_a_row(client, "Hi", 1, close=True)
+        after.append(rss_bytes(client.process.pid))
+    grown = min(after[-5:]) - before
     print(f"\n30 default-model traces: resident memory {grown / 2**20:+.1f} MiB after the warm-up")
     assert grown < LIMIT
     assert client.close() == 0
