@@ -134,6 +134,17 @@ def test_a_model_split_by_a_device_map_loads_reports_its_map_and_traces(tmp_path
     assert client.close() == 0
 
 
+def test_the_editor_can_ask_for_a_device_map_at_initialize(tmp_path, model_folder):
+    client = new_daemon(tmp_path)
+    client.initialize(model=str(model_folder), deviceMap="auto")
+    client.wait_notification(
+        lambda n: n["method"] == "lmscope/modelChanged" and n["params"]["state"] == "ready"
+    )
+    assert client.request("lmscope/status", {})["model"]["deviceMap"]
+    client.check_notifications()
+    assert client.close() == 0
+
+
 def test_an_unknown_model_is_a_model_error_and_the_daemon_keeps_serving(tmp_path):
     client = new_daemon(tmp_path)
     client.initialize()

@@ -324,7 +324,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     token = _serve_token(args) if args.tcp is not None else None
     server = build_server(token=token)
     if args.model is not None:
-        server.preload = (args.model, args.dtype, args.device)
+        server.preload = (args.model, args.dtype, args.device, args.device_map)
     if args.tcp is None:
         server.start_io(sys.stdin.buffer, rpc_out)
         return 0
@@ -458,6 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", help="load this model at start (default: when asked)")
     serve.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None)
     serve.add_argument("--device", default="cpu")
+    serve.add_argument("--device-map", choices=PLANS, help="split the --model with accelerate")
     serve.add_argument("--log-file", type=Path, help="log here instead of stderr")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(run=cmd_serve)

@@ -10,8 +10,9 @@ import * as vscode from 'vscode';
 import {ResponseError} from 'vscode-languageclient/node';
 import type {Daemon, ProgressValue} from './daemon';
 import type {LiveTraces} from './liveTraces';
-import {ErrorCodes, Methods} from './protocol/types';
+import {ErrorCodes, Methods, type LoadModelParams} from './protocol/types';
 import {tracePath, tracesDir} from './paths';
+import {deviceMapSetting} from './settings';
 import {TRACE_VIEW_TYPE} from './traceEditor';
 
 /** The argument the daemon's "Trace" CodeLens passes. */
@@ -189,14 +190,16 @@ export class Commands {
     const config = vscode.workspace.getConfiguration('lmscope');
     const device = config.get<string>('device', 'cpu').trim();
     const dtype = config.get<string>('dtype', '');
+    const deviceMap = deviceMapSetting(config.get<string>('deviceMap', ''));
     this.daemon.modelSpec = spec;
     try {
       const result = await vscode.window.withProgress(
         {location: vscode.ProgressLocation.Notification, title: `lmscope: loading ${spec}`, cancellable: false},
         async (progress) => {
           let last = 0;
-          const params: {spec: string; device?: string; dtype?: 'float32' | 'float16' | 'bfloat16'} = {spec};
+          const params: LoadModelParams = {spec};
           if (device) params.device = device;
+          if (deviceMap) params.deviceMap = deviceMap;
           if (dtype === 'float32' || dtype === 'float16' || dtype === 'bfloat16') params.dtype = dtype;
           return this.daemon.request(Methods.loadModel, params, undefined, (value) => {
             const pct = value.kind === 'end' ? 100 : value.percentage;

@@ -33,6 +33,7 @@ import {
 } from './protocol/types';
 import {daemonArgs, probeLmscope, resolveInterpreter, type Interpreter} from './python';
 import {Recovery, describeWork, lostRequestMessage} from './recovery';
+import {deviceMapSetting} from './settings';
 
 export type DaemonState =
   | {readonly kind: 'untrusted'}
@@ -238,6 +239,8 @@ export class Daemon implements vscode.Disposable {
     const initializationOptions: InitializationOptions = {protocolVersion: PROTOCOL_VERSION, model};
     const device = config.get<string>('device', 'cpu').trim();
     if (device) initializationOptions.device = device;
+    const deviceMap = deviceMapSetting(config.get<string>('deviceMap', ''));
+    if (deviceMap) initializationOptions.deviceMap = deviceMap;
     const dtype = config.get<string>('dtype', '');
     if (dtype === 'float32' || dtype === 'float16' || dtype === 'bfloat16') initializationOptions.dtype = dtype;
     this.modelSpec = model;

@@ -47,7 +47,7 @@ export function activate(context: vscode.ExtensionContext): void {
       if (event.affectsConfiguration('lmscope.python')) {
         log.info('lmscope.python changed: restarting the daemon');
         void daemon.restart();
-      } else if (event.affectsConfiguration('lmscope.model') || event.affectsConfiguration('lmscope.device') || event.affectsConfiguration('lmscope.dtype')) {
+      } else if (event.affectsConfiguration('lmscope.model') || event.affectsConfiguration('lmscope.device') || event.affectsConfiguration('lmscope.deviceMap') || event.affectsConfiguration('lmscope.dtype')) {
         const spec = vscode.workspace.getConfiguration('lmscope').get<string>('model', 'default').trim() || 'default';
         if (daemon.running) void commands.loadModel(spec);
       }

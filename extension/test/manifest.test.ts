@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import {test} from 'node:test';
+import {DEVICE_MAP_PLANS, deviceMapSetting} from '../src/settings';
 import {ROOT} from './helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -47,6 +48,18 @@ test('settings have the documented defaults and every one read by the code is de
     for (const m of source(file).matchAll(/\.get<\w+>\('(\w+)'/g)) read.add(`lmscope.${m[1]}`);
   }
   for (const key of read) assert.ok(key in props, `${key} is read but not declared`);
+});
+
+test('the device-map setting offers exactly the protocol\'s plans, and "" for one device', () => {
+  const schema = JSON.parse(fs.readFileSync(path.join(ROOT, 'protocol', 'schemas', 'loadModel.params.schema.json'), 'utf8'));
+  assert.deepEqual([...DEVICE_MAP_PLANS], schema.properties.deviceMap.enum);
+  const setting = manifest.contributes.configuration.properties['lmscope.deviceMap'];
+  assert.equal(setting.default, '');
+  assert.deepEqual(setting.enum, ['', ...DEVICE_MAP_PLANS]);
+  assert.equal(deviceMapSetting('auto'), 'auto');
+  assert.equal(deviceMapSetting(' sequential '), 'sequential');
+  assert.equal(deviceMapSetting(''), undefined);
+  assert.equal(deviceMapSetting('everywhere'), undefined);
 });
 
 test('.lmtrace files open in the read-only custom editor', () => {

@@ -51,10 +51,17 @@ def build_server(session: Session | None = None, token: str | None = None) -> Lm
         options = server.protocol.initialization_options
         wanted = server.preload
         if options.get("model"):
-            wanted = (options["model"], options.get("dtype"), options.get("device", "cpu"))
+            wanted = (
+                options["model"],
+                options.get("dtype"),
+                options.get("device", "cpu"),
+                options.get("deviceMap"),
+            )
         if wanted is not None and session.model is None:
-            spec, dtype, device = wanted
-            job = session.load_model_job(spec, dtype, device, on_state=server.notify_model)
+            spec, dtype, device, device_map = wanted
+            job = session.load_model_job(
+                spec, dtype, device, on_state=server.notify_model, device_map=device_map
+            )
             job.progress = lambda message, fraction: server.notify_model(
                 percentage=None if fraction is None else int(100 * fraction), message=message
             )

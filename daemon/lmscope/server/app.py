@@ -32,8 +32,9 @@ class LmscopeServer(LanguageServer):
         self.loop: asyncio.AbstractEventLoop | None = None
         # folder of a document -> handle of the latest trace made from or saved there
         self.latest_by_folder: dict[str, str] = {}
-        # (spec, dtype, device) to load once the client is initialized (`serve --model`)
-        self.preload: tuple[str, str | None, str] | None = None
+        # (spec, dtype, device, device map) to load once the client is initialized (`serve
+        # --model`)
+        self.preload: tuple[str, str | None, str, str | None] | None = None
 
     def start_tcp(self, host: str, port: int) -> None:
         """Serve over TCP, several clients at once, each authenticated (`server.tcp`)."""

@@ -1088,6 +1088,10 @@ export interface InitializationOptions {
    */
   device?: DeviceRequest;
   /**
+   * Split that model over the GPUs, then CPU RAM, then disk with accelerate, by this plan (as lmscope/loadModel's deviceMap); overrides device.
+   */
+  deviceMap?: "auto" | "balanced" | "balanced_low_0" | "sequential";
+  /**
    * The shared secret of a daemon started with --tcp (LMSCOPE_TOKEN); compared in constant time before any other request is served. Ignored over stdio.
    */
   token?: string;
