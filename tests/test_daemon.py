@@ -121,7 +121,7 @@ def test_a_model_split_by_a_device_map_loads_reports_its_map_and_traces(tmp_path
     client.initialize()
     result = client.request("lmscope/loadModel", {"spec": str(model_folder), "deviceMap": "auto"})
     placed = result["model"]["deviceMap"]
-    assert placed and set(placed.values()) <= {"cpu", "0"}  # CPU here; GPU 0 on a GPU machine
+    assert placed and "disk" not in placed.values()  # all on the CPU here, on GPU 0 with one
     traced = client.request("lmscope/trace", {"prompt": TINY_PROMPT})
     route = client.request(
         "lmscope/route", {"handle": traced["trace"]["handle"], "threshold": 0.04}

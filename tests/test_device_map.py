@@ -62,8 +62,11 @@ def test_a_layer_offloaded_to_disk_traces_like_the_single_device_model(folder):
 
 def test_auto_device_map_places_every_module_and_traces(folder):
     mapped = lmscope.load_model(str(folder), device_map="auto")
-    expected = {"0"} if torch.cuda.is_available() else {"cpu"}  # accelerate fills GPUs first
-    assert set(mapped.device_map.values()) == expected
+    placed = set(mapped.device_map.values())
+    if torch.cuda.is_available():  # accelerate fills the GPUs first: a tiny model fits there
+        assert placed and "disk" not in placed and "cpu" not in placed, placed
+    else:
+        assert placed == {"cpu"}
     assert lmscope.trace(TINY_PROMPT, model=mapped).route().edges
 
 
