@@ -126,6 +126,26 @@ def save_tiny_folder(family: str, folder):
     return folder
 
 
+@pytest.fixture(scope="session")
+def model_folder(tmp_path_factory):
+    """A tiny Llama saved with save_pretrained: what daemon tests load by path."""
+    return save_tiny_folder("llama", tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def slow_model_folder(tmp_path_factory):
+    """A wider random model with a long context: a long prompt traces for seconds."""
+    folder = tmp_path_factory.mktemp("slow-llama")
+    config = transformers.LlamaConfig(
+        vocab_size=64, hidden_size=256, intermediate_size=512, num_hidden_layers=8,
+        num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=4096,
+    )  # fmt: skip
+    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+    model.save_pretrained(folder)
+    build_tiny("llama").tokenizer.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(params=FAMILIES)
 def tiny_model(request) -> LoadedModel:
     return build_tiny(request.param)

@@ -15,33 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
-import transformers
 
 from tests.conftest import TINY_PROMPT, build_tiny
 from tests.daemon_client import DaemonClient, RpcError
-
-
-@pytest.fixture(scope="module")
-def model_folder(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    loaded = build_tiny("llama")
-    loaded.model.save_pretrained(folder)
-    loaded.tokenizer.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def slow_model_folder(tmp_path_factory) -> Path:
-    """A wider random model with a long context: long prompts take seconds to trace."""
-    folder = tmp_path_factory.mktemp("slow-llama")
-    config = transformers.LlamaConfig(
-        vocab_size=64, hidden_size=256, intermediate_size=512, num_hidden_layers=8,
-        num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=4096,
-    )  # fmt: skip
-    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager")
-    model.save_pretrained(folder)
-    build_tiny("llama").tokenizer.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -1,41 +1,15 @@
-"""Shared by the reliability suite: a tiny model folder, daemons spawned with or without
-injected faults (`faults.py`), and the daemon's resident memory."""
+"""Shared by the reliability suite: daemons spawned with or without injected faults
+(`faults.py`), with a model loaded, and the daemon's resident memory. The tiny model folders
+are tests/conftest.py's."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-import pytest
-import transformers
-
-from tests.conftest import build_tiny
 from tests.daemon_client import DaemonClient
 
 FAULTS = Path(__file__).with_name("faults.py")
-
-
-@pytest.fixture(scope="session")
-def model_folder(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    loaded = build_tiny("llama")
-    loaded.model.save_pretrained(folder)
-    loaded.tokenizer.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="session")
-def slow_model_folder(tmp_path_factory) -> Path:
-    """A wider random model with a long context: a long prompt traces for seconds."""
-    folder = tmp_path_factory.mktemp("slow-llama")
-    config = transformers.LlamaConfig(
-        vocab_size=64, hidden_size=256, intermediate_size=512, num_hidden_layers=8,
-        num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=4096,
-    )  # fmt: skip
-    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager")
-    model.save_pretrained(folder)
-    build_tiny("llama").tokenizer.save_pretrained(folder)
-    return folder
 
 
 # One intra-op thread per daemon: these models are tiny, and on a shared 2-core machine torch's
@@ -53,6 +27,14 @@ def spawn(log_dir: Path, faults: str | None = None, *args: str) -> DaemonClient:
         env={**QUIET_THREADS, "LMSCOPE_TEST_FAULTS": faults},
         command=[sys.executable, str(FAULTS), *args],
     )
+
+
+def spawn_loaded(log_dir: Path, model_folder: Path, faults: str | None = None) -> DaemonClient:
+    """`spawn`, initialized, with the model in `model_folder` loaded."""
+    client = spawn(log_dir, faults)
+    client.initialize()
+    client.request("lmscope/loadModel", {"spec": str(model_folder)})
+    return client
 
 
 def rss_bytes(pid: int) -> int:

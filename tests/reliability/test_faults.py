@@ -16,7 +16,7 @@ import pytest
 from lmscope.traces.fileformat import read_trace
 from tests.conftest import TINY_PROMPT
 from tests.daemon_client import RpcError
-from tests.reliability.conftest import rss_bytes, spawn
+from tests.reliability.conftest import rss_bytes, spawn, spawn_loaded
 
 TRACE_FILE_ERROR, OUT_OF_MEMORY, LMSCOPE_ERROR = -32003, -32007, -32006
 LONG_PROMPT = " ".join(["mary", "john", "went", "to", "the", "store"] * 100)
@@ -102,9 +102,7 @@ def test_sigkill_between_temp_file_and_rename_keeps_the_old_file_under_the_final
 def engine_faults(tmp_path_factory, model_folder):
     """One daemon whose first three traces fail inside the engine (OOM, CUDA, MemoryError)."""
     logs = tmp_path_factory.mktemp("engine-faults")
-    client = spawn(logs, "engine:oom+cuda+memory")
-    client.initialize()
-    client.request("lmscope/loadModel", {"spec": str(model_folder)})
+    client = spawn_loaded(logs, model_folder, "engine:oom+cuda+memory")
     yield client
     client.check_notifications()
     assert client.close() == 0
@@ -156,9 +154,9 @@ def disk_faults(tmp_path_factory, model_folder):
     """Writes into any `full` folder fail half-way with ENOSPC; into any `readonly` folder,
     creating the file fails with EROFS."""
     logs = tmp_path_factory.mktemp("disk-faults")
-    client = spawn(logs, "write-error:/full/:ENOSPC,open-error:/readonly/:EROFS")
-    client.initialize()
-    client.request("lmscope/loadModel", {"spec": str(model_folder)})
+    client = spawn_loaded(
+        logs, model_folder, "write-error:/full/:ENOSPC,open-error:/readonly/:EROFS"
+    )
     yield client
     assert client.close() == 0
 

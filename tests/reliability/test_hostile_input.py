@@ -23,7 +23,7 @@ from lmscope.traces.trace import Trace
 from lmscope.tracing.engine import run_trace
 from tests.conftest import TINY_PROMPT, build_tiny
 from tests.daemon_client import RpcError
-from tests.reliability.conftest import spawn
+from tests.reliability.conftest import spawn_loaded
 
 PROMPT_ERROR, LMSCOPE_ERROR, MODEL_ERROR = -32002, -32006, -32001
 
@@ -42,9 +42,7 @@ HOSTILE = [
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory, model_folder):
-    client = spawn(tmp_path_factory.mktemp("hostile"))
-    client.initialize()
-    client.request("lmscope/loadModel", {"spec": str(model_folder)})
+    client = spawn_loaded(tmp_path_factory.mktemp("hostile"), model_folder)
     yield client
     client.check_notifications()
     assert client.close() == 0

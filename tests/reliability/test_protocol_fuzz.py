@@ -21,7 +21,7 @@ from hypothesis_jsonschema import from_schema
 from lmscope import protocol
 from tests.conftest import TINY_PROMPT
 from tests.daemon_client import RpcError
-from tests.reliability.conftest import spawn
+from tests.reliability.conftest import spawn_loaded
 
 REQUESTS = [m for m, spec in protocol.METHODS.items() if spec.kind == "request"]
 EXAMPLES = Path(protocol.PROTOCOL_DIR) / "examples"
@@ -52,9 +52,7 @@ def params_schema(method: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory, model_folder):
-    client = spawn(tmp_path_factory.mktemp("fuzz"))
-    client.initialize()
-    client.request("lmscope/loadModel", {"spec": str(model_folder)})
+    client = spawn_loaded(tmp_path_factory.mktemp("fuzz"), model_folder)
     client.handle = client.request("lmscope/trace", {"prompt": TINY_PROMPT})["trace"]["handle"]
     yield client
     total = sum(COUNTS.values())

@@ -102,7 +102,7 @@ class DeviceMap:
     plan: str | dict[str, Any]
     max_memory: dict[Any, Any] | None = None
 
-    def kwargs(self, offload_dir: str) -> dict[str, Any]:
+    def kwargs(self, offload_dir: str | None) -> dict[str, Any]:
         """Arguments for from_pretrained."""
         return {
             "device_map": self.plan,
@@ -377,7 +377,7 @@ def _placement_kwargs(
     device: str, device_map: DeviceMap | None, offload_dir: str | None
 ) -> dict[str, Any]:
     if device_map is not None:
-        return device_map.kwargs(offload_dir or tempfile.mkdtemp(prefix="lmscope-offload-"))
+        return device_map.kwargs(offload_dir)
     return {"device_map": None if device == "cpu" else {"": device}}
 
 
