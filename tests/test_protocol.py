@@ -313,6 +313,8 @@ def test_unknown_methods_raise_key_error() -> None:
 def test_with_defaults_fills_only_what_is_missing() -> None:
     filled = protocol.with_defaults("lmscope/route", {"handle": "t1", "threshold": 0.1, "token": 3})
     assert filled == {"handle": "t1", "threshold": 0.1, "token": 3, "mode": "renormalize"}
+    # Defaults behind a $ref are filled too.
+    assert protocol.with_defaults("lmscope/component", {"component": {}})["threshold"] == 0.04
     assert protocol.with_defaults("lmscope/ffnNeurons", {"handle": "t1"})["limit"] == 50
 
 
@@ -369,6 +371,28 @@ def test_readme_section_describes_the_method_and_names_every_field(name: str) ->
         assert f"`{SCHEMAS[schema_file]['title']}`" in part
         for field in top_level_properties(schema_file):
             assert f"`{field}`" in part, f"{name}: README does not list `{field}`"
+
+
+@pytest.mark.parametrize("name", [m for m, spec in METHODS.items() if spec.kind == "request"])
+def test_readme_states_each_default_the_schemas_give(name: str) -> None:
+    section = protocol.readme_sections()[name]
+    params = section.partition("\nResult (")[0]
+    for field, value in protocol.param_defaults(name).items():
+        line = next(ln for ln in params.splitlines() if ln.startswith(f"- `{field}` — "))
+        assert f"default `{json.dumps(value)}`" in line, f"{name}: {field} defaults to {value!r}"
+
+
+def test_shared_defaults_come_from_common_definitions() -> None:
+    from lmscope.protocol import defaults
+
+    common = SCHEMAS["common.schema.json"]["$defs"]
+    assert common["Threshold"]["default"] == defaults.THRESHOLD
+    assert common["MinThreshold"]["default"] == defaults.MIN_THRESHOLD
+    # A parameter that references a definition takes its default.
+    assert protocol.param_defaults("lmscope/component")["threshold"] == defaults.THRESHOLD
+    assert protocol.param_defaults("lmscope/trace")["minThreshold"] == defaults.MIN_THRESHOLD
+    # The threshold a route is shown at is one the trace can answer.
+    assert defaults.MIN_THRESHOLD <= defaults.THRESHOLD
 
 
 def test_readme_lists_every_error_code() -> None:

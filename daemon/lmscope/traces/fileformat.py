@@ -37,12 +37,13 @@ import msgpack
 import numpy as np
 
 from lmscope.errors import TraceFileError
+from lmscope.protocol.files import TRACE_SCHEMA
 from lmscope.traces import data as D
 
 MAGIC = "lmscope-trace"
 MAX_TRACE_BYTES = 2 * 1024**3  # readers refuse larger files; writers refuse to produce them
 MAX_LIST_ITEMS = 2**24  # msgpack arrays/maps: far above any real trace, bounds hostile input
-SCHEMA_PATH = Path(__file__).resolve().parents[3] / "protocol" / "lmtrace.schema.json"
+SCHEMA_PATH = TRACE_SCHEMA
 
 # Wire sections in file order, each a dataclass of traces.data (vocabulary/extra are special).
 SECTIONS = {

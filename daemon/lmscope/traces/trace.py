@@ -158,7 +158,8 @@ class Trace:
     # --- drill-down ----------------------------------------------------------------------------
     def edge_heads(self, layer: int, target: int, source: int) -> list[dict[str, float]]:
         """Every head's unthresholded contribution c_att[l,i,j,h] and attention A[h,i,j] for
-        the attention edge source -> target at `layer`, in head order."""
+        the attention edge source -> target at `layer`: strongest contribution first, equal
+        contributions in head order (the order the editor shows them in)."""
         layer, target, source = self._layer(layer), self.position(target), self.position(source)
         if source > target:
             raise LmscopeError(f"no attention edge {source} -> {target}: the model is causal")
@@ -173,12 +174,14 @@ class Trace:
                 )
             return self._live_edge_heads(layer, target, source)
         row = span.start + int(match[0])
-        return [
-            {"head": h, "contribution": float(c), "attention": float(a)}
-            for h, (c, a) in enumerate(
-                zip(edges.head_contributions[row], edges.head_attention[row])
-            )
-        ]
+        return _by_contribution(
+            [
+                {"head": h, "contribution": float(c), "attention": float(a)}
+                for h, (c, a) in enumerate(
+                    zip(edges.head_contributions[row], edges.head_attention[row])
+                )
+            ]
+        )
 
     def ffn_neurons(
         self, layer: int, position: int, offset: int = 0, limit: int = 50
@@ -317,14 +320,16 @@ class Trace:
         captured = _recapture(live, layer)
         result = attribute_layer(_adapter(live), captured, keep_above=-1.0)
         hit = ((result.edge_target == target) & (result.edge_source == source)).nonzero()[0, 0]
-        return [
-            {
-                "head": h,
-                "contribution": float(result.edge_heads[hit, h]),
-                "attention": float(captured.attn_probs[h, target, source]),
-            }
-            for h in range(result.edge_heads.shape[1])
-        ]
+        return _by_contribution(
+            [
+                {
+                    "head": h,
+                    "contribution": float(result.edge_heads[hit, h]),
+                    "attention": float(captured.attn_probs[h, target, source]),
+                }
+                for h in range(result.edge_heads.shape[1])
+            ]
+        )
 
     def _live_neurons(self, layer: int, position: int):
         import torch
@@ -360,6 +365,11 @@ class Trace:
             f"<Trace {self.data.model.name}: {self.n_tokens} tokens, {self.n_layers} layers, "
             f"predicts {self.predictions()[0][0]!r}>"
         )
+
+
+def _by_contribution(heads: list[dict[str, float]]) -> list[dict[str, float]]:
+    """Heads by contribution, largest first; equal contributions by head index."""
+    return sorted(heads, key=lambda h: (-h["contribution"], h["head"]))
 
 
 def _adapter(live: LiveModel):

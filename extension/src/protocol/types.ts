@@ -31,8 +31,38 @@ export type EdgeKind = "attention" | "residual" | "ffn";
 
 /**
  * How a route is thresholded: `renormalize` rescales the kept contributions of each node to sum to 1 before thresholding the next layer; `raw` thresholds the unrescaled contributions.
+ *
+ * @default "renormalize"
  */
 export type ThresholdMode = "renormalize" | "raw";
+
+/**
+ * A route threshold τ: edges carrying no more than this share of a node's input are dropped. Its default is the threshold a route is shown at when nobody chose one (the command line, the editor's graph and its setting, hover cards, the nodes a trace stores detail for); it must be >= the trace's minThreshold.
+ *
+ * @default 0.04
+ */
+export type Threshold = number;
+
+/**
+ * The smallest route threshold a trace answers: lower keeps more edges and makes bigger traces.
+ *
+ * @default 0.01
+ */
+export type MinThreshold = number;
+
+/**
+ * Which nodes' neuron lists and vocabulary projections a trace stores (and its saved file keeps): `route`, the nodes of the last token's renormalised route at the default Threshold (fast), or `all`, every node of any route at the trace's minThreshold (on a CPU ~45x the forward pass at 200 tokens). The daemon answers any node of a trace it made either way, computing what is not stored.
+ *
+ * @default "route"
+ */
+export type DetailScope = "route" | "all";
+
+/**
+ * A token position of the trace; negative values count from the end (-1, the default: the last token).
+ *
+ * @default -1
+ */
+export type TokenPosition = number;
 
 /**
  * A trace held by the daemon, as returned by lmscope/trace or lmscope/openTrace. Opaque to clients: compare and send back, never parse.
@@ -46,6 +76,8 @@ export type Dtype = "float32" | "float16" | "bfloat16";
 
 /**
  * Where to run the model: `cpu`, `auto` (the best available accelerator, else the CPU), `cuda` or `cuda:N`, or `mps`.
+ *
+ * @default "cpu"
  */
 export type DeviceRequest = string;
 
@@ -468,7 +500,7 @@ export interface LoadModelParams {
    */
   dtype?: Dtype;
   /**
-   * Where to run the model; absent: the daemon's default.
+   * Where to run the model.
    */
   device?: DeviceRequest;
   /**
@@ -511,16 +543,12 @@ export interface TraceParams {
   prependBos?: boolean;
   /**
    * Smallest route threshold the trace will answer; lower keeps more edges and makes bigger traces.
-   *
-   * @default 0.01
    */
-  minThreshold?: number;
+  minThreshold?: MinThreshold;
   /**
-   * Which nodes' neuron lists and vocabulary projections the trace stores (and its saved file keeps): "route", the last token's renormalised route at τ = 0.04 (fast), or "all", every node of any route at minThreshold (on a CPU ~45x the forward pass at 200 tokens). The daemon answers any node of a trace it made either way, computing what is not stored.
-   *
-   * @default "route"
+   * Which nodes' neuron lists and vocabulary projections the trace stores.
    */
-  detail?: "route" | "all";
+  detail?: DetailScope;
   /**
    * Absolute path of a .lmtrace file to write (atomically) once the trace is done; absent: the trace is kept in memory only.
    */
@@ -633,18 +661,14 @@ export interface RouteParams {
   handle: Handle;
   /**
    * Output token position whose prediction the route explains; negative values count from the end (-1: the last token).
-   *
-   * @default -1
    */
-  token?: number;
+  token?: TokenPosition;
   /**
-   * Edges carrying less than this share of a node's input are dropped (tau). Must be >= the trace's minThreshold.
+   * Edges carrying no more than this share of a node's input are dropped (tau). Must be >= the trace's minThreshold.
    */
-  threshold: number;
+  threshold: Threshold;
   /**
    * How contributions are thresholded.
-   *
-   * @default "renormalize"
    */
   mode?: ThresholdMode;
 }
@@ -742,11 +766,11 @@ export interface EdgeHeadsParams {
 }
 
 /**
- * Result of lmscope/edgeHeads: every head of the layer, in head order.
+ * Result of lmscope/edgeHeads: every head of the layer, strongest contribution first.
  */
 export interface EdgeHeadsResult {
   /**
-   * One entry per head, in head order (unthresholded).
+   * One entry per head (unthresholded), by contribution, largest first; equal contributions in head order.
    *
    * Items: One head's part in the edge.
    */
@@ -940,18 +964,14 @@ export interface ComponentParams {
   handle?: Handle;
   /**
    * Output token of the route; negative values count from the end.
-   *
-   * @default -1
    */
-  token?: number;
+  token?: TokenPosition;
   /**
-   * Threshold of the route; absent: the trace's minThreshold.
+   * Threshold of the route; absent: the default Threshold.
    */
-  threshold?: number;
+  threshold?: Threshold;
   /**
    * Threshold mode of the route.
-   *
-   * @default "renormalize"
    */
   mode?: ThresholdMode;
 }
@@ -979,10 +999,8 @@ export interface HeadMapsParams {
   head: number;
   /**
    * Position whose head output gives the promoted/suppressed tokens (e.g. an edge's target); negative values count from the end.
-   *
-   * @default -1
    */
-  position?: number;
+  position?: TokenPosition;
 }
 
 /**
@@ -1084,7 +1102,7 @@ export interface InitializationOptions {
    */
   dtype?: Dtype;
   /**
-   * Where to run that model; absent: the daemon's default.
+   * Where to run that model.
    */
   device?: DeviceRequest;
   /**

@@ -1,12 +1,5 @@
-"""The lmscope wire protocol, Python side: the method table and validation at the edge.
-
-`protocol/` at the repository root is the contract, written once: `methods.json` (every method,
-its direction, params and result schemas, progress, cancellation, and the error codes) and one
-JSON Schema (draft 2020-12) per params, result and notification under `protocol/schemas/`. The
-TypeScript types are generated from the same files (`protocol/generate-ts.mjs`).
-
-This module loads the table and the schemas once, resolves their `$ref`s offline through a
-`referencing.Registry` (no schema is ever fetched), and validates messages:
+"""Validation at the edge: requests, results, notifications and `initialize` options against
+the schemas of `protocol/`.
 
 - `validate_params` at the server's edge: a violation raises `ParamsError`, whose message names
   the field path and the reason ("node.layer: -1 is less than the minimum of 0"), ready for a
@@ -15,51 +8,33 @@ This module loads the table and the schemas once, resolves their `$ref`s offline
 - `validate_initialization_options` for `initialize`, comparing the protocol versions first so a
   mismatch is refused with a message naming the side to update.
 
-It imports neither pygls nor the engine, so tests and tools can use it alone.
+`$ref`s resolve offline through the registry of `protocol.files` (no schema is ever fetched).
 """
 
 from __future__ import annotations
 
 import functools
 import heapq
-import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import jsonschema
-import referencing
-import referencing.jsonschema
 from jsonschema.exceptions import ValidationError, relevance
 
-PROTOCOL_DIR = Path(__file__).resolve().parents[2] / "protocol"
-SCHEMAS_DIR = PROTOCOL_DIR / "schemas"
-README = PROTOCOL_DIR / "README.md"
-
-PROTOCOL_VERSION = "1"
-"""The protocol this daemon speaks; methods.json must say the same (checked at import)."""
-
-METHOD_PREFIX = "lmscope/"
+from lmscope.protocol.files import (
+    INITIALIZATION_OPTIONS_SCHEMA,
+    METHOD_PREFIX,
+    PROTOCOL_VERSION,
+    README,
+    REGISTRY,
+    SCHEMAS,
+    method_spec,
+)
 
 # A schema error quotes the offending value, which may be a whole prompt: longer quotes are cut,
 # since the message goes back to the client as one line.
 _MAX_VALUE = 80
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """One row of protocol/methods.json. Schemas are file names in protocol/schemas/."""
-
-    name: str
-    direction: str  # "client->server" | "server->client"
-    kind: str  # "request" | "notification"
-    params_schema: str
-    result_schema: str | None  # None for notifications
-    progress: bool
-    cancellable: bool
-    summary: str
 
 
 class ProtocolError(Exception):
@@ -90,70 +65,12 @@ class ProtocolVersionError(Exception):
         self.client_version = client_version
 
 
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _load_table() -> tuple[dict[str, MethodSpec], dict[str, int], str]:
-    table = _read_json(PROTOCOL_DIR / "methods.json")
-    if table["protocolVersion"] != PROTOCOL_VERSION:
-        raise RuntimeError(
-            f"protocol/methods.json says protocol {table['protocolVersion']!r} but "
-            f"lmscope.protocol.PROTOCOL_VERSION is {PROTOCOL_VERSION!r}: change both together"
-        )
-    methods = {
-        row["name"]: MethodSpec(
-            name=row["name"],
-            direction=row["direction"],
-            kind=row["kind"],
-            params_schema=row["params"],
-            result_schema=row["result"],
-            progress=row["progress"],
-            cancellable=row["cancellable"],
-            summary=row["summary"],
-        )
-        for row in table["methods"]
-    }
-    errors = {row["name"]: row["code"] for row in table["errors"]}
-    return methods, errors, table["initializationOptions"]
-
-
-METHODS, ERROR_CODES, INITIALIZATION_OPTIONS_SCHEMA = _load_table()
-"""METHODS: every method by name, in table order. ERROR_CODES: JSON-RPC code by error name
-("InvalidParams" -> -32602, "UnknownHandle" -> -32005, ...)."""
-
-SCHEMAS: dict[str, dict[str, Any]] = {
-    path.name: _read_json(path) for path in sorted(SCHEMAS_DIR.glob("*.schema.json"))
-}
-"""Every schema, by file name (e.g. "route.params.schema.json")."""
-
-# Each schema is registered under its `$id` (https://lmscope.dev/protocol/schemas/<file>), so a
-# relative `$ref` such as "common.schema.json#/$defs/NodeId" resolves against the referring
-# schema's `$id` to another registered schema. The registry has no `retrieve` function: a `$ref`
-# to anything not registered fails instead of reaching for the network.
-REGISTRY: referencing.Registry[Any] = (
-    referencing.Registry()
-    .with_resources(
-        (schema["$id"], referencing.jsonschema.DRAFT202012.create_resource(schema))
-        for schema in SCHEMAS.values()
-    )
-    .crawl()
-)
-
-
 @functools.cache
 def _validator(schema_file: str) -> jsonschema.Draft202012Validator:
     """The compiled validator of one schema file (checked against the metaschema once)."""
     schema = SCHEMAS[schema_file]
     jsonschema.Draft202012Validator.check_schema(schema)
     return jsonschema.Draft202012Validator(schema, registry=REGISTRY)
-
-
-def _spec(method: str, kind: str) -> MethodSpec:
-    spec = METHODS.get(method)
-    if spec is None or spec.kind != kind:
-        raise KeyError(f"no lmscope {kind} named {method!r}")
-    return spec
 
 
 def _check(schema_file: str, instance: object, error_type: type[ProtocolError]) -> None:
@@ -292,14 +209,14 @@ def validate_params(method: str, params: object) -> None:
     `None` (params omitted, as JSON-RPC allows) is checked as `{}`. Raises `KeyError` for a
     method that is not a request in the table, `ParamsError` for the most relevant violation.
     """
-    spec = _spec(method, "request")
+    spec = method_spec(method, "request")
     _check(spec.params_schema, {} if params is None else params, ParamsError)
 
 
 def validate_result(method: str, result: object) -> None:
     """Check a request's result against its schema (tests, and the server's debug mode).
     Raises `KeyError` for an unknown request, `ProtocolError` for a violation."""
-    spec = _spec(method, "request")
+    spec = method_spec(method, "request")
     assert spec.result_schema is not None  # every request has one (test_protocol checks)
     _check(spec.result_schema, result, ProtocolError)
 
@@ -307,7 +224,7 @@ def validate_result(method: str, result: object) -> None:
 def validate_notification(method: str, params: object) -> None:
     """Check a notification's params against its schema. Raises `KeyError` for an unknown
     notification, `ProtocolError` for a violation."""
-    _check(_spec(method, "notification").params_schema, params, ProtocolError)
+    _check(method_spec(method, "notification").params_schema, params, ProtocolError)
 
 
 def validate_initialization_options(options: object) -> None:
@@ -327,22 +244,6 @@ def validate_initialization_options(options: object) -> None:
     ):
         raise ProtocolVersionError(version)
     _check(INITIALIZATION_OPTIONS_SCHEMA, options, ParamsError)
-
-
-def with_defaults(method: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Valid request params with the schema's top-level defaults filled in, so a default is
-    written once (in the schema) rather than again in each handler."""
-    schema = SCHEMAS[_spec(method, "request").params_schema]
-    filled = dict(params or {})
-    for name, prop in schema.get("properties", {}).items():
-        if "default" in prop and name not in filled:
-            filled[name] = prop["default"]
-    return filled
-
-
-def capabilities(version: str) -> dict[str, str]:
-    """What the server puts in InitializeResult.capabilities.experimental["lmscope"]."""
-    return {"protocolVersion": PROTOCOL_VERSION, "version": version}
 
 
 def readme_sections(text: str | None = None) -> dict[str, str]:
