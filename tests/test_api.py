@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import lmscope
-from lmscope.attribution.graph import ATTENTION_EDGE, Edge, Node, Route
 from lmscope.errors import LmscopeError, NeedsModelError, ThresholdError
+from lmscope.graph import ATTENTION_EDGE, Edge, Node, Route
 from lmscope.traces.data import (
     EMBEDDING,
     FFN,
@@ -109,6 +109,19 @@ def test_saved_trace_gives_identical_head_splits_for_every_stored_edge(traced):
     for layer, target, source in zip(edges.layer, edges.target, edges.source):
         args = (int(layer), int(target), int(source))
         assert traced.loaded.edge_heads(*args) == traced.live.edge_heads(*args), args
+
+
+def test_edge_heads_come_strongest_first_with_ties_in_head_order(traced):
+    edges = traced.live.data.edges
+    for row in range(len(edges.layer)):
+        args = (int(edges.layer[row]), int(edges.target[row]), int(edges.source[row]))
+        heads = traced.loaded.edge_heads(*args)
+        assert sorted(h["head"] for h in heads) == list(range(traced.live.data.model.n_heads))
+        order = [(-h["contribution"], h["head"]) for h in heads]
+        assert order == sorted(order), args
+        # The stored row, by head index, is the same numbers.
+        stored = edges.head_contributions[row]
+        assert [h["contribution"] for h in heads] == sorted(map(float, stored), reverse=True)
 
 
 def test_saved_trace_gives_identical_neurons_and_projections_on_the_routes(traced):

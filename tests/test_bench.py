@@ -18,7 +18,8 @@ from lmscope.benchmark.dense import dense_bytes, dense_layer, max_abs_difference
 from lmscope.benchmark.memory import PeakMemory, resident_bytes
 from lmscope.models.adapter import adapter_for
 from lmscope.tracing.capture import capture_layers, run_forward
-from lmscope.tracing.engine import attribute_layer, tokenize
+from lmscope.tracing.layers import attribute_layer
+from lmscope.tracing.tokens import tokenize
 from tests.conftest import FAMILIES, TINY_PROMPT, build_tiny, save_tiny_folder
 
 JSON_KEYS = {

@@ -14,16 +14,19 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from markdown_it import MarkdownIt
 
 import lmscope
-from lmscope.attribution.graph import ATTENTION_EDGE
-from lmscope.cards import _head_output, _Model, component_card, md_text, md_token
+from lmscope import protocol
+from lmscope.cards import component_card, md_text, md_token
 from lmscope.components import ComponentRef
 from lmscope.errors import LmscopeError, ThresholdError
+from lmscope.graph import ATTENTION_EDGE
 from lmscope.models.adapter import adapter_for
 from lmscope.models.loading import LoadedModel
 from lmscope.traces.data import FFN
 from lmscope.traces.trace import Trace
+from lmscope.tracing.live import LiveModel, queries_for
 from tests.conftest import FAMILIES, TINY_PROMPT, build_tiny
 
 TAU = 0.01  # tiny random models have few edges above the default 0.04
@@ -57,8 +60,15 @@ def llama(tmp_path_factory) -> Traced:
     return _traced("llama", tmp_path_factory.mktemp("llama") / "t.lmtrace")
 
 
-def card(ref: ComponentRef, trace: Trace | None = None, **kwargs) -> dict:
+def card(
+    ref: ComponentRef, trace: Trace | None = None, model: LoadedModel | None = None, **kwargs
+) -> dict:
+    """The card as the daemon makes it: with the trace's live model, or with `model` (the
+    loaded model) where it made the trace or there is no trace."""
     kwargs.setdefault("threshold", TAU)
+    if trace is None or trace.live is None:
+        live, notes = queries_for(model, None if trace is None else trace.data)
+        kwargs.update(live=live, notes=notes)
     return component_card(ref, trace, **kwargs)
 
 
@@ -305,15 +315,12 @@ def test_neuron_tokens_rank_its_output_row_through_the_final_norm_scale(family):
 
 
 def test_the_heads_outputs_and_the_bias_rebuild_the_attention_block_output(traced):
-    runner = _Model(traced.model, list(traced.live.live.token_ids))
-    parallel = traced.live.data.model.parallel_blocks
+    live = LiveModel(traced.model, [int(i) for i in traced.live.data.tokens.ids])
     t = traced.live.n_tokens - 1
     for layer in range(traced.live.n_layers):
-        outputs = [
-            _head_output(runner, layer, h, t, parallel)[0] for h in range(runner.adapter.n_heads)
-        ]
-        rebuilt = torch.stack(outputs).sum(0) + runner.adapter.attention_bias(layer).float()
-        whole = runner.layer(layer).attn_out[t]
+        outputs = [live.head_output(layer, h, t)[0] for h in range(live.adapter.n_heads)]
+        rebuilt = torch.stack(outputs).sum(0) + live.adapter.attention_bias(layer).float()
+        whole = live.layer(layer).attn_out[t]
         assert torch.allclose(rebuilt, whole, atol=1e-4 * float(whole.abs().max()))
 
 
@@ -428,12 +435,9 @@ def hostile(trace: Trace) -> Trace:
 
 
 def render(markdown: str) -> str:
-    markdown_it = pytest.importorskip("markdown_it")
     # The most permissive renderer: raw HTML on, GFM tables on, links linkified.
     return (
-        markdown_it.MarkdownIt("commonmark", {"html": True, "linkify": False})
-        .enable("table")
-        .render(markdown)
+        MarkdownIt("commonmark", {"html": True, "linkify": False}).enable("table").render(markdown)
     )
 
 
@@ -501,7 +505,6 @@ def test_a_head_s_attention_summary_lists_only_causal_pairs(llama):
 
 
 def test_cards_validate_against_the_protocol_schema(traced):
-    protocol = pytest.importorskip("lmscope.protocol")
     for ref in all_kinds(traced.live):
         for trace, model in [(traced.live, None), (traced.saved, None), (None, traced.model)]:
             protocol.validate_result(

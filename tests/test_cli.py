@@ -23,8 +23,10 @@ import pytest
 
 import lmscope
 from lmscope.cli import main
+from lmscope.errors import PromptError
 from lmscope.models.loading import load_model
-from lmscope.traces.fileformat import SCHEMA_PATH, export_json, import_json, validate_wire
+from lmscope.protocol import TRACE_SCHEMA
+from lmscope.traces.lmtrace import export_json, import_json, validate_wire
 from lmscope.traces.trace import Trace
 from tests.conftest import TINY_PROMPT, build_tiny
 
@@ -255,7 +257,7 @@ def test_export_json_validates_against_the_schema_and_round_trips(good_trace, en
     assert_only_files(tmp_path, "t.json")
     text = (tmp_path / "t.json").read_text(encoding="utf-8")
     document = json.loads(text)
-    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    schema = json.loads(TRACE_SCHEMA.read_text(encoding="utf-8"))
     jsonschema.Draft202012Validator(schema).validate(document)
     validate_wire(document)
 
@@ -344,13 +346,33 @@ def run_main(capsys, *argv: str | os.PathLike[str]) -> tuple[int, str, str]:
     return rc, captured.out, captured.err
 
 
-def test_whitespace_prompt_is_traced(in_process, capsys, model_folders):
-    rc, out, err = run_main(capsys, "trace", "   ", "--model", model_folders["llama"],
-                            "--out", "ws.lmtrace", "--quiet")  # fmt: skip
-    assert rc == 0, err
-    assert err == ""
-    assert "route of token 0" in out  # only the BOS: the words are all whitespace
-    assert lmscope.load_trace(in_process / "ws.lmtrace").n_tokens == 1
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [("", "empty prompt"), ("   ", "only whitespace"), (" \n\t\u00a0\x00 ", "only whitespace")],
+)
+def test_an_untraceable_prompt_is_refused_before_any_model_loads(
+    in_process, capsys, prompt, message
+):
+    # The model does not exist: the prompt's error comes first, so no load was tried.
+    rc, out, err = run_main(capsys, "trace", prompt, "--model", in_process / "no-such-model",
+                            "--out", "p.lmtrace", "--quiet")  # fmt: skip
+    assert (rc, out) == (1, "")
+    assert err.startswith("lmscope: ") and message in err and err.count("\n") == 1
+    assert not (in_process / "p.lmtrace").exists()
+    with pytest.raises(PromptError, match=message):
+        lmscope.trace(prompt, model=str(in_process / "no-such-model"))
+
+
+def test_bad_lines_of_a_prompt_file_are_reported_before_the_model_loads(in_process, capsys):
+    prompts = in_process / "p.prompts.txt"
+    prompts.write_text("# a comment\n\x00\x00\n", encoding="utf-8")
+    rc, out, err = run_main(capsys, "trace", "--file", prompts,
+                            "--model", in_process / "no-such-model", "--quiet")  # fmt: skip
+    assert (rc, out) == (1, "")
+    assert (
+        err
+        == f"lmscope: {prompts} line 2: the prompt is only whitespace: there is nothing to trace\n"
+    )
 
 
 def test_folder_without_weights_fails_with_one_line(in_process, capsys):

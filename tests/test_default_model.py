@@ -17,8 +17,8 @@ import pytest
 
 import lmscope
 from lmscope.api import load_model
-from lmscope.attribution.graph import ATTENTION_EDGE, Node
 from lmscope.errors import LmscopeError, NeedsModelError
+from lmscope.graph import ATTENTION_EDGE, Node
 from lmscope.traces.data import (
     EMBEDDING,
     FFN,

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from lmscope.attribution.graph import RAW, RENORMALIZE
-from lmscope.attribution.routes import ContributionGraph
+from lmscope.graph import RAW, RENORMALIZE, ContributionGraph
 from lmscope.models.adapter import adapter_for
 from lmscope.tracing.capture import capture_layers, run_forward
-from lmscope.tracing.engine import TraceOptions, attribute_layer, run_trace, tokenize
+from lmscope.tracing.engine import TraceOptions, run_trace
+from lmscope.tracing.layers import attribute_layer
+from lmscope.tracing.tokens import tokenize
 from tests.conftest import TINY_PROMPT
 
 

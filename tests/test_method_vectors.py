@@ -1,11 +1,21 @@
-"""The five numeric test vectors of shared/method.md (from LM-TT's unit tests), to 1e-4."""
+"""The five numeric test vectors of docs/method.md ("Numeric test vectors", from LM-TT's unit
+tests), to 1e-4, each through the code the product runs: the proximity and contributions of
+`attribution.proximity`, and the renormalising threshold of the route graph."""
 
 import numpy as np
 import pytest
 import torch
 
 from lmscope.attribution.proximity import contributions
-from lmscope.attribution.thresholds import renormalize
+from lmscope.graph import (
+    ATTENTION_EDGE,
+    POST_ATTENTION,
+    RENORMALIZE,
+    RESIDUAL_EDGE,
+    ContributionGraph,
+    Node,
+)
+from lmscope.traces.data import AttentionEdges, BlockContributions
 
 
 def t(values):
@@ -35,14 +45,38 @@ def test_collinear_neurons_share_credit_by_size():
     assert c.tolist() == pytest.approx([0.25, 0.5, 0.25], abs=1e-4)
 
 
+def one_layer_graph(heads: list[list[float]], residual: list[float]) -> ContributionGraph:
+    """One sequential layer over len(residual) tokens: target i's parts are the heads of its
+    self-attention edge i <- i (`heads[i]`, one value per head) and its residual."""
+    n = len(residual)
+    blocks = BlockContributions(
+        residual_attention=np.array([residual], dtype=np.float32),
+        ffn=np.full((1, n), 0.5, dtype=np.float32),
+        residual_ffn=np.full((1, n), 0.5, dtype=np.float32),
+    )
+    edges = AttentionEdges(
+        layer=np.zeros(n, dtype=np.int32),
+        target=np.arange(n, dtype=np.int32),
+        source=np.arange(n, dtype=np.int32),
+        head_contributions=np.array(heads, dtype=np.float32),
+        head_attention=np.ones((n, len(heads[0])), dtype=np.float32),
+    )
+    return ContributionGraph(blocks, edges, n_layers=1, n_tokens=n, parallel_blocks=False)
+
+
 def test_renormalising_threshold_drops_small_parts_and_rescales_per_target():
-    blocks = np.array([[0.05, 0.15], [0.05, 0.05]], dtype=np.float32)
-    residual = np.array([0.8, 0.9], dtype=np.float32)
-    out = renormalize(np.concatenate([blocks, residual[:, None]], axis=1), 0.1)
-    np.testing.assert_allclose(out[:, :2], [[0, 0.1578947], [0, 0]], atol=1e-4)
-    np.testing.assert_allclose(out[:, 2], [0.8421053, 1.0], atol=1e-4)
+    # Block contributions [[0.05, 0.15], [0.05, 0.05]] and residual [0.8, 0.9], one row per
+    # target, at τ = 0.1 -> blocks [[0, 0.1578947], [0, 0]], residual [0.8421053, 1.0].
+    graph = one_layer_graph([[0.05, 0.15], [0.05, 0.05]], [0.8, 0.9])
+    first = graph.incoming(Node(POST_ATTENTION, 0, 0), 0.1, RENORMALIZE)
+    assert [e.kind for e in first] == [RESIDUAL_EDGE, ATTENTION_EDGE]
+    assert first[0].weight == pytest.approx(0.8421053, abs=1e-4)
+    assert first[1].heads == pytest.approx((0.0, 0.1578947), abs=1e-4)
+    assert first[1].weight == pytest.approx(0.1578947, abs=1e-4)
+    second = graph.incoming(Node(POST_ATTENTION, 0, 1), 0.1, RENORMALIZE)
+    assert [(e.kind, e.weight) for e in second] == [(RESIDUAL_EDGE, 1.0)]
 
 
-def test_renormalising_when_nothing_survives_gives_zeros_not_nan():
-    out = renormalize(np.array([[0.01, 0.02]], dtype=np.float32), 0.5)
-    assert out.tolist() == [[0.0, 0.0]]
+def test_renormalising_when_nothing_survives_gives_no_edge_not_nan():
+    graph = one_layer_graph([[0.01, 0.02]], [0.03])
+    assert graph.incoming(Node(POST_ATTENTION, 0, 0), 0.5, RENORMALIZE) == []

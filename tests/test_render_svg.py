@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from lmscope.attribution.graph import ATTENTION_EDGE, FFN_EDGE, RESIDUAL_EDGE, Edge, Node, Route
+from lmscope.graph import ATTENTION_EDGE, FFN_EDGE, RESIDUAL_EDGE, Edge, Node, Route
 from lmscope.render.svg import display_token, route_svg
 from lmscope.traces.data import EMBEDDING, FFN, POST_ATTENTION, RESIDUAL
 

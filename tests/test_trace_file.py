@@ -16,9 +16,12 @@ import msgpack
 import numpy as np
 import pytest
 
+from lmscope import graph
 from lmscope.errors import TraceFileError
+from lmscope.protocol import SCHEMAS, TRACE_SCHEMA
 from lmscope.traces import data as D
-from lmscope.traces import fileformat as ff
+from lmscope.traces import lmtrace
+from lmscope.traces.wire import to_wire
 
 
 def make_trace(
@@ -46,9 +49,9 @@ def make_trace(
     ]
     e_layer, e_target, e_source = (np.array(c, dtype=np.int32) for c in zip(*edges, strict=True))
     nodes = [(ly, i) for ly in range(L) for i in range(n) if rng.random() < 0.6]
-    mid = D.RESIDUAL if parallel else D.POST_ATTENTION
-    rows = [(D.PROJ_LENS, D.EMBEDDING, 0, 0), (D.PROJ_LENS, D.RESIDUAL, L - 1, n - 1)]
-    rows += [(D.PROJ_FFN_UPDATE, D.FFN, 1, 2), (D.PROJ_ATTENTION_UPDATE, mid, 0, 3)]
+    mid = graph.RESIDUAL if parallel else graph.POST_ATTENTION
+    rows = [(D.PROJ_LENS, graph.EMBEDDING, 0, 0), (D.PROJ_LENS, graph.RESIDUAL, L - 1, n - 1)]
+    rows += [(D.PROJ_FFN_UPDATE, graph.FFN, 1, 2), (D.PROJ_ATTENTION_UPDATE, mid, 0, 3)]
     prev_rank = rng.integers(-1, V, (len(rows), k)).astype(np.int32)
     prev_rank[[0, 2, 3]] = -1  # no previous lens for embeddings and update projections
 
@@ -146,7 +149,7 @@ def write_wire(path: Path, wire: dict[str, Any]) -> Path:
 
 def read_error(path: Path) -> str:
     with pytest.raises(TraceFileError) as info:
-        ff.read_trace(path)
+        lmtrace.read_trace(path)
     message = str(info.value)
     assert "\n" not in message
     return message
@@ -154,7 +157,7 @@ def read_error(path: Path) -> str:
 
 @pytest.fixture
 def trace_file(tmp_path: Path) -> Path:
-    return ff.write_trace(make_trace(), tmp_path / "t.lmtrace")
+    return lmtrace.write_trace(make_trace(), tmp_path / "t.lmtrace")
 
 
 # ---- round trips and the schema ------------------------------------------------------------------
@@ -163,26 +166,26 @@ def trace_file(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("parallel", [False, True])
 def test_write_then_read_gives_identical_fields_and_arrays(tmp_path, parallel):
     trace = make_trace(1, parallel=parallel)
-    path = ff.write_trace(trace, tmp_path / "sub" / "dir" / "x.lmtrace")
+    path = lmtrace.write_trace(trace, tmp_path / "sub" / "dir" / "x.lmtrace")
     assert path == tmp_path / "sub" / "dir" / "x.lmtrace"
-    assert_same(trace, ff.read_trace(path))
+    assert_same(trace, lmtrace.read_trace(path))
     assert [p.name for p in path.parent.iterdir()] == ["x.lmtrace"]
 
 
 def test_json_export_validates_against_the_schema_and_imports_back():
     trace = make_trace(2)
-    text = ff.export_json(trace)
-    schema = json.loads(ff.SCHEMA_PATH.read_text())
+    text = lmtrace.export_json(trace)
+    schema = json.loads(TRACE_SCHEMA.read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     jsonschema.validate(json.loads(text), schema, cls=jsonschema.Draft202012Validator)
-    assert_same(trace, ff.import_json(text))
-    assert text == ff.export_json(trace)  # deterministic
+    assert_same(trace, lmtrace.import_json(text))
+    assert text == lmtrace.export_json(trace)  # deterministic
     assert list(json.loads(text)) == sorted(json.loads(text))
 
 
 def test_binary_arrays_are_little_endian_row_major_bytes():
     trace = make_trace()
-    wire = ff.to_wire(trace, binary=True)
+    wire = to_wire(trace, binary=True)
     heads = wire["edges"]["headContributions"]
     assert heads["dtype"] == "float32"
     assert heads["shape"] == list(trace.edges.head_contributions.shape)
@@ -194,7 +197,7 @@ def test_engine_values_of_other_numeric_types_are_stored_as_int32_and_float32(tm
     trace.tokens.ids = trace.tokens.ids.astype(np.int64)
     trace.blocks.ffn = trace.blocks.ffn.astype(np.float64)
     trace.model.n_layers = np.int64(trace.model.n_layers)  # type: ignore[assignment]
-    loaded = ff.read_trace(ff.write_trace(trace, tmp_path / "t.lmtrace"))
+    loaded = lmtrace.read_trace(lmtrace.write_trace(trace, tmp_path / "t.lmtrace"))
     assert loaded.tokens.ids.dtype == np.int32 and loaded.blocks.ffn.dtype == np.float32
     assert type(loaded.model.n_layers) is int
 
@@ -218,26 +221,30 @@ def _wire_keys(obj: Any, path: str, out: set[str]) -> None:
 
 
 def test_every_schema_property_is_produced_by_to_wire_and_nothing_else():
-    schema = json.loads(ff.SCHEMA_PATH.read_text())
+    schema = json.loads(TRACE_SCHEMA.read_text())
     expected: set[str] = set()
     _schema_keys(schema, schema, "", expected)
     for binary in (True, False):
         produced: set[str] = set()
-        _wire_keys(ff.to_wire(make_trace(), binary=binary), "", produced)
+        _wire_keys(to_wire(make_trace(), binary=binary), "", produced)
         assert produced == expected
 
 
-def test_schema_enums_match_the_constants_of_data_py():
-    defs = json.loads(ff.SCHEMA_PATH.read_text())["$defs"]
-    assert tuple(defs["nodeKind"]["enum"]) == D.NODE_KINDS
+def test_schema_enums_match_the_constants_of_the_graph_and_data_py():
+    defs = json.loads(TRACE_SCHEMA.read_text())["$defs"]
+    assert tuple(defs["nodeKind"]["enum"]) == graph.NODE_KINDS
     assert tuple(defs["projectionKind"]["enum"]) == D.PROJECTION_KINDS
+    common = SCHEMAS["common.schema.json"]["$defs"]
+    assert tuple(common["NodeKind"]["enum"]) == graph.NODE_KINDS
+    assert tuple(common["EdgeKind"]["enum"]) == graph.EDGE_KINDS
+    assert tuple(common["ThresholdMode"]["enum"]) == graph.THRESHOLD_MODES
 
 
 # ---- atomic writes -------------------------------------------------------------------------------
 
 
 def test_a_failure_mid_write_leaves_the_previous_file_and_no_temp_file(tmp_path, monkeypatch):
-    path = ff.write_trace(make_trace(0), tmp_path / "t.lmtrace")
+    path = lmtrace.write_trace(make_trace(0), tmp_path / "t.lmtrace")
     before = path.read_bytes()
     real_write = os.write
 
@@ -247,7 +254,7 @@ def test_a_failure_mid_write_leaves_the_previous_file_and_no_temp_file(tmp_path,
 
     monkeypatch.setattr(os, "write", write_some_then_fail)
     with pytest.raises(TraceFileError, match="No space left on device"):
-        ff.write_trace(make_trace(1), path)
+        lmtrace.write_trace(make_trace(1), path)
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["t.lmtrace"]
@@ -259,7 +266,7 @@ def test_a_failed_first_write_leaves_no_file_at_all(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "fsync", fail)
     with pytest.raises(TraceFileError, match="Input/output error"):
-        ff.write_trace(make_trace(), tmp_path / "t.lmtrace")
+        lmtrace.write_trace(make_trace(), tmp_path / "t.lmtrace")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -269,7 +276,7 @@ def test_an_interrupt_during_the_write_propagates_and_cleans_up(tmp_path, monkey
 
     monkeypatch.setattr(os, "replace", interrupt)
     with pytest.raises(KeyboardInterrupt):
-        ff.write_trace(make_trace(), tmp_path / "t.lmtrace")
+        lmtrace.write_trace(make_trace(), tmp_path / "t.lmtrace")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -280,7 +287,7 @@ def test_a_read_only_folder_is_a_trace_file_error(tmp_path):
     folder.chmod(0o555)
     try:
         with pytest.raises(TraceFileError, match=r"cannot write trace file .*Permission denied"):
-            ff.write_trace(make_trace(), folder / "t.lmtrace")
+            lmtrace.write_trace(make_trace(), folder / "t.lmtrace")
     finally:
         folder.chmod(0o755)
 
@@ -291,27 +298,27 @@ def test_a_refused_temp_file_is_a_trace_file_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "open", refuse)
     with pytest.raises(TraceFileError, match=r"cannot write trace file .*Permission denied"):
-        ff.write_trace(make_trace(), tmp_path / "t.lmtrace")
+        lmtrace.write_trace(make_trace(), tmp_path / "t.lmtrace")
 
 
 def test_a_folder_at_the_final_name_is_a_trace_file_error_and_no_temp_is_left(tmp_path):
     (tmp_path / "t.lmtrace").mkdir()
     with pytest.raises(TraceFileError, match="cannot write trace file"):
-        ff.write_trace(make_trace(), tmp_path / "t.lmtrace")
+        lmtrace.write_trace(make_trace(), tmp_path / "t.lmtrace")
     assert [p.name for p in tmp_path.iterdir()] == ["t.lmtrace"]
 
 
 def test_a_parent_that_is_a_file_is_a_trace_file_error(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(TraceFileError, match="cannot write trace file"):
-        ff.write_trace(make_trace(), tmp_path / "f" / "t.lmtrace")
+        lmtrace.write_trace(make_trace(), tmp_path / "f" / "t.lmtrace")
 
 
 def test_invalid_in_memory_data_is_refused_before_anything_is_written(tmp_path):
     trace = make_trace()
     trace.blocks.ffn[0, 0] = np.nan
     with pytest.raises(TraceFileError, match=r"blocks\.ffn contains non-finite values"):
-        ff.write_trace(trace, tmp_path / "t.lmtrace")
+        lmtrace.write_trace(trace, tmp_path / "t.lmtrace")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -326,7 +333,7 @@ def test_missing_empty_and_non_file_paths(tmp_path):
 
 
 def test_files_over_the_size_limit_are_refused_unread(trace_file, monkeypatch):
-    monkeypatch.setattr(ff, "MAX_TRACE_BYTES", 100)
+    monkeypatch.setattr(lmtrace, "MAX_TRACE_BYTES", 100)
     assert "over the 100-byte limit" in read_error(trace_file)
 
 
@@ -350,12 +357,12 @@ def test_random_bit_flips_raise_trace_file_errors_or_load_a_valid_trace(trace_fi
             data[rng.integers(len(data))] ^= 1 << int(rng.integers(8))
         flipped.write_bytes(bytes(data))
         try:
-            trace = ff.read_trace(flipped)
+            trace = lmtrace.read_trace(flipped)
         except TraceFileError as e:
             assert "\n" not in str(e)
             outcomes["error"] += 1
         else:
-            ff.validate_wire(ff.to_wire(trace, binary=True))  # what loads is valid
+            lmtrace.validate_wire(to_wire(trace, binary=True))  # what loads is valid
             outcomes["loaded"] += 1
     assert outcomes["error"] > 0 and outcomes["loaded"] > 0
 
@@ -380,7 +387,7 @@ def test_another_file_type_is_named_as_not_a_trace(tmp_path):
 
 def test_a_json_export_renamed_to_lmtrace_is_named_as_json(tmp_path):
     path = tmp_path / "renamed.lmtrace"
-    path.write_text(ff.export_json(make_trace()))
+    path.write_text(lmtrace.export_json(make_trace()))
     assert "holds JSON" in read_error(path)
 
 
@@ -392,18 +399,18 @@ def test_msgpack_that_is_not_a_trace_is_named_so(tmp_path, payload):
 
 
 def test_a_newer_format_asks_to_upgrade_even_with_unknown_fields(tmp_path):
-    wire = ff.to_wire(make_trace(), binary=True)
+    wire = to_wire(make_trace(), binary=True)
     wire["formatVersion"] = 2
     wire["somethingNew"] = {"x": 1}
     message = read_error(write_wire(tmp_path / "new.lmtrace", wire))
     assert "written by a newer lmscope (format 2)" in message
     assert "this lmscope reads format 1" in message and "upgrade lmscope" in message
     with pytest.raises(TraceFileError, match="upgrade lmscope"):
-        ff.import_json(json.dumps({**ff.to_wire(make_trace(), binary=False), "formatVersion": 7}))
+        lmtrace.import_json(json.dumps({**to_wire(make_trace(), binary=False), "formatVersion": 7}))
 
 
 def _damaged(tmp_path: Path, change) -> str:
-    wire = ff.to_wire(make_trace(), binary=True)
+    wire = to_wire(make_trace(), binary=True)
     change(wire)
     return read_error(write_wire(tmp_path / "bad.lmtrace", wire))
 
@@ -475,12 +482,12 @@ def test_inconsistent_traces_are_refused_with_the_field_and_the_problem(tmp_path
     trace = make_trace()
     E = trace.edges.layer.size
     change(trace)
-    wire = ff.to_wire(trace, binary=True)
+    wire = to_wire(trace, binary=True)
     message = read_error(write_wire(tmp_path / "bad.lmtrace", wire))
     assert expected.format(E=E) in message
     assert message.startswith("corrupt trace file")
     with pytest.raises(TraceFileError, match="invalid trace data"):
-        ff.validate_wire(wire)
+        lmtrace.validate_wire(wire)
 
 
 def test_edges_out_of_order_or_with_source_after_target_are_refused(tmp_path):
@@ -489,23 +496,23 @@ def test_edges_out_of_order_or_with_source_after_target_are_refused(tmp_path):
     trace.edges.target[[0, 1]] = trace.edges.target[[1, 0]]
     trace.edges.layer[[0, 1]] = trace.edges.layer[[1, 0]]
     with pytest.raises(TraceFileError, match=r"edges row 1 is out of .* order"):
-        ff.validate_wire(ff.to_wire(trace, binary=True))
+        lmtrace.validate_wire(to_wire(trace, binary=True))
     trace = make_trace()
     trace.edges.source[0] = trace.edges.target[0] + 1
     with pytest.raises(TraceFileError, match="edges row 0: source > target"):
-        ff.validate_wire(ff.to_wire(trace, binary=True))
+        lmtrace.validate_wire(to_wire(trace, binary=True))
 
 
 def test_json_form_checks_lengths_and_finiteness():
-    wire = ff.to_wire(make_trace(), binary=False)
+    wire = to_wire(make_trace(), binary=False)
     bad = copy.deepcopy(wire)
     bad["blocks"]["ffn"]["values"].pop()
     with pytest.raises(TraceFileError, match=r"blocks\.ffn declares shape \[3, 5\] \(15 values\)"):
-        ff.import_json(json.dumps(bad))
+        lmtrace.import_json(json.dumps(bad))
     bad = copy.deepcopy(wire)
     bad["blocks"]["ffn"]["values"][0] = 1e300  # overflows float32
     with pytest.raises(TraceFileError, match="non-finite"):
-        ff.import_json(json.dumps(bad))
+        lmtrace.import_json(json.dumps(bad))
     for field, value, problem in [
         ("ffn", "1.5", "other than numbers"),
         ("ffn", True, "other than numbers"),
@@ -514,14 +521,14 @@ def test_json_form_checks_lengths_and_finiteness():
         bad = copy.deepcopy(wire)
         bad["blocks"][field]["values"][0] = value
         with pytest.raises(TraceFileError, match=problem):
-            ff.import_json(json.dumps(bad))
+            lmtrace.import_json(json.dumps(bad))
     for value in (1.5, 2**31):
         bad = copy.deepcopy(wire)
         bad["tokens"]["ids"]["values"][0] = value
         with pytest.raises(TraceFileError, match=r"tokens\.ids\.values holds numbers that are not"):
-            ff.import_json(json.dumps(bad))
+            lmtrace.import_json(json.dumps(bad))
     with pytest.raises(TraceFileError, match="not a JSON trace"):
-        ff.import_json("{not json")
+        lmtrace.import_json("{not json")
 
 
 def test_deeply_nested_hostile_values_are_a_trace_file_error(tmp_path):

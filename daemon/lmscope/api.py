@@ -1,4 +1,4 @@
-"""The notebook/experiment API: `trace`, `load_trace`, `load_model`.
+"""The notebook/experiment API: `trace`, `load_trace`, `load_model`, `import_json`.
 
 `trace(prompt, model="default")` keeps the most recently loaded model (one slot, keyed by spec,
 dtype and device) so a loop over prompts loads it once; pass a `LoadedModel` from `load_model`
@@ -11,7 +11,11 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lmscope.traces.trace import LiveModel, Trace
+from lmscope.prompts import check_prompt
+from lmscope.protocol import defaults
+from lmscope.traces.lmtrace import import_json as _read_json_export
+from lmscope.traces.lmtrace import read_trace
+from lmscope.traces.trace import Trace
 
 # torch and transformers load only when a model is needed: opening a saved trace stays fast.
 if TYPE_CHECKING:
@@ -25,7 +29,7 @@ def load_model(
     spec: str = "default",
     *,
     dtype: str | None = None,
-    device: str = "cpu",
+    device: str = defaults.DEVICE,
     progress: ProgressFn | None = None,
     device_map: str | dict[str, Any] | None = None,
     max_memory: dict[Any, Any] | None = None,
@@ -56,10 +60,10 @@ def trace(
     model: str | LoadedModel = "default",
     *,
     dtype: str | None = None,
-    device: str = "cpu",
-    prepend_bos: bool = True,
-    min_threshold: float = 0.01,
-    detail: str = "route",
+    device: str = defaults.DEVICE,
+    prepend_bos: bool = defaults.PREPEND_BOS,
+    min_threshold: float = defaults.MIN_THRESHOLD,
+    detail: str = defaults.DETAIL,
     progress: ProgressFn | None = None,
 ) -> Trace:
     """Trace `prompt`: one forward pass, then routes, heads, neurons and projections.
@@ -68,9 +72,13 @@ def trace(
     keeps): "route" (the last token's renormalised route at τ = 0.04; fast) or "all" (every
     node of any route at `min_threshold`; ~45x the forward pass at 200 tokens on a CPU). While
     the model is loaded, the returned trace answers any node either way, computing the rest.
+    A prompt no model can trace is refused before any model loads.
     """
     from lmscope.models.loading import LoadedModel
     from lmscope.tracing.engine import TraceOptions, run_trace
+    from lmscope.tracing.live import LiveModel
+
+    check_prompt(prompt)
 
     loaded = (
         model
@@ -84,6 +92,9 @@ def trace(
 
 def load_trace(path: str | Path) -> Trace:
     """Open a saved `.lmtrace` file (no model needed)."""
-    from lmscope.traces.fileformat import read_trace
-
     return Trace(read_trace(path))
+
+
+def import_json(text: str) -> Trace:
+    """Open a trace from the text of its JSON export (`lmscope export --format json`)."""
+    return Trace(_read_json_export(text))

@@ -25,8 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from lmscope.errors import LmscopeError, PromptError, TraceFileError
-from lmscope.traces.trace import LiveModel, Trace
+from lmscope.errors import LmscopeError, TraceFileError
+from lmscope.prompts import check_prompt
+from lmscope.traces.live import LiveQueries
+from lmscope.traces.lmtrace import read_trace
+from lmscope.traces.trace import Trace
 
 log = logging.getLogger("lmscope.session")
 
@@ -54,21 +57,6 @@ class TraceNotSavedError(TraceFileError):
         self.handle = handle
 
 
-def check_prompt(prompt: str) -> None:
-    """Refuse, before queueing, prompts no model can trace: only whitespace (there would be
-    nothing but the BOS token), or text that is not valid Unicode (an unpaired surrogate, which
-    JSON's `\\ud800` escapes can carry). Emptiness and length are the engine's checks."""
-    if prompt and not prompt.strip():
-        raise PromptError("the prompt is only whitespace: there is nothing to trace")
-    try:
-        prompt.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise PromptError(
-            f"the prompt holds an unpaired surrogate (U+{ord(prompt[exc.start]):04X} at "
-            f"character {exc.start}): it is not valid Unicode text"
-        ) from None
-
-
 def check_save_path(path: Path) -> None:
     """Refuse a save path the daemon should never write: lmscope only ever writes `.lmtrace`
     files, at absolute paths without `..` parts (a client cannot climb out of the folder it
@@ -89,7 +77,8 @@ def check_save_path(path: Path) -> None:
 
 @dataclass
 class Job:
-    """One unit of model work: a model load or a trace."""
+    """One unit of model work: a model load or a trace. `on_start` runs on the worker thread
+    just before `run` (the server announces that the job started)."""
 
     kind: str  # "load" | "trace"
     run: Callable[[Job], Any]
@@ -97,6 +86,7 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
     future: Future = field(default_factory=Future)
     progress: ProgressFn | None = None
+    on_start: Callable[[], None] | None = None
 
     def report(self, message: str, fraction: float | None) -> None:
         if self.progress is not None:
@@ -173,6 +163,10 @@ class TraceCache:
             if entry is not None:
                 self._entries[handle] = (entry[0], entry[1], path)
 
+    def holds(self, handle: str) -> bool:
+        with self._lock:
+            return handle in self._entries
+
     def close(self, handle: str) -> bool:
         with self._lock:
             return self._entries.pop(handle, None) is not None
@@ -193,12 +187,15 @@ class TraceCache:
 
 
 class Session:
-    """The loaded model, the model-work queue and the trace cache of one daemon."""
+    """The loaded model, the model-work queue, the trace cache of one daemon, and the latest
+    trace of each folder (the context hover cards use)."""
 
     def __init__(self, cache: TraceCache | None = None) -> None:
         self.model: Any = None  # lmscope.models.loading.LoadedModel | None
         self.model_state = "none"  # none | loading | ready | error
         self.traces = cache or TraceCache()
+        # folder -> handle of the latest trace made from, saved to or opened from it ("": any)
+        self._latest: dict[str, str] = {}
         self._queue: list[Job] = []
         self._current: Job | None = None
         self._wake = threading.Condition()
@@ -259,6 +256,8 @@ class Session:
             try:
                 if job.cancel.is_set():
                     raise JobCancelled("cancelled before it started")
+                if job.on_start is not None:
+                    job.on_start()
                 result = job.run(job)
             except BaseException as exc:
                 error = exc
@@ -324,11 +323,15 @@ class Session:
 
         return Job("load", run, description=f"load {spec}")
 
-    def trace_job(self, prompt: str, options: Any, save_path: Path | None) -> Job:
-        """A job that traces `prompt` on the loaded model and caches the result."""
+    def trace_job(
+        self, prompt: str, options: Any, save_path: Path | None, folder: Path | None = None
+    ) -> Job:
+        """A job that traces `prompt` on the loaded model and caches the result; the trace
+        becomes the latest of `folder` (the prompt document's), or of the save path's."""
 
         def run(job: Job) -> tuple[str, bool]:
             from lmscope.tracing.engine import TraceCancelled, run_trace
+            from lmscope.tracing.live import LiveModel
 
             loaded = self.model
             if loaded is None:
@@ -354,6 +357,7 @@ class Session:
             trace = Trace(data, LiveModel(loaded, data.tokens.ids.tolist()))
             # Cached first: a failed save (disk full, read-only folder) loses no work.
             handle = self.traces.add(trace, None)
+            self.note_latest(folder if save_path is None else trace_folder(save_path), handle)
             if save_path is None:
                 return handle, False
             try:
@@ -376,12 +380,45 @@ class Session:
         trace = self.traces.get(handle)
         trace.save(path)
         self.traces.set_path(handle, path)
+        self.note_latest(trace_folder(path), handle)
         return path
 
     def open_trace(self, path: Path) -> str:
-        from lmscope.traces.fileformat import read_trace
+        handle = self.traces.add(Trace(read_trace(path)), path)
+        self.note_latest(trace_folder(path), handle)
+        return handle
 
-        return self.traces.add(Trace(read_trace(path)), path)
+    # --- the context of hover cards ----------------------------------------------------------
+    def note_latest(self, folder: Path | str | None, handle: str) -> None:
+        """`handle` is now the latest trace of `folder` (None: of no folder) and of any."""
+        if folder is not None:
+            self._latest[str(folder)] = handle
+        self._latest[""] = handle
+
+    def latest_for(self, document: Path | None) -> str | None:
+        """The latest trace still held of the document's folder, of the folder above it (a
+        prompt file beside its traces/ folder), or of any folder."""
+        keys = [] if document is None else [str(document.parent), str(document.parent.parent)]
+        for key in [*keys, ""]:
+            handle = self._latest.get(key)
+            if handle is not None and self.traces.holds(handle):
+                return handle
+        return None
+
+    def live_for(self, trace: Trace | None) -> tuple[LiveQueries | None, list[str]]:
+        """What answers a card's model questions about `trace`: its own live model, else the
+        loaded model when it made the trace (or with no prompt when there is no trace), and
+        notes on why the loaded model is not used."""
+        if trace is not None and trace.live is not None:
+            return trace.live, []
+        from lmscope.tracing.live import queries_for
+
+        return queries_for(self.model, None if trace is None else trace.data)
+
+
+def trace_folder(path: Path) -> Path:
+    """The folder a saved trace belongs to: the prompt's folder when saved in its traces/."""
+    return path.parent.parent if path.parent.name == "traces" else path.parent
 
 
 def release_failed_work(exc: BaseException | None) -> None:

@@ -6,9 +6,8 @@ are visible and nothing a prompt contains can drive the terminal (no raw escape 
 
 from __future__ import annotations
 
-from lmscope.attribution.graph import ATTENTION_EDGE, FFN_EDGE, RENORMALIZE, RESIDUAL_EDGE, Route
 from lmscope.errors import NeedsModelError
-from lmscope.traces.data import FFN
+from lmscope.graph import ATTENTION_EDGE, FFN, FFN_EDGE, RENORMALIZE, RESIDUAL_EDGE, Route
 from lmscope.traces.trace import Trace
 
 

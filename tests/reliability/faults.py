@@ -7,13 +7,13 @@ comma-separated list of:
 
 - `pause-before-rename:<marker>`: a trace write whose file name contains "victim" writes
   `<marker>` once its temp file is complete and fsynced, then blocks before the rename (the
-  seam `fileformat._before_rename`), so the test can SIGKILL the daemon at that point.
+  seam `lmscope.files._before_rename`), so the test can SIGKILL the daemon at that point.
 - `write-error:<substring>:<ERRNO>`: writing a temp file whose path contains <substring>
-  writes half the bytes, then fails with OSError(ERRNO) (`fileformat._write_all`): ENOSPC
+  writes half the bytes, then fails with OSError(ERRNO) (`lmscope.files._write_all`): ENOSPC
   is a full disk.
-- `open-error:<substring>:<ERRNO>`: creating such a temp file fails (`fileformat._open_temp`):
+- `open-error:<substring>:<ERRNO>`: creating such a temp file fails (`lmscope.files._open_temp`):
   EROFS or EACCES is a read-only traces folder.
-- `engine:<kind>[+<kind>...]`: the first calls of `tracing.engine.attribute_layer` (one per
+- `engine:<kind>[+<kind>...]`: the first calls of `attribute_layer` by the engine (one per
   kind, in order) allocate 256 MiB of activations in their frame, then raise: `oom` is
   torch.OutOfMemoryError, `cuda` a CUDA RuntimeError, `memory` a MemoryError. Later calls run
   normally, so the same daemon shows that it still serves.
@@ -29,13 +29,13 @@ from pathlib import Path
 
 
 def install(spec: str) -> None:
-    from lmscope.traces import fileformat
+    from lmscope import files
 
     for fault in filter(None, spec.split(",")):
         name, _, arg = fault.partition(":")
         if name == "pause-before-rename":
             marker = Path(arg)
-            original_hook = fileformat._before_rename
+            original_hook = files._before_rename
 
             def pause(tmp: Path, marker: Path = marker, original=original_hook) -> None:
                 if "victim" in tmp.name:
@@ -43,11 +43,11 @@ def install(spec: str) -> None:
                     threading.Event().wait()  # until SIGKILL
                 original(tmp)
 
-            fileformat._before_rename = pause
+            files._before_rename = pause
         elif name == "write-error":
             where, _, code = arg.rpartition(":")
             number = getattr(errno, code)
-            original_write = fileformat._write_all
+            original_write = files._write_all
 
             def write(fd: int, payload: bytes, where=where, number=number, original=original_write):
                 if where in os.readlink(f"/proc/self/fd/{fd}"):
@@ -55,18 +55,18 @@ def install(spec: str) -> None:
                     raise OSError(number, os.strerror(number))
                 original(fd, payload)
 
-            fileformat._write_all = write
+            files._write_all = write
         elif name == "open-error":
             where, _, code = arg.rpartition(":")
             number = getattr(errno, code)
-            original_open = fileformat._open_temp
+            original_open = files._open_temp
 
             def open_temp(tmp: Path, where=where, number=number, original=original_open) -> int:
                 if where in str(tmp):
                     raise OSError(number, os.strerror(number), str(tmp))
                 return original(tmp)
 
-            fileformat._open_temp = open_temp
+            files._open_temp = open_temp
         elif name == "engine":
             install_engine_faults(arg.split("+"))
         else:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lmscope.traces.fileformat import read_trace
+from lmscope.traces.lmtrace import read_trace
 from tests.conftest import TINY_PROMPT
 from tests.daemon_client import RpcError
 from tests.reliability.conftest import rss_bytes, spawn, spawn_loaded

@@ -21,6 +21,7 @@ from lmscope.errors import ModelLoadError
 from lmscope.models.loading import LoadedModel, load_model
 from lmscope.traces.trace import Trace
 from lmscope.tracing.engine import run_trace
+from lmscope.tracing.live import queries_for
 from tests.conftest import TINY_PROMPT, build_tiny
 from tests.daemon_client import RpcError
 from tests.reliability.conftest import spawn_loaded
@@ -102,7 +103,9 @@ def test_hover_markdown_shows_hostile_tokens_as_inert_text():
     for text in refs:
         ref = reference_at(text, 1)[0]
         assert isinstance(ref, ComponentRef)
-        card = component_card(ref, trace, model=loaded, handle="t1", threshold=0.01)
+        live, notes = queries_for(loaded, trace.data)  # the saved trace's own model
+        assert live is not None and notes == []
+        card = component_card(ref, trace, live=live, handle="t1", threshold=0.01)
         markdown = card["markdown"]
         assert "<" not in markdown and ">" not in markdown.replace("&gt;", "")
         for raw in ("[link](", "](javascript", "**bold**", "`code`", "\u202e", "\x1b", "\x00"):

@@ -20,7 +20,7 @@ import msgpack
 import pytest
 
 from lmscope.errors import TraceFileError
-from lmscope.traces import fileformat as ff
+from lmscope.traces import lmtrace
 from lmscope.traces.trace import Trace
 from lmscope.tracing.engine import run_trace
 from tests.conftest import TINY_PROMPT, build_tiny
@@ -46,7 +46,7 @@ def read_bounded(path: Path, what: str) -> None:
     if what in ("truncation", "bit flip", "wrong type") and COUNTS[what] % 5:
         started = time.monotonic()  # memory measured on every fifth read (tracemalloc is slow)
         try:
-            ff.read_trace(path)
+            lmtrace.read_trace(path)
         except TraceFileError as error:
             assert "\n" not in str(error)
         assert time.monotonic() - started < 5.0, f"{what}: slow read"
@@ -54,7 +54,7 @@ def read_bounded(path: Path, what: str) -> None:
     tracemalloc.start()
     started = time.monotonic()
     try:
-        ff.read_trace(path)
+        lmtrace.read_trace(path)
     except TraceFileError as error:
         message = str(error)
         assert message and "\n" not in message and len(message) < 400, message
@@ -71,7 +71,7 @@ def test_every_truncation_fails_cleanly(good, tmp_path):
     for cut in [*range(0, len(good), step), len(good) - 1]:
         path.write_bytes(good[:cut])
         with pytest.raises(TraceFileError):
-            ff.read_trace(path)
+            lmtrace.read_trace(path)
         read_bounded(path, "truncation")
 
 
@@ -112,7 +112,7 @@ def test_every_field_with_a_wrong_type_fails_cleanly(good, tmp_path):
             path.write_bytes(msgpack.packb(broken, use_bin_type=True))
             if field_path[0] != "extra":
                 with pytest.raises(TraceFileError):
-                    ff.read_trace(path)
+                    lmtrace.read_trace(path)
             read_bounded(path, "wrong type")
 
 
@@ -131,7 +131,7 @@ def test_huge_declared_lengths_fail_fast_without_allocating(tmp_path, header):
     path = tmp_path / "huge.lmtrace"
     path.write_bytes(header + b"\x00" * 64)
     with pytest.raises(TraceFileError, match=r"corrupt|not an lmscope trace"):
-        ff.read_trace(path)
+        lmtrace.read_trace(path)
     read_bounded(path, "huge length")
 
 
@@ -144,7 +144,7 @@ def test_a_huge_array_length_inside_a_valid_looking_trace_fails_fast(good, tmp_p
     path = tmp_path / "inner.lmtrace"
     path.write_bytes(packed)
     with pytest.raises(TraceFileError, match=r"truncated|corrupt"):
-        ff.read_trace(path)
+        lmtrace.read_trace(path)
     read_bounded(path, "huge length")
 
 
@@ -155,7 +155,7 @@ def test_a_newer_format_version_asks_to_upgrade(good, tmp_path):
     path = tmp_path / "new.lmtrace"
     path.write_bytes(msgpack.packb(wire, use_bin_type=True))
     with pytest.raises(TraceFileError, match=r"newer lmscope .format 99.* upgrade lmscope"):
-        ff.read_trace(path)
+        lmtrace.read_trace(path)
     read_bounded(path, "newer version")
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from lmscope.attribution.budget import budget_for
-from lmscope.attribution.proximity import proximity, scaled_parts_proximity
+from lmscope.attribution.proximity import contributions, proximity, scaled_parts_proximity
 
 # Scratch memory for one chunk of targets: `scaled_parts_proximity` keeps a handful of
 # [targets, H * sources] tensors (coefficients, proximities, reach, counts; ~32 bytes an
@@ -115,8 +115,7 @@ def attribute_sequential(
     targets, sources, heads, totals = _attention_edges(
         mid, probs, source_outputs, residual, keep_above
     )
-    ffn_prox = proximity(resid_out, torch.stack([ffn_out, mid], dim=1))  # [n, 2]
-    ffn_c = ffn_prox / ffn_prox.sum(-1, keepdim=True)
+    ffn_c = contributions(resid_out, torch.stack([ffn_out, mid], dim=1))  # [n, 2]
     return LayerContributions(
         layer=layer,
         edge_target=targets,

@@ -29,10 +29,12 @@ from lmscope.benchmark.memory import PeakMemory, available_bytes
 from lmscope.errors import LmscopeError
 from lmscope.models.adapter import adapter_for
 from lmscope.models.loading import LoadedModel
-from lmscope.traces.fileformat import read_trace, write_trace
+from lmscope.traces.lmtrace import read_trace, write_trace
 from lmscope.traces.trace import Trace
 from lmscope.tracing.capture import LayerCapture, capture_layers, input_device, run_forward
-from lmscope.tracing.engine import StageTimes, TraceOptions, attribute_layer, run_trace
+from lmscope.tracing.engine import StageTimes, TraceOptions, run_trace
+from lmscope.tracing.layers import attribute_layer
+from lmscope.tracing.tokens import tokenize
 
 DEFAULT_LENGTHS = (10, 50, 200, 1000)
 MB = 2**20
@@ -179,8 +181,6 @@ class _Bench:
         return data, path
 
     def ids(self, prompt: str) -> torch.Tensor:
-        from lmscope.tracing.engine import tokenize
-
         return torch.tensor(
             tokenize(self.loaded, prompt, True, self.adapter.context_length), dtype=torch.long
         )

@@ -56,3 +56,12 @@ DEVICE: str = shared_default("DeviceRequest")
 PREPEND_BOS: bool = param_defaults("lmscope/trace")["prependBos"]
 NEURON_PAGE: int = param_defaults("lmscope/ffnNeurons")["limit"]
 PROJECTION_KIND: str = param_defaults("lmscope/projection")["kind"]
+
+# Closed sets the command line offers, from the same schemas.
+DTYPES: tuple[str, ...] = tuple(_COMMON["$defs"]["Dtype"]["enum"])
+DETAIL_SCOPES: tuple[str, ...] = tuple(_COMMON["$defs"]["DetailScope"]["enum"])
+DEVICE_MAP_PLANS: tuple[str, ...] = tuple(
+    SCHEMAS[method_spec("lmscope/loadModel", "request").params_schema]["properties"]["deviceMap"][
+        "enum"
+    ]
+)

@@ -14,8 +14,18 @@ from __future__ import annotations
 
 from xml.sax.saxutils import escape
 
-from lmscope.attribution.graph import ATTENTION_EDGE, FFN_EDGE, RESIDUAL_EDGE, Edge, Node, Route
-from lmscope.traces.data import EMBEDDING, FFN, POST_ATTENTION, RESIDUAL
+from lmscope.graph import (
+    ATTENTION_EDGE,
+    EMBEDDING,
+    FFN,
+    FFN_EDGE,
+    POST_ATTENTION,
+    RESIDUAL,
+    RESIDUAL_EDGE,
+    Edge,
+    Node,
+    Route,
+)
 
 # Colours by edge kind (also used by the legend) and by node kind.
 EDGE_COLOURS = {ATTENTION_EDGE: "#2f6fd0", RESIDUAL_EDGE: "#7a7a7a", FFN_EDGE: "#e0701b"}

@@ -12,7 +12,9 @@ never blocks the loop. Messages to the client from other threads go through
 `loop.call_soon_threadsafe` (`LmscopeServer.post`).
 
 Modules: `rpc` (errors, initialize, raw params), `wire` (result shapes), `app` (the server
-object, progress, request helpers), `requests` (lmscope/* handlers), `editor` (hover, CodeLens).
+object, progress, how a request is registered and run), `handlers` (the lmscope/* requests: one
+table of plain handlers), `documents` (the text of the editor's documents), `editor` (hover,
+CodeLens), `tcp` (several TCP clients, each authenticated, in front of pygls' one protocol).
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ from typing import Any
 
 from lsprotocol import types
 
-from lmscope.server.app import LmscopeServer
+from lmscope.protocol import defaults
+from lmscope.server.app import LmscopeServer, register_requests
 from lmscope.server.editor import register_editor
-from lmscope.server.requests import register_requests
 from lmscope.server.rpc import LmscopeProtocol, quiet_expected_errors
 from lmscope.session import Session
 
@@ -54,7 +56,7 @@ def build_server(session: Session | None = None, token: str | None = None) -> Lm
             wanted = (
                 options["model"],
                 options.get("dtype"),
-                options.get("device", "cpu"),
+                options.get("device", defaults.DEVICE),
                 options.get("deviceMap"),
             )
         if wanted is not None and session.model is None:

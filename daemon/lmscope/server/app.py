@@ -6,16 +6,13 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
 from lmscope import protocol
 from lmscope.__about__ import __version__
-from lmscope.attribution.graph import RAW, RENORMALIZE
 from lmscope.server.rpc import LmscopeProtocol, rpc_error
 from lmscope.server.wire import model_wire
 from lmscope.session import Job, Session
@@ -30,8 +27,6 @@ class LmscopeServer(LanguageServer):
         super().__init__("lmscope", __version__, protocol_cls=LmscopeProtocol)
         self.session = session or Session()
         self.loop: asyncio.AbstractEventLoop | None = None
-        # folder of a document -> handle of the latest trace made from or saved there
-        self.latest_by_folder: dict[str, str] = {}
         # (spec, dtype, device, device map) to load once the client is initialized (`serve
         # --model`)
         self.preload: tuple[str, str | None, str, str | None] | None = None
@@ -136,44 +131,37 @@ async def run_job(server: LmscopeServer, job: Job) -> Any:
         raise
 
 
-def validated_params(method: str, params: Any) -> dict[str, Any]:
-    """Validate raw params against the method's schema; fill nothing (defaults in code)."""
-    if params is None:
-        params = {}
+def register_requests(server: LmscopeServer) -> None:
+    """Register every handler of `handlers.HANDLERS`: params validated against the method's
+    schema and completed with its defaults, errors mapped to JSON-RPC errors; QUERY handlers on
+    pygls' thread pool, JOB handlers as coroutines on the loop."""
+    from lmscope.server.handlers import HANDLERS, JOB, Handler
+
+    for method, handler in HANDLERS.items():
+        if handler.kind == JOB:
+
+            async def run_job_request(raw: Any, method: str = method, h: Handler = handler) -> Any:
+                server.loop = asyncio.get_running_loop()
+                try:
+                    return await h.run(server, _params(method, raw))
+                except BaseException as exc:
+                    raise rpc_error(exc) from None
+
+            server.feature(method)(run_job_request)
+        else:
+
+            def run_query(raw: Any, method: str = method, h: Handler = handler) -> Any:
+                try:
+                    return h.run(server, _params(method, raw))
+                except Exception as exc:
+                    raise rpc_error(exc) from None
+
+            server.thread()(run_query)
+            server.feature(method)(run_query)
+
+
+def _params(method: str, raw: Any) -> dict[str, Any]:
+    """Raw params validated against the method's schema, with its defaults filled in."""
+    params = {} if raw is None else raw
     protocol.validate_params(method, params)
-    return params
-
-
-def threshold_mode(params: dict[str, Any]) -> bool:
-    return params.get("mode", RENORMALIZE) != RAW
-
-
-def path_of_uri(uri: str) -> Path | None:
-    parsed = urlparse(uri)
-    if parsed.scheme != "file":
-        return None
-    return Path(unquote(parsed.path))
-
-
-def lmscope_request(server: LmscopeServer, method: str, *, threaded: bool = True):
-    """Register a validated lmscope request handler that maps errors to RPC errors; queries run
-    on pygls' thread pool so one waiting for the model lock never blocks the loop."""
-
-    def register(body: Callable[[dict[str, Any]], Any]):
-        def handler(params: Any) -> Any:
-            try:
-                return body(validated_params(method, params))
-            except Exception as exc:
-                raise rpc_error(exc) from None
-
-        if threaded:
-            server.thread()(handler)
-        server.feature(method)(handler)
-        return body
-
-    return register
-
-
-def trace_folder(path: Path) -> Path:
-    """The folder a saved trace belongs to: the prompt's folder when saved in its traces/."""
-    return path.parent.parent if path.parent.name == "traces" else path.parent
+    return protocol.with_defaults(method, params)

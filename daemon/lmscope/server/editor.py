@@ -1,28 +1,19 @@
 """Standard LSP features for editors: hover cards on component references, CodeLens on
-prompt files, and document-text helpers."""
+prompt files."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 from lsprotocol import types
 
-from lmscope.errors import (
-    LmscopeError,
-)
-from lmscope.server.app import (
-    LmscopeServer,
-    path_of_uri,
-)
-from lmscope.session import UnknownHandleError
+from lmscope.errors import LmscopeError
+from lmscope.server.app import LmscopeServer
+from lmscope.server.documents import path_of_uri
 
 
 def register_editor(server: LmscopeServer) -> None:
     """Register hover and CodeLens on `server`."""
     session = server.session
 
-    # --- standard LSP features -------------------------------------------------------------------
     @server.feature(types.TEXT_DOCUMENT_HOVER)
     @server.thread()
     def hover(params: types.HoverParams) -> types.Hover | None:
@@ -40,9 +31,10 @@ def register_editor(server: LmscopeServer) -> None:
             if found is None:
                 return None
             ref, start, end = found
-            handle = context_handle(server, params.text_document.uri)
-            trace_obj = session.traces.get(handle) if handle else None
-            card = component_card(ref, trace_obj, model=session.model, handle=handle)
+            handle = session.latest_for(path_of_uri(params.text_document.uri))
+            trace = session.traces.get(handle) if handle else None
+            live, notes = session.live_for(trace)
+            card = component_card(ref, trace, live=live, handle=handle, notes=notes)
             span = doc.position_codec.range_to_client_units(
                 doc.lines,
                 types.Range(types.Position(line_number, start), types.Position(line_number, end)),
@@ -85,41 +77,3 @@ def register_editor(server: LmscopeServer) -> None:
                 )
             )
         return lenses
-
-
-def context_handle(server: LmscopeServer, uri: str) -> str | None:
-    """The latest trace of the document's folder (or of any folder), if still cached."""
-    path = path_of_uri(uri)
-    candidates = []
-    if path is not None:
-        folder = path.parent
-        candidates = [str(folder), str(folder.parent)]
-    candidates.append("")
-    for key in candidates:
-        handle = server.latest_by_folder.get(key)
-        if handle is not None:
-            try:
-                server.session.traces.get(handle)
-            except UnknownHandleError:
-                continue
-            return handle
-    return None
-
-
-def position(value: dict[str, int]) -> types.Position:
-    return types.Position(line=value["line"], character=value["character"])
-
-
-def text_between(lines: Sequence[str], start: Any, end: Any) -> str:
-    """The text between two positions (Python str offsets) of a document's lines."""
-    if (end.line, end.character) < (start.line, start.character):
-        raise LmscopeError("the range ends before it starts")
-    if start.line >= len(lines):
-        return ""
-    if start.line == end.line:
-        return lines[start.line][start.character : end.character]
-    parts = [lines[start.line][start.character :]]
-    parts.extend(lines[start.line + 1 : min(end.line, len(lines))])
-    if end.line < len(lines):
-        parts.append(lines[end.line][: end.character])
-    return "".join(parts)

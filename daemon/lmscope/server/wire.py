@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from lmscope.attribution.graph import Node
+from lmscope.graph import Node
 
 
 def node_wire(node: Node) -> dict[str, Any]:

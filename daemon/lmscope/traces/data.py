@@ -1,7 +1,7 @@
 """What a trace holds: the plain-numpy record written to and read from `.lmtrace` files.
 
 `TraceData` is everything a saved trace can answer without the model. The engine fills it, the
-file module (`traces.fileformat`) writes and reads it, and `traces.trace.Trace` answers queries
+file module (`traces.lmtrace`) writes and reads it, and `traces.trace.Trace` answers queries
 from it. Its wire form is defined once, in `protocol/lmtrace.schema.json`; field names here are
 the snake_case of the schema's camelCase keys.
 
@@ -26,14 +26,9 @@ from typing import Any
 
 import numpy as np
 
-FORMAT_VERSION = 1
+from lmscope.graph.nodes import EMBEDDING, FFN, POST_ATTENTION, RESIDUAL
 
-# Node kinds, as on the wire. See method.md "Nodes of the graph".
-EMBEDDING = "embedding"  # X(i), layer 0 by convention
-POST_ATTENTION = "post_attention"  # A(l,i): residual after the attention block (sequential only)
-FFN = "ffn"  # M(l,i): the FFN block
-RESIDUAL = "residual"  # R(l,i): residual after layer l
-NODE_KINDS = (EMBEDDING, POST_ATTENTION, FFN, RESIDUAL)
+FORMAT_VERSION = 1
 
 # Projection kinds, as on the wire.
 PROJ_LENS = "lens"  # logit lens of a residual node (embedding, post_attention, residual)

@@ -2,12 +2,14 @@
 
 A trace answers routes, edge head splits, top neurons and projections from its `TraceData`
 alone, so a trace loaded from a `.lmtrace` file works without the model. A trace made in this
-process also keeps a handle on the model (`live`) for the few queries a file cannot answer
-(complete neuron lists, full attention and contribution maps); on a loaded trace those raise
-`NeedsModelError` saying so.
+process also keeps the model's `LiveQueries` (`live`, see `traces.live`) for what a file cannot
+answer (neurons past the stored ones, edges below the stored threshold, projections of nodes off
+the stored route, full attention and contribution maps, a head's tokens); on a loaded trace
+those raise `NeedsModelError` saying what the file stores.
 
-Every result is a plain Python or numpy value. torch is imported only by the live queries, so
-reading and querying a saved trace never loads it (`lmscope show` starts fast).
+Every result is a plain Python or numpy value. This module never imports torch: reading and
+querying a saved trace never loads it (`lmscope show` starts fast). TypeScript twin:
+extension/shared/traces/trace.ts (`TraceQueries`).
 """
 
 from __future__ import annotations
@@ -19,16 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from lmscope.attribution.graph import RAW, RENORMALIZE, Node, Route
-from lmscope.attribution.routes import ContributionGraph
 from lmscope.errors import LmscopeError, NeedsModelError, ThresholdError
-from lmscope.traces.data import (
-    NODE_KINDS,
-    PROJECTION_KINDS,
-    Projections,
-    TraceData,
-    projection_applies,
-)
+from lmscope.graph import NODE_KINDS, RAW, RENORMALIZE, ContributionGraph, Node, Route
+from lmscope.protocol import defaults
+from lmscope.traces.data import PROJECTION_KINDS, Projections, TraceData, projection_applies
+from lmscope.traces.live import TOP_TOKENS, LiveQueries, TokenScores
+from lmscope.traces.lmtrace import write_trace
 
 
 @dataclass
@@ -52,18 +50,10 @@ class _Lists:
         )
 
 
-@dataclass
-class LiveModel:
-    """The model a trace was made with, for on-demand queries (same process only)."""
-
-    loaded: Any  # lmscope.models.loading.LoadedModel
-    token_ids: list[int]
-
-
 class Trace:
     """One traced prompt."""
 
-    def __init__(self, data: TraceData, live: LiveModel | None = None) -> None:
+    def __init__(self, data: TraceData, live: LiveQueries | None = None) -> None:
         self.data = data
         self.live = live
         self._graph = ContributionGraph(
@@ -112,7 +102,7 @@ class Trace:
         token_id = int(token_id)
         text = self.data.vocabulary.get(token_id)
         if text is None and self.live is not None:  # ids found by a live projection
-            text = str(self.live.loaded.tokenizer.decode([token_id], skip_special_tokens=False))
+            text = self.live.token_text(token_id)
         return f"<id {token_id}>" if text is None else text
 
     def position(self, token: int) -> int:
@@ -140,7 +130,12 @@ class Trace:
         return [(self.token_text(i), float(p)) for i, p in zip(preds.ids[row], preds.probs[row])]
 
     # --- routes ------------------------------------------------------------------------------
-    def route(self, token: int = -1, threshold: float = 0.04, renormalize: bool = True) -> Route:
+    def route(
+        self,
+        token: int = defaults.TOKEN,
+        threshold: float = defaults.THRESHOLD,
+        renormalize: bool = True,
+    ) -> Route:
         """The route of output token `token` at threshold τ (renormalise or raw mode)."""
         if isinstance(threshold, bool) or not (
             isinstance(threshold, (int, float)) and math.isfinite(threshold)
@@ -172,7 +167,7 @@ class Trace:
                     f"edge L{layer} {source} -> {target} contributes at most "
                     f"{self.data.settings.min_threshold}; its heads are not stored in this file"
                 )
-            return self._live_edge_heads(layer, target, source)
+            return _by_contribution(self.live.edge_heads(layer, target, source))
         row = span.start + int(match[0])
         return _by_contribution(
             [
@@ -184,7 +179,7 @@ class Trace:
         )
 
     def ffn_neurons(
-        self, layer: int, position: int, offset: int = 0, limit: int = 50
+        self, layer: int, position: int, offset: int = 0, limit: int = defaults.NEURON_PAGE
     ) -> dict[str, Any]:
         """Neurons of FFN node (layer, position), strongest contribution first, paged.
 
@@ -205,12 +200,10 @@ class Trace:
             index, contribution = table.index[row, sl], table.contribution[row, sl]
             activation, rest = table.activation[row, sl], float(table.rest_contribution[row])
         elif self.live is not None:
-            index, contribution, activation, rest = self._live_neurons(layer, position)
-            index, contribution = (
-                index[offset : offset + limit],
-                contribution[offset : offset + limit],
-            )
-            activation = activation[offset : offset + limit]
+            every = self.live.neurons(layer, position)
+            sl = slice(offset, offset + limit)
+            index, contribution = every.index[sl], every.contribution[sl]
+            activation, rest = every.activation[sl], every.rest
         elif row is None:
             raise NeedsModelError(
                 f"FFN node L{layer} at token {position} is on no route at τ ≥ "
@@ -251,7 +244,10 @@ class Trace:
                 f"loaded to see any node"
             )
         if key not in self._live_lists:
-            self._live_lists.update(_live_projections(self.live, node, self.data.settings))
+            computed = self.live.projections(node, self.data.settings.projection_top_k)
+            for row, computed_kind in enumerate(computed.kind):
+                found = (computed_kind, node.kind, node.layer, node.position)
+                self._live_lists[found] = _Lists.of_row(computed, row)
         return self._live_lists[key]
 
     def _detail_description(self) -> str:
@@ -260,7 +256,9 @@ class Trace:
             return f"the nodes on the last token's route at τ = {detail.get('threshold')}"
         return f"the nodes on a route at τ ≥ {self.data.settings.min_threshold}"
 
-    def projection(self, node: Node | tuple[str, int, int], kind: str = "lens") -> dict[str, Any]:
+    def projection(
+        self, node: Node | tuple[str, int, int], kind: str = defaults.PROJECTION_KIND
+    ) -> dict[str, Any]:
         """Vocabulary projection of a node: kind "lens" (residual nodes), "attention_update" or
         "ffn_update". Returns {"top": [(token, logit, prev_rank)], "bottom": [(token, logit)]};
         prev_rank is the token's rank in the previous residual node's lens (None if none)."""
@@ -277,7 +275,7 @@ class Trace:
         }
 
     def projection_ids(
-        self, node: Node | tuple[str, int, int], kind: str = "lens"
+        self, node: Node | tuple[str, int, int], kind: str = defaults.PROJECTION_KIND
     ) -> dict[str, list[int]]:
         """The token ids behind `projection(node, kind)`'s lists, in the same order."""
         lists = self._projection_lists(node, kind)
@@ -287,7 +285,7 @@ class Trace:
         }
 
     # --- needs the model -----------------------------------------------------------------------
-    def _need_live(self, what: str) -> LiveModel:
+    def _need_live(self, what: str) -> LiveQueries:
         if self.live is None:
             raise NeedsModelError(f"{what} needs the model: a saved trace does not store it")
         return self.live
@@ -295,69 +293,30 @@ class Trace:
     def attention_pattern(self, layer: int, head: int) -> np.ndarray:
         """A[h] at `layer`: [n, n] attention probabilities (needs the model)."""
         live = self._need_live("the full attention pattern")
-        captured = _recapture(live, self._layer(layer))
-        return captured.attn_probs[self._head(head)].cpu().numpy()
+        return live.attention_pattern(self._layer(layer), self._head(head))
 
     def contribution_map(self, layer: int, head: int) -> np.ndarray:
         """c_att[layer, i, j, head] for every target i and source j: [n, n] (needs the model)."""
         live = self._need_live("the full contribution map")
-        from lmscope.tracing.engine import attribute_layer
+        return live.contribution_map(self._layer(layer), self._head(head))
 
-        layer, head = self._layer(layer), self._head(head)
-        result = attribute_layer(_adapter(live), _recapture(live, layer), keep_above=-1.0)
-        n = self.n_tokens
-        out = np.zeros((n, n), dtype=np.float32)
-        out[result.edge_target.cpu().numpy(), result.edge_source.cpu().numpy()] = (
-            result.edge_heads[:, head].cpu().numpy()
-        )
-        return out
-
-    def _live_edge_heads(self, layer: int, target: int, source: int) -> list[dict[str, float]]:
-        live = self.live
-        assert live is not None
-        from lmscope.tracing.engine import attribute_layer
-
-        captured = _recapture(live, layer)
-        result = attribute_layer(_adapter(live), captured, keep_above=-1.0)
-        hit = ((result.edge_target == target) & (result.edge_source == source)).nonzero()[0, 0]
-        return _by_contribution(
-            [
-                {
-                    "head": h,
-                    "contribution": float(result.edge_heads[hit, h]),
-                    "attention": float(captured.attn_probs[h, target, source]),
-                }
-                for h in range(result.edge_heads.shape[1])
-            ]
-        )
-
-    def _live_neurons(self, layer: int, position: int):
-        import torch
-
-        from lmscope.attribution.neurons import neuron_contributions
-
-        live = self.live
-        assert live is not None
-        captured = _recapture(live, layer)
-        adapter = _adapter(live)
-        act = captured.ffn_act[position : position + 1]
-        whole = captured.resid_out[position : position + 1]
-        rest = whole - captured.ffn_out[position : position + 1]
-        w_out = adapter.ffn_output_weights(layer).to(whole.device)
-        result = neuron_contributions(act, w_out, whole, rest)
-        order = torch.sort(result.contribution[0], descending=True, stable=True).indices
-        return (
-            order.cpu().numpy(),
-            result.contribution[0, order].cpu().numpy(),
-            act[0, order].cpu().numpy(),
-            float(result.rest[0]),
-        )
+    def head_tokens(
+        self, layer: int, head: int, position: int = defaults.TOKEN, k: int = TOP_TOKENS
+    ) -> tuple[TokenScores, TokenScores]:
+        """Tokens head `head` of `layer` promotes and suppresses with its output at `position`
+        (wire `TokenScore` lists, strongest first; needs the model: a file stores projections
+        of whole blocks only)."""
+        layer, head, position = self._layer(layer), self._head(head), self.position(position)
+        if self.live is None:
+            raise NeedsModelError(
+                f"the tokens L{layer}H{head} promotes need the model: a saved trace stores "
+                "projections of whole blocks only"
+            )
+        return self.live.head_tokens(layer, head, position, k)
 
     # --- files ---------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write the trace atomically to `path` (a `.lmtrace` file)."""
-        from lmscope.traces.fileformat import write_trace
-
         return write_trace(self.data, path)
 
     def __repr__(self) -> str:
@@ -370,64 +329,3 @@ class Trace:
 def _by_contribution(heads: list[dict[str, float]]) -> list[dict[str, float]]:
     """Heads by contribution, largest first; equal contributions by head index."""
     return sorted(heads, key=lambda h: (-h["contribution"], h["head"]))
-
-
-def _adapter(live: LiveModel):
-    from lmscope.models.adapter import adapter_for
-
-    return adapter_for(live.loaded.model)
-
-
-class _StopAfterLayer(Exception):
-    pass
-
-
-def _live_projections(live: LiveModel, node: Node, settings: Any) -> dict[tuple, _Lists]:
-    """Every projection of `node` (its kinds), computed from a fresh pass up to its layer that
-    keeps only the node's token row: [1, d] per layer, whatever the prompt length."""
-    from lmscope.tracing.engine import LayerState, project_nodes
-
-    at = slice(node.position, node.position + 1)
-    states: list[LayerState] = []
-
-    def keep_row(c) -> None:
-        states.append(
-            LayerState(
-                c.resid_in[at], c.attn_out[at], c.ffn_act[at], c.ffn_out[at], c.resid_out[at]
-            )
-        )
-
-    _run_until(live, node.layer, keep_row)
-    p = project_nodes(
-        _adapter(live), states, {Node(node.kind, node.layer, 0)}, settings.projection_top_k
-    )
-    return {
-        (kind, node.kind, node.layer, node.position): _Lists.of_row(p, row)
-        for row, kind in enumerate(p.kind)
-    }
-
-
-def _run_until(live: LiveModel, layer: int, on_layer) -> None:
-    """Run the model again with capture hooks, handing each layer's capture to `on_layer`, and
-    stop after `layer` (the rest of the pass is not needed)."""
-    import torch
-
-    from lmscope.tracing.capture import capture_layers, run_forward
-
-    def until(captured) -> None:
-        on_layer(captured)
-        if captured.layer == layer:
-            raise _StopAfterLayer
-
-    try:
-        with live.loaded.lock, capture_layers(_adapter(live), until):
-            run_forward(live.loaded.model, torch.tensor(live.token_ids, dtype=torch.long))
-    except _StopAfterLayer:
-        pass
-
-
-def _recapture(live: LiveModel, layer: int):
-    """Run the model again up to `layer` and return that layer's capture."""
-    found: list[Any] = []
-    _run_until(live, layer, found.append)
-    return found[-1]

@@ -1,42 +1,110 @@
-"""Routes: thresholded edges reachable top-down from an output node (method.md, "Threshold τ
-and the route").
+"""Routes: thresholded edges reachable top-down from an output node (docs/method.md, "Threshold
+τ and the route"), and the share of the prediction each node of a route carries ("Flow").
 
 `ContributionGraph` answers "which edges enter this node at threshold τ, and with what weight"
-from the stored contributions of a trace (dense residual/FFN values, sparse attention edges with
-every head). A route expands only nodes already on it (lazy), which equals reachability in the
-full thresholded graph (`full_graph_edges`), tested.
+from the contributions of a trace (dense residual/FFN values, sparse attention edges with every
+head). A route expands only nodes already on it (lazy), which equals reachability in the full
+thresholded graph (`full_graph_edges`), tested.
 
 Renormalise mode thresholds every part (heads one by one, the residual and the FFN too) of one
 target representation and divides the survivors by their own sum; raw mode sums heads into
 token edges and keeps those above τ.
+
+Torch-free (numpy only): saved traces, summaries, SVG and the command line's `show` use it
+without a model. The TypeScript twin is extension/shared/graph/routes.ts (bit-identical).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
-from lmscope.attribution.graph import (
+from lmscope.graph.nodes import (
     ATTENTION_EDGE,
+    EMBEDDING,
+    FFN,
     FFN_EDGE,
+    POST_ATTENTION,
     RAW,
     RENORMALIZE,
+    RESIDUAL,
     RESIDUAL_EDGE,
     THRESHOLD_MODES,
     Edge,
     Node,
-    Route,
+    previous,
 )
-from lmscope.traces.data import (
-    EMBEDDING,
-    FFN,
-    POST_ATTENTION,
-    RESIDUAL,
-    AttentionEdges,
-    BlockContributions,
-)
+
+
+class BlockArrays(Protocol):
+    """Dense per-(layer, position) contributions (traces.data.BlockContributions)."""
+
+    residual_attention: np.ndarray  # float32 [L, n]
+    ffn: np.ndarray  # float32 [L, n]
+    residual_ffn: np.ndarray | None  # float32 [L, n]; None for parallel blocks
+
+
+class EdgeArrays(Protocol):
+    """Sparse attention edges sorted by (layer, target, source) (traces.data.AttentionEdges)."""
+
+    layer: np.ndarray  # int32 [E]
+    target: np.ndarray  # int32 [E]
+    source: np.ndarray  # int32 [E]
+    head_contributions: np.ndarray  # float32 [E, H], unthresholded
+
+
+@dataclass
+class Route:
+    """The edges reachable top-down from the output node of one token, at one threshold."""
+
+    token: int  # output position t
+    threshold: float
+    mode: str  # RENORMALIZE | RAW
+    n_layers: int
+    n_tokens: int
+    parallel_blocks: bool
+    edges: list[Edge] = field(default_factory=list)
+
+    @property
+    def output_node(self) -> Node:
+        return Node(RESIDUAL, self.n_layers - 1, self.token)
+
+    @property
+    def nodes(self) -> set[Node]:
+        """Every node touched by an edge, plus the output node."""
+        found = {self.output_node}
+        for edge in self.edges:
+            found.add(edge.source)
+            found.add(edge.target)
+        return found
+
+    def edges_of_kind(self, kind: str) -> list[Edge]:
+        return [e for e in self.edges if e.kind == kind]
+
+    def flow(self) -> dict[Node, float]:
+        """Share of the output carried through each node: 1 at the output node, and each
+        node passes its share down its incoming edges in proportion to their weights.
+
+        In renormalise mode a target's kept weights sum to 1, so this is the product of
+        weights summed over every path to the output: the ranking the summaries use
+        ("how much of the prediction went through here"). Raw weights need not sum to 1,
+        so raw-mode flows are relative only.
+        """
+        incoming: dict[Node, list[Edge]] = {}
+        for edge in self.edges:
+            incoming.setdefault(edge.target, []).append(edge)
+        share = {self.output_node: 1.0}
+        # Edges always go up the stack (prev -> A -> M -> R), so descending depth is a
+        # topological order.
+        for node in sorted(self.nodes, key=lambda n: n.depth, reverse=True):
+            carried = share.get(node, 0.0)
+            for edge in incoming.get(node, []):
+                share[edge.source] = share.get(edge.source, 0.0) + carried * edge.weight
+        return share
 
 
 class ContributionGraph:
@@ -44,8 +112,8 @@ class ContributionGraph:
 
     def __init__(
         self,
-        blocks: BlockContributions,
-        edges: AttentionEdges,
+        blocks: BlockArrays,
+        edges: EdgeArrays,
         n_layers: int,
         n_tokens: int,
         parallel_blocks: bool,
@@ -64,12 +132,6 @@ class ContributionGraph:
     # --- nodes -------------------------------------------------------------------------------
     def output_node(self, token: int) -> Node:
         return Node(RESIDUAL, self.n_layers - 1, token)
-
-    def previous(self, layer: int, position: int) -> Node:
-        """prev(l, i): the residual entering layer l at position i."""
-        if layer == 0:
-            return Node(EMBEDDING, 0, position)
-        return Node(RESIDUAL, layer - 1, position)
 
     def edge_range(self, layer: int, target: int) -> slice:
         """Rows of the stored attention edges entering target (layer, target)."""
@@ -126,7 +188,7 @@ class ContributionGraph:
         if node.kind == EMBEDDING:
             return found
         if self.parallel_blocks:
-            prev = self.previous(layer, i)
+            prev = previous(layer, i)
             (residual, ffn), attention = self._mixing_step(
                 layer,
                 i,
@@ -140,7 +202,7 @@ class ContributionGraph:
             if residual > 0:
                 found.append(Edge(RESIDUAL_EDGE, prev, node, residual))
             for j, weight, heads in attention:
-                found.append(Edge(ATTENTION_EDGE, self.previous(layer, j), node, weight, heads))
+                found.append(Edge(ATTENTION_EDGE, previous(layer, j), node, weight, heads))
             if ffn > 0:
                 found.append(Edge(FFN_EDGE, mid, node, ffn))
             return found
@@ -150,9 +212,9 @@ class ContributionGraph:
                 layer, i, threshold, mode, (float(blocks.residual_attention[layer, i]),)
             )
             if residual > 0:
-                found.append(Edge(RESIDUAL_EDGE, self.previous(layer, i), node, residual))
+                found.append(Edge(RESIDUAL_EDGE, previous(layer, i), node, residual))
             for j, weight, heads in attention:
-                found.append(Edge(ATTENTION_EDGE, self.previous(layer, j), node, weight, heads))
+                found.append(Edge(ATTENTION_EDGE, previous(layer, j), node, weight, heads))
             return found
         assert blocks.residual_ffn is not None
         ffn, residual = self._pair_step(

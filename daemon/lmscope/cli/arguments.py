@@ -1,0 +1,176 @@
+"""The command line's arguments: one parser, usage errors as one line, every default the
+protocol's (`protocol.defaults`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from lmscope.__about__ import __version__
+from lmscope.cli.serve import cmd_bench, cmd_serve
+from lmscope.cli.traces import cmd_export, cmd_show, cmd_trace
+from lmscope.protocol import defaults
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors as one line `lmscope: <problem> (see lmscope ... --help)`, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"lmscope: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def check_trace_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Argument combinations argparse cannot express; each is a usage error (exit 2)."""
+    if (args.prompt is None) == (args.file is None):
+        parser.error("give either a PROMPT or --file PROMPTS.txt (not both)")
+    if args.file is not None and args.out is not None:
+        parser.error("--out names one file; with --file use --out-dir DIR")
+    if args.out is not None and args.svg and args.out.suffix == ".svg":
+        parser.error("--out must be the .lmtrace file; --svg writes the SVG beside it")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="lmscope", description="Information Flow Routes of a transformer language model."
+    )
+    parser.add_argument("--version", action="version", version=f"lmscope {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    trace = commands.add_parser("trace", help="trace a prompt (or a file of prompts)")
+    trace.add_argument("prompt", nargs="?", help="the prompt text")
+    trace.add_argument("--file", type=Path, help="a text file with one prompt per line")
+    trace.add_argument(
+        "--model", default="default", help="default | hub id | save_pretrained folder | .gguf"
+    )
+    trace.add_argument("--out", type=Path, help="the .lmtrace file to write")
+    trace.add_argument(
+        "--out-dir", type=Path, default=Path("traces"), help="folder for traces (default traces/)"
+    )
+    trace.add_argument("--svg", action="store_true", help="also write the route as an SVG")
+    trace.add_argument("--dtype", choices=defaults.DTYPES, default=None)
+    trace.add_argument("--device", default=defaults.DEVICE, help="cpu | cuda | cuda:N | auto")
+    trace.add_argument(
+        "--device-map",
+        choices=defaults.DEVICE_MAP_PLANS,
+        help="split the model over GPUs/CPU/disk with accelerate (auto | balanced | sequential)",
+    )
+    trace.add_argument("--threshold", type=_threshold, default=defaults.THRESHOLD)
+    trace.add_argument("--no-bos", action="store_true", help="do not prepend the BOS token")
+    trace.add_argument(
+        "--detail",
+        choices=defaults.DETAIL_SCOPES,
+        default=defaults.DETAIL,
+        help="which nodes' neurons and projections the file stores: the last token's route at "
+        f"{defaults.THRESHOLD} (default, fast) or every node of any route at the trace's "
+        f"minimum threshold, {defaults.MIN_THRESHOLD} (~10x slower on a CPU)",
+    )
+    trace.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    trace.set_defaults(run=cmd_trace, usage=trace)
+
+    def route_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--token", type=int, default=defaults.TOKEN, help="output position (default last)"
+        )
+        sub.add_argument("--threshold", type=_threshold, default=defaults.THRESHOLD)
+        sub.add_argument("--raw", action="store_true", help="raw threshold mode")
+
+    show = commands.add_parser("show", help="print a route from a saved trace (no model)")
+    show.add_argument("file", type=Path)
+    route_options(show)
+    show.add_argument("--top", type=_positive, default=8, help="edges and FFN nodes listed")
+    show.set_defaults(run=cmd_show)
+
+    export = commands.add_parser("export", help="write a saved trace as JSON or a route as SVG")
+    export.add_argument("file", type=Path)
+    export.add_argument("--format", choices=["json", "svg"], required=True)
+    export.add_argument("--out", type=Path, help="output file (default stdout)")
+    route_options(export)
+    export.set_defaults(run=cmd_export)
+
+    bench = commands.add_parser(
+        "bench", help="measure trace speed and memory against a forward pass and LM-TT's way"
+    )
+    bench.add_argument("--model", default="default", help="model spec (default: embedded)")
+    bench.add_argument(
+        "--lengths", type=_lengths, default=[10, 50, 200, 1000], help="prompt lengths in tokens"
+    )
+    bench.add_argument("--repeats", type=_positive, default=3, help="runs per figure (median)")
+    bench.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    bench.add_argument("--dtype", choices=defaults.DTYPES, default="float32")
+    bench.add_argument("--device", default=defaults.DEVICE, help="cpu | cuda | cuda:N")
+    bench.add_argument(
+        "--device-map",
+        choices=defaults.DEVICE_MAP_PLANS,
+        help="split the model over GPUs/CPU/disk with accelerate (auto | balanced | sequential)",
+    )
+    bench.add_argument("--threads", type=_positive, help="torch CPU threads (default: all)")
+    bench.add_argument("--no-dense", action="store_true", help="skip the dense reference")
+    bench.add_argument("--no-cold-start", action="store_true", help="skip the daemon start")
+    bench.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    bench.set_defaults(run=cmd_bench)
+
+    serve = commands.add_parser("serve", help="run the daemon (JSON-RPC over stdio or TCP)")
+    serve.add_argument("--stdio", action="store_true", help="stdio transport (the default)")
+    serve.add_argument(
+        "--tcp",
+        type=_tcp_address,
+        metavar="HOST:PORT",
+        help="TCP transport (binds 127.0.0.1 unless HOST is given; needs LMSCOPE_TOKEN)",
+    )
+    serve.add_argument("--token-file", type=Path, help="file holding the TCP token")
+    serve.add_argument("--model", help="load this model at start (default: when asked)")
+    serve.add_argument("--dtype", choices=defaults.DTYPES, default=None)
+    serve.add_argument("--device", default=defaults.DEVICE)
+    serve.add_argument(
+        "--device-map", choices=defaults.DEVICE_MAP_PLANS, help="split the --model with accelerate"
+    )
+    serve.add_argument("--log-file", type=Path, help="log here instead of stderr")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(run=cmd_serve)
+    return parser
+
+
+def _threshold(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"threshold must be within [0, 1], got {value}")
+    return value
+
+
+def _tcp_address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT or PORT, got {text!r}") from None
+    if not 0 < number < 65536:
+        raise argparse.ArgumentTypeError(f"port must be within 1..65535, got {number}")
+    return host or "127.0.0.1", number
+
+
+def _lengths(text: str) -> list[int]:
+    try:
+        lengths = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated token counts, got {text!r}"
+        ) from None
+    if not lengths or any(n < 1 for n in lengths):
+        raise argparse.ArgumentTypeError(f"expected positive token counts, got {text!r}")
+    return lengths

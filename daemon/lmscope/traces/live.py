@@ -1,0 +1,109 @@
+"""The one interface through which a trace, and the cards, ask the model what a file cannot
+answer.
+
+A trace made in this process keeps a `LiveQueries` (implemented by `tracing.live.LiveModel`,
+which runs the model again); a trace loaded from a file has none, and every query below is then
+a `NeedsModelError` with a message saying what the file stores. This module defines only the
+interface and its plain result types: it imports neither torch nor the engine, so saved traces
+and cards stay torch-free.
+
+Shapes: n prompt tokens, d_ffn neurons, k tokens per list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from lmscope.graph.nodes import Node
+from lmscope.traces.data import ModelFacts, Projections
+
+TOP_TOKENS = 8  # promoted / suppressed tokens per card and per head map
+
+TokenScores = list[dict[str, Any]]
+"""Wire `TokenScore`s ({"token", "id", "score"}), strongest first."""
+
+
+@dataclass(frozen=True)
+class NeuronList:
+    """Every neuron of one FFN node, strongest contribution first."""
+
+    index: np.ndarray  # int [d_ffn] neuron ids
+    contribution: np.ndarray  # float32 [d_ffn] c_k at the neuron step
+    activation: np.ndarray  # float32 [d_ffn] a[i, k], signed
+    rest: float  # c of the non-neuron part (x'_i - f_i)
+
+
+@dataclass(frozen=True)
+class NeuronAt:
+    """One neuron at one FFN node: its contribution c_k, activation a[i, k], and the
+    contribution of the node's non-neuron part c_rest."""
+
+    contribution: float
+    activation: float
+    rest: float
+
+
+class LiveQueries(Protocol):
+    """What the model answers about one prompt (`token_ids`), or about its weights alone when
+    there is no prompt (`has_prompt` False: only `neuron_tokens` and `facts` then)."""
+
+    @property
+    def facts(self) -> ModelFacts:
+        """The model's identity and sizes."""
+        ...
+
+    @property
+    def has_prompt(self) -> bool: ...
+
+    def batch(self) -> LiveQueries:
+        """A view for queries made together (one card): each layer is run at most once."""
+        ...
+
+    def token_text(self, token_id: int) -> str:
+        """A token id decoded alone, as the trace shows tokens."""
+        ...
+
+    def edge_heads(self, layer: int, target: int, source: int) -> list[dict[str, float]]:
+        """Every head's {"head", "contribution", "attention"} for edge source -> target, in head
+        order (unthresholded, also below the trace's min_threshold)."""
+        ...
+
+    def neurons(self, layer: int, position: int) -> NeuronList:
+        """Every neuron of FFN node (layer, position)."""
+        ...
+
+    def neuron_at(self, layer: int, neuron: int, positions: list[int]) -> dict[int, NeuronAt]:
+        """Neuron `neuron` of layer `layer` at each FFN node (layer, position)."""
+        ...
+
+    def projections(self, node: Node, top_k: int) -> Projections:
+        """Every projection kind that applies to `node` (rows in any order), `top_k` tokens."""
+        ...
+
+    def attention_pattern(self, layer: int, head: int) -> np.ndarray:
+        """A[h] at `layer`: [n, n] attention probabilities."""
+        ...
+
+    def contribution_map(self, layer: int, head: int) -> np.ndarray:
+        """c_att[layer, i, j, head] for every target i and source j: [n, n]."""
+        ...
+
+    def head_tokens(
+        self, layer: int, head: int, position: int, k: int
+    ) -> tuple[TokenScores, TokenScores]:
+        """Tokens head `head`'s output at `position` promotes and suppresses (frozen-norm DLA)."""
+        ...
+
+    def block_tokens(
+        self, layer: int, block: str, position: int, k: int
+    ) -> tuple[TokenScores, TokenScores]:
+        """Tokens the `block` ("attention" | "ffn") update at `position` promotes/suppresses."""
+        ...
+
+    def neuron_tokens(self, layer: int, neuron: int, k: int) -> tuple[TokenScores, TokenScores]:
+        """Tokens neuron `neuron`'s output row W_out[k] promotes and suppresses (weights only:
+        it does not depend on the prompt)."""
+        ...

@@ -1,0 +1,136 @@
+"""One captured layer -> what the trace keeps of it: contributions, and the per-layer states the
+later stages read (neurons, projections).
+
+`attribute_layer` runs the attention and FFN steps of `attribution.decompose` on a layer's
+capture (docs/method.md, "Splitting each block's update"); `stack_contributions` turns the
+per-layer results into the trace's dense block arrays and sorted sparse edges; `neuron_table`
+ranks the neurons of chosen FFN nodes ("Neuron step").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lmscope.attribution import decompose, neurons
+from lmscope.graph.nodes import FFN, Node
+from lmscope.models.adapter import ArchitectureAdapter
+from lmscope.traces.data import AttentionEdges, BlockContributions, NeuronTable
+from lmscope.tracing.capture import LayerCapture
+
+
+@dataclass
+class LayerState:
+    """What later stages need from one layer (float32, on the layer's device)."""
+
+    resid_in: torch.Tensor  # [n, d]
+    attn_out: torch.Tensor  # [n, d]
+    ffn_act: torch.Tensor  # [n, d_ffn]
+    ffn_out: torch.Tensor  # [n, d]
+    resid_out: torch.Tensor  # [n, d]
+
+
+def attribute_layer(
+    adapter: ArchitectureAdapter, captured: LayerCapture, keep_above: float
+) -> decompose.LayerContributions:
+    """The contributions of one captured layer (edges kept above `keep_above`)."""
+    layer = captured.layer
+    kv_of_head = torch.tensor(
+        [adapter.kv_head_of(h) for h in range(adapter.n_heads)], device=captured.values.device
+    )
+    w_o = adapter.head_output_weights(layer).to(captured.values.device)
+    source_outputs = decompose.head_source_outputs(captured.values, w_o, kv_of_head)
+    if adapter.parallel_blocks:
+        return decompose.attribute_parallel(
+            layer,
+            captured.resid_in,
+            captured.attn_probs,
+            source_outputs,
+            captured.ffn_out,
+            captured.resid_out,
+            keep_above,
+        )
+    return decompose.attribute_sequential(
+        layer,
+        captured.resid_in,
+        captured.attn_out,
+        captured.attn_probs,
+        source_outputs,
+        captured.ffn_out,
+        captured.resid_out,
+        keep_above,
+    )
+
+
+def stack_contributions(
+    layers: list[decompose.LayerContributions], attention: list[np.ndarray]
+) -> tuple[BlockContributions, AttentionEdges]:
+    """Per-layer results -> the trace's dense block arrays and sorted sparse edge arrays."""
+    blocks = BlockContributions(
+        residual_attention=np.stack([c.residual_attention.cpu().numpy() for c in layers]),
+        ffn=np.stack([c.ffn.cpu().numpy() for c in layers]),
+        residual_ffn=None
+        if layers[0].residual_ffn is None
+        else np.stack([c.residual_ffn.cpu().numpy() for c in layers]),  # type: ignore[union-attr]
+    )
+    edges = AttentionEdges(
+        layer=np.concatenate(
+            [np.full(len(c.edge_target), c.layer, dtype=np.int32) for c in layers]
+        ),
+        target=np.concatenate([c.edge_target.cpu().numpy() for c in layers]).astype(np.int32),
+        source=np.concatenate([c.edge_source.cpu().numpy() for c in layers]).astype(np.int32),
+        head_contributions=np.concatenate([c.edge_heads.cpu().numpy() for c in layers]).astype(
+            np.float32
+        ),
+        head_attention=np.concatenate(attention).astype(np.float32),
+    )
+    return blocks, edges
+
+
+def nodes_by_layer(reachable: set[Node], kind: str, n_layers: int) -> list[list[int]]:
+    positions: list[list[int]] = [[] for _ in range(n_layers)]
+    for node in reachable:
+        if node.kind == kind:
+            positions[node.layer].append(node.position)
+    return [sorted(p) for p in positions]
+
+
+def neuron_table(
+    adapter: ArchitectureAdapter, states: list[LayerState], reachable: set[Node], k: int
+) -> NeuronTable:
+    """Top-k neurons of every FFN node that can be on a route."""
+    layers, positions, index, contribution, activation, rest = [], [], [], [], [], []
+    for layer, where in enumerate(nodes_by_layer(reachable, FFN, adapter.n_layers)):
+        if not where:
+            continue
+        state = states[layer]
+        rows = torch.tensor(where, device=state.resid_out.device)
+        act = state.ffn_act[rows]
+        whole = state.resid_out[rows]
+        w_out = adapter.ffn_output_weights(layer).to(whole.device)
+        result = neurons.neuron_contributions(act, w_out, whole, whole - state.ffn_out[rows])
+        top_index, top_c, top_a = neurons.top_neurons(result.contribution, act, k)
+        layers.append(np.full(len(where), layer, dtype=np.int32))
+        positions.append(np.asarray(where, dtype=np.int32))
+        index.append(top_index.cpu().numpy().astype(np.int32))
+        contribution.append(top_c.cpu().numpy())
+        activation.append(top_a.cpu().numpy())
+        rest.append(result.rest.cpu().numpy())
+    width = min(k, adapter.d_ffn)
+    if not layers:
+        empty_i = np.zeros((0, width), dtype=np.int32)
+        empty_f = np.zeros((0, width), dtype=np.float32)
+        return NeuronTable(
+            np.zeros(0, np.int32), np.zeros(0, np.int32), empty_i, empty_f, empty_f.copy(),
+            np.zeros(0, np.float32),
+        )  # fmt: skip
+    return NeuronTable(
+        layer=np.concatenate(layers),
+        position=np.concatenate(positions),
+        index=np.concatenate(index),
+        contribution=np.concatenate(contribution).astype(np.float32),
+        activation=np.concatenate(activation).astype(np.float32),
+        rest_contribution=np.concatenate(rest).astype(np.float32),
+    )
