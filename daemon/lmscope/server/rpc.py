@@ -174,7 +174,7 @@ class LmscopeProtocol(LanguageServerProtocol):
         options = params.initialization_options or {}
         if not isinstance(options, dict):
             options = {}
-        _check_initialization(options, self.required_token)
+        check_initialization(options, self.required_token)
         self.authenticated = True
         self.initialization_options = options
         result = yield from super().lsp_initialize(params)
@@ -182,7 +182,7 @@ class LmscopeProtocol(LanguageServerProtocol):
         return result
 
 
-def _check_initialization(options: dict[str, Any], token: str | None) -> None:
+def check_initialization(options: dict[str, Any], token: str | None) -> None:
     """Refuse a wrong token or protocol version before anything else runs."""
     if token is not None:
         given = options.get("token")

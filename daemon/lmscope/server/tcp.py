@@ -35,7 +35,7 @@ from typing import Any
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
-from lmscope.server.rpc import UNAUTHORIZED, _check_initialization
+from lmscope.server.rpc import UNAUTHORIZED, check_initialization
 
 log = logging.getLogger("lmscope.server")
 
@@ -230,7 +230,7 @@ class TcpRouter:
         params = message.get("params")
         options = params.get("initializationOptions") if isinstance(params, dict) else None
         try:
-            _check_initialization(options if isinstance(options, dict) else {}, self.token)
+            check_initialization(options if isinstance(options, dict) else {}, self.token)
         except JsonRpcException as exc:
             conn.send(self._error(message.get("id"), exc.code, exc.message))
             return
