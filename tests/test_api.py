@@ -212,16 +212,13 @@ def test_contribution_map_of_a_live_trace_matches_the_stored_head_splits(traced)
             cmap = live.contribution_map(layer, head)
             assert isinstance(cmap, np.ndarray) and cmap.shape == (n, n)
             assert np.all(np.triu(cmap, k=1) == 0), "a future token contributes"
-            np.testing.assert_allclose(
-                cmap[edges.target[rows], edges.source[rows]],
-                edges.head_contributions[rows, head],
-                atol=1e-6,
+            # The same computation on the same captured tensors: bit-identical.
+            np.testing.assert_array_equal(
+                cmap[edges.target[rows], edges.source[rows]], edges.head_contributions[rows, head]
             )
             pattern = live.attention_pattern(layer, head)
-            np.testing.assert_allclose(
-                pattern[edges.target[rows], edges.source[rows]],
-                edges.head_attention[rows, head],
-                atol=1e-6,
+            np.testing.assert_array_equal(
+                pattern[edges.target[rows], edges.source[rows]], edges.head_attention[rows, head]
             )
     for call in (
         lambda: traced.loaded.contribution_map(0, 0),
@@ -248,13 +245,13 @@ def test_head_split_of_an_unstored_edge_needs_the_model(tmp_path):
     with pytest.raises(NeedsModelError, match="not stored"):
         loaded.edge_heads(layer, target, source)
     heads = live.edge_heads(layer, target, source)
-    assert [h["head"] for h in heads] == list(range(live.data.model.n_heads))
+    assert sorted(h["head"] for h in heads) == list(range(live.data.model.n_heads))
     assert sum(h["contribution"] for h in heads) <= 0.3 + 1e-6  # why it was not stored
     for h in heads:
         cmap = live.contribution_map(layer, h["head"])
-        assert h["contribution"] == pytest.approx(float(cmap[target, source]), abs=1e-6)
+        assert h["contribution"] == float(cmap[target, source])
         pattern = live.attention_pattern(layer, h["head"])
-        assert h["attention"] == pytest.approx(float(pattern[target, source]), abs=1e-6)
+        assert h["attention"] == float(pattern[target, source])
     with pytest.raises(ThresholdError, match=r"0\.3"):
         loaded.route(threshold=0.1)
 
@@ -279,7 +276,7 @@ def test_neurons_beyond_the_stored_top_need_the_model(traced):
         n["contribution"] for n in page["neurons"][2:]
     ]
     assert contributions == sorted(contributions, reverse=True)
-    assert page["rest"] == pytest.approx(top["rest"], abs=1e-6)
+    assert page["rest"] == top["rest"]
 
 
 def test_projection_of_an_unknown_node_kind_raises_lmscope_error(traced):

@@ -1,4 +1,4 @@
-"""The embedded default model (SmolLM2-135M-Instruct) on method.md's demo prompts: the known
+"""The embedded default model (SmolLM2-135M-Instruct) on docs/method.md's demo prompts: the known
 IOI prediction and route, exact save/load round trips, and the queries that need the model.
 
 Uses the real lmscope cache (the first run converts the GGUF once, ~20 s or more; later loads
@@ -75,7 +75,7 @@ def test_ioi_predicts_mary_after_the_bos(ioi):
     assert ioi.tokens[-1] == " to"
     token, p = ioi.predictions()[0]
     assert token == " Mary"
-    assert 0.7 < p < 0.95  # method.md: ≈ 0.84 with BOS
+    assert 0.7 < p < 0.95  # docs/method.md: ≈ 0.84 with BOS
 
 
 def test_ioi_route_carries_mary_through_a_late_attention_edge(ioi):
@@ -169,7 +169,8 @@ def test_neurons_beyond_the_stored_top_come_from_the_live_model(ioi, ioi_loaded)
     assert page["offset"] == 100
     assert len(page["neurons"]) == 20
     # Across the page boundary: one live page spanning stored and unstored neurons agrees
-    # with the stored ones and keeps the order.
+    # with the stored ones and keeps the order. Not bit for bit: the trace scored its FFN nodes
+    # in one matrix product, the live query scores one row (float32 sums in another order).
     across = ioi.ffn_neurons(node.layer, node.position, offset=stored - 4, limit=8)
     assert [n["neuron"] for n in across["neurons"][:4]] == [
         n["neuron"] for n in top["neurons"][-4:]

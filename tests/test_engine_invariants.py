@@ -1,4 +1,4 @@
-"""The method's invariants (shared/method.md) on a tiny random-init model of every family."""
+"""The method's invariants (docs/method.md) on a tiny random-init model of every family."""
 
 from __future__ import annotations
 

@@ -346,14 +346,37 @@ def test_missing_or_malformed_initialization_options_are_params_errors() -> None
 # --- README ---------------------------------------------------------------------------------
 
 
+def readme_sections(text: str | None = None) -> dict[str, str]:
+    """The `### lmscope/<method>` sections of protocol/README.md (or of `text`), in order:
+    method name -> the section's text up to the next heading of level 1 to 3. The tests below
+    compare them with the table and the schemas so the README cannot drift."""
+    text = protocol.README.read_text(encoding="utf-8") if text is None else text
+    sections: dict[str, str] = {}
+    current: str | None = None
+    for line in text.splitlines():
+        heading = re.match(r"(#{1,3}) (.*)", line)
+        if heading:
+            title = heading.group(2).strip().strip("`")
+            current = (
+                title
+                if heading.group(1) == "###" and title.startswith(protocol.METHOD_PREFIX)
+                else None
+            )
+            if current is not None:
+                sections[current] = ""
+        elif current is not None:
+            sections[current] += line + "\n"
+    return sections
+
+
 def test_readme_has_one_section_per_method_in_table_order() -> None:
-    assert list(protocol.readme_sections()) == list(METHODS)
+    assert list(readme_sections()) == list(METHODS)
 
 
 @pytest.mark.parametrize("name", list(METHODS))
 def test_readme_section_describes_the_method_and_names_every_field(name: str) -> None:
     spec = METHODS[name]
-    section = protocol.readme_sections().get(name)
+    section = readme_sections().get(name)
     assert section is not None, f"protocol/README.md has no ### {name} section"
     kind = "Request" if spec.kind == "request" else "Notification"
     flags = (
@@ -375,7 +398,7 @@ def test_readme_section_describes_the_method_and_names_every_field(name: str) ->
 
 @pytest.mark.parametrize("name", [m for m, spec in METHODS.items() if spec.kind == "request"])
 def test_readme_states_each_default_the_schemas_give(name: str) -> None:
-    section = protocol.readme_sections()[name]
+    section = readme_sections()[name]
     params = section.partition("\nResult (")[0]
     for field, value in protocol.param_defaults(name).items():
         line = next(ln for ln in params.splitlines() if ln.startswith(f"- `{field}` — "))
@@ -404,7 +427,7 @@ def test_readme_lists_every_error_code() -> None:
 
 def test_readme_sections_stop_at_the_next_heading() -> None:
     text = "## Methods\n### `lmscope/a`\none\n#### detail\ntwo\n### Other\nthree\n"
-    assert protocol.readme_sections(text) == {"lmscope/a": "one\n#### detail\ntwo\n"}
+    assert readme_sections(text) == {"lmscope/a": "one\n#### detail\ntwo\n"}
 
 
 # --- TypeScript -----------------------------------------------------------------------------

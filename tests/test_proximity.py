@@ -1,4 +1,4 @@
-"""The fast proximity kernel equals the literal coordinate-wise formula of method.md."""
+"""The fast proximity kernel equals the literal coordinate-wise formula of docs/method.md."""
 
 import pytest
 import torch

@@ -1,4 +1,5 @@
-"""Split each block's update into parts and score them (method.md, "Splitting each block's update").
+"""Split each block's update into parts and score them (docs/method.md, "Splitting each
+block's update").
 
 Pure functions of one layer's captured tensors. With attention probabilities and norm scales
 frozen at their forward values, the attention update is exactly

@@ -1,4 +1,4 @@
-"""Vocabulary projections (method.md, "Vocabulary projections").
+"""Vocabulary projections (docs/method.md, "Vocabulary projections").
 
 lens(v) = W_U · norm_final(v) (+ b_U) for residual nodes; for block updates the norm's scale
 is frozen at the residual the update produced and neither its bias nor b_U is added (direct

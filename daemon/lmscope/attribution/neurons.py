@@ -1,4 +1,4 @@
-"""Neuron-level attribution of an FFN node (method.md, "Neuron step").
+"""Neuron-level attribution of an FFN node (docs/method.md, "Neuron step").
 
 For FFN node (l, i) the parts are every neuron's write a[i,k] · W_out[k] plus the non-neuron
 part x'_i − f_i (the residual the FFN update is added to); the whole is x'_i. The output bias

@@ -1,4 +1,4 @@
-"""Proximity of parts to a whole, and contributions (method.md, "Importance of a part").
+"""Proximity of parts to a whole, and contributions (docs/method.md, "Importance of a part").
 
     prox_k = max(Σ_d (|y_d| − |y_d − z_k,d|), ε)          (p = 1, the product's choice)
     c_k    = prox_k / Σ_m prox_m

@@ -2,7 +2,7 @@
 
 For every layer it materialises the whole decomposition of the attention update, z[i, j, h, :]
 = A[h, i, j] · u[h, j, :] for all target/source pairs ([n, n, H, d] float32, what LM-TT builds
-per layer), and scores each part with the literal L1 proximity (method.md): no chunking, no
+per layer), and scores each part with the literal L1 proximity (docs/method.md): no chunking, no
 causal skipping, no rewrite. Its only job is to be obviously right and to cost what the naive
 method costs, so `lmscope bench` can report both the speed-up and the agreement.
 Shapes: n tokens, d width, H heads.

@@ -9,7 +9,7 @@ Shapes: d = d_model, H = query heads, H_kv = key/value heads, dh = head width,
 d_ffn = FFN width, V = vocabulary, n = tokens.
 
 Architecture invariants an adapter guarantees (tested for every family on tiny models):
-- `values_from_output(l, out)` are the value vectors *without* the value bias (method.md folds
+- `values_from_output(l, out)` are the value vectors *without* the value bias (docs/method.md folds
   b_V into the attention block's constant `attention_bias(l)`);
 - Σ_h Σ_j A[h,i,j] · values[j, g(h)] · W_O[h] + attention_bias(l) == attention block output_i;
 - Σ_k act[i,k] · W_out[k] + ffn_bias(l) == FFN block output_i.

@@ -4,7 +4,8 @@ the schemas of `protocol/`.
 - `validate_params` at the server's edge: a violation raises `ParamsError`, whose message names
   the field path and the reason ("node.layer: -1 is less than the minimum of 0"), ready for a
   JSON-RPC InvalidParams error;
-- `validate_result` and `validate_notification` for tests and the server's debug mode;
+- `validate_result` and `validate_notification` for clients: the tests' client checks every
+  answer and notification of a spawned daemon with them;
 - `validate_initialization_options` for `initialize`, comparing the protocol versions first so a
   mismatch is refused with a message naming the side to update.
 
@@ -24,9 +25,7 @@ from jsonschema.exceptions import ValidationError, relevance
 
 from lmscope.protocol.files import (
     INITIALIZATION_OPTIONS_SCHEMA,
-    METHOD_PREFIX,
     PROTOCOL_VERSION,
-    README,
     REGISTRY,
     SCHEMAS,
     method_spec,
@@ -214,7 +213,7 @@ def validate_params(method: str, params: object) -> None:
 
 
 def validate_result(method: str, result: object) -> None:
-    """Check a request's result against its schema (tests, and the server's debug mode).
+    """Check a request's result against its schema (a client checking the daemon's answers).
     Raises `KeyError` for an unknown request, `ProtocolError` for a violation."""
     spec = method_spec(method, "request")
     assert spec.result_schema is not None  # every request has one (test_protocol checks)
@@ -244,24 +243,3 @@ def validate_initialization_options(options: object) -> None:
     ):
         raise ProtocolVersionError(version)
     _check(INITIALIZATION_OPTIONS_SCHEMA, options, ParamsError)
-
-
-def readme_sections(text: str | None = None) -> dict[str, str]:
-    """The `### lmscope/<method>` sections of protocol/README.md (or of `text`), in order:
-    method name -> the section's text up to the next heading of level 1 to 3. Tests compare
-    them with the table and the schemas so the README cannot drift."""
-    text = README.read_text(encoding="utf-8") if text is None else text
-    sections: dict[str, str] = {}
-    current: str | None = None
-    for line in text.splitlines():
-        heading = re.match(r"(#{1,3}) (.*)", line)
-        if heading:
-            title = heading.group(2).strip().strip("`")
-            current = (
-                title if heading.group(1) == "###" and title.startswith(METHOD_PREFIX) else None
-            )
-            if current is not None:
-                sections[current] = ""
-        elif current is not None:
-            sections[current] += line + "\n"
-    return sections

@@ -1,6 +1,6 @@
 """Render a `Route` as a standalone SVG: tokens are columns, layers are horizontal bands.
 
-Layout (method.md, "Nodes of the graph"): layer 0 at the bottom, the last layer at the top.
+Layout (docs/method.md, "Nodes of the graph"): layer 0 at the bottom, the last layer at the top.
 In the band of layer `l` the residual R(l,i) sits on the band's top edge, so R(l-1,i) — which
 is prev(l,i) — is the bottom edge; A(l,i) is in the lower half and the FFN node M(l,i) is a
 small square offset to the right between A and R, so FFN edges never overlap the vertical

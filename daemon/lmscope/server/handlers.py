@@ -99,10 +99,11 @@ async def trace(server: LmscopeServer, params: Params) -> dict[str, Any]:
     save_path = Path(save) if save else None
     if save_path is not None and not save_path.is_absolute():
         raise LmscopeError(f"savePath must be an absolute path, got {save!r}")
+    # The prompt and the save path are checked first (trace_job): they cost nothing.
+    job = session.trace_job(prompt, options, save_path, folder)
     if session.model is None and not session.model_pending:
         raise ModelLoadError("no model is loaded: call lmscope/loadModel first")
     # A model still loading is fine: the trace queues behind the load, in order.
-    job = session.trace_job(prompt, options, save_path, folder)
     token = params.get("workDoneToken")
     reporter = Progress(server, token, "Tracing")
     job.progress = reporter

@@ -137,7 +137,7 @@ class AttentionEdges:
 
 @dataclass
 class NeuronTable:
-    """Top neurons of FFN nodes, by contribution at the neuron step (method.md)."""
+    """Top neurons of FFN nodes, by contribution at the neuron step (docs/method.md)."""
 
     layer: np.ndarray  # int32 [F]
     position: np.ndarray  # int32 [F]

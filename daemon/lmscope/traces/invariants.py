@@ -105,7 +105,7 @@ def check_invariants(t: D.TraceData) -> None:
             raise Invalid(f"vocabulary lacks token id {int(missing[0])} used in {path}")
 
 
-# Which node each projection kind may describe (method.md, "Vocabulary projections").
+# Which node each projection kind may describe (docs/method.md, "Vocabulary projections").
 _PROJECTION_NODES = {
     D.PROJ_LENS: {EMBEDDING, POST_ATTENTION, RESIDUAL},
     D.PROJ_ATTENTION_UPDATE: {POST_ATTENTION, RESIDUAL},  # residual: parallel blocks

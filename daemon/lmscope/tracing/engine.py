@@ -1,7 +1,7 @@
 """Trace one prompt: one hooked forward pass, then everything a `.lmtrace` holds.
 
 Stages (each reported through `progress`):
-1. tokenize (BOS prepended once when the tokenizer defines one, method.md "BOS");
+1. tokenize (BOS prepended once when the tokenizer defines one, docs/method.md "BOS");
 2. capture + attribute layer by layer (attention edges, residual and FFN contributions), with a
    cancellation check between layers;
 3. choose the nodes that get detail in the file (`TraceOptions.detail`): by default the nodes
