@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Generates extension/src/protocol/types.ts from protocol/ (the JSON Schemas and methods.json).
+// Generates extension/shared/protocol/types.ts from protocol/ (the JSON Schemas and methods.json).
 //
 //   node protocol/generate-ts.mjs           write the file
 //   node protocol/generate-ts.mjs --check   regenerate in memory; exit 1 if the file differs
@@ -22,7 +22,7 @@ import {compile} from 'json-schema-to-typescript';
 const PROTOCOL_DIR = path.dirname(fileURLToPath(import.meta.url));
 const REPO_ROOT = path.dirname(PROTOCOL_DIR);
 const SCHEMAS_DIR = path.join(PROTOCOL_DIR, 'schemas');
-const OUT_FILE = path.join(REPO_ROOT, 'extension', 'src', 'protocol', 'types.ts');
+const OUT_FILE = path.join(REPO_ROOT, 'extension', 'shared', 'protocol', 'types.ts');
 const METHOD_PREFIX = 'lmscope/';
 
 const HEADER = `// generated from protocol/ by protocol/generate-ts.mjs — do not edit.

@@ -15,9 +15,9 @@ import {mkdtempSync, readFileSync, rmSync} from 'node:fs';
 import {tmpdir} from 'node:os';
 import path from 'node:path';
 import {after, before, test} from 'node:test';
-import type {NodeId, ThresholdMode} from '../src/protocol/types';
-import {readTraceFile, TraceFileError} from '../src/trace/lmtrace';
-import {TraceQueries} from '../src/trace/queries';
+import type {NodeId, ThresholdMode} from '../shared/protocol/types';
+import {readTraceFile, TraceFileError} from '../shared/traces/lmtrace';
+import {TraceQueries} from '../shared/traces/trace';
 import {ROOT} from './helpers';
 
 type Answer = {args: any[]; result?: any; error?: {type: string; message: string}}; // eslint-disable-line @typescript-eslint/no-explicit-any

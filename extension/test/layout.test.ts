@@ -1,9 +1,9 @@
 // The flow graph's layout: a route mapped to SVG coordinates (pure, no DOM).
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
-import type {RouteResult} from '../src/protocol/types';
-import {readTraceFile} from '../src/trace/lmtrace';
-import {TraceQueries} from '../src/trace/queries';
+import type {RouteResult} from '../shared/protocol/types';
+import {readTraceFile} from '../shared/traces/lmtrace';
+import {TraceQueries} from '../shared/traces/trace';
 import {clip, DEFAULT_LAYOUT, displayToken, layoutRoute, nodeLevel, strokeWidth} from '../webview/layout';
 import {encodeWire, syntheticWire} from './helpers';
 

@@ -4,12 +4,12 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import {test} from 'node:test';
-import {DEVICE_MAP_PLANS, deviceMapSetting} from '../src/settings';
+import {DEVICE_MAP_PLANS, deviceMapSetting} from '../host/settings';
 import {ROOT} from './helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 const manifest: any = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
-const source = (file: string) => fs.readFileSync(path.join(ROOT, 'extension', 'src', file), 'utf8');
+const source = (file: string) => fs.readFileSync(path.join(ROOT, 'extension', 'host', file), 'utf8');
 
 test('the manifest points at the bundled extension and accepts VS Code 1.91+', () => {
   assert.equal(manifest.main, './dist/extension.js');

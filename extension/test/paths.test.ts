@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import {test} from 'node:test';
-import {slugify, stamp, tracePath, tracesDir} from '../src/paths';
+import {slugify, stamp, tracePath, tracesDir} from '../host/paths';
 
 test('a prompt becomes a lower-case, dash-separated, ASCII slug', () => {
   assert.equal(slugify('When Mary and John went to the store, John gave a drink to'), 'when-mary-and-john-went-to-the-store-john-gave-a');

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import {test} from 'node:test';
-import {daemonArgs, probeArgs, probeLmscope, resolveInterpreter, restartDelay} from '../src/python';
+import {daemonArgs, probeArgs, probeLmscope, resolveInterpreter, restartDelay} from '../host/python';
 import {ROOT} from './helpers';
 
 const VENV_PYTHON = path.join(ROOT, '.venv', 'bin', 'python');

@@ -2,10 +2,10 @@
 // shared/method.md, on the synthetic trace (the cross-check with Python is golden.test.ts).
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
-import type {RouteEdge, ThresholdMode} from '../src/protocol/types';
-import {readTraceFile} from '../src/trace/lmtrace';
-import {ContributionGraph, flow, nodeKey, routeResult, ThresholdError} from '../src/trace/routes';
-import {pairwiseSum32} from '../src/trace/sums';
+import type {RouteEdge, ThresholdMode} from '../shared/protocol/types';
+import {readTraceFile} from '../shared/traces/lmtrace';
+import {ContributionGraph, flow, nodeKey, routeResult, ThresholdError} from '../shared/graph/routes';
+import {pairwiseSum32} from '../shared/traces/sums';
 import {encodeWire, f32, i32, syntheticWire} from './helpers';
 
 const MODES: ThresholdMode[] = ['renormalize', 'raw'];

@@ -17,9 +17,9 @@ import os from 'node:os';
 import path from 'node:path';
 import {after, before, test} from 'node:test';
 import {createProtocolConnection, StreamMessageReader, StreamMessageWriter, type ProtocolConnection} from 'vscode-languageserver-protocol/node';
-import type {HostToWebview, WebviewToHost} from '../src/webviewMessages';
-import {encodeBase64} from '../src/webviewMessages';
-import {contentSecurityPolicy} from '../src/webviewHtml';
+import type {HostToWebview, WebviewToHost} from '../shared/webviewMessages';
+import {encodeBase64} from '../shared/webviewMessages';
+import {contentSecurityPolicy} from '../host/webviewHtml';
 import {encodeWire, ROOT, syntheticWire} from './helpers';
 
 const CHROMIUM = process.env['CHROMIUM'] ?? '/usr/bin/chromium';

@@ -7,10 +7,10 @@
  * only; the maps are drawn on a <canvas> with the cell under the pointer described in text.
  */
 
-import type {NodeId, ProjectionResult, TokenScore} from '../src/protocol/types';
-import {NeedsModelError, type TraceQueries} from '../src/trace/queries';
-import {nodeLabel} from '../src/trace/routes';
-import type {DaemonQueries, DaemonQueryMethod, QueryResultMessage, WebviewToHost} from '../src/webviewMessages';
+import type {NodeId, ProjectionResult, TokenScore} from '../shared/protocol/types';
+import {NeedsModelError, type TraceQueries} from '../shared/traces/trace';
+import {nodeLabel} from '../shared/graph/routes';
+import type {DaemonQueries, DaemonQueryMethod, QueryResultMessage, WebviewToHost} from '../shared/webviewMessages';
 import {el, fmt, quoted} from './dom';
 
 export const NEEDS_MODEL = 'needs the model — trace again';

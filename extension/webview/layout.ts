@@ -14,7 +14,7 @@
  * to and from the offset M node.
  */
 
-import type {EdgeKind, NodeId, NodeKind, RouteEdge, RouteResult} from '../src/protocol/types';
+import type {EdgeKind, NodeId, NodeKind, RouteEdge, RouteResult} from '../shared/protocol/types';
 
 export interface LayoutOptions {
   /** Width of a column holding route nodes. */

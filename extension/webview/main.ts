@@ -10,12 +10,12 @@
  */
 
 import './style.css';
-import type {NodeId, ThresholdMode} from '../src/protocol/types';
-import {LmscopeError} from '../src/trace/errors';
-import {readTraceFile} from '../src/trace/lmtrace';
-import {TraceQueries} from '../src/trace/queries';
-import {nodeLabel} from '../src/trace/routes';
-import {decodeBase64, isHostToWebview, type GraphSettings, type WebviewToHost} from '../src/webviewMessages';
+import type {NodeId, ThresholdMode} from '../shared/protocol/types';
+import {LmscopeError} from '../shared/errors';
+import {readTraceFile} from '../shared/traces/lmtrace';
+import {TraceQueries} from '../shared/traces/trace';
+import {nodeLabel} from '../shared/graph/routes';
+import {decodeBase64, isHostToWebview, type GraphSettings, type WebviewToHost} from '../shared/webviewMessages';
 import {byId, el, fmt, quoted, svg} from './dom';
 import {clip, DEFAULT_LAYOUT, displayToken, layoutRoute, type EdgePath, type GraphLayout, type NodeBox} from './layout';
 import {DaemonLink} from './drill';

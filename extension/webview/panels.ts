@@ -6,9 +6,9 @@
  * Token strings go through `quoted` into textContent only.
  */
 
-import type {FfnNeuronsResult, NodeId, RouteEdge} from '../src/protocol/types';
-import {NeedsModelError, type TraceQueries} from '../src/trace/queries';
-import {nodeLabel} from '../src/trace/routes';
+import type {FfnNeuronsResult, NodeId, RouteEdge} from '../shared/protocol/types';
+import {NeedsModelError, type TraceQueries} from '../shared/traces/trace';
+import {nodeLabel} from '../shared/graph/routes';
 import {el, fmt, quoted} from './dom';
 import {fromDaemon, headSection, neuronSection, projectionSection, type DaemonLink} from './drill';
 import type {EdgePath, NodeBox} from './layout';

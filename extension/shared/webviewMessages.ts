@@ -4,7 +4,7 @@
  * still checks the shape of what arrives, since `postMessage` is untyped at runtime.
  *
  * Host -> webview: `load` carries the `.lmtrace` bytes (base64) and the graph settings; the
- * webview decodes them with extension/src/trace and recomputes routes locally. `loadError`
+ * webview decodes them with shared/traces and recomputes routes locally. `loadError`
  * replaces the graph with a message (a file that cannot be read).
  * `daemon` says whether a live daemon trace backs the graph (then drill-downs that need the
  * model work) and, when not, why. `queryResult` answers one `query`.

@@ -1,6 +1,6 @@
 /**
- * Routes from a saved trace, in the editor: a port of `lmscope.attribution.routes`
- * (ContributionGraph) and `lmscope.attribution.graph` (Route, Route.flow). See
+ * Routes from a saved trace, in the editor: the twin of `lmscope.graph.routes`
+ * (ContributionGraph, Route, Route.flow; node labels as `lmscope.graph.nodes.Node`). See
  * `shared/method.md`, "Threshold τ and the route".
  *
  * The webview recomputes a route whenever the threshold slider moves, so this must be exact and
@@ -17,9 +17,9 @@
  */
 
 import type {EdgeKind, NodeId, NodeKind, RouteEdge, RouteNode, RouteResult, ThresholdMode} from '../protocol/types';
-import {LmscopeError, pyFloat, ThresholdError} from './errors';
-import type {TraceFile} from './lmtrace';
-import {numpySum64, pairwiseSum32, pySum} from './sums';
+import {LmscopeError, pyFloat, ThresholdError} from '../errors';
+import type {TraceFile} from '../traces/lmtrace';
+import {numpySum64, pairwiseSum32, pySum} from '../traces/sums';
 
 export {ThresholdError};
 

@@ -9,8 +9,8 @@
 import * as vscode from 'vscode';
 import {ResponseError} from 'vscode-languageclient/node';
 import {NotLiveError, type LiveTraces} from './liveTraces';
-import {ErrorCodes, type ThresholdMode} from './protocol/types';
-import {encodeBase64, isWebviewToHost, type GraphSettings, type HostToWebview, type QueryMessage} from './webviewMessages';
+import {ErrorCodes, type ThresholdMode} from '../shared/protocol/types';
+import {encodeBase64, isWebviewToHost, type GraphSettings, type HostToWebview, type QueryMessage} from '../shared/webviewMessages';
 import {makeNonce, shellHtml} from './webviewHtml';
 
 export const TRACE_VIEW_TYPE = 'lmscope.traceViewer';

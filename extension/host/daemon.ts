@@ -30,7 +30,7 @@ import {
   type NotificationTypes,
   type RequestTypes,
   type TraceChangedParams,
-} from './protocol/types';
+} from '../shared/protocol/types';
 import {daemonArgs, probeLmscope, resolveInterpreter, type Interpreter} from './python';
 import {Recovery, describeWork, lostRequestMessage} from './recovery';
 import {deviceMapSetting} from './settings';

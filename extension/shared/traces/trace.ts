@@ -1,7 +1,8 @@
 /**
- * What the custom editor asks of a saved trace, answered without the daemon: a port of the
+ * What the custom editor asks of a saved trace, answered without the daemon: the twin of the
  * file-only paths of `lmscope.traces.trace.Trace` (predictions, routes, edge heads, FFN
- * neurons, projections), with the same checks and messages. Results have the shapes of the
+ * neurons, projections), with the same checks and messages. (The class keeps its name,
+ * TraceQueries: "trace" already names the file and the daemon's handle in the editor.) Results have the shapes of the
  * daemon's `lmscope/*` results, so the webview handles a saved trace and a live one alike.
  *
  * What a file does not store (edges below minThreshold, neurons beyond the stored top K, nodes
@@ -18,9 +19,9 @@ import type {
   RouteResult,
   ThresholdMode,
 } from '../protocol/types';
-import {LmscopeError, NeedsModelError, pyFloat} from './errors';
+import {LmscopeError, NeedsModelError, pyFloat} from '../errors';
 import type {TraceFile} from './lmtrace';
-import {ContributionGraph, nodeLabel, resolvePosition, routeResult} from './routes';
+import {ContributionGraph, nodeLabel, resolvePosition, routeResult} from '../graph/routes';
 
 export {NeedsModelError};
 

@@ -10,7 +10,7 @@ import * as vscode from 'vscode';
 import {ResponseError} from 'vscode-languageclient/node';
 import type {Daemon, ProgressValue} from './daemon';
 import type {LiveTraces} from './liveTraces';
-import {ErrorCodes, Methods, type LoadModelParams} from './protocol/types';
+import {ErrorCodes, Methods, type LoadModelParams} from '../shared/protocol/types';
 import {tracePath, tracesDir} from './paths';
 import {deviceMapSetting} from './settings';
 import {TRACE_VIEW_TYPE} from './traceEditor';
