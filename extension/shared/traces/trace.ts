@@ -45,6 +45,15 @@ function projectionApplies(kind: string, nodeKind: string, parallelBlocks: boole
   return kind === 'ffn_update' && nodeKind === 'ffn';
 }
 
+/**
+ * The one order heads are listed in, by the daemon (`lmscope/edgeHeads`, Python's
+ * `Trace.edge_heads`), this file and the webview: contribution, largest first; equal
+ * contributions in head index order. A new, sorted array.
+ */
+export function byContribution<T extends {readonly head: number; readonly contribution: number}>(heads: readonly T[]): T[] {
+  return [...heads].sort((a, b) => b.contribution - a.contribution || a.head - b.head);
+}
+
 /** One opened trace file and the questions the editor asks of it. */
 export class TraceQueries {
   readonly graph: ContributionGraph;
@@ -104,7 +113,8 @@ export class TraceQueries {
 
   // --- drill-down --------------------------------------------------------------------------------
   /** Every head's unthresholded contribution and attention weight for the attention edge
-   * source -> target at `layer`, in head order (stored edges only). */
+   * source -> target at `layer` (stored edges only), in {@link byContribution} order: the
+   * daemon's `lmscope/edgeHeads` order, which the editor shows as it comes. */
   edgeHeads(layer: number, target: number, source: number): HeadContribution[] {
     layer = this.layer(layer);
     target = this.position(target);
@@ -130,11 +140,13 @@ export class TraceQueries {
     }
     const H = this.trace.dims.nHeads;
     const {headContributions, headAttention} = this.trace.edges;
-    return Array.from({length: H}, (_, head) => ({
-      head,
-      contribution: headContributions[row * H + head]!,
-      attention: headAttention[row * H + head]!,
-    }));
+    return byContribution(
+      Array.from({length: H}, (_, head) => ({
+        head,
+        contribution: headContributions[row * H + head]!,
+        attention: headAttention[row * H + head]!,
+      })),
+    );
   }
 
   /**
