@@ -23,6 +23,7 @@ import {
   type WorkDoneProgressReport,
 } from 'vscode-languageclient/node';
 import {
+  DEFAULTS,
   Methods,
   PROTOCOL_VERSION,
   type InitializationOptions,
@@ -237,7 +238,7 @@ export class Daemon implements vscode.Disposable {
     // After a crash or a restart, the model last asked for (Select Model included) comes back.
     const model = this.modelSpec ?? (config.get<string>('model', 'default').trim() || 'default');
     const initializationOptions: InitializationOptions = {protocolVersion: PROTOCOL_VERSION, model};
-    const device = config.get<string>('device', 'cpu').trim();
+    const device = config.get<string>('device', DEFAULTS.DeviceRequest).trim();
     if (device) initializationOptions.device = device;
     const deviceMap = deviceMapSetting(config.get<string>('deviceMap', ''));
     if (deviceMap) initializationOptions.deviceMap = deviceMap;

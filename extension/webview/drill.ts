@@ -7,7 +7,7 @@
  * only; the maps are drawn on a <canvas> with the cell under the pointer described in text.
  */
 
-import type {NodeId, ProjectionResult, TokenScore} from '../shared/protocol/types';
+import type {NodeId, ProjectionResult, ThresholdMode, TokenScore} from '../shared/protocol/types';
 import {NeedsModelError, type TraceQueries} from '../shared/traces/trace';
 import {nodeLabel} from '../shared/graph/routes';
 import type {DaemonQueries, DaemonQueryMethod, QueryResultMessage, WebviewToHost} from '../shared/webviewMessages';
@@ -170,7 +170,7 @@ export function headSection(q: TraceQueries, link: DaemonLink, layer: number, he
 
 // ---- neurons and blocks -----------------------------------------------------------------------------
 /** A neuron's promoted/suppressed tokens (from the model's weights, via the daemon). */
-export function neuronSection(link: DaemonLink, layer: number, neuron: number, context: {token: number; threshold: number; mode: 'renormalize' | 'raw'}, into: HTMLElement): void {
+export function neuronSection(link: DaemonLink, layer: number, neuron: number, context: {token: number; threshold: number; mode: ThresholdMode}, into: HTMLElement): void {
   into.replaceChildren();
   into.append(el('h3', {class: 'neuron-title'}, `L${layer}.N${neuron}`));
   const body = el('div', {class: 'neuron-body'});

@@ -10,12 +10,12 @@
  */
 
 import './style.css';
-import type {NodeId, ThresholdMode} from '../shared/protocol/types';
+import {DEFAULTS, type NodeId, type ThresholdMode} from '../shared/protocol/types';
 import {LmscopeError} from '../shared/errors';
 import {readTraceFile} from '../shared/traces/lmtrace';
 import {TraceQueries} from '../shared/traces/trace';
 import {nodeLabel} from '../shared/graph/routes';
-import {decodeBase64, isHostToWebview, type GraphSettings, type WebviewToHost} from '../shared/webviewMessages';
+import {decodeBase64, isHostToWebview, THRESHOLD_RANGE, type GraphSettings, type WebviewToHost} from '../shared/webviewMessages';
 import {byId, el, fmt, quoted, svg} from './dom';
 import {clip, DEFAULT_LAYOUT, displayToken, layoutRoute, type EdgePath, type GraphLayout, type NodeBox} from './layout';
 import {DaemonLink} from './drill';
@@ -47,8 +47,12 @@ const tokenLabel = el('label', {}, 'Output ');
 const tokenSelect = el('select', {id: 'token', 'aria-label': 'Output token whose route is shown'});
 tokenLabel.append(tokenSelect);
 const thresholdLabel = el('label', {}, 'τ ');
-const thresholdRange = el('input', {id: 'threshold-range', type: 'range', min: '0.01', max: '0.1', step: '0.001', 'aria-label': 'Threshold'});
-const thresholdNumber = el('input', {id: 'threshold', type: 'number', min: '0.01', max: '0.1', step: '0.001', 'aria-label': 'Threshold (precise)'});
+// The controls span the lmscope.threshold setting's range (a typed number may go beyond, up to
+// THRESHOLD_RANGE.max), from the default minThreshold (syncControls follows the trace's).
+const MAX = '0.1';
+const MIN = String(DEFAULTS.MinThreshold);
+const thresholdRange = el('input', {id: 'threshold-range', type: 'range', min: MIN, max: MAX, step: '0.001', 'aria-label': 'Threshold'});
+const thresholdNumber = el('input', {id: 'threshold', type: 'number', min: MIN, max: MAX, step: '0.001', 'aria-label': 'Threshold (precise)'});
 thresholdLabel.append(thresholdRange, thresholdNumber);
 const modeLabel = el('label', {});
 const modeBox = el('input', {id: 'renormalize', type: 'checkbox'});
@@ -80,8 +84,8 @@ let queries: TraceQueries | null = null;
 let layout: GraphLayout | null = null;
 const saved = vscode.getState() as Partial<ViewState> | undefined;
 const state: ViewState = {
-  threshold: typeof saved?.threshold === 'number' ? saved.threshold : 0.04,
-  mode: saved?.mode === 'raw' ? 'raw' : 'renormalize',
+  threshold: typeof saved?.threshold === 'number' ? saved.threshold : DEFAULTS.Threshold,
+  mode: saved?.mode === 'raw' || saved?.mode === 'renormalize' ? saved.mode : DEFAULTS.ThresholdMode,
   token: typeof saved?.token === 'number' ? saved.token : null,
   collapse: saved?.collapse !== false,
   zoom: saved?.zoom ?? {k: 1, x: 0, y: 0},
@@ -156,8 +160,8 @@ function currentToken(): number {
 }
 
 function syncControls(): void {
-  const min = queries?.trace.settings.minThreshold ?? 0.01;
-  const lower = String(Math.max(0.01, min));
+  const min = queries?.trace.settings.minThreshold ?? DEFAULTS.MinThreshold;
+  const lower = String(Math.max(DEFAULTS.MinThreshold, min));
   thresholdRange.min = lower;
   thresholdNumber.min = String(min);
   thresholdRange.value = String(state.threshold);
@@ -170,8 +174,8 @@ function syncControls(): void {
 // ---- controls ----------------------------------------------------------------------------------
 function setThreshold(value: number): void {
   if (!Number.isFinite(value)) return;
-  const min = queries?.trace.settings.minThreshold ?? 0.01;
-  state.threshold = Math.min(0.5, Math.max(min, value));
+  const min = queries?.trace.settings.minThreshold ?? DEFAULTS.MinThreshold;
+  state.threshold = Math.min(THRESHOLD_RANGE.max, Math.max(min, value));
   syncControls();
   changed();
 }

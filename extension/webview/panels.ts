@@ -6,7 +6,7 @@
  * Token strings go through `quoted` into textContent only.
  */
 
-import type {FfnNeuronsResult, NodeId, RouteEdge} from '../shared/protocol/types';
+import type {FfnNeuronsResult, NodeId, RouteEdge, ThresholdMode} from '../shared/protocol/types';
 import {byContribution, NeedsModelError, type TraceQueries} from '../shared/traces/trace';
 import {nodeLabel} from '../shared/graph/routes';
 import {el, fmt, quoted} from './dom';
@@ -134,7 +134,7 @@ export function tokenList(title: string, tokens: readonly {token: string; logit:
 export interface RouteContext {
   readonly token: number;
   readonly threshold: number;
-  readonly mode: 'renormalize' | 'raw';
+  readonly mode: ThresholdMode;
 }
 
 export function neuronsPanel(

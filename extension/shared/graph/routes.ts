@@ -16,7 +16,7 @@
  *   residual/FFN parts) and sums the divided heads left to right in float64, as Python does.
  */
 
-import type {EdgeKind, NodeId, NodeKind, RouteEdge, RouteNode, RouteResult, ThresholdMode} from '../protocol/types';
+import {DEFAULTS, type EdgeKind, type NodeId, type NodeKind, type RouteEdge, type RouteNode, type RouteResult, type ThresholdMode} from '../protocol/types';
 import {LmscopeError, pyFloat, ThresholdError} from '../errors';
 import type {TraceFile} from '../traces/lmtrace';
 import {numpySum64, pairwiseSum32, pySum} from '../traces/sums';
@@ -191,7 +191,7 @@ export class ContributionGraph {
    * reachable top-down from R(L-1, token), expanding only nodes already on the route.
    * Checks like `Trace.route`: τ must be a finite number >= the trace's minThreshold.
    */
-  route(token: number, threshold: number, mode: ThresholdMode = 'renormalize'): Route {
+  route(token: number, threshold: number, mode: ThresholdMode = DEFAULTS.ThresholdMode): Route {
     if (typeof threshold !== 'number' || !Number.isFinite(threshold)) {
       throw new ThresholdError(`threshold must be a number, got ${String(threshold)}`);
     }
@@ -245,7 +245,7 @@ export class ContributionGraph {
   }
 
   /** Every kept edge of the whole graph (not only one route); for tests of laziness. */
-  fullGraphEdges(threshold: number, mode: ThresholdMode = 'renormalize'): RouteEdge[] {
+  fullGraphEdges(threshold: number, mode: ThresholdMode = DEFAULTS.ThresholdMode): RouteEdge[] {
     return this.allNodes().flatMap(node => this.incoming(node, threshold, mode));
   }
 }

@@ -10,14 +10,16 @@
  * answers those.
  */
 
-import type {
-  FfnNeuronsResult,
-  HeadContribution,
-  NodeId,
-  ProjectionKind,
-  ProjectionResult,
-  RouteResult,
-  ThresholdMode,
+import {
+  DEFAULTS,
+  PARAM_DEFAULTS,
+  type FfnNeuronsResult,
+  type HeadContribution,
+  type NodeId,
+  type ProjectionKind,
+  type ProjectionResult,
+  type RouteResult,
+  type ThresholdMode,
 } from '../protocol/types';
 import {LmscopeError, NeedsModelError, pyFloat} from '../errors';
 import type {TraceFile} from './lmtrace';
@@ -98,7 +100,7 @@ export class TraceQueries {
   }
 
   /** The model's top next tokens after position `token`, most probable first. */
-  predictions(token = -1): Prediction[] {
+  predictions(token: number = DEFAULTS.TokenPosition): Prediction[] {
     const row = this.position(token);
     const k = this.trace.dims.predictionTopK;
     const {ids, probs} = this.trace.predictions;
@@ -107,7 +109,7 @@ export class TraceQueries {
 
   // --- routes ------------------------------------------------------------------------------------
   /** The route of output token `token` at τ, shaped as the daemon's `lmscope/route` result. */
-  route(token: number, threshold: number, mode: ThresholdMode = 'renormalize'): RouteResult {
+  route(token: number, threshold: number, mode: ThresholdMode = DEFAULTS.ThresholdMode): RouteResult {
     return routeResult(this.graph.route(token, threshold, mode));
   }
 
@@ -153,7 +155,12 @@ export class TraceQueries {
    * Neurons of FFN node (layer, position), strongest contribution first, paged. Pages beyond the
    * stored top neurons need the model, unless the file stores them all.
    */
-  ffnNeurons(layer: number, position: number, offset = 0, limit = 50): FfnNeuronsResult {
+  ffnNeurons(
+    layer: number,
+    position: number,
+    offset: number = PARAM_DEFAULTS['lmscope/ffnNeurons'].offset,
+    limit: number = PARAM_DEFAULTS['lmscope/ffnNeurons'].limit,
+  ): FfnNeuronsResult {
     layer = this.layer(layer);
     position = this.position(position);
     if (offset < 0 || limit < 0) throw new LmscopeError('offset and limit must be >= 0');
@@ -197,7 +204,7 @@ export class TraceQueries {
    * "ffn_update". `prevRank` is the token's rank in the previous residual node's lens (null if
    * none).
    */
-  projection(node: NodeId, kind: ProjectionKind = 'lens'): ProjectionResult {
+  projection(node: NodeId, kind: ProjectionKind = PARAM_DEFAULTS['lmscope/projection'].kind): ProjectionResult {
     if (!NODE_KINDS.includes(node.kind) || !PROJECTION_KINDS.includes(kind)) {
       throw new LmscopeError(`unknown node kind '${String(node.kind)}' or projection kind '${String(kind)}'`);
     }
