@@ -47,9 +47,10 @@ test('settings have the documented defaults and every one read by the code is de
   assert.equal(props['lmscope.tracesFolder'].default, 'traces');
   assert.ok('lmscope.python' in props && 'lmscope.dtype' in props);
   const read = new Set<string>();
-  for (const file of ['daemon.ts', 'commands.ts', 'traceEditor.ts', 'extension.ts']) {
+  for (const file of fs.readdirSync(path.join(ROOT, 'extension', 'host')).filter((f) => f.endsWith('.ts'))) {
     for (const m of source(file).matchAll(/\.get<\w+>\('(\w+)'/g)) read.add(`lmscope.${m[1]}`);
   }
+  for (const key of ['lmscope.python', 'lmscope.model', 'lmscope.device', 'lmscope.threshold', 'lmscope.tracesFolder']) assert.ok(read.has(key), `${key} is read`);
   for (const key of read) assert.ok(key in props, `${key} is read but not declared`);
 });
 

@@ -9,16 +9,12 @@
 import type {FfnNeuronsResult, NodeId, RouteEdge, ThresholdMode} from '../shared/protocol/types';
 import {byContribution, NeedsModelError, type TraceQueries} from '../shared/traces/trace';
 import {nodeLabel} from '../shared/graph/routes';
-import {el, fmt, quoted} from './dom';
+import {el, fmt, quoted, tokenAt} from './dom';
 import {fromDaemon, headSection, neuronSection, projectionSection, type DaemonLink} from './drill';
 import type {EdgePath, NodeBox} from './layout';
 
 /** Neurons per page in the FFN panel. */
 export const NEURON_PAGE = 10;
-
-export function tokenAt(q: TraceQueries, position: number): string {
-  return quoted(q.trace.tokens.strings[position] ?? '');
-}
 
 export function edgeTitle(edge: RouteEdge): string {
   const what = edge.kind === 'attention' ? (edge.source.position === edge.target.position ? 'self-attention' : 'attention') : edge.kind;
