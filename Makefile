@@ -50,8 +50,9 @@ lint: setup $(NODE_STAMP)
 typecheck: setup
 	$(PY) -m mypy daemon/lmscope
 
-# The TypeScript trace library (extension/src/trace): strict type check, then its tests, which
-# compare every route and query with the Python engine's on the same files.
+# The TypeScript (extension/host, extension/webview, and extension/shared, which both use):
+# strict type check of each runtime, then the tests, which compare every route and query of the
+# shared trace library with the Python engine's on the same files.
 ts-test: setup $(NODE_STAMP) browsers
 	npm run --silent typecheck
 	LMSCOPE_PYTHON=$(PY) npm run --silent test:ts

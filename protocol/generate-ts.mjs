@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Generates extension/src/protocol/types.ts from protocol/ (the JSON Schemas and methods.json).
+// Generates extension/shared/protocol/types.ts from protocol/ (the JSON Schemas and methods.json).
 //
 //   node protocol/generate-ts.mjs           write the file
 //   node protocol/generate-ts.mjs --check   regenerate in memory; exit 1 if the file differs
@@ -13,6 +13,11 @@
 // `description` (`Handle1`, `Handle2`, ...), and those descriptions are the doc comments we want.
 // Keywords that only validate (if/then/else, dependentRequired, constraint-only oneOf) are
 // dropped; the schema stays the authority, the types are its shape.
+//
+// The schemas' defaults follow, as values: DEFAULTS (every common `$defs` entry with a
+// `default`, as lmscope.protocol.defaults.shared_default reads them) and PARAM_DEFAULTS (per
+// request, its optional params' defaults, following `$ref`s, as param_defaults does), each
+// type-checked against the generated types with `satisfies`.
 
 import {readFileSync, readdirSync, writeFileSync, mkdirSync, existsSync} from 'node:fs';
 import path from 'node:path';
@@ -22,7 +27,7 @@ import {compile} from 'json-schema-to-typescript';
 const PROTOCOL_DIR = path.dirname(fileURLToPath(import.meta.url));
 const REPO_ROOT = path.dirname(PROTOCOL_DIR);
 const SCHEMAS_DIR = path.join(PROTOCOL_DIR, 'schemas');
-const OUT_FILE = path.join(REPO_ROOT, 'extension', 'src', 'protocol', 'types.ts');
+const OUT_FILE = path.join(REPO_ROOT, 'extension', 'shared', 'protocol', 'types.ts');
 const METHOD_PREFIX = 'lmscope/';
 
 const HEADER = `// generated from protocol/ by protocol/generate-ts.mjs — do not edit.
@@ -138,6 +143,36 @@ async function compileNamed(schemas, schema, baseFile, seen) {
   return pieces.join('\n\n');
 }
 
+/** Every default of a shared definition, by its name (Python's `shared_default`). */
+function sharedDefaults(common) {
+  return Object.entries(common.$defs).filter(([, def]) => 'default' in def);
+}
+
+/**
+ * The defaults of a request's optional top-level params, as Python's `param_defaults`: a
+ * `default` beside the param wins, else the default of the definition its `$ref` names;
+ * required params have none.
+ */
+function paramDefaults(schemas, file) {
+  const schema = schemas.get(file);
+  const required = new Set(schema.required ?? []);
+  const found = [];
+  for (const [name, prop] of Object.entries(schema.properties ?? {})) {
+    if (required.has(name)) continue;
+    if ('default' in prop) found.push([name, prop.default]);
+    else if ('$ref' in prop) {
+      const target = resolveRef(schemas, prop.$ref, file);
+      if ('default' in target) found.push([name, target.default]);
+    }
+  }
+  return found;
+}
+
+/** An object key as TypeScript writes it: bare when it is an identifier, else quoted. */
+const tsKey = key => (/^[A-Za-z_$][\w$]*$/.test(key) ? key : JSON.stringify(key));
+/** `{a: 1, b: "x"}` from [key, value] pairs (values are JSON). */
+const tsObject = pairs => `{${pairs.map(([k, v]) => `${tsKey(k)}: ${JSON.stringify(v)}`).join(', ')}}`;
+
 function methodKey(name) {
   if (!name.startsWith(METHOD_PREFIX)) fail(`methods.json: ${name} does not start with ${METHOD_PREFIX}`);
   return name.slice(METHOD_PREFIX.length);
@@ -194,6 +229,24 @@ async function generate() {
     `export const ErrorCodes = {`,
     ...table.errors.map(e => `  ${e.name}: ${e.code},`),
     `} as const;`,
+    '',
+    `/**`,
+    ` * The default of every shared definition that has one (common.schema.json \`$defs\`), by name:`,
+    ` * the value used when nobody chose one. Read defaults here, never write them again.`,
+    ` */`,
+    `export const DEFAULTS = {`,
+    ...sharedDefaults(common).map(([name, def]) => `  ${tsKey(name)}: ${JSON.stringify(def.default)},`),
+    `} as const satisfies {`,
+    ...sharedDefaults(common).map(([name, def]) => `  ${tsKey(name)}: ${def.title};`),
+    `};`,
+    '',
+    `/**`,
+    ` * Per request, the defaults of its optional params: the daemon fills in exactly these when a`,
+    ` * param is left out (a param's own \`default\`, else that of the definition it \`$ref\`s).`,
+    ` */`,
+    `export const PARAM_DEFAULTS = {`,
+    ...requests.map(m => `  ${JSON.stringify(m.name)}: ${tsObject(paramDefaults(schemas, m.params))},`),
+    `} as const satisfies {[M in keyof RequestTypes]: Partial<RequestTypes[M]['params']>};`,
   ];
   return `${HEADER}\n${pieces.join('\n\n')}\n\n${lines.join('\n')}\n`;
 }

@@ -28,7 +28,7 @@ from lmscope.protocol import (
 
 REPO_ROOT = PROTOCOL_DIR.parent
 EXAMPLES_DIR = PROTOCOL_DIR / "examples"
-TYPES_TS = REPO_ROOT / "extension" / "src" / "protocol" / "types.ts"
+TYPES_TS = REPO_ROOT / "extension" / "shared" / "protocol" / "types.ts"
 SCHEMA_BASE = "https://lmscope.dev/protocol/schemas/"
 TABLE = json.loads((PROTOCOL_DIR / "methods.json").read_text(encoding="utf-8"))
 

@@ -3,21 +3,22 @@
 // tests/fixtures/export_route_golden.py traces a prompt on every tiny model family, saves each
 // .lmtrace and writes Python's answers from the saved file (routes for every output token x
 // threshold x mode, predictions, edge heads, FFN neuron pages, projections, and the error
-// cases). Here each file is read with lmtrace.ts and every answer compared: edges and nodes in
-// the same order, weights and shares within 1e-6 (the worst differences are reported), stored
-// numbers and error messages exactly. LMSCOPE_PYTHON overrides the interpreter.
+// cases). Here each file is read with shared/traces/lmtrace.ts and every answer compared
+// exactly: edges and nodes in the same order, edge and head weights bit for bit (routes.ts
+// copies NumPy's arithmetic), stored numbers and error messages as they are. Only node shares
+// get a tolerance (see SHARE_TOLERANCE). LMSCOPE_PYTHON overrides the interpreter.
 //
 // LMSCOPE_BENCH_TRACE=<a .lmtrace> (optional; e.g. 200 tokens of the default model) adds that
-// file as one more case (routes for a few output tokens) and prints how long routes take on it.
+// file as one more case (routes for a few output tokens), compared the same way.
 import assert from 'node:assert/strict';
 import {execFileSync} from 'node:child_process';
 import {mkdtempSync, readFileSync, rmSync} from 'node:fs';
 import {tmpdir} from 'node:os';
 import path from 'node:path';
 import {after, before, test} from 'node:test';
-import type {NodeId, ThresholdMode} from '../src/protocol/types';
-import {readTraceFile, TraceFileError} from '../src/trace/lmtrace';
-import {TraceQueries} from '../src/trace/queries';
+import type {NodeId, ThresholdMode} from '../shared/protocol/types';
+import {readTraceFile, TraceFileError} from '../shared/traces/lmtrace';
+import {TraceQueries} from '../shared/traces/trace';
 import {ROOT} from './helpers';
 
 type Answer = {args: any[]; result?: any; error?: {type: string; message: string}}; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -32,7 +33,12 @@ interface GoldenCase {
   projections: Answer[];
 }
 
-const TOLERANCE = 1e-6;
+/**
+ * Node shares (flow) are the one number computed in another order: Python adds the shares of
+ * the nodes at one depth in set order, routes.ts in slot order, so a share may differ by a few
+ * ulps (relative), never more.
+ */
+const SHARE_TOLERANCE = 1e-12;
 let folder = '';
 let cases: [string, GoldenCase][] = [];
 /** Damaged copies of some golden files (bit flips or a cut) and what Python's reader said. */
@@ -96,52 +102,43 @@ function expectSame(answer: Answer, ask: () => unknown, compare: (ours: any) => 
   compare(ours);
 }
 
-test('routes and flows equal Python\'s for every family, output token, threshold and mode', t => {
+test('routes and flows equal Python\'s for every family, output token, threshold and mode', () => {
   assert.ok(cases.length >= 6, 'a golden case per tiny family');
-  let routes = 0, edges = 0, nodes = 0, worstWeight = 0, worstHead = 0, worstShare = 0, exactWeights = 0;
+  let edges = 0, attentionHeads = 0, shares = 0;
   for (const [name, c] of cases) {
     const queries = open(c);
+    assert.ok(c.routes.some(a => a.result !== undefined && a.result.edges.length > 0), `${name}: some route has edges`);
     for (const answer of c.routes) {
       const [token, threshold, mode] = answer.args as [number, number, ThresholdMode];
       const what = `${name} route(${token}, ${threshold}, ${mode})`;
       expectSame(answer, () => queries.route(token, threshold, mode), ours => {
         const theirs = answer.result;
-        routes++;
-        assert.equal(ours.token, theirs.token, what);
-        assert.equal(ours.threshold, theirs.threshold, what);
-        assert.equal(ours.mode, theirs.mode, what);
-        assert.equal(ours.edges.length, theirs.edges.length, `${what}: edge count`);
-        ours.edges.forEach((e: any, i: number) => { // eslint-disable-line @typescript-eslint/no-explicit-any
-          const p = theirs.edges[i];
-          const where = `${what} edge ${i}`;
-          assert.deepEqual([e.kind, e.source, e.target], [p.kind, p.source, p.target], where);
-          const d = Math.abs(e.weight - p.weight);
-          assert.ok(d <= TOLERANCE, `${where}: weight ${e.weight} vs ${p.weight}`);
-          worstWeight = Math.max(worstWeight, d);
-          if (d === 0) exactWeights++;
-          assert.equal(e.heads.length, p.heads.length, where);
-          e.heads.forEach((h: number, k: number) => {
-            worstHead = Math.max(worstHead, Math.abs(h - p.heads[k]));
-            assert.ok(Math.abs(h - p.heads[k]) <= TOLERANCE, `${where}: head ${k}`);
-          });
-          edges++;
-        });
+        assert.deepEqual([ours.token, ours.threshold, ours.mode], [theirs.token, theirs.threshold, theirs.mode], what);
+        // Edges: kinds, nodes, weights and per-head parts, bit for bit, in Python's order.
+        assert.deepEqual(ours.edges, theirs.edges, `${what}: edges`);
+        edges += ours.edges.length;
+        attentionHeads += ours.edges.reduce((n: number, e: {heads: number[]}) => n + e.heads.length, 0);
         assert.deepEqual(ours.nodes.map((n: {id: NodeId}) => n.id), theirs.nodes.map((n: {id: NodeId}) => n.id), `${what}: nodes`);
         ours.nodes.forEach((n: {share: number}, i: number) => {
-          const d = Math.abs(n.share - theirs.nodes[i].share);
-          worstShare = Math.max(worstShare, d);
-          assert.ok(d <= TOLERANCE, `${what}: share of node ${i}`);
-          nodes++;
+          const expected: number = theirs.nodes[i].share;
+          assert.ok(Math.abs(n.share - expected) <= SHARE_TOLERANCE * Math.max(1, Math.abs(expected)), `${what}: share of node ${i}: ${n.share} vs ${expected}`);
+          shares++;
         });
       }, what);
     }
   }
-  t.diagnostic(`${routes} routes, ${edges} edges (${exactWeights} weights bit-identical), ${nodes} node shares compared`);
-  t.diagnostic(`largest differences: weight ${worstWeight}, head ${worstHead}, share ${worstShare}`);
+  // Not vacuous: attention edges with their heads, and node shares, were compared.
+  assert.ok(edges > 0 && attentionHeads > 0 && shares > 0, `${edges} edges, ${attentionHeads} head parts, ${shares} shares compared`);
 });
 
-test('predictions, edge heads, FFN neuron pages and projections equal Python\'s, errors included', t => {
-  let compared = 0;
+test('predictions, edge heads, FFN neuron pages and projections equal Python\'s, errors included', () => {
+  // Per kind of question: how many answers were results and how many errors, both must occur.
+  const seen: Record<string, {results: number; errors: number}> = {};
+  const count = (kind: string, answer: Answer) => {
+    const tally = (seen[kind] ??= {results: 0, errors: 0});
+    if (answer.error === undefined) tally.results++;
+    else tally.errors++;
+  };
   for (const [name, c] of cases) {
     const queries = open(c);
     const tokens = [...Array(c.nTokens).keys(), -1, c.nTokens];
@@ -150,37 +147,38 @@ test('predictions, edge heads, FFN neuron pages and projections equal Python\'s,
       expectSame(answer, () => queries.predictions(token), ours => {
         assert.deepEqual(ours.map((p: {token: string; prob: number}) => [p.token, p.prob]), answer.result, `${name} predictions(${token})`);
       }, `${name} predictions(${token})`);
-      compared++;
+      count('predictions', answer);
     });
     for (const answer of c.edgeHeads) {
       const [layer, target, source] = answer.args as [number, number, number];
       const what = `${name} edgeHeads(${answer.args.join(', ')})`;
       expectSame(answer, () => queries.edgeHeads(layer, target, source), ours => assert.deepEqual(ours, answer.result, what), what);
-      compared++;
+      count('edgeHeads', answer);
     }
     for (const answer of c.ffnNeurons) {
       const [layer, position, offset, limit] = answer.args as [number, number, number, number];
       const what = `${name} ffnNeurons(${answer.args.join(', ')})`;
       expectSame(answer, () => queries.ffnNeurons(layer, position, offset, limit), ours => assert.deepEqual(ours, answer.result, what), what);
-      compared++;
+      count('ffnNeurons', answer);
     }
     for (const answer of c.projections) {
       const [node, kind] = answer.args;
       const what = `${name} projection(${JSON.stringify(node)}, ${kind})`;
       expectSame(answer, () => queries.projection(node, kind), ours => assert.deepEqual(ours, answer.result, what), what);
-      compared++;
+      count('projections', answer);
     }
   }
-  t.diagnostic(`${compared} drill-down answers compared`);
+  for (const kind of ['predictions', 'edgeHeads', 'ffnNeurons', 'projections']) {
+    const tally = seen[kind] ?? {results: 0, errors: 0};
+    assert.ok(tally.results > 0 && tally.errors > 0, `${kind}: ${tally.results} results and ${tally.errors} errors compared (both must occur)`);
+  }
 });
 
-test('damaged files are refused, or read, exactly as the Python reader does', t => {
-  assert.ok(damaged.length > 0);
+test('damaged files are refused, or read, exactly as the Python reader does', () => {
   // Python's jsonschema names, among several schema errors, the one its heuristic ranks first
   // (shallowest, then greatest path); we name the first in file order. Only then may the two
   // messages name different fields.
   const schemaError = /: .* (is not one of|is not of type|is a required property|Additional properties)/;
-  let identical = 0;
   const otherField: string[] = [];
   for (const d of damaged) {
     const bytes = new Uint8Array(readFileSync(path.join(folder, `${d.case}.lmtrace`)));
@@ -194,52 +192,11 @@ test('damaged files are refused, or read, exactly as the Python reader does', t 
     }
     const what = `${d.case} ${JSON.stringify(d.flips ?? {cut: d.cut})}`;
     assert.equal(ours === null, d.message === null, `${what}: Python says ${d.message}, we say ${ours}`);
-    if (ours === d.message) identical++;
-    else if (schemaError.test(ours!) && schemaError.test(d.message!)) otherField.push(`${what}: ${d.message} / ${ours}`);
+    if (ours === d.message) continue;
+    if (schemaError.test(ours!) && schemaError.test(d.message!)) otherField.push(`${what}: ${d.message} / ${ours}`);
     else assert.equal(ours, d.message, what);
   }
-  t.diagnostic(`${damaged.length} damaged files: ${damaged.filter(d => d.message === null).length} read by both, ${identical} identical answers`);
-  for (const line of otherField) t.diagnostic(`two schema errors, each names one: ${line}`);
-  assert.ok(otherField.length <= damaged.length / 50, 'multi-error files are rare');
-});
-
-test('routes of the golden traces are fast enough for a slider', t => {
-  for (const [name, c] of cases) {
-    const queries = open(c);
-    const start = performance.now();
-    let count = 0;
-    for (let token = 0; token < c.nTokens; token++) {
-      for (const tau of [0.02, 0.04, 0.1]) {
-        queries.route(token, tau, 'renormalize');
-        count++;
-      }
-    }
-    t.diagnostic(`${name}: ${((performance.now() - start) / count).toFixed(3)} ms per route`);
-  }
-});
-
-test('a realistic trace (LMSCOPE_BENCH_TRACE) opens and re-routes quickly', {skip: BENCH_TRACE ? false : 'LMSCOPE_BENCH_TRACE is not set'}, t => {
-  const bytes = readFileSync(BENCH_TRACE!);
-  let start = performance.now();
-  const trace = readTraceFile(bytes, BENCH_TRACE);
-  const read = performance.now() - start;
-  start = performance.now();
-  const queries = new TraceQueries(trace);
-  const index = performance.now() - start;
-  const {nTokens, nLayers, nHeads, nEdges} = trace.dims;
-  t.diagnostic(`${BENCH_TRACE}: ${(bytes.length / 1e6).toFixed(1)} MB, n=${nTokens}, L=${nLayers}, H=${nHeads}, E=${nEdges}`);
-  t.diagnostic(`read + validate ${read.toFixed(1)} ms, index ${index.toFixed(1)} ms`);
-  for (const mode of ['renormalize', 'raw'] as const) {
-    for (const tau of [0.01, 0.02, 0.04, 0.06, 0.1]) {
-      const times: number[] = [];
-      let edges = 0;
-      for (let rep = 0; rep < 5; rep++) {
-        start = performance.now();
-        edges = queries.route(-1, tau, mode).edges.length;
-        times.push(performance.now() - start);
-      }
-      times.sort((a, b) => a - b);
-      t.diagnostic(`${mode} τ=${tau}: ${edges} edges, first ${times[0]!.toFixed(2)}..median ${times[2]!.toFixed(2)} ms (route + flow + nodes)`);
-    }
-  }
+  // Both outcomes occur: damage the readers refuse, and damage (in float data) they both read.
+  assert.ok(damaged.some(d => d.message === null) && damaged.some(d => d.message !== null), 'refused and read files');
+  assert.ok(otherField.length <= damaged.length / 50, `multi-error files are rare, here:\n${otherField.join('\n')}`);
 });

@@ -1,9 +1,10 @@
 // The flow graph's layout: a route mapped to SVG coordinates (pure, no DOM).
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
-import type {RouteResult} from '../src/protocol/types';
-import {readTraceFile} from '../src/trace/lmtrace';
-import {TraceQueries} from '../src/trace/queries';
+import type {RouteResult} from '../shared/protocol/types';
+import {nodeKey} from '../shared/graph/routes';
+import {readTraceFile} from '../shared/traces/lmtrace';
+import {TraceQueries} from '../shared/traces/trace';
 import {clip, DEFAULT_LAYOUT, displayToken, layoutRoute, nodeLevel, strokeWidth} from '../webview/layout';
 import {encodeWire, syntheticWire} from './helpers';
 
@@ -17,16 +18,16 @@ test('every route node and edge gets a place, edges joining their nodes', () => 
   const layout = layoutRoute(route, q.nTokens, q.nLayers);
   assert.equal(layout.nodes.length, route.nodes.length);
   assert.equal(layout.edges.length, route.edges.length);
-  const at = new Map(layout.nodes.map((n) => [n.key, n]));
+  const at = new Map(layout.nodes.map((n) => [nodeKey(n.id), n]));
   for (const e of layout.edges) {
-    const source = at.get(`${e.edge.source.kind}/${e.edge.source.layer}/${e.edge.source.position}`)!;
-    const target = at.get(`${e.edge.target.kind}/${e.edge.target.layer}/${e.edge.target.position}`)!;
+    const source = at.get(nodeKey(e.edge.source))!;
+    const target = at.get(nodeKey(e.edge.target))!;
     assert.deepEqual([e.x1, e.y1, e.x2, e.y2], [source.x, source.y, target.x, target.y]);
     assert.ok(e.y2 < e.y1, 'edges go up the stack');
     assert.match(e.d, /^M[\d.]+,[\d.]+ /);
   }
   for (const n of layout.nodes) {
-    assert.ok(n.x > 0 && n.x < layout.width && n.y > 0 && n.y < layout.height, n.key);
+    assert.ok(n.x > 0 && n.x < layout.width && n.y > 0 && n.y < layout.height, nodeKey(n.id));
   }
 });
 

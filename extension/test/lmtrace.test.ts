@@ -2,9 +2,9 @@
 // foreign or hostile file is one TraceFileError naming the problem, never another exception.
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
-import {ErrorCodes} from '../src/protocol/types';
-import {readTraceFile, TraceFileError, type TraceFile} from '../src/trace/lmtrace';
-import {TraceQueries} from '../src/trace/queries';
+import {ErrorCodes} from '../shared/protocol/types';
+import {readTraceFile, TraceFileError, type TraceFile} from '../shared/traces/lmtrace';
+import {TraceQueries} from '../shared/traces/trace';
 import {encodeWire, f32, i32, seededRandom, syntheticWire} from './helpers';
 
 /** The TraceFileError message of reading `bytes`; fails the test on success or another error. */
@@ -138,7 +138,7 @@ test('a huge declared shape with tiny data is refused before anything is allocat
 });
 
 test('dtypes, array forms and field types are checked, naming the field as Python does', () => {
-  // Each message is the one lmscope.traces.fileformat gives for the same damage.
+  // Each message is the one lmscope.traces.lmtrace gives for the same damage.
   const cases: [(w: ReturnType<typeof syntheticWire>) => void, string][] = [
     [w => (w.edges.layer = f32([12], Array(12).fill(0))), "edges.layer.dtype: 'int32' was expected"],
     [w => (w.blocks.ffn.dtype = 'float64'), "blocks.ffn.dtype: 'float64' is not one of ['int32', 'float32']"],

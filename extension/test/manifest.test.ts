@@ -1,15 +1,18 @@
 // The extension manifest (package.json): what activate() registers is what the manifest
-// declares, and the settings' defaults are the documented ones.
+// declares, and the settings' defaults are the documented ones: the protocol's (DEFAULTS, read
+// from its schemas) where a setting stands for a protocol value, since the manifest cannot import.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import {test} from 'node:test';
-import {DEVICE_MAP_PLANS, deviceMapSetting} from '../src/settings';
+import {DEVICE_MAP_PLANS, deviceMapSetting} from '../host/settings';
+import {DEFAULTS} from '../shared/protocol/types';
+import {THRESHOLD_RANGE} from '../shared/webviewMessages';
 import {ROOT} from './helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 const manifest: any = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
-const source = (file: string) => fs.readFileSync(path.join(ROOT, 'extension', 'src', file), 'utf8');
+const source = (file: string) => fs.readFileSync(path.join(ROOT, 'extension', 'host', file), 'utf8');
 
 test('the manifest points at the bundled extension and accepts VS Code 1.91+', () => {
   assert.equal(manifest.main, './dist/extension.js');
@@ -38,16 +41,24 @@ test('Trace Selection has a keybinding and an editor context menu entry', () => 
 test('settings have the documented defaults and every one read by the code is declared', () => {
   const props = manifest.contributes.configuration.properties;
   assert.equal(props['lmscope.model'].default, 'default');
-  assert.equal(props['lmscope.device'].default, 'cpu');
-  assert.equal(props['lmscope.threshold'].default, 0.04);
-  assert.equal(props['lmscope.renormalize'].default, true);
+  assert.equal(props['lmscope.device'].default, DEFAULTS.DeviceRequest);
+  assert.equal(props['lmscope.threshold'].default, DEFAULTS.Threshold);
+  assert.equal(props['lmscope.renormalize'].default, DEFAULTS.ThresholdMode === 'renormalize');
   assert.equal(props['lmscope.tracesFolder'].default, 'traces');
   assert.ok('lmscope.python' in props && 'lmscope.dtype' in props);
   const read = new Set<string>();
-  for (const file of ['daemon.ts', 'commands.ts', 'traceEditor.ts', 'extension.ts']) {
+  for (const file of fs.readdirSync(path.join(ROOT, 'extension', 'host')).filter((f) => f.endsWith('.ts'))) {
     for (const m of source(file).matchAll(/\.get<\w+>\('(\w+)'/g)) read.add(`lmscope.${m[1]}`);
   }
+  for (const key of ['lmscope.python', 'lmscope.model', 'lmscope.device', 'lmscope.threshold', 'lmscope.tracesFolder']) assert.ok(read.has(key), `${key} is read`);
   for (const key of read) assert.ok(key in props, `${key} is read but not declared`);
+});
+
+test('the threshold setting opens no lower than a default trace answers, within the graph\'s range', () => {
+  const threshold = manifest.contributes.configuration.properties['lmscope.threshold'];
+  assert.ok(threshold.minimum >= DEFAULTS.MinThreshold, `minimum ${threshold.minimum} < MinThreshold ${DEFAULTS.MinThreshold}`);
+  assert.ok(threshold.minimum <= threshold.default && threshold.default <= threshold.maximum);
+  assert.ok(threshold.maximum <= THRESHOLD_RANGE.max);
 });
 
 test('the device-map setting offers exactly the protocol\'s plans, and "" for one device', () => {

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import {test} from 'node:test';
-import {slugify, stamp, tracePath, tracesDir} from '../src/paths';
+import {slugify, tracePath, tracesDir} from '../host/paths';
 
 test('a prompt becomes a lower-case, dash-separated, ASCII slug', () => {
   assert.equal(slugify('When Mary and John went to the store, John gave a drink to'), 'when-mary-and-john-went-to-the-store-john-gave-a');
@@ -40,10 +40,6 @@ test('a trace path never overwrites an earlier trace of the same prompt', () => 
   const taken = new Set(['/t/hello.lmtrace', '/t/hello-2.lmtrace']);
   assert.equal(tracePath('/t', 'Hello', (p) => taken.has(p), path.posix), '/t/hello-3.lmtrace');
   assert.equal(tracePath('/t', 'Other', (p) => taken.has(p), path.posix), '/t/other.lmtrace');
-});
-
-test('stamps are sortable UTC date-times', () => {
-  assert.equal(stamp(new Date(Date.UTC(2026, 10, 27, 8, 5, 9))), '20261127-080509');
 });
 
 test('a relative traces setting that climbs out of the file\'s folder is refused', () => {

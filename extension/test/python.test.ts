@@ -3,10 +3,11 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import {test} from 'node:test';
-import {daemonArgs, probeArgs, probeLmscope, resolveInterpreter, restartDelay} from '../src/python';
+import {daemonArgs, probeArgs, probeLmscope, resolveInterpreter, restartDelay} from '../host/python';
 import {ROOT} from './helpers';
 
-const VENV_PYTHON = path.join(ROOT, '.venv', 'bin', 'python');
+// The project's Python (LMSCOPE_PYTHON, as the other tests), else the checkout's .venv.
+const VENV_PYTHON = process.env['LMSCOPE_PYTHON'] ?? path.join(ROOT, '.venv', 'bin', 'python');
 
 test('the lmscope.python setting wins over the Python extension', () => {
   const found = resolveInterpreter({setting: ' /opt/venv/bin/python ', pythonExtension: ['/usr/bin/python3.11'], platform: 'linux'});
@@ -43,7 +44,7 @@ test('restarts back off 1, 2, 4 ... s, capped, then stop', () => {
   assert.equal(restartDelay(7, 10), 30000);
 });
 
-test('the probe finds lmscope in the project venv, and says what is wrong otherwise', {skip: !fs.existsSync(VENV_PYTHON) && 'no .venv'}, async () => {
+test('the probe finds lmscope in the project venv, and says what is wrong otherwise', {skip: !fs.existsSync(VENV_PYTHON) && `no ${VENV_PYTHON}`}, async () => {
   const ok = await probeLmscope({command: VENV_PYTHON, args: [], source: 'setting'});
   assert.equal(ok.ok, true);
   const missing = await probeLmscope({command: '/nonexistent/python3', args: [], source: 'setting'});

@@ -3,7 +3,7 @@
 // place of VS Code and the language client.
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
-import {InFlight, Recovery, crashMessage, describeWork, lostRequestMessage, type RecoveryHost} from '../src/recovery';
+import {InFlight, Recovery, crashMessage, describeWork, lostRequestMessage, type RecoveryHost} from '../host/recovery';
 
 class FakeHost implements RecoveryHost {
   warnings: string[] = [];

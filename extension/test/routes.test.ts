@@ -1,11 +1,11 @@
-// Routes from a saved trace: the method's thresholding rules and the route invariants of
-// shared/method.md, on the synthetic trace (the cross-check with Python is golden.test.ts).
+// Routes from a saved trace (shared/graph/routes.ts): the method's thresholding rules and the
+// route invariants of shared/method.md, on the synthetic trace (the cross-check with Python is
+// golden.test.ts; NumPy's summation orders, sums.test.ts).
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
-import type {RouteEdge, ThresholdMode} from '../src/protocol/types';
-import {readTraceFile} from '../src/trace/lmtrace';
-import {ContributionGraph, flow, nodeKey, routeResult, ThresholdError} from '../src/trace/routes';
-import {pairwiseSum32} from '../src/trace/sums';
+import type {NodeId, NodeKind, RouteEdge, ThresholdMode} from '../shared/protocol/types';
+import {readTraceFile} from '../shared/traces/lmtrace';
+import {ContributionGraph, nodeKey, routeResult, ThresholdError} from '../shared/graph/routes';
 import {encodeWire, f32, i32, syntheticWire} from './helpers';
 
 const MODES: ThresholdMode[] = ['renormalize', 'raw'];
@@ -16,6 +16,22 @@ function graphOf(wire = syntheticWire()): ContributionGraph {
 }
 
 const edgeId = (e: RouteEdge) => `${e.kind}:${nodeKey(e.source)}->${nodeKey(e.target)}`;
+
+/** Every node of the graph, embeddings first (the product only ever walks one route). */
+function allNodes(graph: ContributionGraph): NodeId[] {
+  const nodes: NodeId[] = [];
+  for (let i = 0; i < graph.nTokens; i++) nodes.push({kind: 'embedding', layer: 0, position: i});
+  const kinds: NodeKind[] = graph.parallelBlocks ? ['ffn', 'residual'] : ['post_attention', 'ffn', 'residual'];
+  for (let layer = 0; layer < graph.nLayers; layer++) {
+    for (let i = 0; i < graph.nTokens; i++) for (const kind of kinds) nodes.push({kind, layer, position: i});
+  }
+  return nodes;
+}
+
+/** Every kept edge of the whole graph at τ, not only one route's: the reachability oracle. */
+function fullGraphEdges(graph: ContributionGraph, threshold: number, mode: ThresholdMode): RouteEdge[] {
+  return allNodes(graph).flatMap(node => graph.incoming(node, threshold, mode));
+}
 
 test('renormalising at τ = 0.1 follows method.md test vector 5', () => {
   // Two targets of one attention step, one source, two heads: heads [0.05, 0.15] and
@@ -49,7 +65,7 @@ test('renormalising at τ = 0.1 follows method.md test vector 5', () => {
 test('renormalised weights entering a node sum to 1', () => {
   for (const parallel of [false, true]) {
     const graph = graphOf(syntheticWire({parallel}));
-    for (const node of graph.allNodes()) {
+    for (const node of allNodes(graph)) {
       if (node.kind === 'embedding' || node.kind === 'ffn') continue; // M(l,i): one edge carrying c_ffn
       const edges = graph.incoming(node, 0.04, 'renormalize');
       if (edges.length === 0) continue;
@@ -68,7 +84,7 @@ test('the lazy route equals reachability in the full graph, and shrinks as τ gr
         for (const tau of THRESHOLDS) {
           const route = graph.route(token, tau, mode);
           // Reachability by brute force over every kept edge of the whole graph.
-          const all = graph.fullGraphEdges(tau, mode);
+          const all = fullGraphEdges(graph, tau, mode);
           const reached = new Set([nodeKey(graph.outputNode(token))]);
           const kept = new Set<string>();
           for (let grew = true; grew; ) {
@@ -92,19 +108,20 @@ test('the lazy route equals reachability in the full graph, and shrinks as τ gr
   }
 });
 
-test('flow is 1 at the output node and positive on every node of the route', () => {
+test('the share (flow) is 1 at the output node and positive on every node of the route', () => {
   const graph = graphOf();
-  const route = graph.route(-1, 0.01, 'renormalize');
-  const share = flow(route);
+  const result = routeResult(graph.route(-1, 0.01, 'renormalize'));
+  assert.equal(result.token, 2);
+  const share = new Map(result.nodes.map(n => [nodeKey(n.id), n.share]));
   assert.equal(share.get('residual/1/2'), 1);
   for (const [key, value] of share) assert.ok(value > 0 && value <= 1 + 1e-12, `${key}: ${value}`);
-  const result = routeResult(route);
-  assert.equal(result.token, 2);
-  assert.deepEqual(
-    result.nodes.map(n => n.id.kind),
-    [...result.nodes.map(n => n.id.kind)].sort(),
-    'nodes in Python Node order: kind first',
-  );
+  // Every node an edge touches, and no other.
+  const touched = new Set(['residual/1/2', ...result.edges.flatMap(e => [nodeKey(e.source), nodeKey(e.target)])]);
+  assert.deepEqual(new Set(share.keys()), touched);
+  // Python's Node order: kind (as a string), then layer, then position.
+  const order = result.nodes.map(n => [n.id.kind, n.id.layer, n.id.position] as const);
+  const sorted = [...order].sort((a, b) => (a[0] !== b[0] ? (a[0] < b[0] ? -1 : 1) : a[1] - b[1] || a[2] - b[2]));
+  assert.deepEqual(order, sorted);
 });
 
 test('thresholds below minThreshold, non-numbers, bad modes and tokens are refused', () => {
@@ -116,13 +133,4 @@ test('thresholds below minThreshold, non-numbers, bad modes and tokens are refus
   assert.throws(() => graph.route(-1, NaN), ThresholdError);
   assert.throws(() => graph.route(3, 0.04), /token position 3 is out of range: the trace has 3 tokens/);
   assert.throws(() => graph.route(-1, 0.04, 'sideways' as ThresholdMode), /unknown threshold mode 'sideways'/);
-});
-
-test('float32 sums follow NumPy\'s pairwise order', () => {
-  const values = Float32Array.from({length: 37}, (_, i) => 1 / (i + 3));
-  let sequential = 0;
-  for (const v of values) sequential = Math.fround(sequential + v);
-  const pairwise = pairwiseSum32(values, 0, values.length);
-  assert.ok(Math.abs(pairwise - sequential) < 1e-6);
-  assert.equal(pairwiseSum32(values, 0, 5), values.subarray(0, 5).reduce((s, v) => Math.fround(s + v), 0));
 });

@@ -17,9 +17,9 @@ import os from 'node:os';
 import path from 'node:path';
 import {after, before, test} from 'node:test';
 import {createProtocolConnection, StreamMessageReader, StreamMessageWriter, type ProtocolConnection} from 'vscode-languageserver-protocol/node';
-import type {HostToWebview, WebviewToHost} from '../src/webviewMessages';
-import {encodeBase64} from '../src/webviewMessages';
-import {contentSecurityPolicy} from '../src/webviewHtml';
+import type {HostToWebview, WebviewToHost} from '../shared/webviewMessages';
+import {encodeBase64} from '../shared/webviewMessages';
+import {contentSecurityPolicy} from '../host/webviewHtml';
 import {encodeWire, ROOT, syntheticWire} from './helpers';
 
 const CHROMIUM = process.env['CHROMIUM'] ?? '/usr/bin/chromium';
@@ -133,6 +133,11 @@ async function assertInert(page: Page): Promise<void> {
   assert.equal(r.images, 0, 'no <img> element was created from a token');
 }
 
+/** The heads panel's rows, top to bottom: [head, contribution as shown]. */
+function headRows(page: Page): Promise<[number, number][]> {
+  return page.evaluate(`[...document.querySelectorAll('.details tr[data-head]')].map((r) => [Number(r.dataset.head), Number(r.children[1].textContent)])`);
+}
+
 async function setThreshold(page: Page, value: string): Promise<void> {
   const input = page.locator('#threshold');
   await input.fill(value);
@@ -160,6 +165,8 @@ test('the webview draws a synthetic route, shows cards, heads and neurons, re-ro
   await attention.dispatchEvent('click');
   await page.locator('.details tr[data-head]').first().waitFor();
   assert.equal(await page.locator('.details tr[data-head]').count(), 2, 'the per-head list has every head');
+  const shown = (await headRows(page)).map(([, contribution]) => contribution);
+  assert.deepEqual(shown, [...shown].sort((a, b) => b - a), 'heads by contribution, largest first');
   assert.match(await page.locator('.details').innerText(), /needs the model — trace again/);
 
   await page.locator('.node.ffn[aria-label^="M0.2"]').dispatchEvent('click');
@@ -248,6 +255,11 @@ test('a trace the engine made renders: threshold changes the edge count, hover s
     await attention.dispatchEvent('click');
     await page.locator('.details tr[data-head]').first().waitFor();
     assert.equal(await page.locator('.details tr[data-head]').count(), traced.trace.nHeads, 'the per-head list has every head');
+    // In the daemon's order (lmscope/edgeHeads), exactly: the file's answer is shown as it comes.
+    const label = (await attention.getAttribute('aria-label')) ?? '';
+    const [, source, layer, target] = /^attention (?:X|R\d+\.)(\d+) → A(\d+)\.(\d+),/.exec(label) ?? assert.fail(`an attention edge: ${label}`);
+    const daemonHeads = await rpc.sendRequest<{heads: {head: number}[]}>('lmscope/edgeHeads', {handle, layer: Number(layer), target: Number(target), source: Number(source)});
+    assert.deepEqual((await headRows(page)).map(([head]) => head), daemonHeads.heads.map((h) => h.head), 'heads in the daemon\'s order');
     assert.match(await page.locator('.details .head-detail').innerText(), /needs the model — trace again/);
     // An FFN node: its stored neurons (the selected one's tokens need the model), or, when the
     // file does not store them, a note saying so.

@@ -1,7 +1,7 @@
 // The webview's HTML shell: strict CSP with a nonce, nothing else interpolated.
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
-import {contentSecurityPolicy, makeNonce, shellHtml} from '../src/webviewHtml';
+import {contentSecurityPolicy, makeNonce, shellHtml} from '../host/webviewHtml';
 
 const inputs = {
   cspSource: 'https://*.vscode-cdn.net',

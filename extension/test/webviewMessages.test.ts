@@ -1,7 +1,7 @@
 // Host <-> webview messages: type guards refuse malformed messages; base64 round-trips.
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
-import {decodeBase64, encodeBase64, isGraphSettings, isHostToWebview, isWebviewToHost} from '../src/webviewMessages';
+import {decodeBase64, encodeBase64, isGraphSettings, isHostToWebview, isWebviewToHost} from '../shared/webviewMessages';
 import {seededRandom} from './helpers';
 
 test('well-formed messages pass their guards', () => {

@@ -1,5 +1,6 @@
 /** DOM helpers for the webview: elements get text only (textContent), never HTML. */
 
+import type {TraceQueries} from '../shared/traces/trace';
 import {displayToken} from './layout';
 
 export const SVG = 'http://www.w3.org/2000/svg';
@@ -25,3 +26,8 @@ export function byId<T extends HTMLElement>(id: string): T {
 
 export const fmt = (v: number, digits = 3) => (Number.isFinite(v) ? v.toFixed(digits) : String(v));
 export const quoted = (text: string) => `“${displayToken(text)}”`;
+
+/** The token at `position` of the trace, quoted for display (still text, never markup). */
+export function tokenAt(q: TraceQueries, position: number): string {
+  return quoted(q.trace.tokens.strings[position] ?? '');
+}

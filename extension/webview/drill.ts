@@ -7,11 +7,11 @@
  * only; the maps are drawn on a <canvas> with the cell under the pointer described in text.
  */
 
-import type {NodeId, ProjectionResult, TokenScore} from '../src/protocol/types';
-import {NeedsModelError, type TraceQueries} from '../src/trace/queries';
-import {nodeLabel} from '../src/trace/routes';
-import type {DaemonQueries, DaemonQueryMethod, QueryResultMessage, WebviewToHost} from '../src/webviewMessages';
-import {el, fmt, quoted} from './dom';
+import type {NodeId, ProjectionResult, ThresholdMode, TokenScore} from '../shared/protocol/types';
+import {NeedsModelError, type TraceQueries} from '../shared/traces/trace';
+import {nodeLabel} from '../shared/graph/routes';
+import type {DaemonQueries, DaemonQueryMethod, QueryResultMessage, WebviewToHost} from '../shared/webviewMessages';
+import {el, fmt, quoted, tokenAt} from './dom';
 
 export const NEEDS_MODEL = 'needs the model — trace again';
 
@@ -141,14 +141,10 @@ function mapCanvas(q: TraceQueries, title: string, rows: readonly (readonly numb
     const j = Math.floor(((event.clientX - box.left) / box.width) * n);
     const value = rows[i]?.[j];
     if (value === undefined) return;
-    readout.textContent = `${i} ${tokenText(q, i)} ← ${j} ${tokenText(q, j)}: ${fmt(value, 4)}`;
+    readout.textContent = `${i} ${tokenAt(q, i)} ← ${j} ${tokenAt(q, j)}: ${fmt(value, 4)}`;
   });
   section.append(canvas, readout);
   return section;
-}
-
-function tokenText(q: TraceQueries, position: number): string {
-  return quoted(q.trace.tokens.strings[position] ?? '');
 }
 
 /** The chosen head of an attention edge: its maps and promoted/suppressed tokens (daemon). */
@@ -161,7 +157,7 @@ export function headSection(q: TraceQueries, link: DaemonLink, layer: number, he
     body.append(
       mapCanvas(q, `Attention map of L${layer}H${head}`, maps.attention, false, edge),
       mapCanvas(q, `Contribution map of L${layer}H${head}`, maps.contribution, true, edge),
-      el('p', {class: 'note'}, `Tokens its output at token ${maps.position} ${tokenText(q, maps.position)} promotes and suppresses:`),
+      el('p', {class: 'note'}, `Tokens its output at token ${maps.position} ${tokenAt(q, maps.position)} promotes and suppresses:`),
       scoreList('Head promotes', maps.promoted),
       scoreList('Head suppresses', maps.suppressed),
     );
@@ -170,7 +166,7 @@ export function headSection(q: TraceQueries, link: DaemonLink, layer: number, he
 
 // ---- neurons and blocks -----------------------------------------------------------------------------
 /** A neuron's promoted/suppressed tokens (from the model's weights, via the daemon). */
-export function neuronSection(link: DaemonLink, layer: number, neuron: number, context: {token: number; threshold: number; mode: 'renormalize' | 'raw'}, into: HTMLElement): void {
+export function neuronSection(link: DaemonLink, layer: number, neuron: number, context: {token: number; threshold: number; mode: ThresholdMode}, into: HTMLElement): void {
   into.replaceChildren();
   into.append(el('h3', {class: 'neuron-title'}, `L${layer}.N${neuron}`));
   const body = el('div', {class: 'neuron-body'});

@@ -14,7 +14,7 @@
  * to and from the offset M node.
  */
 
-import type {EdgeKind, NodeId, NodeKind, RouteEdge, RouteResult} from '../src/protocol/types';
+import type {EdgeKind, NodeId, NodeKind, RouteEdge, RouteResult} from '../shared/protocol/types';
 
 export interface LayoutOptions {
   /** Width of a column holding route nodes. */
@@ -40,7 +40,6 @@ export const DEFAULT_LAYOUT: LayoutOptions = {
 
 export interface NodeBox {
   readonly id: NodeId;
-  readonly key: string;
   readonly x: number;
   readonly y: number;
   /** Share of the output flowing through the node (0..1 in renormalize mode). */
@@ -50,7 +49,6 @@ export interface NodeBox {
 
 export interface EdgePath {
   readonly edge: RouteEdge;
-  readonly key: string;
   readonly kind: EdgeKind;
   /** Attention edge whose source and target are at the same position. */
   readonly selfAttention: boolean;
@@ -83,15 +81,6 @@ export interface GraphLayout {
   readonly rows: readonly Row[];
   readonly nodes: readonly NodeBox[];
   readonly edges: readonly EdgePath[];
-}
-
-/** A map key of a node (the same format as the trace library's `nodeKey`). */
-export function nodeKeyOf(node: NodeId): string {
-  return `${node.kind}/${node.layer}/${node.position}`;
-}
-
-export function edgeKeyOf(edge: RouteEdge): string {
-  return `${edge.kind}:${nodeKeyOf(edge.source)}>${nodeKeyOf(edge.target)}`;
 }
 
 /** Level of a node in half-layer units from the bottom: X 0, A(l) 2l+1, M(l) 2l+1.5, R(l) 2l+2. */
@@ -139,7 +128,6 @@ export function layoutRoute(route: RouteResult, nTokens: number, nLayers: number
     const [nx, ny] = position(id);
     return {
       id,
-      key: nodeKeyOf(id),
       x: nx,
       y: ny,
       share,
@@ -161,7 +149,7 @@ export function layoutRoute(route: RouteResult, nTokens: number, nLayers: number
     } else {
       d = `M${x1},${y1} L${x2},${y2}`;
     }
-    return {edge, key: edgeKeyOf(edge), kind: edge.kind, selfAttention, x1, y1, x2, y2, d, width: strokeWidth(edge.weight)};
+    return {edge, kind: edge.kind, selfAttention, x1, y1, x2, y2, d, width: strokeWidth(edge.weight)};
   });
 
   return {width, height, columns, rows, nodes, edges};

@@ -6,19 +6,15 @@
  * Token strings go through `quoted` into textContent only.
  */
 
-import type {FfnNeuronsResult, NodeId, RouteEdge} from '../src/protocol/types';
-import {NeedsModelError, type TraceQueries} from '../src/trace/queries';
-import {nodeLabel} from '../src/trace/routes';
-import {el, fmt, quoted} from './dom';
+import type {FfnNeuronsResult, NodeId, RouteEdge, ThresholdMode} from '../shared/protocol/types';
+import {byContribution, NeedsModelError, type TraceQueries} from '../shared/traces/trace';
+import {nodeLabel} from '../shared/graph/routes';
+import {el, fmt, quoted, tokenAt} from './dom';
 import {fromDaemon, headSection, neuronSection, projectionSection, type DaemonLink} from './drill';
 import type {EdgePath, NodeBox} from './layout';
 
 /** Neurons per page in the FFN panel. */
 export const NEURON_PAGE = 10;
-
-export function tokenAt(q: TraceQueries, position: number): string {
-  return quoted(q.trace.tokens.strings[position] ?? '');
-}
 
 export function edgeTitle(edge: RouteEdge): string {
   const what = edge.kind === 'attention' ? (edge.source.position === edge.target.position ? 'self-attention' : 'attention') : edge.kind;
@@ -62,13 +58,10 @@ export function edgeCard(q: TraceQueries, path: EdgePath, into: HTMLElement): vo
   line(into, 'to', `token ${edge.target.position} ${tokenAt(q, edge.target.position)}`);
   line(into, 'weight', fmt(edge.weight));
   if (edge.kind === 'attention' && edge.heads.length > 0) {
-    const top = edge.heads
-      .map((weight, head) => ({head, weight}))
-      .filter((h) => h.weight !== 0)
-      .sort((a, b) => Math.abs(b.weight) - Math.abs(a.weight))
-      .slice(0, 3);
+    // The heads' parts of this edge's weight, in the order the heads panel lists them.
+    const top = byContribution(edge.heads.map((contribution, head) => ({head, contribution})).filter((h) => h.contribution !== 0)).slice(0, 3);
     into.append(el('div', {class: 'card-sub'}, 'Top heads (above the threshold)'));
-    for (const {head, weight} of top) line(into, `L${edge.target.layer}H${head}`, fmt(weight));
+    for (const {head, contribution} of top) line(into, `L${edge.target.layer}H${head}`, fmt(contribution));
     into.append(el('div', {class: 'hint'}, 'Click for every head'));
   }
 }
@@ -97,8 +90,8 @@ export function headsPanel(q: TraceQueries, link: DaemonLink, edge: RouteEdge, d
     rows.forEach((r) => r.setAttribute('aria-selected', String(r === row)));
     headSection(q, link, layer, index, position, chosen);
   };
-  const sorted = [...heads].sort((a, b) => Math.abs(b.contribution) - Math.abs(a.contribution));
-  for (const h of sorted) {
+  // As returned: by contribution, largest first (byContribution), the daemon's order too.
+  for (const h of heads) {
     const row = el('tr', {class: 'selectable', tabindex: '0', 'aria-selected': 'false', 'data-head': String(h.head)});
     const barCell = el('td');
     barCell.append(bar(h.contribution, scale));
@@ -116,7 +109,7 @@ export function headsPanel(q: TraceQueries, link: DaemonLink, edge: RouteEdge, d
   details.append(table);
   details.append(el('p', {class: 'note'}, 'Contributions are unthresholded. Pick a head for its attention map, contribution map and tokens.'));
   details.append(chosen);
-  const first = sorted[0];
+  const first = heads[0];
   if (first !== undefined && rows[0] !== undefined) choose(first.head, rows[0]);
 }
 
@@ -137,7 +130,7 @@ export function tokenList(title: string, tokens: readonly {token: string; logit:
 export interface RouteContext {
   readonly token: number;
   readonly threshold: number;
-  readonly mode: 'renormalize' | 'raw';
+  readonly mode: ThresholdMode;
 }
 
 export function neuronsPanel(

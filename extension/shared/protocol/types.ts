@@ -1173,3 +1173,42 @@ export const ErrorCodes = {
   OutOfMemory: -32007,
   Unauthorized: -32008,
 } as const;
+
+/**
+ * The default of every shared definition that has one (common.schema.json `$defs`), by name:
+ * the value used when nobody chose one. Read defaults here, never write them again.
+ */
+export const DEFAULTS = {
+  ThresholdMode: "renormalize",
+  Threshold: 0.04,
+  MinThreshold: 0.01,
+  DetailScope: "route",
+  TokenPosition: -1,
+  DeviceRequest: "cpu",
+} as const satisfies {
+  ThresholdMode: ThresholdMode;
+  Threshold: Threshold;
+  MinThreshold: MinThreshold;
+  DetailScope: DetailScope;
+  TokenPosition: TokenPosition;
+  DeviceRequest: DeviceRequest;
+};
+
+/**
+ * Per request, the defaults of its optional params: the daemon fills in exactly these when a
+ * param is left out (a param's own `default`, else that of the definition it `$ref`s).
+ */
+export const PARAM_DEFAULTS = {
+  "lmscope/status": {},
+  "lmscope/loadModel": {device: "cpu"},
+  "lmscope/trace": {prependBos: true, minThreshold: 0.01, detail: "route"},
+  "lmscope/openTrace": {},
+  "lmscope/closeTrace": {},
+  "lmscope/saveTrace": {},
+  "lmscope/route": {token: -1, mode: "renormalize"},
+  "lmscope/edgeHeads": {},
+  "lmscope/ffnNeurons": {offset: 0, limit: 50},
+  "lmscope/projection": {kind: "lens"},
+  "lmscope/component": {token: -1, threshold: 0.04, mode: "renormalize"},
+  "lmscope/headMaps": {position: -1},
+} as const satisfies {[M in keyof RequestTypes]: Partial<RequestTypes[M]['params']>};

@@ -2,23 +2,24 @@
  * Reading `.lmtrace` files in the editor, without the Python daemon.
  *
  * The format is defined once, in `protocol/lmtrace.schema.json` (explained in
- * `protocol/README.md`); the Python reader is `lmscope.traces.fileformat`. This module is its
- * TypeScript counterpart for the read-only custom editor and its webview: bytes in, a typed,
+ * `protocol/README.md`); the Python reader is `lmscope.traces.lmtrace`. This module is its
+ * TypeScript twin for the read-only custom editor and its webview: bytes in, a typed,
  * frozen {@link TraceFile} out, or one {@link TraceFileError} line naming the field.
  *
  * Input is hostile: msgpack containers and strings are bounded by the input size, extension
  * types are refused, every field's type is checked as the schema says, and no array is allocated
  * before its declared shape is checked against the bytes actually present. The cross-field
- * checks of `fileformat._check_invariants` (shapes against the model's sizes, index ranges,
+ * checks of `lmscope.traces.invariants` (shapes against the model's sizes, index ranges,
  * ordering, vocabulary coverage, finite floats) follow, with the same messages.
  *
- * The field-by-field checks are in wire.ts, the cross-field ones in invariants.ts. A little over
- * our ~400-line guide: its first half is the TraceFile types, documented field by field.
+ * The field-by-field checks are in wire.ts, the cross-field ones in invariants.ts. Over our
+ * ~400-line guide, not split: its first half is the TraceFile types, documented field by field,
+ * and the rest is the one reader that fills them (no second job to move out).
  */
 
 import {decode} from '@msgpack/msgpack';
 import type {Dtype, ModelFamily, ModelSource, NodeKind, ProjectionKind} from '../protocol/types';
-import {TraceFileError} from './errors';
+import {TraceFileError} from '../errors';
 import {checkInvariants} from './invariants';
 import {strictMsgpackProblem} from './scan';
 import {

@@ -10,8 +10,8 @@
 import * as vscode from 'vscode';
 import {ResponseError} from 'vscode-languageclient/node';
 import type {Daemon, DaemonState} from './daemon';
-import {ErrorCodes, Methods, type RequestTypes} from './protocol/types';
-import type {DaemonQueries, DaemonQueryMethod} from './webviewMessages';
+import {ErrorCodes, Methods, type RequestTypes} from '../shared/protocol/types';
+import type {DaemonQueries, DaemonQueryMethod} from '../shared/webviewMessages';
 
 export type LiveLink = {readonly live: true; readonly handle: string} | {readonly live: false; readonly reason: string};
 

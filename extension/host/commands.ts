@@ -10,7 +10,7 @@ import * as vscode from 'vscode';
 import {ResponseError} from 'vscode-languageclient/node';
 import type {Daemon, ProgressValue} from './daemon';
 import type {LiveTraces} from './liveTraces';
-import {ErrorCodes, Methods, type LoadModelParams} from './protocol/types';
+import {DEFAULTS, ErrorCodes, Methods, type LoadModelParams} from '../shared/protocol/types';
 import {tracePath, tracesDir} from './paths';
 import {deviceMapSetting} from './settings';
 import {TRACE_VIEW_TYPE} from './traceEditor';
@@ -188,7 +188,7 @@ export class Commands {
 
   async loadModel(spec: string): Promise<void> {
     const config = vscode.workspace.getConfiguration('lmscope');
-    const device = config.get<string>('device', 'cpu').trim();
+    const device = config.get<string>('device', DEFAULTS.DeviceRequest).trim();
     const dtype = config.get<string>('dtype', '');
     const deviceMap = deviceMapSetting(config.get<string>('deviceMap', ''));
     this.daemon.modelSpec = spec;

@@ -1,6 +1,6 @@
 /**
- * What the schema cannot say, checked after every field is decoded: a port of
- * `lmscope.traces.fileformat._check_invariants`, with the same messages. Shapes agree with the
+ * What the schema cannot say, checked after every field is decoded: the twin of
+ * `lmscope.traces.invariants.check_invariants`, with the same messages. Shapes agree with the
  * model's sizes, indices are in range, edges are in (layer, target, source) order, projection
  * kinds fit their nodes, and the vocabulary covers every referenced token id.
  */

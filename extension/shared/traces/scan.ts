@@ -8,7 +8,13 @@
  * lengths past the end) ends the scan without a verdict, and the decoder reports it.
  */
 
-const strict = new TextDecoder('utf-8', {fatal: true});
+/** The WHATWG TextDecoder, a global of Node and of browsers alike. Shared code is compiled
+ * without either runtime's library (shared/tsconfig.json), so it names the one use it makes. */
+interface Utf8Decoder {
+  decode(input: Uint8Array): string;
+}
+type Utf8DecoderClass = new (label: 'utf-8', options: {fatal: true}) => Utf8Decoder;
+const strict = new (globalThis as unknown as {TextDecoder: Utf8DecoderClass}).TextDecoder('utf-8', {fatal: true});
 
 /** Python's name for the type of a map key that is not a string (msgpack-python's message). */
 const KEY_TYPES: Record<string, string> = {int: 'int', float: 'float', bool: 'bool', nil: 'NoneType', array: 'list', map: 'dict'};

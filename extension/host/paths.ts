@@ -24,15 +24,6 @@ export function slugify(prompt: string): string {
   return slug || 'trace';
 }
 
-/** A timestamp for file names: `20261127-081500` (UTC). */
-export function stamp(date: Date): string {
-  const p = (n: number) => String(n).padStart(2, '0');
-  return (
-    `${date.getUTCFullYear()}${p(date.getUTCMonth() + 1)}${p(date.getUTCDate())}-` +
-    `${p(date.getUTCHours())}${p(date.getUTCMinutes())}${p(date.getUTCSeconds())}`
-  );
-}
-
 /** The folder traces of `sourceFile` go to: `tracesFolder` relative to the file's folder, or
  * itself when absolute. `null` when the source has no folder on disk (an untitled editor) and the
  * setting is relative: the caller then asks or uses the workspace folder.

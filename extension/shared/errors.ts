@@ -1,10 +1,11 @@
 /**
  * The errors of the trace library, one class per JSON-RPC error the daemon answers with, so the
  * editor shows the same message and can treat a saved trace and the daemon alike. Messages are
- * one line and copy `lmscope.traces` word for word (tests compare them with Python's).
+ * one line and copy the Python package's word for word (tests compare them with Python's).
+ * Python twin: `lmscope.errors`.
  */
 
-import {ErrorCodes} from '../protocol/types';
+import {ErrorCodes} from './protocol/types';
 
 /** Base of every user-facing error; `code` is the JSON-RPC code the daemon would answer with. */
 export class LmscopeError extends Error {

@@ -9,18 +9,18 @@
 import * as vscode from 'vscode';
 import {ResponseError} from 'vscode-languageclient/node';
 import {NotLiveError, type LiveTraces} from './liveTraces';
-import {ErrorCodes, type ThresholdMode} from './protocol/types';
-import {encodeBase64, isWebviewToHost, type GraphSettings, type HostToWebview, type QueryMessage} from './webviewMessages';
+import {DEFAULTS, ErrorCodes, type ThresholdMode} from '../shared/protocol/types';
+import {encodeBase64, graphThreshold, isWebviewToHost, type GraphSettings, type HostToWebview, type QueryMessage} from '../shared/webviewMessages';
 import {makeNonce, shellHtml} from './webviewHtml';
 
 export const TRACE_VIEW_TYPE = 'lmscope.traceViewer';
 
-/** The graph settings from the lmscope.* configuration. */
+/** The graph settings from the lmscope.* configuration (unset: the protocol's defaults). */
 export function configuredGraphSettings(): GraphSettings {
   const config = vscode.workspace.getConfiguration('lmscope');
-  const threshold = config.get<number>('threshold', 0.04);
-  const mode: ThresholdMode = config.get<boolean>('renormalize', true) ? 'renormalize' : 'raw';
-  return {threshold: Number.isFinite(threshold) ? Math.min(0.5, Math.max(0.001, threshold)) : 0.04, mode};
+  const threshold = graphThreshold(config.get<number>('threshold', DEFAULTS.Threshold));
+  const mode: ThresholdMode = config.get<boolean>('renormalize', DEFAULTS.ThresholdMode === 'renormalize') ? 'renormalize' : 'raw';
+  return {threshold, mode};
 }
 
 /** Shown when the webview shell cannot be built (a fixed page: no data, no script). */

@@ -3,9 +3,10 @@
  * (`protocol/lmtrace.schema.json`: types, enums, closed objects) and the decoding of ndarray
  * objects (either form), which checks the declared shape against the bytes actually present
  * before allocating anything. Each failure is an {@link Invalid} naming the field's path.
+ * Python twin: `lmscope.traces.wire`.
  */
 
-import {pyFloat} from './errors';
+import {pyFloat} from '../errors';
 
 /** What is wrong with the document, before saying which file it came from. */
 export class Invalid extends Error {}

@@ -1,12 +1,11 @@
 /**
- * The lmscope daemon's lifecycle: find the interpreter, check that it has lmscope, start
- * `python -m lmscope serve --stdio` under a vscode-languageclient LanguageClient, restart it with
- * backoff when it crashes (telling the user what was lost and reloading the model: recovery.ts),
- * and forward its notifications (model and trace state) to listeners.
+ * The lmscope daemon's lifecycle: find the interpreter (interpreter.ts), check that it has
+ * lmscope, start `python -m lmscope serve --stdio` under a vscode-languageclient LanguageClient,
+ * restart it with backoff when it crashes (telling the user what was lost and reloading the
+ * model: recovery.ts), and forward its notifications (model and trace state) to listeners.
  * Starts, stops and restarts are serialised through one promise chain.
  */
 
-import os from 'node:os';
 import * as vscode from 'vscode';
 import {
   CloseAction,
@@ -23,6 +22,7 @@ import {
   type WorkDoneProgressReport,
 } from 'vscode-languageclient/node';
 import {
+  DEFAULTS,
   Methods,
   PROTOCOL_VERSION,
   type InitializationOptions,
@@ -30,8 +30,9 @@ import {
   type NotificationTypes,
   type RequestTypes,
   type TraceChangedParams,
-} from './protocol/types';
-import {daemonArgs, probeLmscope, resolveInterpreter, type Interpreter} from './python';
+} from '../shared/protocol/types';
+import {configuredInterpreter, showInstallHelp} from './interpreter';
+import {daemonArgs, probeLmscope} from './python';
 import {Recovery, describeWork, lostRequestMessage} from './recovery';
 import {deviceMapSetting} from './settings';
 
@@ -200,18 +201,6 @@ export class Daemon implements vscode.Disposable {
     return next;
   }
 
-  private async interpreter(): Promise<Interpreter> {
-    const config = vscode.workspace.getConfiguration('lmscope');
-    const folder = vscode.workspace.workspaceFolders?.[0];
-    return resolveInterpreter({
-      setting: config.get<string>('python'),
-      pythonExtension: await pythonExtensionInterpreter(folder?.uri),
-      platform: process.platform,
-      workspaceFolder: folder?.uri.fsPath,
-      home: os.homedir(),
-    });
-  }
-
   private async doStart(): Promise<void> {
     clearTimeout(this.restartTimer);
     if (!vscode.workspace.isTrusted) {
@@ -221,7 +210,7 @@ export class Daemon implements vscode.Disposable {
     }
     if (this.running) return;
     this.setState({kind: 'starting'});
-    const interpreter = await this.interpreter();
+    const interpreter = await configuredInterpreter();
     const where = [interpreter.command, ...interpreter.args].join(' ');
     this.log.info(`Python interpreter (${interpreter.source}): ${where}`);
     const probe = await probeLmscope(interpreter);
@@ -237,7 +226,7 @@ export class Daemon implements vscode.Disposable {
     // After a crash or a restart, the model last asked for (Select Model included) comes back.
     const model = this.modelSpec ?? (config.get<string>('model', 'default').trim() || 'default');
     const initializationOptions: InitializationOptions = {protocolVersion: PROTOCOL_VERSION, model};
-    const device = config.get<string>('device', 'cpu').trim();
+    const device = config.get<string>('device', DEFAULTS.DeviceRequest).trim();
     if (device) initializationOptions.device = device;
     const deviceMap = deviceMapSetting(config.get<string>('deviceMap', ''));
     if (deviceMap) initializationOptions.deviceMap = deviceMap;
@@ -367,47 +356,5 @@ export class Daemon implements vscode.Disposable {
     } else if (this.current.kind === 'tracing') {
       this.setState(params.queuedTraces > 0 ? {kind: 'tracing', model: this.modelName, queued: params.queuedTraces} : {kind: 'ready', model: this.modelName});
     }
-  }
-}
-
-// ---- the interpreter ---------------------------------------------------------------------------
-
-interface PythonExtensionApi {
-  settings?: {getExecutionDetails?(resource?: vscode.Uri): {execCommand: string[] | undefined}};
-  environments?: {getActiveEnvironmentPath?(resource?: vscode.Uri): {path: string}};
-}
-
-/** The ms-python extension's active interpreter, when that extension is installed. */
-async function pythonExtensionInterpreter(resource: vscode.Uri | undefined): Promise<string[] | undefined> {
-  const extension = vscode.extensions.getExtension<PythonExtensionApi>('ms-python.python');
-  if (extension === undefined) return undefined;
-  try {
-    const api = extension.isActive ? extension.exports : await extension.activate();
-    const command = api.settings?.getExecutionDetails?.(resource).execCommand;
-    if (command !== undefined && command.length > 0) return command;
-    const path = api.environments?.getActiveEnvironmentPath?.(resource).path;
-    return path ? [path] : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-async function showInstallHelp(message: string, interpreter: Interpreter, context: vscode.ExtensionContext): Promise<void> {
-  const pick = await vscode.window.showErrorMessage(`lmscope: ${message}`, 'How to Install', 'Set Interpreter', 'Show Log');
-  if (pick === 'How to Install') {
-    const pip = `"${interpreter.command}" -m pip install lmscope`;
-    const readme = vscode.Uri.joinPath(context.extensionUri, 'README.md');
-    const choice = await vscode.window.showInformationMessage(
-      `Install the lmscope Python package into the interpreter the extension uses, e.g. ${pip} (from a checkout: \`make demo\` creates .venv with everything; then set lmscope.python to .venv/bin/python). Then run "lmscope: Restart Daemon".`,
-      {modal: true},
-      'Copy pip Command',
-      'Open README',
-    );
-    if (choice === 'Copy pip Command') await vscode.env.clipboard.writeText(pip);
-    else if (choice === 'Open README') await vscode.commands.executeCommand('markdown.showPreview', readme);
-  } else if (pick === 'Set Interpreter') {
-    await vscode.commands.executeCommand('workbench.action.openSettings', 'lmscope.python');
-  } else if (pick === 'Show Log') {
-    await vscode.commands.executeCommand('lmscope.showLog');
   }
 }

@@ -4,7 +4,7 @@
  * still checks the shape of what arrives, since `postMessage` is untyped at runtime.
  *
  * Host -> webview: `load` carries the `.lmtrace` bytes (base64) and the graph settings; the
- * webview decodes them with extension/src/trace and recomputes routes locally. `loadError`
+ * webview decodes them with shared/traces and recomputes routes locally. `loadError`
  * replaces the graph with a message (a file that cannot be read).
  * `daemon` says whether a live daemon trace backs the graph (then drill-downs that need the
  * model work) and, when not, why. `queryResult` answers one `query`.
@@ -13,22 +13,37 @@
  * `query` to ask the daemon something the file cannot answer (the host adds the trace handle).
  */
 
-import type {
-  ComponentParams,
-  ComponentResult,
-  FfnNeuronsParams,
-  FfnNeuronsResult,
-  HeadMapsParams,
-  HeadMapsResult,
-  ProjectionParams,
-  ProjectionResult,
-  ThresholdMode,
+import {
+  DEFAULTS,
+  type ComponentParams,
+  type ComponentResult,
+  type FfnNeuronsParams,
+  type FfnNeuronsResult,
+  type HeadMapsParams,
+  type HeadMapsResult,
+  type ProjectionParams,
+  type ProjectionResult,
+  type ThresholdMode,
 } from './protocol/types';
 
 /** Settings the graph opens with (from the lmscope.* configuration). */
 export interface GraphSettings {
   readonly threshold: number;
   readonly mode: ThresholdMode;
+}
+
+/**
+ * The thresholds a graph may be set to: the bounds the protocol puts on a trace's minThreshold
+ * (common.schema.json, MinThreshold; a test checks they agree), since below its minThreshold
+ * no trace answers and above the largest nothing is left to show. The webview also keeps τ at
+ * or above the shown trace's own minThreshold.
+ */
+export const THRESHOLD_RANGE = {min: 0.001, max: 0.5} as const;
+
+/** A threshold setting made usable: clamped to THRESHOLD_RANGE; the default when not a number. */
+export function graphThreshold(value: unknown): number {
+  if (typeof value !== 'number' || !Number.isFinite(value)) return DEFAULTS.Threshold;
+  return Math.min(THRESHOLD_RANGE.max, Math.max(THRESHOLD_RANGE.min, value));
 }
 
 export interface LoadMessage {

@@ -1,6 +1,6 @@
 /**
- * Routes from a saved trace, in the editor: a port of `lmscope.attribution.routes`
- * (ContributionGraph) and `lmscope.attribution.graph` (Route, Route.flow). See
+ * Routes from a saved trace, in the editor: the twin of `lmscope.graph.routes`
+ * (ContributionGraph, Route, Route.flow; node labels as `lmscope.graph.nodes.Node`). See
  * `shared/method.md`, "Threshold τ and the route".
  *
  * The webview recomputes a route whenever the threshold slider moves, so this must be exact and
@@ -16,10 +16,10 @@
  *   residual/FFN parts) and sums the divided heads left to right in float64, as Python does.
  */
 
-import type {EdgeKind, NodeId, NodeKind, RouteEdge, RouteNode, RouteResult, ThresholdMode} from '../protocol/types';
-import {LmscopeError, pyFloat, ThresholdError} from './errors';
-import type {TraceFile} from './lmtrace';
-import {numpySum64, pairwiseSum32, pySum} from './sums';
+import {DEFAULTS, type EdgeKind, type NodeId, type NodeKind, type RouteEdge, type RouteNode, type RouteResult, type ThresholdMode} from '../protocol/types';
+import {LmscopeError, pyFloat, ThresholdError} from '../errors';
+import type {TraceFile} from '../traces/lmtrace';
+import {numpySum64, pairwiseSum32, pySum} from '../traces/sums';
 
 export {ThresholdError};
 
@@ -191,7 +191,7 @@ export class ContributionGraph {
    * reachable top-down from R(L-1, token), expanding only nodes already on the route.
    * Checks like `Trace.route`: τ must be a finite number >= the trace's minThreshold.
    */
-  route(token: number, threshold: number, mode: ThresholdMode = 'renormalize'): Route {
+  route(token: number, threshold: number, mode: ThresholdMode = DEFAULTS.ThresholdMode): Route {
     if (typeof threshold !== 'number' || !Number.isFinite(threshold)) {
       throw new ThresholdError(`threshold must be a number, got ${String(threshold)}`);
     }
@@ -232,22 +232,6 @@ export class ContributionGraph {
     }
     return edges;
   }
-
-  /** Every node of the graph (for `fullGraphEdges`), embeddings first. */
-  allNodes(): NodeId[] {
-    const nodes: NodeId[] = [];
-    for (let i = 0; i < this.nTokens; i++) nodes.push({kind: 'embedding', layer: 0, position: i});
-    const kinds: NodeKind[] = this.parallelBlocks ? ['ffn', 'residual'] : ['post_attention', 'ffn', 'residual'];
-    for (let layer = 0; layer < this.nLayers; layer++) {
-      for (let i = 0; i < this.nTokens; i++) for (const kind of kinds) nodes.push({kind, layer, position: i});
-    }
-    return nodes;
-  }
-
-  /** Every kept edge of the whole graph (not only one route); for tests of laziness. */
-  fullGraphEdges(threshold: number, mode: ThresholdMode = 'renormalize'): RouteEdge[] {
-    return this.allNodes().flatMap(node => this.incoming(node, threshold, mode));
-  }
 }
 
 function edge(kind: EdgeKind, source: NodeId, target: NodeId, weight: number, heads: number[] = []): RouteEdge {
@@ -285,12 +269,6 @@ export function nodeLabel(node: NodeId): string {
   return `${short}${node.layer}.${node.position}`;
 }
 
-/** Python's Node ordering (dataclass order: kind as a string, then layer, then position). */
-export function compareNodes(a: NodeId, b: NodeId): number {
-  if (a.kind !== b.kind) return a.kind < b.kind ? -1 : 1;
-  return a.layer - b.layer || a.position - b.position;
-}
-
 /**
  * The nodes of a route on a dense grid ordered by depth in the residual stack (embeddings,
  * then per layer A, M, R; position last): slot = ((layer + 1) * 4 + kindDepth) * n + position,
@@ -324,7 +302,7 @@ class RouteGrid {
     return level * this.route.nTokens + node.position;
   }
 
-  /** flow(), indexed by slot (0 where no share reaches). */
+  /** Each slot's share of the output (Python's Route.flow; 0 where no share reaches). */
   shares(): Float64Array {
     const share = new Float64Array(this.node.length);
     share[this.slot(outputOf(this.route))] = 1;
@@ -362,25 +340,14 @@ function outputOf(route: Route): NodeId {
   return {kind: 'residual', layer: route.nLayers - 1, position: route.token};
 }
 
-/** Every node touched by an edge, plus the output node, in Python's Node order. */
-export function routeNodes(route: Route): NodeId[] {
-  return new RouteGrid(route).ordered().map(([node]) => node);
-}
-
 /**
- * Share of the output carried through each node (keyed by `nodeKey`): 1 at the output node,
- * and each node passes its share down its incoming edges in proportion to their weights. In
- * renormalise mode this is the product of weights summed over every path to the output; raw
- * weights need not sum to 1, so raw flows are relative only. Python adds the shares of nodes
- * at the same depth in set order; sums may differ from its by an ulp, no more.
+ * The route as the daemon's `lmscope/route` answers it: every node touched by an edge, plus the
+ * output node, in Python's Node order, each with its share of the output (Python's Route.flow):
+ * 1 at the output node, and each node passes its share down its incoming edges in proportion
+ * to their weights. In renormalise mode this is the product of weights summed over every path
+ * to the output; raw weights need not sum to 1, so raw flows are relative only. Python adds the
+ * shares of nodes at the same depth in set order; sums may differ from its by an ulp, no more.
  */
-export function flow(route: Route): Map<string, number> {
-  const grid = new RouteGrid(route);
-  const share = grid.shares();
-  return new Map(grid.ordered().map(([node, s]) => [nodeKey(node), share[s]!]));
-}
-
-/** The route as the daemon's `lmscope/route` answers it: nodes in Node order with shares. */
 export function routeResult(route: Route): RouteResult {
   const grid = new RouteGrid(route);
   const share = grid.shares();

@@ -4,7 +4,7 @@
  * checks this list against the schema and the manifest's enum.
  */
 
-import type {LoadModelParams} from './protocol/types';
+import type {LoadModelParams} from '../shared/protocol/types';
 
 export type DeviceMapPlan = NonNullable<LoadModelParams['deviceMap']>;
 

@@ -1,7 +1,8 @@
 /**
- * What the custom editor asks of a saved trace, answered without the daemon: a port of the
+ * What the custom editor asks of a saved trace, answered without the daemon: the twin of the
  * file-only paths of `lmscope.traces.trace.Trace` (predictions, routes, edge heads, FFN
- * neurons, projections), with the same checks and messages. Results have the shapes of the
+ * neurons, projections), with the same checks and messages. (The class keeps its name,
+ * TraceQueries: "trace" already names the file and the daemon's handle in the editor.) Results have the shapes of the
  * daemon's `lmscope/*` results, so the webview handles a saved trace and a live one alike.
  *
  * What a file does not store (edges below minThreshold, neurons beyond the stored top K, nodes
@@ -9,18 +10,20 @@
  * answers those.
  */
 
-import type {
-  FfnNeuronsResult,
-  HeadContribution,
-  NodeId,
-  ProjectionKind,
-  ProjectionResult,
-  RouteResult,
-  ThresholdMode,
+import {
+  DEFAULTS,
+  PARAM_DEFAULTS,
+  type FfnNeuronsResult,
+  type HeadContribution,
+  type NodeId,
+  type ProjectionKind,
+  type ProjectionResult,
+  type RouteResult,
+  type ThresholdMode,
 } from '../protocol/types';
-import {LmscopeError, NeedsModelError, pyFloat} from './errors';
+import {LmscopeError, NeedsModelError, pyFloat} from '../errors';
 import type {TraceFile} from './lmtrace';
-import {ContributionGraph, nodeLabel, resolvePosition, routeResult} from './routes';
+import {ContributionGraph, nodeLabel, resolvePosition, routeResult} from '../graph/routes';
 
 export {NeedsModelError};
 
@@ -42,6 +45,15 @@ function projectionApplies(kind: string, nodeKind: string, parallelBlocks: boole
   if (kind === 'lens') return nodeKind === 'embedding' || nodeKind === 'post_attention' || nodeKind === 'residual';
   if (kind === 'attention_update') return nodeKind === (parallelBlocks ? 'residual' : 'post_attention');
   return kind === 'ffn_update' && nodeKind === 'ffn';
+}
+
+/**
+ * The one order heads are listed in, by the daemon (`lmscope/edgeHeads`, Python's
+ * `Trace.edge_heads`), this file and the webview: contribution, largest first; equal
+ * contributions in head index order. A new, sorted array.
+ */
+export function byContribution<T extends {readonly head: number; readonly contribution: number}>(heads: readonly T[]): T[] {
+  return [...heads].sort((a, b) => b.contribution - a.contribution || a.head - b.head);
 }
 
 /** One opened trace file and the questions the editor asks of it. */
@@ -88,7 +100,7 @@ export class TraceQueries {
   }
 
   /** The model's top next tokens after position `token`, most probable first. */
-  predictions(token = -1): Prediction[] {
+  predictions(token: number = DEFAULTS.TokenPosition): Prediction[] {
     const row = this.position(token);
     const k = this.trace.dims.predictionTopK;
     const {ids, probs} = this.trace.predictions;
@@ -97,13 +109,14 @@ export class TraceQueries {
 
   // --- routes ------------------------------------------------------------------------------------
   /** The route of output token `token` at τ, shaped as the daemon's `lmscope/route` result. */
-  route(token: number, threshold: number, mode: ThresholdMode = 'renormalize'): RouteResult {
+  route(token: number, threshold: number, mode: ThresholdMode = DEFAULTS.ThresholdMode): RouteResult {
     return routeResult(this.graph.route(token, threshold, mode));
   }
 
   // --- drill-down --------------------------------------------------------------------------------
   /** Every head's unthresholded contribution and attention weight for the attention edge
-   * source -> target at `layer`, in head order (stored edges only). */
+   * source -> target at `layer` (stored edges only), in {@link byContribution} order: the
+   * daemon's `lmscope/edgeHeads` order, which the editor shows as it comes. */
   edgeHeads(layer: number, target: number, source: number): HeadContribution[] {
     layer = this.layer(layer);
     target = this.position(target);
@@ -129,18 +142,25 @@ export class TraceQueries {
     }
     const H = this.trace.dims.nHeads;
     const {headContributions, headAttention} = this.trace.edges;
-    return Array.from({length: H}, (_, head) => ({
-      head,
-      contribution: headContributions[row * H + head]!,
-      attention: headAttention[row * H + head]!,
-    }));
+    return byContribution(
+      Array.from({length: H}, (_, head) => ({
+        head,
+        contribution: headContributions[row * H + head]!,
+        attention: headAttention[row * H + head]!,
+      })),
+    );
   }
 
   /**
    * Neurons of FFN node (layer, position), strongest contribution first, paged. Pages beyond the
    * stored top neurons need the model, unless the file stores them all.
    */
-  ffnNeurons(layer: number, position: number, offset = 0, limit = 50): FfnNeuronsResult {
+  ffnNeurons(
+    layer: number,
+    position: number,
+    offset: number = PARAM_DEFAULTS['lmscope/ffnNeurons'].offset,
+    limit: number = PARAM_DEFAULTS['lmscope/ffnNeurons'].limit,
+  ): FfnNeuronsResult {
     layer = this.layer(layer);
     position = this.position(position);
     if (offset < 0 || limit < 0) throw new LmscopeError('offset and limit must be >= 0');
@@ -184,7 +204,7 @@ export class TraceQueries {
    * "ffn_update". `prevRank` is the token's rank in the previous residual node's lens (null if
    * none).
    */
-  projection(node: NodeId, kind: ProjectionKind = 'lens'): ProjectionResult {
+  projection(node: NodeId, kind: ProjectionKind = PARAM_DEFAULTS['lmscope/projection'].kind): ProjectionResult {
     if (!NODE_KINDS.includes(node.kind) || !PROJECTION_KINDS.includes(kind)) {
       throw new LmscopeError(`unknown node kind '${String(node.kind)}' or projection kind '${String(kind)}'`);
     }

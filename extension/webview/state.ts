@@ -1,0 +1,60 @@
+/**
+ * The page's state: the VS Code webview API (acquired once per page), the view settings VS Code
+ * keeps across reloads of the page (threshold, mode, output token, collapse, zoom), and what is
+ * shown (the trace's queries and the layout of the route drawn). Other modules read and change
+ * these objects; `persist` saves the settings.
+ */
+
+import {DEFAULTS, type ThresholdMode} from '../shared/protocol/types';
+import type {TraceQueries} from '../shared/traces/trace';
+import type {WebviewToHost} from '../shared/webviewMessages';
+import type {GraphLayout} from './layout';
+
+interface VsCodeApi {
+  postMessage(message: WebviewToHost): void;
+  getState(): unknown;
+  setState(state: unknown): void;
+}
+declare function acquireVsCodeApi(): VsCodeApi;
+
+export interface ViewState {
+  threshold: number;
+  mode: ThresholdMode;
+  token: number | null; // null: the last token
+  collapse: boolean;
+  zoom: {k: number; x: number; y: number};
+}
+
+const api = acquireVsCodeApi();
+
+/** Send a message to the extension host. */
+export function post(message: WebviewToHost): void {
+  api.postMessage(message);
+}
+
+const saved = api.getState() as Partial<ViewState> | undefined;
+
+/** The view settings: this page's saved ones, else the protocol's defaults until `load`. */
+export const view: ViewState = {
+  threshold: typeof saved?.threshold === 'number' ? saved.threshold : DEFAULTS.Threshold,
+  mode: saved?.mode === 'raw' || saved?.mode === 'renormalize' ? saved.mode : DEFAULTS.ThresholdMode,
+  token: typeof saved?.token === 'number' ? saved.token : null,
+  collapse: saved?.collapse !== false,
+  zoom: saved?.zoom ?? {k: 1, x: 0, y: 0},
+};
+
+/** Whether `view` was restored: then the host's settings and the initial fit do not apply. */
+export const restored = saved !== undefined && typeof saved.threshold === 'number';
+
+export function persist(): void {
+  api.setState(view);
+}
+
+/** What the page shows: the trace's queries (null: none, or it could not be read) and the
+ * layout of the route drawn. */
+export const shown: {queries: TraceQueries | null; layout: GraphLayout | null} = {queries: null, layout: null};
+
+/** The output token whose route is shown (the last one unless chosen). */
+export function currentToken(): number {
+  return view.token ?? (shown.queries === null ? 0 : shown.queries.nTokens - 1);
+}
