@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from lmscope.graph import RAW, RENORMALIZE, ContributionGraph
+from lmscope.graph import (
+    EMBEDDING,
+    FFN,
+    POST_ATTENTION,
+    RAW,
+    RENORMALIZE,
+    RESIDUAL,
+    ContributionGraph,
+    Node,
+)
 from lmscope.models.adapter import adapter_for
 from lmscope.tracing.capture import capture_layers, run_forward
 from lmscope.tracing.engine import TraceOptions, run_trace
@@ -125,6 +134,19 @@ def graph_of(data):
     )
 
 
+def all_nodes(graph):
+    nodes = [Node(EMBEDDING, 0, i) for i in range(graph.n_tokens)]
+    kinds = (FFN, RESIDUAL) if graph.parallel_blocks else (POST_ATTENTION, FFN, RESIDUAL)
+    for layer in range(graph.n_layers):
+        nodes += [Node(kind, layer, i) for i in range(graph.n_tokens) for kind in kinds]
+    return nodes
+
+
+def full_graph_edges(graph, tau, mode):
+    """Every kept edge of the whole graph: the oracle the lazy route is checked against."""
+    return [e for node in all_nodes(graph) for e in graph.incoming(node, tau, mode)]
+
+
 @pytest.mark.parametrize("mode", [RENORMALIZE, RAW])
 def test_routes_shrink_as_the_threshold_grows(tiny_trace, mode):
     graph = graph_of(tiny_trace)
@@ -141,7 +163,7 @@ def test_routes_shrink_as_the_threshold_grows(tiny_trace, mode):
 def test_lazy_route_equals_reachability_in_the_full_graph(tiny_trace, mode):
     graph = graph_of(tiny_trace)
     for tau in (0.01, 0.04, 0.1):
-        full = graph.full_graph_edges(tau, mode)
+        full = full_graph_edges(graph, tau, mode)
         into: dict = {}
         for e in full:
             into.setdefault(e.target, []).append(e)
@@ -203,9 +225,25 @@ def test_every_node_of_any_route_has_its_projections_and_neurons_stored(tiny_mod
                     assert ("lens", node.kind, node.layer, node.position) in stored
 
 
+def test_flow_is_conserved_the_shares_reaching_a_route_s_sources_sum_to_one(tiny_trace):
+    graph = graph_of(tiny_trace)
+    checked = 0
+    for token in range(tiny_trace.n_tokens):
+        for tau in (0.01, 0.04, 0.1):
+            route = graph.route(token, tau, RENORMALIZE)
+            share = route.flow()
+            targets = {e.target for e in route.edges}
+            sources = [node for node in route.nodes if node not in targets]
+            assert sum(share[node] for node in sources) == pytest.approx(1.0, abs=1e-9)
+            for node in route.nodes:  # nothing is carried through a node twice
+                assert 0.0 <= share[node] <= 1.0 + 1e-9
+            checked += len(route.edges) > 0 and any(n.kind == FFN for n in route.nodes)
+    assert checked > 0, "no route went through an FFN node: the check proved little"
+
+
 def test_renormalised_weights_of_each_target_sum_to_one_or_zero(tiny_trace):
     graph = graph_of(tiny_trace)
-    for node in graph.all_nodes():
+    for node in all_nodes(graph):
         if node.kind in ("post_attention", "residual"):
             weights = [e.weight for e in graph.incoming(node, 0.04, RENORMALIZE)]
             if tiny_trace.model.parallel_blocks or node.kind == "post_attention":

@@ -1,5 +1,5 @@
 // Routes from a saved trace (shared/graph/routes.ts): the method's thresholding rules and the
-// route invariants of shared/method.md, on the synthetic trace (the cross-check with Python is
+// route invariants of docs/method.md, on the synthetic trace (the cross-check with Python is
 // golden.test.ts; NumPy's summation orders, sums.test.ts).
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
@@ -33,7 +33,7 @@ function fullGraphEdges(graph: ContributionGraph, threshold: number, mode: Thres
   return allNodes(graph).flatMap(node => graph.incoming(node, threshold, mode));
 }
 
-test('renormalising at τ = 0.1 follows method.md test vector 5', () => {
+test('renormalising at τ = 0.1 follows docs/method.md test vector 5', () => {
   // Two targets of one attention step, one source, two heads: heads [0.05, 0.15] and
   // [0.05, 0.05], residual parts 0.8 and 0.9.
   const wire = syntheticWire();

@@ -4,7 +4,7 @@
 `ContributionGraph` answers "which edges enter this node at threshold τ, and with what weight"
 from the contributions of a trace (dense residual/FFN values, sparse attention edges with every
 head). A route expands only nodes already on it (lazy), which equals reachability in the full
-thresholded graph (`full_graph_edges`), tested.
+thresholded graph, tested.
 
 Renormalise mode thresholds every part (heads one by one, the residual and the FFN too) of one
 target representation and divides the survivors by their own sum; raw mode sums heads into
@@ -86,13 +86,17 @@ class Route:
         return [e for e in self.edges if e.kind == kind]
 
     def flow(self) -> dict[Node, float]:
-        """Share of the output carried through each node: 1 at the output node, and each
-        node passes its share down its incoming edges in proportion to their weights.
+        """Share of the output carried through each node (docs/method.md, "Flow"): 1 at the
+        output node, and each node passes its share down its incoming edges in proportion to
+        their weights.
 
-        In renormalise mode a target's kept weights sum to 1, so this is the product of
-        weights summed over every path to the output: the ranking the summaries use
-        ("how much of the prediction went through here"). Raw weights need not sum to 1,
-        so raw-mode flows are relative only.
+        A residual or post-attention node's kept weights sum to 1 in renormalise mode, so it
+        passes on all it carries. An FFN node M(l, i) has one input, the residual it reads,
+        whose edge weight is c_ffn (the same number as M -> R): M computes from that input
+        alone, so it passes its whole share down it. A share is then the product of weights
+        summed over every path to the output, and the shares reaching a route's sources sum
+        to 1: the ranking the summaries and cards use ("how much of the prediction went
+        through here"). Raw weights need not sum to 1, so raw-mode flows are relative only.
         """
         incoming: dict[Node, list[Edge]] = {}
         for edge in self.edges:
@@ -103,7 +107,8 @@ class Route:
         for node in sorted(self.nodes, key=lambda n: n.depth, reverse=True):
             carried = share.get(node, 0.0)
             for edge in incoming.get(node, []):
-                share[edge.source] = share.get(edge.source, 0.0) + carried * edge.weight
+                passed = carried if node.kind == FFN else carried * edge.weight
+                share[edge.source] = share.get(edge.source, 0.0) + passed
         return share
 
 
@@ -254,18 +259,6 @@ class ContributionGraph:
                     seen.add(edge.source)
                     queue.append(edge.source)
         return edges
-
-    def all_nodes(self) -> list[Node]:
-        nodes = [Node(EMBEDDING, 0, i) for i in range(self.n_tokens)]
-        kinds = (FFN, RESIDUAL) if self.parallel_blocks else (POST_ATTENTION, FFN, RESIDUAL)
-        for layer in range(self.n_layers):
-            for i in range(self.n_tokens):
-                nodes.extend(Node(kind, layer, i) for kind in kinds)
-        return nodes
-
-    def full_graph_edges(self, threshold: float, mode: str = RENORMALIZE) -> list[Edge]:
-        """Every kept edge of the whole graph (not only one route)."""
-        return [e for node in self.all_nodes() for e in self.incoming(node, threshold, mode)]
 
     def reachable_from_outputs(self, threshold: float) -> set[Node]:
         """Nodes on the route of *some* output token at τ in either mode.

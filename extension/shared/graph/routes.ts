@@ -1,7 +1,7 @@
 /**
  * Routes from a saved trace, in the editor: the twin of `lmscope.graph.routes`
  * (ContributionGraph, Route, Route.flow; node labels as `lmscope.graph.nodes.Node`). See
- * `shared/method.md`, "Threshold τ and the route".
+ * `docs/method.md`, "Threshold τ and the route".
  *
  * The webview recomputes a route whenever the threshold slider moves, so this must be exact and
  * fast: one pass over the stored contributions of the nodes on the route (lazy, top-down BFS
@@ -313,7 +313,8 @@ class RouteGrid {
       for (let k = this.first[s]!; k <= this.last[s]!; k++) {
         const e = edges[k]!;
         const source = this.slot(e.source);
-        share[source] = share[source]! + carried * e.weight;
+        // An FFN node computes from its one input alone: it passes its whole share down it.
+        share[source] = share[source]! + (e.target.kind === 'ffn' ? carried : carried * e.weight);
       }
     }
     return share;
@@ -344,8 +345,9 @@ function outputOf(route: Route): NodeId {
  * The route as the daemon's `lmscope/route` answers it: every node touched by an edge, plus the
  * output node, in Python's Node order, each with its share of the output (Python's Route.flow):
  * 1 at the output node, and each node passes its share down its incoming edges in proportion
- * to their weights. In renormalise mode this is the product of weights summed over every path
- * to the output; raw weights need not sum to 1, so raw flows are relative only. Python adds the
+ * to their weights; an FFN node, which computes from its one input alone, passes all of it
+ * (docs/method.md, "Flow"). In renormalise mode this is the product of weights summed over
+ * every path to the output; raw weights need not sum to 1, so raw flows are relative only. Python adds the
  * shares of nodes at the same depth in set order; sums may differ from its by an ulp, no more.
  */
 export function routeResult(route: Route): RouteResult {
