@@ -1,5 +1,7 @@
 # The two commands of the README: `make demo` and `make test`. Both create .venv/ on a fresh
-# machine (nothing installed by hand) and install the pinned stack once.
+# machine (nothing installed by hand) and install the pinned stack once. `make check` is the
+# fast tier for day-to-day work: the same lint, types and TypeScript tests, and the Python tests
+# that are not marked slow (tests/conftest.py); `make test` is the full suite CI runs.
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -8,7 +10,7 @@ STAMP := $(VENV)/.lmscope-installed
 export HF_HUB_OFFLINE := 1
 
 PHONY_EXTRA := package
-.PHONY: $(PHONY_EXTRA) setup demo test lint typecheck pytest protocol-check node-test ts-test browsers integration-test clean
+.PHONY: $(PHONY_EXTRA) setup demo test check lint typecheck pytest pytest-fast protocol-check node-test ts-test browsers integration-test clean
 
 setup: $(STAMP)
 
@@ -36,6 +38,8 @@ demo: setup
 	@echo "Traces and SVG routes are in demo/traces/; explore one: .venv/bin/lmscope show demo/traces/001-*.lmtrace --token 5"
 
 test: setup lint typecheck protocol-check ts-test node-test integration-test package pytest
+
+check: setup lint typecheck protocol-check ts-test pytest-fast
 
 protocol-check: $(NODE_STAMP)
 	node protocol/generate-ts.mjs --check
@@ -78,6 +82,9 @@ node-test: setup $(NODE_STAMP)
 
 pytest: setup $(NODE_STAMP)
 	$(PY) -m pytest -q
+
+pytest-fast: setup $(NODE_STAMP)
+	$(PY) -m pytest -q -m "not slow"
 
 # The extension as a .vsix (allow-list .vscodeignore: the bundles, the manifest, README, LICENSE),
 # with both bundles minified and no source maps.

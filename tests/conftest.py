@@ -2,6 +2,11 @@
 
 Nothing is downloaded: each model is `AutoModelForCausalLM.from_config` with a few layers and a
 width of 32-64, wrapped with a tiny word-level tokenizer, loaded with eager attention.
+
+Two tiers: `make check` runs `pytest -m "not slow"` (unit tests on tiny models, a couple of
+minutes); `make test` runs everything. A test is `slow` when it is marked so, needs the
+embedded default model (`default_model`), or lives in tests/reliability/ (spawned daemons,
+faults, fuzzing).
 """
 
 from __future__ import annotations
@@ -16,6 +21,15 @@ import transformers
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from lmscope.models.loading import LoadedModel
+
+RELIABILITY = os.path.join(os.path.dirname(__file__), "reliability")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("default_model") or str(item.path).startswith(RELIABILITY):
+            item.add_marker(pytest.mark.slow)
+
 
 WORDS = [
     "when",

@@ -251,15 +251,21 @@ def test_a_neuron_reports_its_activation_and_flags_a_negative_one(traced):
 
 
 def test_a_saved_trace_knows_only_its_stored_top_neurons(traced):
-    route = traced.saved.route(-1, TAU)
-    ffn = [n for n in route.nodes if n.kind == FFN and n.position == route.token]
-    if not ffn:
-        pytest.skip("no FFN node at the output position on this tiny model's route")
-    layer, t = ffn[0].layer, route.token
+    # The last token whose route has an FFN node at its own position (the card reports the
+    # neuron's activation there).
+    found = (
+        (route, n)
+        for token in reversed(range(traced.saved.n_tokens))
+        for route in [traced.saved.route(token, TAU)]
+        for n in sorted(route.nodes)
+        if n.kind == FFN and n.position == route.token
+    )
+    route, node = next(found)
+    layer, t = node.layer, route.token
     stored = traced.saved.ffn_neurons(layer, t)["neurons"]
     top = stored[0]
-    result = card(ComponentRef("neuron", layer, top["neuron"]), traced.saved)
-    assert result["context"]["activation"] == pytest.approx(top["activation"])
+    result = card(ComponentRef("neuron", layer, top["neuron"]), traced.saved, token=t)
+    assert result["context"]["activation"] == top["activation"]  # the stored number itself
     assert result["context"]["share"] > 0
     assert result["promoted"] == [] and "need the model" in " ".join(result["notes"])
     top_k = traced.saved.data.settings.top_neurons
@@ -267,11 +273,13 @@ def test_a_saved_trace_knows_only_its_stored_top_neurons(traced):
     d_ffn = traced.saved.data.model.d_ffn
     if len(stored_ids) < d_ffn:
         missing = min(set(range(d_ffn)) - stored_ids)
-        result = card(ComponentRef("neuron", layer, missing), traced.saved)
+        result = card(ComponentRef("neuron", layer, missing), traced.saved, token=t)
         assert result["context"]["activation"] is None
         assert "not among the top" in " ".join(result["notes"])
         # With the model, the same saved trace knows it.
-        with_model = card(ComponentRef("neuron", layer, missing), traced.saved, model=traced.model)
+        with_model = card(
+            ComponentRef("neuron", layer, missing), traced.saved, model=traced.model, token=t
+        )
         assert with_model["context"]["activation"] is not None
 
 

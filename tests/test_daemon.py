@@ -19,6 +19,8 @@ import pytest
 from tests.conftest import TINY_PROMPT, build_tiny
 from tests.daemon_client import DaemonClient, RpcError
 
+pytestmark = pytest.mark.slow  # spawns daemons (the process boundary)
+
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory, model_folder):

@@ -16,6 +16,8 @@ import pytest
 from tests.conftest import TINY_PROMPT
 from tests.daemon_client import DaemonClient
 
+pytestmark = pytest.mark.slow  # spawns daemons (the process boundary)
+
 REPO = Path(__file__).resolve().parents[1]
 
 
