@@ -6,10 +6,13 @@ tests marked `default_model` touch SmolLM2, converting its GGUF once per session
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.metadata
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,8 +29,9 @@ from transformers import (
 )
 
 from lmscope.errors import LmscopeError, ModelLoadError
-from lmscope.models import default_model, hashing, loading
+from lmscope.models import default_model, hashing, sources
 from lmscope.models.loading import load_model, resolve_device, resolve_dtype
+from lmscope.models.specs import resolve_spec
 
 VOCAB = ["<unk>", "<s>", "</s>", *[f"w{i}" for i in range(97)]]
 IDS = torch.tensor([[1, 5, 17, 42, 8, 99]])
@@ -257,6 +261,16 @@ def test_corrupt_weight_file_is_one_line_error(tmp_path):
     one_line_error(excinfo)
 
 
+def test_models_import_neither_tracing_nor_other_modules_private_names():
+    package = Path(sources.__file__).parent
+    for module in package.glob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.startswith("lmscope.tracing"), module.name
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private or node.module == "__future__", (module.name, private)
+
+
 def test_loading_prints_nothing_to_stdout(tmp_path, capsys):
     folder = save_folder(tiny_llama(), tmp_path / "m")
     stages = []
@@ -275,6 +289,27 @@ def test_paths_that_do_not_exist_are_refused(spec):
     with pytest.raises(ModelLoadError) as excinfo:
         load_model(spec)
     assert "default" in one_line_error(excinfo)
+
+
+def test_spec_resolution_says_what_each_spec_names_without_importing_torch(tmp_path):
+    folder = save_folder(tiny_llama(), tmp_path / "my-llama")
+    gguf = tmp_path / "tiny.Q8_0.gguf"
+    gguf.write_bytes(b"GGUF stand-in")
+
+    assert (resolve_spec(" default ").kind, resolve_spec("default").name) == (
+        "default",
+        "SmolLM2-135M-Instruct",
+    )
+    assert (resolve_spec(str(gguf)).kind, resolve_spec(str(gguf)).name) == ("gguf", "tiny.Q8_0")
+    assert resolve_spec(str(folder)).kind == "folder"
+    assert resolve_spec(str(folder)).path == folder.resolve()
+    hub_spec = resolve_spec("org/name")
+    assert (hub_spec.kind, hub_spec.location, hub_spec.name) == ("hub", "org/name", "org/name")
+    code = "import sys; import lmscope.models.specs; print('torch' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.stdout.strip() == "False", result.stderr
 
 
 def test_missing_gguf_file_is_refused(tmp_path, monkeypatch):
@@ -296,7 +331,7 @@ def test_invalid_gguf_file_is_one_line_error(tmp_path):
 def test_gguf_file_loads_with_name_source_and_hash(tmp_path, monkeypatch):
     gguf = tmp_path / "tiny.Q8_0.gguf"
     gguf.write_bytes(b"GGUF stand-in")
-    monkeypatch.setattr(loading, "read_gguf", lambda path, **kw: (tiny_llama(), tiny_tokenizer()))
+    monkeypatch.setattr(sources, "read_gguf", lambda path, **kw: (tiny_llama(), tiny_tokenizer()))
 
     loaded = load_model(str(gguf))
 
