@@ -261,6 +261,22 @@ def test_corrupt_weight_file_is_one_line_error(tmp_path):
     one_line_error(excinfo)
 
 
+def test_a_loaded_model_describes_itself_as_a_trace_records_it(tmp_path):
+    from lmscope.models.adapter import adapter_for
+    from lmscope.tracing.engine import model_facts
+
+    loaded = load_model(str(save_folder(tiny_llama(), tmp_path / "my-llama")))
+
+    assert loaded.facts == model_facts(loaded, adapter_for(loaded.model))
+    assert (loaded.facts.name, loaded.facts.family, loaded.facts.n_kv_heads) == (
+        "my-llama",
+        "llama",
+        2,
+    )
+    n_parameters = sum(p.numel() for p in loaded.model.parameters())
+    assert loaded.parameter_bytes == 4 * n_parameters
+
+
 def test_models_import_neither_tracing_nor_other_modules_private_names():
     package = Path(sources.__file__).parent
     for module in package.glob("*.py"):

@@ -1,5 +1,5 @@
 """Turn a model spec into a ready model + tokenizer (`load_model`), and say what was loaded
-(`LoadedModel`).
+(`LoadedModel`, with its `facts`).
 
 Every model lmscope traces comes through `load_model`: the spec is resolved once (specs.py),
 its weights placed on one device or over an accelerate device map (devices.py), and read by
@@ -19,6 +19,7 @@ import torch
 
 from lmscope.errors import ModelLoadError
 from lmscope.models import default_model, hub, sources
+from lmscope.models.adapter import adapter_for
 from lmscope.models.devices import (
     PLANS,
     DeviceMap,
@@ -29,6 +30,7 @@ from lmscope.models.devices import (
 from lmscope.models.hashing import weights_hash
 from lmscope.models.sources import ProgressFn, report
 from lmscope.models.specs import ModelSpec, resolve_spec
+from lmscope.traces.data import ModelFacts
 
 if TYPE_CHECKING:
     import transformers
@@ -64,6 +66,34 @@ class LoadedModel:
     device_map: dict[str, str] | None = None
     # Keeps the folder of disk-offloaded weights alive as long as the model.
     offload_dir: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def facts(self) -> ModelFacts:
+        """Identity and architecture, as a trace records them (UnsupportedModelError for an
+        architecture lmscope has no adapter for)."""
+        adapter = adapter_for(self.model)
+        return ModelFacts(
+            spec=self.spec,
+            name=self.name,
+            source=self.source,
+            content_hash=self.content_hash,
+            family=adapter.family,
+            model_type=adapter.model_type,
+            n_layers=adapter.n_layers,
+            n_heads=adapter.n_heads,
+            n_kv_heads=adapter.n_kv_heads,
+            d_model=adapter.d_model,
+            d_head=adapter.d_head,
+            d_ffn=adapter.d_ffn,
+            vocab_size=adapter.vocab_size,
+            context_length=adapter.context_length,
+            parallel_blocks=adapter.parallel_blocks,
+        )
+
+    @property
+    def parameter_bytes(self) -> int:
+        """Bytes of all parameters in the loaded dtype, wherever they are (offloaded too)."""
+        return int(sum(p.numel() * p.element_size() for p in self.model.parameters()))
 
 
 def load_model(
