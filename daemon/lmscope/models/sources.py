@@ -54,14 +54,17 @@ def first_line(exc: BaseException) -> str:
 def quiet_transformers(
     progress: ProgressFn | None = None, what: str = "reading GGUF"
 ) -> Iterator[None]:
-    """Silence transformers while loading: no warnings, no progress bars, nothing on stdout.
+    """Silence transformers and huggingface_hub while loading: no warnings, no retry notices,
+    no progress bars, nothing on stdout.
 
     transformers' GGUF reader uses its own tqdm bar (not switchable through transformers'
     logging), so that bar is swapped for one that reports through `progress` instead.
     """
+    from huggingface_hub.utils import logging as hub_logging
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()
+    hub_verbosity = hub_logging.get_verbosity()
     bars = hf_logging.is_progress_bar_enabled()
     gguf_module: Any = importlib.import_module("transformers.modeling_gguf_pytorch_utils")
     gguf_tqdm = getattr(gguf_module, "tqdm", None)
@@ -77,6 +80,7 @@ def quiet_transformers(
     with _LOAD_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         hf_logging.set_verbosity_error()
+        hub_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
         if gguf_tqdm is not None:
             gguf_module.tqdm = tracked
@@ -85,6 +89,7 @@ def quiet_transformers(
         finally:
             if gguf_tqdm is not None:
                 gguf_module.tqdm = gguf_tqdm
+            hub_logging.set_verbosity(hub_verbosity)
             hf_logging.set_verbosity(verbosity)
             if bars:
                 hf_logging.enable_progress_bar()
@@ -209,11 +214,13 @@ def load_folder(
     dtype: torch.dtype,
     placement: Placement,
     progress: ProgressFn | None = None,
+    label: str | None = None,
 ) -> tuple[Any, Any, list[Path]]:
-    """Load model and tokenizer from a save_pretrained folder; return them and the weight files."""
+    """Load model and tokenizer from a save_pretrained folder (or a hub cache snapshot, which
+    messages call `label`); return them and the weight files. Reads nothing but the folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    where = str(folder)
+    where = label or str(folder)
     weights = _inspect_folder(folder, where)
     use_safetensors = True if weights[0].suffix == ".safetensors" else None
     with quiet_transformers(progress):
