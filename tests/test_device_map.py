@@ -75,11 +75,28 @@ def test_unknown_device_map_plan_is_refused_with_the_choices(folder):
         load_model(str(folder), device_map=DeviceMap("everywhere"))
 
 
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [("", "no model given"), ("./no/such/folder", "unknown model './no/such/folder'")],
+)
+def test_a_device_map_refuses_the_specs_one_device_refuses(spec, message):
+    with pytest.raises(ModelLoadError, match=message):
+        load_model(spec, device_map=DeviceMap("auto"))
+
+
+def test_a_gguf_file_cannot_be_split_over_devices(tmp_path):
+    gguf = tmp_path / "tiny.gguf"
+    gguf.write_bytes(b"GGUF stand-in")
+
+    with pytest.raises(ModelLoadError, match=r"not supported for \.gguf files"):
+        load_model(str(gguf), device_map=DeviceMap("auto"))
+
+
 def test_the_command_line_offers_exactly_the_loader_s_plans():
     from lmscope import cli
-    from lmscope.models import loading
+    from lmscope.models import devices
 
-    assert cli.PLANS == loading.PLANS
+    assert cli.PLANS == devices.PLANS
 
 
 def test_trace_command_splits_the_model_with_device_map_auto(folder, tmp_path):

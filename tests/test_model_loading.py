@@ -6,10 +6,18 @@ tests marked `default_model` touch SmolLM2, converting its GGUF once per session
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import http.server
 import importlib.metadata
 import json
+import os
 import re
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,8 +34,9 @@ from transformers import (
 )
 
 from lmscope.errors import LmscopeError, ModelLoadError
-from lmscope.models import default_model, hashing, loading
+from lmscope.models import default_model, hashing, hub, sources
 from lmscope.models.loading import load_model, resolve_device, resolve_dtype
+from lmscope.models.specs import resolve_spec
 
 VOCAB = ["<unk>", "<s>", "</s>", *[f"w{i}" for i in range(97)]]
 IDS = torch.tensor([[1, 5, 17, 42, 8, 99]])
@@ -257,6 +266,32 @@ def test_corrupt_weight_file_is_one_line_error(tmp_path):
     one_line_error(excinfo)
 
 
+def test_a_loaded_model_describes_itself_as_a_trace_records_it(tmp_path):
+    from lmscope.models.adapter import adapter_for
+    from lmscope.tracing.engine import model_facts
+
+    loaded = load_model(str(save_folder(tiny_llama(), tmp_path / "my-llama")))
+
+    assert loaded.facts == model_facts(loaded, adapter_for(loaded.model))
+    assert (loaded.facts.name, loaded.facts.family, loaded.facts.n_kv_heads) == (
+        "my-llama",
+        "llama",
+        2,
+    )
+    n_parameters = sum(p.numel() for p in loaded.model.parameters())
+    assert loaded.parameter_bytes == 4 * n_parameters
+
+
+def test_models_import_neither_tracing_nor_other_modules_private_names():
+    package = Path(sources.__file__).parent
+    for module in package.glob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.startswith("lmscope.tracing"), module.name
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private or node.module == "__future__", (module.name, private)
+
+
 def test_loading_prints_nothing_to_stdout(tmp_path, capsys):
     folder = save_folder(tiny_llama(), tmp_path / "m")
     stages = []
@@ -275,6 +310,25 @@ def test_paths_that_do_not_exist_are_refused(spec):
     with pytest.raises(ModelLoadError) as excinfo:
         load_model(spec)
     assert "default" in one_line_error(excinfo)
+
+
+def test_spec_resolution_says_what_each_spec_names_without_importing_torch(tmp_path):
+    folder = save_folder(tiny_llama(), tmp_path / "my-llama")
+    gguf = tmp_path / "tiny.Q8_0.gguf"
+    gguf.write_bytes(b"GGUF stand-in")
+
+    assert (resolve_spec(" default ").kind, resolve_spec("default").name) == (
+        "default",
+        "SmolLM2-135M-Instruct",
+    )
+    assert (resolve_spec(str(gguf)).kind, resolve_spec(str(gguf)).name) == ("gguf", "tiny.Q8_0")
+    assert resolve_spec(str(folder)).kind == "folder"
+    assert resolve_spec(str(folder)).path == folder.resolve()
+    hub_spec = resolve_spec("org/name")
+    assert (hub_spec.kind, hub_spec.location, hub_spec.name) == ("hub", "org/name", "org/name")
+    code = "import sys; import lmscope.models.specs; print('torch' in sys.modules)"
+    result = run_python(dict(os.environ), "-c", code)
+    assert result.stdout.strip() == "False", result.stderr
 
 
 def test_missing_gguf_file_is_refused(tmp_path, monkeypatch):
@@ -296,7 +350,7 @@ def test_invalid_gguf_file_is_one_line_error(tmp_path):
 def test_gguf_file_loads_with_name_source_and_hash(tmp_path, monkeypatch):
     gguf = tmp_path / "tiny.Q8_0.gguf"
     gguf.write_bytes(b"GGUF stand-in")
-    monkeypatch.setattr(loading, "read_gguf", lambda path, **kw: (tiny_llama(), tiny_tokenizer()))
+    monkeypatch.setattr(sources, "read_gguf", lambda path, **kw: (tiny_llama(), tiny_tokenizer()))
 
     loaded = load_model(str(gguf))
 
@@ -355,6 +409,177 @@ def test_hub_model_with_auto_map_is_refused_as_remote_code(tmp_path, monkeypatch
 
     with pytest.raises(ModelLoadError, match="remote code"):
         load_model("tiny-org/custom")
+
+
+def test_hub_cache_without_every_weight_shard_does_not_count_as_holding_the_model(
+    tmp_path, monkeypatch
+):
+    snapshot = fake_hub_snapshot(tmp_path / "hub", "tiny-org/sharded", "e" * 40)
+    (snapshot / "model.safetensors").rename(snapshot / "model-00001-of-00002.safetensors")
+    index = {"weight_map": {"a": "model-00001-of-00002.safetensors",
+                            "b": "model-00002-of-00002.safetensors"}}  # fmt: skip
+    (snapshot / "model.safetensors.index.json").write_text(json.dumps(index))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+
+    assert hub.cached_snapshot("tiny-org/sharded") is None
+    (snapshot / "model-00002-of-00002.safetensors").write_bytes(b"second shard")
+    assert hub.cached_snapshot("tiny-org/sharded") == snapshot
+
+
+# --- the hub with the network allowed (no HF_HUB_OFFLINE) but unreachable ---------------------
+
+UNKNOWN_HUB_ID = "some-org/no-such-model"
+
+
+def online_env(tmp_path: Path, endpoint: str, **extra: str) -> dict[str, str]:
+    """The environment of a process allowed to use the network (no HF_HUB_OFFLINE), with its
+    own empty Hugging Face home (no cache, no token) and the hub at `endpoint`."""
+    unset = {"HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_CACHE", "HF_TOKEN",
+             "HF_HUB_ETAG_TIMEOUT"}  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    env.update(
+        HF_HOME=str(tmp_path / "hf-home"),
+        HF_ENDPOINT=endpoint,
+        LMSCOPE_CACHE_DIR=str(tmp_path / "lmscope-cache"),
+        **extra,
+    )
+    return env
+
+
+def run_python(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    # The timeout is a deadline that keeps a regression from hanging the suite, not a speed test.
+    return subprocess.run(
+        [sys.executable, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def trace_unknown_hub_model(env: dict[str, str]) -> str:
+    """`lmscope trace` of a hub id nobody has cached; its one stderr line."""
+    result = run_python(env, "-m", "lmscope", "trace", "hi", "--model", UNKNOWN_HUB_ID, "--quiet")
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def closed_port() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+class SilentHub:
+    """A hub that takes connections (the kernel completes them) and never answers."""
+
+    def __init__(self) -> None:
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(16)
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+
+    def was_asked(self) -> bool:
+        """Whether anyone connected (connections wait in the backlog, never accepted)."""
+        self.server.setblocking(False)
+        try:
+            connection, _ = self.server.accept()
+        except BlockingIOError:
+            return False
+        connection.close()
+        return True
+
+
+@pytest.fixture
+def silent_hub() -> Iterator[SilentHub]:
+    hub = SilentHub()
+    yield hub
+    hub.server.close()
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["closed_port", "silent_hub", "http://hub.invalid"],
+    ids=["refused", "silent", "dns"],
+)
+def test_unknown_hub_model_without_network_fails_in_one_line(endpoint, tmp_path, request):
+    if endpoint == "closed_port":
+        endpoint = request.getfixturevalue(endpoint)
+    elif endpoint == "silent_hub":
+        endpoint = request.getfixturevalue(endpoint).url
+    # A short wait for the silent hub; the default is PROBE_TIMEOUT_S.
+    env = online_env(tmp_path, endpoint, HF_HUB_ETAG_TIMEOUT="1")
+
+    line = trace_unknown_hub_model(env)
+
+    assert line.startswith(
+        f"lmscope: cannot reach the Hugging Face hub to fetch '{UNKNOWN_HUB_ID}'"
+    ), line
+    assert line.endswith(
+        "and it is not in the local cache (set HF_HUB_OFFLINE=1 to work offline)"
+    ), line
+
+
+class _AnsweringHub(http.server.BaseHTTPRequestHandler):
+    """A hub that answers every request with `answer` = (status, X-Error-Code)."""
+
+    answer = (404, "RepoNotFound")
+
+    def do_HEAD(self) -> None:
+        status, error_code = self.answer
+        self.send_response(status)
+        self.send_header("X-Error-Code", error_code)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_HEAD
+
+    def log_message(self, *args) -> None:  # the test's output stays clean
+        pass
+
+
+@pytest.fixture
+def answering_hub(request) -> Iterator[str]:
+    handler = type("Hub", (_AnsweringHub,), {"answer": request.param})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("answering_hub", "expected"),
+    [
+        ((404, "RepoNotFound"), f"unknown model '{UNKNOWN_HUB_ID}': not on the Hugging Face hub"),
+        ((403, "GatedRepo"), f"'{UNKNOWN_HUB_ID}' is gated on the Hugging Face hub"),
+        ((404, "EntryNotFound"), "has no config.json: not a transformers model"),
+        ((503, ""), f"the Hugging Face hub did not serve '{UNKNOWN_HUB_ID}': Server error '503"),
+    ],
+    indirect=["answering_hub"],
+    ids=["missing", "gated", "no-config", "down"],
+)
+def test_hub_answers_about_an_uncached_model_are_one_line(answering_hub, expected, tmp_path):
+    line = trace_unknown_hub_model(online_env(tmp_path, answering_hub))
+
+    assert expected in line, line
+
+
+def test_hub_model_in_the_local_cache_loads_without_asking_the_hub(tmp_path, silent_hub):
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    env = online_env(tmp_path, silent_hub.url)
+    fake_hub_snapshot(tmp_path / "hf-home" / "hub", "tiny-org/tiny-llama", revision)
+    load = "from lmscope.models.loading import load_model as load; print(load('{}').content_hash)"
+
+    result = run_python(env, "-c", load.format("tiny-org/tiny-llama"))
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"revision:{revision}"
+    assert not silent_hub.was_asked()
+    # The check can see a connection: an uncached id does ask.
+    run_python(env | {"HF_HUB_ETAG_TIMEOUT": "1"}, "-c", load.format("tiny-org/elsewhere"))
+    assert silent_hub.was_asked()
 
 
 # --- dtype and device -------------------------------------------------------------------------

@@ -1,7 +1,26 @@
-"""Models: loading (default, hub id, folder, GGUF) and one adapter per architecture family."""
+"""Models: spec resolution, placement, loading (default, hub id, folder, GGUF) and one adapter
+per architecture family.
 
-from lmscope.models.adapter import ArchitectureAdapter, adapter_for, supported_model_types
-from lmscope.models.loading import LoadedModel, load_model
+The names below load on first use, so that `lmscope.models.specs` (which needs no torch) can be
+imported without importing torch and transformers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lmscope.models.adapter import ArchitectureAdapter, adapter_for, supported_model_types
+    from lmscope.models.loading import LoadedModel, load_model
+
+_HOMES = {
+    "ArchitectureAdapter": "lmscope.models.adapter",
+    "adapter_for": "lmscope.models.adapter",
+    "supported_model_types": "lmscope.models.adapter",
+    "LoadedModel": "lmscope.models.loading",
+    "load_model": "lmscope.models.loading",
+}
 
 __all__ = [
     "ArchitectureAdapter",
@@ -10,3 +29,10 @@ __all__ = [
     "load_model",
     "supported_model_types",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'lmscope.models' has no attribute '{name}'")
+    return getattr(importlib.import_module(home), name)

