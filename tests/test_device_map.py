@@ -92,11 +92,15 @@ def test_a_gguf_file_cannot_be_split_over_devices(tmp_path):
         load_model(str(gguf), device_map=DeviceMap("auto"))
 
 
-def test_the_command_line_offers_exactly_the_loader_s_plans():
-    from lmscope import cli
+def test_the_command_line_offers_exactly_the_loader_s_plans(capsys):
+    from lmscope.cli import main
     from lmscope.models import devices
 
-    assert cli.PLANS == devices.PLANS
+    with pytest.raises(SystemExit) as usage:
+        main(["trace", "x", "--device-map", "bogus"])
+    assert usage.value.code == 2
+    offered = capsys.readouterr().err.split("choose from ")[1].split(")")[0]
+    assert tuple(plan.strip(" '") for plan in offered.split(",")) == devices.PLANS
 
 
 def test_trace_command_splits_the_model_with_device_map_auto(folder, tmp_path):

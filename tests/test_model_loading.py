@@ -267,12 +267,11 @@ def test_corrupt_weight_file_is_one_line_error(tmp_path):
 
 
 def test_a_loaded_model_describes_itself_as_a_trace_records_it(tmp_path):
-    from lmscope.models.adapter import adapter_for
-    from lmscope.tracing.engine import model_facts
+    import lmscope
 
     loaded = load_model(str(save_folder(tiny_llama(), tmp_path / "my-llama")))
 
-    assert loaded.facts == model_facts(loaded, adapter_for(loaded.model))
+    assert lmscope.trace("mary and john", loaded).data.model == loaded.facts
     assert (loaded.facts.name, loaded.facts.family, loaded.facts.n_kv_heads) == (
         "my-llama",
         "llama",

@@ -28,10 +28,11 @@ from lmscope.benchmark.dense import dense_bytes, dense_layer, max_abs_difference
 from lmscope.benchmark.memory import PeakMemory, available_bytes
 from lmscope.errors import LmscopeError
 from lmscope.models.adapter import adapter_for
+from lmscope.models.devices import input_device
 from lmscope.models.loading import LoadedModel
 from lmscope.traces.lmtrace import read_trace, write_trace
 from lmscope.traces.trace import Trace
-from lmscope.tracing.capture import LayerCapture, capture_layers, input_device, run_forward
+from lmscope.tracing.capture import LayerCapture, capture_layers, run_forward
 from lmscope.tracing.engine import StageTimes, TraceOptions, run_trace
 from lmscope.tracing.layers import attribute_layer
 from lmscope.tracing.tokens import tokenize

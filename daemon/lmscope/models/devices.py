@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from lmscope.errors import LmscopeError, ModelLoadError
+from lmscope.protocol import defaults
 
 _DTYPES = {
     "float32": torch.float32,
@@ -27,8 +28,8 @@ _DTYPES = {
     "bf16": torch.bfloat16,
 }
 
-# accelerate's device-map plans (cli.py repeats them so that its help needs no torch).
-PLANS = ("auto", "balanced", "balanced_low_0", "sequential")
+# accelerate's device-map plans, as the protocol lists them (loadModel's deviceMap).
+PLANS = defaults.DEVICE_MAP_PLANS
 
 
 def resolve_dtype(name: str | torch.dtype | None) -> torch.dtype:

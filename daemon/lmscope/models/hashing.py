@@ -10,9 +10,10 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from lmscope.files import atomic_write_text
 
 SAMPLE_ABOVE_BYTES = 2 * 1024**3  # above this total, hash each file's size + first/last bytes
 SAMPLE_BYTES = 16 * 1024**2
@@ -44,20 +45,8 @@ def _write_hash_cache(entries: dict[str, Any]) -> None:
     # Best effort: a read-only cache only costs a rehash next time. Entries of vanished files
     # are dropped so the file stays small.
     entries = {k: v for k, v in entries.items() if os.path.exists(k.split("|", 1)[1])}
-    target = _hash_cache_file()
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".file-hashes.", dir=target.parent)
-    except OSError:
-        return
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(entries, f, indent=0, sort_keys=True)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache folder may be shared
-        os.replace(tmp, target)  # atomic: readers never see a half-written file
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    with contextlib.suppress(OSError, ValueError):
+        atomic_write_text(_hash_cache_file(), json.dumps(entries, indent=0, sort_keys=True))
 
 
 def _digest_file(path: Path, sampled: bool) -> str:

@@ -14,11 +14,8 @@ def node_wire(node: Node) -> dict[str, Any]:
 
 
 def model_wire(loaded: Any) -> dict[str, Any]:
-    from lmscope.models.adapter import adapter_for
-    from lmscope.tracing.engine import model_facts
-
-    facts = model_facts(loaded, adapter_for(loaded.model))
-    parameter_bytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+    """A `LoadedModel` as the protocol's ModelInfo; the model describes itself."""
+    facts = loaded.facts
     mapped = {"deviceMap": dict(loaded.device_map)} if loaded.device_map else {}
     return {
         **mapped,
@@ -39,7 +36,7 @@ def model_wire(loaded: Any) -> dict[str, Any]:
         "parallelBlocks": facts.parallel_blocks,
         "device": loaded.device,
         "dtype": str(loaded.dtype).removeprefix("torch."),
-        "parameterBytes": int(parameter_bytes),
+        "parameterBytes": loaded.parameter_bytes,
     }
 
 

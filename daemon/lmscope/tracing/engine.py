@@ -32,12 +32,11 @@ from lmscope.__about__ import __version__
 from lmscope.attribution import decompose
 from lmscope.errors import LmscopeError
 from lmscope.graph import RENORMALIZE, ContributionGraph, Node
-from lmscope.models.adapter import ArchitectureAdapter, adapter_for
+from lmscope.models.adapter import adapter_for
 from lmscope.models.loading import LoadedModel
 from lmscope.protocol import defaults
 from lmscope.traces.data import (
     Environment,
-    ModelFacts,
     Predictions,
     Settings,
     Tokens,
@@ -176,7 +175,7 @@ def run_trace(
     predictions = _predictions(logits, options.prediction_top_k)
 
     data = TraceData(
-        model=model_facts(loaded, adapter),
+        model=loaded.facts,
         settings=Settings(
             bos_prepended=options.prepend_bos and loaded.tokenizer.bos_token_id is not None,
             min_threshold=options.min_threshold,
@@ -228,26 +227,6 @@ def _vocabulary(loaded: LoadedModel, data: TraceData) -> dict[int, str]:
     ids.update(int(i) for i in data.projections.bottom_ids.ravel())
     ordered = sorted(ids)
     return dict(zip(ordered, display_strings(loaded, ordered)))
-
-
-def model_facts(loaded: LoadedModel, adapter: ArchitectureAdapter) -> ModelFacts:
-    return ModelFacts(
-        spec=loaded.spec,
-        name=loaded.name,
-        source=loaded.source,
-        content_hash=loaded.content_hash,
-        family=adapter.family,
-        model_type=adapter.model_type,
-        n_layers=adapter.n_layers,
-        n_heads=adapter.n_heads,
-        n_kv_heads=adapter.n_kv_heads,
-        d_model=adapter.d_model,
-        d_head=adapter.d_head,
-        d_ffn=adapter.d_ffn,
-        vocab_size=adapter.vocab_size,
-        context_length=adapter.context_length,
-        parallel_blocks=adapter.parallel_blocks,
-    )
 
 
 def environment(loaded: LoadedModel) -> Environment:

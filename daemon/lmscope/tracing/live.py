@@ -56,9 +56,7 @@ class LiveModel:
 
     @property
     def facts(self) -> ModelFacts:
-        from lmscope.tracing.engine import model_facts
-
-        return model_facts(self.loaded, self.adapter)
+        return self.loaded.facts
 
     @property
     def has_prompt(self) -> bool:
