@@ -336,11 +336,16 @@ def test_older_editor_is_told_to_update_the_extension() -> None:
         protocol.validate_initialization_options({"protocolVersion": "0"})
 
 
-def test_missing_or_malformed_initialization_options_are_params_errors() -> None:
-    with pytest.raises(ParamsError, match=r"^\(root\): 'protocolVersion' is a required"):
-        protocol.validate_initialization_options(None)
+@pytest.mark.parametrize("options", [None, {}, {"model": "default"}, {"protocolVersion": "1"}])
+def test_absent_options_or_version_mean_the_daemon_s_own(options) -> None:
+    protocol.validate_initialization_options(options)  # an LSP client that sends none is served
+
+
+def test_malformed_initialization_options_are_params_errors() -> None:
     with pytest.raises(ParamsError, match=r"^protocolVersion: "):
         protocol.validate_initialization_options({"protocolVersion": "v1"})
+    with pytest.raises(ParamsError, match=r"^\(root\): "):
+        protocol.validate_initialization_options(["not", "an", "object"])
 
 
 # --- README ---------------------------------------------------------------------------------

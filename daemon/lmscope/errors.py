@@ -33,3 +33,8 @@ class NeedsModelError(LmscopeError):
 
 class ThresholdError(LmscopeError):
     """A threshold outside what the trace can answer."""
+
+
+class ModelBusyError(LmscopeError):
+    """A query that would wait for the model while another forward pass (a trace) holds it,
+    asked not to wait: hover cards answer from what they have instead."""

@@ -283,42 +283,56 @@ class Session:
         if self._current is not None:
             self._current.cancel.set()
 
+    def close(self, timeout: float) -> bool:
+        """`stop`, then wait up to `timeout` seconds for the worker to finish its job (a trace
+        stops at its next layer); True when the worker has ended."""
+        self.stop()
+        self._worker.join(timeout)
+        return not self._worker.is_alive()
+
     # --- model work --------------------------------------------------------------------------
     def load_model_job(
         self,
         spec: str,
         dtype: str | None,
         device: str,
-        on_state: Callable[[], None],
+        on_state: Callable[[str | None], None],
         device_map: str | None = None,
     ) -> Job:
-        """A job that replaces the loaded model (the old one is freed first); `device_map` (an
-        accelerate plan) splits it over devices instead of putting it on `device`."""
+        """A job that replaces the loaded model; `device_map` (an accelerate plan) splits it
+        over devices instead of putting it on `device`. Everything that can be checked without
+        reading weights is checked first (`check_loadable`): a spec that names nothing loadable
+        fails with the old model still loaded. Then the old model is freed before the new one
+        arrives (two may not fit). `on_state(message)` is told each state change, with the
+        reason of a failure."""
 
         def run(job: Job) -> Any:
-            from lmscope.models.loading import DeviceMap, load_model
+            from lmscope.models.loading import DeviceMap, check_loadable, load_model
 
+            mapping = None if device_map is None else DeviceMap(device_map)
+            try:
+                check_loadable(spec, dtype=dtype, device=device, device_map=mapping)
+            except BaseException as exc:
+                self.model_state = "error"  # the last load failed; the model stays loaded
+                on_state(str(exc) or type(exc).__name__)
+                raise
             self.traces.drop_live()
             previous, self.model = self.model, None
             self.model_state = "loading"
-            on_state()
+            on_state(None)
             del previous  # free the old weights before the new ones arrive
             _free_device_memory()
             try:
                 loaded = load_model(
-                    spec,
-                    dtype=dtype,
-                    device=device,
-                    progress=job.report,
-                    device_map=None if device_map is None else DeviceMap(device_map),
+                    spec, dtype=dtype, device=device, progress=job.report, device_map=mapping
                 )
-            except BaseException:
+            except BaseException as exc:
                 self.model_state = "error"
-                on_state()
+                on_state(str(exc) or type(exc).__name__)
                 raise
             self.model = loaded
             self.model_state = "ready"
-            on_state()
+            on_state(None)
             return loaded
 
         return Job("load", run, description=f"load {spec}")

@@ -9,7 +9,9 @@ Only a component the model does not have (layer, head or neuron out of range) ra
 `LmscopeError`.
 
 What needs the model comes through `traces.live.LiveQueries` (the trace's own, or the loaded
-model when it is the trace's model), one batch per card, so this module never imports torch.
+model when it is the trace's model), one batch per card, so this module never imports torch. A
+card never waits for the model: while a trace holds it, the card answers at once from what the
+trace stores and says what needs the model (`ModelBusyError`).
 
 Promoted / suppressed tokens (direct logit attribution, docs/method.md "Vocabulary
 projections"):
@@ -50,7 +52,7 @@ import numpy as np
 
 from lmscope.cards.markdown import card_markdown
 from lmscope.components import ComponentRef
-from lmscope.errors import LmscopeError, NeedsModelError
+from lmscope.errors import LmscopeError, ModelBusyError, NeedsModelError
 from lmscope.graph import (
     ATTENTION_EDGE,
     FFN,
@@ -67,6 +69,10 @@ from lmscope.traces.live import TOP_TOKENS, LiveQueries, NeuronAt, TokenScores
 from lmscope.traces.trace import Trace
 
 TOP_PATTERN = 5  # strongest attention weights shown for a head
+BUSY = (
+    "the model is busy with a trace: this card shows what the trace stores; hover again when "
+    "the trace is done for what needs the model"
+)
 
 _TITLES = {
     "head": "attention head",
@@ -155,7 +161,7 @@ def component_card(
     card = _Card(ref, notes=list(notes))
     if trace is not None and trace.live is not None:
         live = trace.live
-    runner = None if live is None else live.batch()
+    runner = None if live is None else live.batch(wait=False)
     sizes = _sizes(trace, runner)
     if sizes is None:
         card.notes.append("no trace or model: the layer and index are not checked")
@@ -241,9 +247,13 @@ def _neuron(
         return
     ffn_nodes = view.nodes(FFN, layer)
     positions = sorted({n.position for n in ffn_nodes} | {view.token})
+    known = None
     if live is not None and live.has_prompt:
-        known = live.neuron_at(layer, k, positions)
-    else:
+        try:
+            known = live.neuron_at(layer, k, positions)
+        except ModelBusyError:
+            card.notes.append(BUSY)
+    if known is None:
         known = _stored_neuron(trace, layer, k, positions)
     share = 0.0
     for node in ffn_nodes:
@@ -312,7 +322,7 @@ def _head(
     if not mine:
         card.notes.append(f"{card.ref.label()} is on no attention edge of the route")
     targets = [n.position for n in view.nodes(RESIDUAL if parallel else POST_ATTENTION, layer)]
-    if live is not None and live.has_prompt:
+    if live is not None and live.has_prompt and _model_free_for(card, live, layer):
         pattern = live.attention_pattern(layer, h)  # [n, n]
         causal = np.arange(pattern.shape[1]) <= np.asarray(targets)[:, None]  # [targets, n]
         rows = np.where(causal, pattern[targets], -np.inf)
@@ -334,6 +344,17 @@ def _head(
             "a single head's promoted/suppressed tokens need the model: the trace stores them "
             f"for whole blocks (see L{layer}.attn)"
         )
+
+
+def _model_free_for(card: _Card, live: LiveQueries, layer: int) -> bool:
+    """Run `layer` on the prompt now if the model is free (the batch keeps that capture for the
+    card's other queries); False, with a note, while a trace holds the model."""
+    try:
+        live.attention_pattern(layer, 0)
+    except ModelBusyError:
+        card.notes.append(BUSY)
+        return False
+    return True
 
 
 def _strongest(entries: Iterable[tuple[int, int, float]]) -> list[tuple[int, int, float]]:
@@ -374,12 +395,17 @@ def _block(
         if not ffn_nodes:
             card.notes.append(f"no FFN node of layer {layer} is on the route")
         node, kind = Node(FFN, layer, t), PROJ_FFN_UPDATE
-    lists = _stored_projection(trace, node, kind)
+    lists = None
+    if trace.live is None or trace.has_projection(node, kind):  # at hand: no forward pass
+        lists = _stored_projection(trace, node, kind)
     if lists is not None:
         card.promoted, card.suppressed = lists
     elif live is not None and live.has_prompt:
         block = "attention" if attention else "ffn"
-        card.promoted, card.suppressed = live.block_tokens(layer, block, t, TOP_TOKENS)
+        try:
+            card.promoted, card.suppressed = live.block_tokens(layer, block, t, TOP_TOKENS)
+        except ModelBusyError:
+            card.notes.append(BUSY)
     else:
         card.notes.append(
             f"the trace stores no {kind} projection of {node.label()} (it is on no route at "

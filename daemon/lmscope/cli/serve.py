@@ -102,7 +102,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server.preload = (args.model, args.dtype, args.device, args.device_map)
     if args.tcp is None:
         server.start_io(sys.stdin.buffer, rpc_out)
-        return 0
+        # The client is gone (stdin closed) or said `exit`: no thread may be left inside torch.
+        server.stop_work(exit_code=server.exit_code)
+        return server.exit_code
     host, port = args.tcp
     if host not in ("127.0.0.1", "localhost", "::1"):
         logging.getLogger("lmscope").warning(

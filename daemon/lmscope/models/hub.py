@@ -25,6 +25,7 @@ from lmscope.models.sources import (
     check_missing,
     finish,
     first_line,
+    inspect_folder,
     load_errors,
     load_folder,
     quiet_transformers,
@@ -165,6 +166,22 @@ def _hub_error(hub_id: str, exc: BaseException, offline: bool) -> ModelLoadError
     if "couldn't connect" in text.lower() or "connection" in text.lower():
         return _unreachable(hub_id, "the connection failed")
     return ModelLoadError(f"cannot load '{hub_id}' from the Hugging Face hub: {first_line(exc)}")
+
+
+def check_hub(hub_id: str) -> None:
+    """What can be known of a hub id without downloading weights: a complete cached snapshot
+    that looks like a model, or else (when online) the hub's word that the model exists. One
+    ModelLoadError line otherwise."""
+    cached = cached_snapshot(hub_id)
+    if cached is not None:
+        inspect_folder(cached, f"'{hub_id}'")
+    elif _hub_offline():
+        raise ModelLoadError(
+            f"unknown model '{hub_id}': no such folder, and not in the local Hugging Face cache "
+            f"(HF_HUB_OFFLINE is set); {SPEC_HELP}"
+        )
+    else:
+        probe(hub_id)
 
 
 def load_hub(

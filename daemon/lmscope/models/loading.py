@@ -41,6 +41,7 @@ __all__ = [
     "DeviceMap",
     "LoadedModel",
     "ProgressFn",
+    "check_loadable",
     "load_model",
     "resolve_device",
     "resolve_dtype",
@@ -112,9 +113,9 @@ def load_model(
     ModelLoadError (or another LmscopeError) with one line for anything the user can get wrong.
     """
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    resolved = check_loadable(spec, dtype=dtype, device=device, device_map=device_map)
     torch_dtype = resolve_dtype(dtype)
     one_device = resolve_device(device)
-    resolved = resolve_spec(spec)
     placement = Placement(one_device) if device_map is None else Placement.mapped(device_map)
     report(progress, "resolving model")
     model, tokenizer, content_hash = _read(resolved, torch_dtype, placement, progress)
@@ -123,6 +124,46 @@ def load_model(
         model, tokenizer, resolved.spec, resolved.name, resolved.kind, content_hash,
         torch_dtype, where, device_map=mapping, offload_dir=placement.offload,
     )  # fmt: skip
+
+
+def check_loadable(
+    spec: str,
+    *,
+    dtype: str | None = None,
+    device: str = "cpu",
+    device_map: DeviceMap | None = None,
+) -> ModelSpec:
+    """Everything about a load that can be known without reading weights, checked: the dtype,
+    the device, the device map's plan, what the spec names, and that it looks like a model (a
+    folder's config, weights and tokenizer; a GGUF's magic; the embedded model installed; a hub
+    id cached or, online, known to the hub). One ModelLoadError (or LmscopeError) line
+    otherwise. The daemon checks this before it lets the loaded model go, so a mistyped spec
+    never costs the model the user has."""
+    resolve_dtype(dtype)
+    resolve_device(device)
+    resolved = resolve_spec(spec)
+    if device_map is not None:
+        if isinstance(device_map.plan, str) and device_map.plan not in PLANS:
+            raise ModelLoadError(
+                f"unknown device map '{device_map.plan}': expected one of {', '.join(PLANS)}"
+            )
+        if resolved.kind == "gguf":
+            raise ModelLoadError(GGUF_UNMAPPED)
+    if resolved.kind == "folder":
+        sources.inspect_folder(resolved.path, str(resolved.path))
+    elif resolved.kind == "gguf":
+        sources.inspect_gguf(resolved.path)
+    elif resolved.kind == "default":
+        default_model.gguf_path()  # installed, or one line saying how to install it
+    else:
+        hub.check_hub(resolved.location)
+    return resolved
+
+
+GGUF_UNMAPPED = (
+    "a device map is not supported for .gguf files (they are dequantised in CPU RAM first); "
+    "save the model with save_pretrained and map that folder"
+)
 
 
 def _read(
@@ -134,11 +175,6 @@ def _read(
     if resolved.kind == "hub":
         return hub.load_hub(resolved.location, dtype=dtype, placement=placement, progress=progress)
     if resolved.kind == "gguf":
-        if placement.dispatched:
-            raise ModelLoadError(
-                "a device map is not supported for .gguf files (they are dequantised in CPU RAM "
-                "first); save the model with save_pretrained and map that folder"
-            )
         model, tokenizer = sources.read_gguf(resolved.path, dtype=dtype, progress=progress)
         model = sources.finish(model, dtype, placement, progress, memory_mapped=False)
         report(progress, "hashing weights")

@@ -165,7 +165,7 @@ def refuse_remote_code(what: str, config: Any, file: str = "config.json") -> Non
 # --- folders ----------------------------------------------------------------------------------
 
 
-def _inspect_folder(folder: Path, where: str) -> list[Path]:
+def inspect_folder(folder: Path, where: str) -> list[Path]:
     """Check a save_pretrained folder (called `where` in messages) before transformers sees
     it; return its weight files."""
     config_file = folder / "config.json"
@@ -221,7 +221,7 @@ def load_folder(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     where = label or str(folder)
-    weights = _inspect_folder(folder, where)
+    weights = inspect_folder(folder, where)
     use_safetensors = True if weights[0].suffix == ".safetensors" else None
     with quiet_transformers(progress):
         try:
@@ -278,6 +278,37 @@ def read_gguf(
                 attn_implementation="eager",
                 trust_remote_code=False,
             )
-        except load_errors() as exc:
-            raise ModelLoadError(f"cannot load GGUF file {path}: {first_line(exc)}") from None
+        except Exception as exc:
+            # The GGUF reader parses untrusted bytes in Python: a truncated or damaged file
+            # raises whatever its parser meets (struct.error, IndexError, ValueError, ...).
+            # Anything it raises is about the file, so it is the user's one-line error.
+            reason = first_line(exc)
+            if not isinstance(exc, load_errors()):
+                reason = f"damaged or truncated ({type(exc).__name__}: {reason})"
+            raise ModelLoadError(f"cannot load GGUF file {path}: {reason}") from None
     return model, tokenizer
+
+
+GGUF_MAGIC = b"GGUF"
+
+
+def inspect_gguf(path: Path) -> None:
+    """Check a .gguf file before a model is let go or loaded: it starts with the GGUF magic,
+    and its header, metadata and tensor table parse and fit in the file (gguf's reader maps the
+    file and reads no weights: ~2 s for the 100 MB default model, against ~15 s to load it)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(GGUF_MAGIC))
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read GGUF file {path}: {exc.strerror or exc}") from None
+    if head != GGUF_MAGIC:
+        raise ModelLoadError(f"{path} is not a GGUF file (it does not start with 'GGUF')")
+    from gguf import GGUFReader
+
+    try:
+        GGUFReader(str(path))
+    except Exception as exc:  # a parser of untrusted bytes: whatever it meets is the file's
+        reason = f"{type(exc).__name__}: {first_line(exc)}"
+        raise ModelLoadError(
+            f"cannot load GGUF file {path}: damaged or truncated ({reason})"
+        ) from None

@@ -231,8 +231,9 @@ def validate_initialization_options(options: object) -> None:
 
     The protocol version is compared before anything else: options from another version may
     hold fields this daemon does not know, and the user needs "update X", not a schema error.
-    Raises `ProtocolVersionError` on a version mismatch, `ParamsError` for malformed options
-    (`None`, i.e. no options, is checked as `{}` and so lacks `protocolVersion`).
+    Raises `ProtocolVersionError` on a version mismatch, `ParamsError` for malformed options.
+    `None` (a client that sends no options: Neovim, eglot, Helix) is `{}`, and an absent
+    version is the daemon's own.
     """
     options = {} if options is None else options
     version = options.get("protocolVersion") if isinstance(options, Mapping) else None

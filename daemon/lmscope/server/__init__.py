@@ -62,7 +62,11 @@ def build_server(session: Session | None = None, token: str | None = None) -> Lm
         if wanted is not None and session.model is None:
             spec, dtype, device, device_map = wanted
             job = session.load_model_job(
-                spec, dtype, device, on_state=server.notify_model, device_map=device_map
+                spec,
+                dtype,
+                device,
+                on_state=lambda message: server.notify_model(message=message),
+                device_map=device_map,
             )
             job.progress = lambda message, fraction: server.notify_model(
                 percentage=None if fraction is None else int(100 * fraction), message=message
@@ -78,6 +82,16 @@ def build_server(session: Session | None = None, token: str | None = None) -> Lm
 
     @server.feature(types.SHUTDOWN)
     def shutdown(_params: Any) -> None:
+        server.shutdown_requested = True
         session.stop()
+
+    @server.feature(types.EXIT)
+    def exit_(_params: Any) -> None:
+        # pygls ends the process after this (code 0 after shutdown, else 1): the model work
+        # stops first, so no thread is left inside torch when the interpreter finalizes.
+        server.exit_code = 0 if server.shutdown_requested else 1  # as LSP asks
+        assert isinstance(server.protocol, LmscopeProtocol)
+        server.protocol.exited = True
+        server.stop_work(exit_code=server.exit_code)
 
     return server

@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import sys
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from lsprotocol import types
@@ -19,6 +23,9 @@ from lmscope.session import Job, Session
 
 log = logging.getLogger("lmscope.server")
 
+# How long `exit` waits for a running trace to stop at its next layer before ending the process.
+EXIT_GRACE_S = 10.0
+
 
 class LmscopeServer(LanguageServer):
     """The daemon: a session plus the loop-side bookkeeping of requests."""
@@ -27,6 +34,11 @@ class LmscopeServer(LanguageServer):
         super().__init__("lmscope", __version__, protocol_cls=LmscopeProtocol)
         self.session = session or Session()
         self.loop: asyncio.AbstractEventLoop | None = None
+        # Queries that may re-run the model (and so wait for it behind a trace) run here, never
+        # on pygls' pool, where hovers run (handlers.py, LIVE).
+        self.live_queries = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lmscope-live")
+        self.shutdown_requested = False  # LSP `shutdown` came: `exit` then ends with code 0
+        self.exit_code = 0  # the process's: 1 after `exit` without `shutdown` (LSP)
         # (spec, dtype, device, device map) to load once the client is initialized (`serve
         # --model`)
         self.preload: tuple[str, str | None, str, str | None] | None = None
@@ -44,7 +56,10 @@ class LmscopeServer(LanguageServer):
         from pygls.exceptions import JsonRpcException
 
         if source is not JsonRpcException:
-            log.error("%s", error)
+            # An error already answered to its request: expected ones (cancelled, invalid
+            # params, lmscope's own codes) are not failures of the daemon.
+            expected = isinstance(error, JsonRpcException) and error.code != -32603
+            log.log(logging.INFO if expected else logging.ERROR, "%s", error)
             return
         parse = isinstance(
             error, (json.JSONDecodeError, UnicodeDecodeError, RecursionError)
@@ -55,6 +70,27 @@ class LmscopeServer(LanguageServer):
         self.protocol._send_data(
             {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": f"{what}: {reason}"}}
         )
+
+    def stop_work(self, exit_code: int, grace: float = EXIT_GRACE_S) -> None:
+        """Stop the model work before the process ends: cancel the queued and running jobs and
+        the live queries, and wait (at most `grace` seconds) for their threads. A thread still
+        inside torch when the interpreter finalizes aborts the process (SIGABRT, "terminate
+        called without an active exception"), so past the grace period the process ends here,
+        at once, with `exit_code`, its logs flushed."""
+        stopped = self.session.close(grace)
+        self.live_queries.shutdown(wait=False, cancel_futures=True)
+        busy = [
+            t for t in threading.enumerate() if t.name.startswith("lmscope-live") and t.is_alive()
+        ]
+        for thread in busy:
+            thread.join(timeout=grace)
+        if stopped and not any(t.is_alive() for t in busy):
+            return
+        log.warning("model work did not stop within %.0f s: ending the process now", grace)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exit_code)
 
     # Messages to the client may come from the worker thread.
     def post(self, send: Callable[[], None]) -> None:
@@ -122,42 +158,52 @@ class Progress:
 async def run_job(server: LmscopeServer, job: Job) -> Any:
     """Submit model work and wait for it; a cancelled request cancels the job."""
     server.session.submit(job)
+    settled = asyncio.wrap_future(job.future)
     try:
         # shield: cancelling this request must not cancel the job's future directly (the
         # worker still owns it); the session stops the job and settles the future itself.
-        return await asyncio.shield(asyncio.wrap_future(job.future))
+        return await asyncio.shield(settled)
     except asyncio.CancelledError:
         server.session.cancel(job)
+        # Nobody awaits the job's outcome any more: take it, so asyncio does not log it.
+        settled.add_done_callback(lambda done: done.cancelled() or done.exception())
         raise
 
 
 def register_requests(server: LmscopeServer) -> None:
     """Register every handler of `handlers.HANDLERS`: params validated against the method's
-    schema and completed with its defaults, errors mapped to JSON-RPC errors; QUERY handlers on
-    pygls' thread pool, JOB handlers as coroutines on the loop."""
-    from lmscope.server.handlers import HANDLERS, JOB, Handler
+    schema and completed with its defaults, errors mapped to JSON-RPC errors, each run where its
+    kind says (handlers.py: LOOP, QUERY, LIVE, JOB)."""
+    from lmscope.server.handlers import HANDLERS, JOB, LIVE, LOOP, Handler
 
     for method, handler in HANDLERS.items():
-        if handler.kind == JOB:
+        if handler.kind in (JOB, LIVE):
 
-            async def run_job_request(raw: Any, method: str = method, h: Handler = handler) -> Any:
+            async def run_async(raw: Any, method: str = method, h: Handler = handler) -> Any:
                 server.loop = asyncio.get_running_loop()
                 try:
-                    return await h.run(server, _params(method, raw))
+                    params = _params(method, raw)
+                    if h.kind == JOB:
+                        return await h.run(server, params)
+                    running = server.live_queries.submit(h.run, server, params)
+                    return await asyncio.wrap_future(running)
+                except asyncio.CancelledError:
+                    raise  # pygls answers a cancelled request itself
                 except BaseException as exc:
                     raise rpc_error(exc) from None
 
-            server.feature(method)(run_job_request)
+            server.feature(method)(run_async)
         else:
 
-            def run_query(raw: Any, method: str = method, h: Handler = handler) -> Any:
+            def run_now(raw: Any, method: str = method, h: Handler = handler) -> Any:
                 try:
                     return h.run(server, _params(method, raw))
                 except Exception as exc:
                     raise rpc_error(exc) from None
 
-            server.thread()(run_query)
-            server.feature(method)(run_query)
+            if handler.kind != LOOP:
+                server.thread()(run_now)
+            server.feature(method)(run_now)
 
 
 def _params(method: str, raw: Any) -> dict[str, Any]:

@@ -29,6 +29,14 @@ def path_of_uri(uri: str) -> Path | None:
     return Path(unquote(parsed.path))
 
 
+def open_document(server: LmscopeServer, uri: str) -> Any | None:
+    """The document as the editor has it open (pygls' TextDocument), or None when the editor
+    has not opened it: pygls would otherwise read any file from disk, whole, or fail."""
+    if unquote(uri) not in server.workspace.text_documents:
+        return None
+    return server.workspace.get_text_document(uri)
+
+
 def read_document(path: Path, uri: str) -> str:
     """A document the editor has not opened, read from disk: UTF-8 text of a sane size."""
     try:
@@ -71,10 +79,9 @@ def prompt_of(server: LmscopeServer, params: dict[str, Any]) -> tuple[str, Path 
     start: Any
     end: Any
     try:
-        # Only documents open in the editor: pygls would read any other file whole.
-        if unquote(uri) not in server.workspace.text_documents:
+        doc = open_document(server, uri)
+        if doc is None:
             raise KeyError(uri)
-        doc = server.workspace.get_text_document(uri)
         lines: Sequence[str] = doc.lines
         start = doc.position_codec.position_from_client_units(lines, position(span["start"]))
         end = doc.position_codec.position_from_client_units(lines, position(span["end"]))

@@ -7,7 +7,7 @@ from lsprotocol import types
 
 from lmscope.errors import LmscopeError
 from lmscope.server.app import LmscopeServer
-from lmscope.server.documents import path_of_uri
+from lmscope.server.documents import open_document, path_of_uri
 
 
 def register_editor(server: LmscopeServer) -> None:
@@ -20,8 +20,10 @@ def register_editor(server: LmscopeServer) -> None:
         from lmscope.cards import component_card
         from lmscope.components import reference_at
 
+        doc = open_document(server, params.text_document.uri)
+        if doc is None:
+            return None  # LSP: no hover for a document the editor has not opened
         try:
-            doc = server.workspace.get_text_document(params.text_document.uri)
             line_number = params.position.line
             if line_number >= len(doc.lines):
                 return None
@@ -55,9 +57,9 @@ def register_editor(server: LmscopeServer) -> None:
         from lmscope.promptfiles import is_prompt_file, prompts_in
 
         uri = params.text_document.uri
-        if not is_prompt_file(uri):
+        doc = open_document(server, uri)
+        if doc is None or not is_prompt_file(uri):
             return None
-        doc = server.workspace.get_text_document(uri)
         lenses = []
         for span in prompts_in(doc.source, uri):
             rng = doc.position_codec.range_to_client_units(

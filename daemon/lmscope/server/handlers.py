@@ -3,9 +3,15 @@
 Each handler takes the server and the request's params, already validated against the method's
 schema and with the schema's defaults filled in (`protocol.with_defaults`), calls the session or
 a `Trace`, and returns a schema-shaped dict. How a request runs is the table's business
-(`app.register_requests`): a QUERY runs on pygls' thread pool, so one waiting for the model lock
-never blocks the loop; a JOB is a coroutine on the loop that submits model work to the session's
-worker and awaits it. Errors become JSON-RPC errors there too, so no handler catches anything.
+(`app.register_requests`), so that reading messages, status, cancel and hover never wait on model
+work:
+- LOOP: answered on the event loop at once (cheap, never touches the model: status);
+- QUERY: on pygls' thread pool; never waits for the model (a card answers from what it has);
+- LIVE: may re-run the model for what a trace does not store, so it may wait for the model's
+  lock behind a trace: it runs on the server's own `live_queries` threads, awaited from the loop,
+  and so never occupies the threads hovers run on;
+- JOB: a coroutine on the loop that submits model work to the session's worker and awaits it.
+Errors become JSON-RPC errors there too, so no handler catches anything.
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ from lmscope.server.documents import prompt_of
 from lmscope.server.wire import finite, model_wire, node_wire, summary_wire
 from lmscope.session import JobCancelled
 
-QUERY = "query"  # on pygls' thread pool
+LOOP = "loop"  # on the event loop, at once
+QUERY = "query"  # on pygls' thread pool; never waits for the model
+LIVE = "live"  # on the server's live-query threads; may wait for the model
 JOB = "job"  # a coroutine on the loop that awaits model work
 
 Params = dict[str, Any]
@@ -36,7 +44,7 @@ Params = dict[str, Any]
 @dataclass(frozen=True)
 class Handler:
     run: Callable[[LmscopeServer, Params], Any]
-    kind: str  # QUERY | JOB
+    kind: str  # LOOP | QUERY | LIVE | JOB
 
 
 def _renormalize(params: Params) -> bool:
@@ -67,7 +75,7 @@ async def load_model(server: LmscopeServer, params: Params) -> dict[str, Any]:
         params["spec"],
         params.get("dtype"),
         params["device"],
-        on_state=lambda: server.notify_model(),
+        on_state=lambda message: server.notify_model(message=message),
         device_map=params.get("deviceMap"),
     )
     reporter = Progress(server, params.get("workDoneToken"), "Loading model")
@@ -249,17 +257,17 @@ def head_maps(server: LmscopeServer, params: Params) -> dict[str, Any]:
 
 
 HANDLERS: dict[str, Handler] = {
-    "lmscope/status": Handler(status, QUERY),
+    "lmscope/status": Handler(status, LOOP),
     "lmscope/loadModel": Handler(load_model, JOB),
     "lmscope/trace": Handler(trace, JOB),
     "lmscope/openTrace": Handler(open_trace, QUERY),
-    "lmscope/closeTrace": Handler(close_trace, QUERY),
+    "lmscope/closeTrace": Handler(close_trace, LOOP),
     "lmscope/saveTrace": Handler(save_trace, QUERY),
     "lmscope/route": Handler(route, QUERY),
-    "lmscope/edgeHeads": Handler(edge_heads, QUERY),
-    "lmscope/ffnNeurons": Handler(ffn_neurons, QUERY),
-    "lmscope/projection": Handler(projection, QUERY),
+    "lmscope/edgeHeads": Handler(edge_heads, LIVE),
+    "lmscope/ffnNeurons": Handler(ffn_neurons, LIVE),
+    "lmscope/projection": Handler(projection, LIVE),
     "lmscope/component": Handler(component, QUERY),
-    "lmscope/headMaps": Handler(head_maps, QUERY),
+    "lmscope/headMaps": Handler(head_maps, LIVE),
 }
 """Every client->server request of protocol/methods.json, and how it runs."""

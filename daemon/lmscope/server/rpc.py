@@ -5,13 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
+import re
+from dataclasses import dataclass
 from typing import Any
 
+from cattrs import ClassValidationError, transform_error
 from lsprotocol import types
-from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcRequestCancelled
+from pygls.exceptions import (
+    JsonRpcException,
+    JsonRpcInvalidParams,
+    JsonRpcMethodNotFound,
+    JsonRpcRequestCancelled,
+)
 from pygls.protocol import LanguageServerProtocol
-from pygls.protocol.json_rpc import JsonRPCNotification, JsonRPCRequestMessage
+from pygls.protocol.json_rpc import (
+    JsonRPCNotification,
+    JsonRPCRequestMessage,
+    ResponseErrorMessage,
+)
 from pygls.protocol.language_server import lsp_method
 
 from lmscope import protocol
@@ -126,12 +139,32 @@ def quiet_expected_errors() -> None:
         logging.getLogger(name).addFilter(_ExpectedErrorsFilter())
 
 
+@dataclass(frozen=True)
+class _Unreadable:
+    """A request pygls could not structure: answered InvalidParams by its id."""
+
+    id: Any
+    method: str
+    reason: str
+
+
+def _params_reason(exc: BaseException) -> str:
+    """One readable line on why params do not fit their LSP type (cattrs' errors, joined)."""
+    cause = exc.__cause__
+    if isinstance(cause, ClassValidationError):
+        reasons = "; ".join(transform_error(cause, path="")).replace("@ .", "@ ")
+        # cattrs names lsprotocol's attributes; the wire names are camelCase.
+        return _one_line(re.sub(r"_([a-z])", lambda m: m.group(1).upper(), reasons), 240)
+    return "they do not match the method's parameter type"
+
+
 class LmscopeProtocol(LanguageServerProtocol):
     """pygls' protocol with raw JSON params for `lmscope/*` messages, the protocol version in
     the initialize result, and an optional token check before any other request."""
 
     required_token: str | None = None
     authenticated = False
+    exited = False  # `exit` came: nothing more is sent
     initialization_options: dict[str, Any] = {}  # noqa: RUF012 - replaced, never mutated
 
     def structure_message(self, data: dict[str, Any]):
@@ -152,22 +185,79 @@ class LmscopeProtocol(LanguageServerProtocol):
                     id=data["id"], method=method, jsonrpc=data["jsonrpc"], params=params
                 )
             return JsonRPCNotification(method=method, jsonrpc=data["jsonrpc"], params=params)
-        return super().structure_message(data)
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as exc:
+            # A standard request whose params do not fit its LSP type: pygls raises here, from
+            # inside the JSON parser, where the request's id is lost and nobody answers it.
+            # Keep the id, so that handle_message answers InvalidParams to that request.
+            if isinstance(method, str) and "id" in data and "jsonrpc" in data:
+                return _Unreadable(data["id"], method, _params_reason(exc))
+            raise
 
     def handle_message(self, message):
-        method = getattr(message, "method", None)
-        if (
-            self.required_token is not None
-            and not self.authenticated
-            and method not in (types.INITIALIZE, types.EXIT, None)
-        ):
-            if getattr(message, "id", None) is not None:
-                error = JsonRpcException(
-                    code=UNAUTHORIZED, message="not authenticated: initialize with the token first"
+        if isinstance(message, _Unreadable):
+            if not self._allowed(message.method, message.id):
+                return None
+            served = message.method in self.fm.features or message.method in (
+                self.fm.builtin_features
+            )
+            if served:
+                error: JsonRpcException = JsonRpcInvalidParams(
+                    message=f"invalid params for {message.method}: {message.reason}"
                 )
-                self._send_response(message.id, error=error.to_response_error())
+            else:  # an LSP method the daemon does not serve: whatever its params
+                error = JsonRpcMethodNotFound.of(message.method)
+            self._send_response(message.id, error=error.to_response_error())
+            return None
+        if not self._allowed(getattr(message, "method", None), getattr(message, "id", None)):
             return None
         return super().handle_message(message)
+
+    def _allowed(self, method: Any, msg_id: Any) -> bool:
+        """Before a TCP token was given, only initialize and exit run (others: Unauthorized)."""
+        if self.required_token is None or self.authenticated:
+            return True
+        if method in (types.INITIALIZE, types.EXIT, None):
+            return True
+        if msg_id is not None:
+            error = JsonRpcException(
+                code=UNAUTHORIZED, message="not authenticated: initialize with the token first"
+            )
+            self._send_response(msg_id, error=error.to_response_error())
+        return False
+
+    def _send_data(self, data: Any) -> None:
+        # JSON has no Infinity or NaN, and a client's parser may hang on them (VS Code's does):
+        # whatever the daemon sends is checked to hold only finite numbers. Results are finite
+        # by construction (the trace readers refuse what cannot be represented); this is the
+        # last line of defence, answering an internal error rather than sending bad JSON.
+        if self.exited:
+            return  # the client said `exit`: it reads nothing more (and stdout is closing)
+        if data is not None:
+            try:
+                json.dumps(data, default=self._serialize_message, allow_nan=False)
+            except ValueError:
+                msg_id = getattr(data, "id", None)
+                log.error("refused to send a non-finite number (message id %r)", msg_id)
+                if msg_id is None or getattr(data, "method", None) is not None:
+                    return  # a notification or a request to the client: dropped, not sent bad
+                error = JsonRpcException(
+                    message="internal error: the answer held a number JSON cannot carry "
+                    "(infinity or NaN)"
+                )
+                data = ResponseErrorMessage(id=msg_id, error=error.to_response_error())
+        super()._send_data(data)
+
+    def _send_response(self, msg_id, result=None, error=None):
+        # pygls puts a Python traceback in an internal error's `data`: it goes to the log, and
+        # the client gets one line (no response ever carries a traceback).
+        if error is not None and isinstance(error.data, dict) and "traceback" in error.data:
+            log.error("internal error answering %r: %s", msg_id, error.message)
+            log.debug("%s", "".join(error.data["traceback"]))
+            error.data = None
+            error.message = _one_line(f"internal error: {error.message}", 300)
+        return super()._send_response(msg_id, result=result, error=error)
 
     @lsp_method(types.INITIALIZE)
     def lsp_initialize(self, params: types.InitializeParams):

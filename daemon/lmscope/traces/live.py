@@ -58,8 +58,10 @@ class LiveQueries(Protocol):
     @property
     def has_prompt(self) -> bool: ...
 
-    def batch(self) -> LiveQueries:
-        """A view for queries made together (one card): each layer is run at most once."""
+    def batch(self, *, wait: bool = True) -> LiveQueries:
+        """A view for queries made together (one card): each layer is run at most once. With
+        `wait=False` a query that needs a forward pass while another one (a trace) holds the
+        model raises `ModelBusyError` at once instead of waiting."""
         ...
 
     def token_text(self, token_id: int) -> str:

@@ -256,6 +256,12 @@ class Trace:
             return f"the nodes on the last token's route at τ = {detail.get('threshold')}"
         return f"the nodes on a route at τ ≥ {self.data.settings.min_threshold}"
 
+    def has_projection(self, node: Node, kind: str) -> bool:
+        """Whether the (kind) projection of `node` is at hand: stored in the trace, or already
+        computed by its live model (so asking for it costs no forward pass)."""
+        key = (kind, node.kind, node.layer, node.position)
+        return key in self._projection_rows or key in self._live_lists
+
     def projection(
         self, node: Node | tuple[str, int, int], kind: str = defaults.PROJECTION_KIND
     ) -> dict[str, Any]:

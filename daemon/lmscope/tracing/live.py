@@ -7,7 +7,8 @@ projections of a node off the stored route, a head's full attention and contribu
 tokens a head, a block or a neuron promotes. Each query runs the model again with the capture
 hooks up to the layer it needs, under the model's lock (one hooked pass at a time), and stops
 there; `batch()` gives a view that runs each layer at most once for queries made together (one
-hover card).
+hover card), and, with `wait=False`, raises `ModelBusyError` at once instead of waiting while a
+trace holds the model (a hover answers from what it has during a trace).
 
 `LiveModel(loaded, None)` has no prompt: it answers only what the weights alone say (a neuron's
 output-row tokens) and the model's facts.
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from lmscope.attribution.neurons import neuron_contributions
-from lmscope.errors import NeedsModelError
+from lmscope.errors import ModelBusyError, NeedsModelError
 from lmscope.graph.nodes import Node
 from lmscope.models.adapter import ArchitectureAdapter, adapter_for
 from lmscope.models.loading import LoadedModel
@@ -41,9 +42,12 @@ class _StopAfterLayer(Exception):
 class LiveModel:
     """The model a trace was made with (or that matches it), for on-demand queries."""
 
-    def __init__(self, loaded: LoadedModel, token_ids: list[int] | None) -> None:
+    def __init__(
+        self, loaded: LoadedModel, token_ids: list[int] | None, *, wait: bool = True
+    ) -> None:
         self.loaded = loaded
         self.token_ids = token_ids  # None: no prompt (weights only)
+        self.wait = wait  # False: ModelBusyError instead of waiting for the model's lock
         self._adapter: ArchitectureAdapter | None = None
         self._memo: dict[int, LayerCapture] | None = None  # only in a batch() view
 
@@ -62,8 +66,8 @@ class LiveModel:
     def has_prompt(self) -> bool:
         return self.token_ids is not None
 
-    def batch(self) -> LiveModel:
-        view = LiveModel(self.loaded, self.token_ids)
+    def batch(self, *, wait: bool = True) -> LiveModel:
+        view = LiveModel(self.loaded, self.token_ids, wait=wait)
         view._adapter = self._adapter
         view._memo = {}
         return view
@@ -87,11 +91,15 @@ class LiveModel:
             if captured.layer == layer:
                 raise _StopAfterLayer
 
+        if not self.loaded.lock.acquire(blocking=self.wait):
+            raise ModelBusyError("the model is busy with another forward pass (a trace)")
         try:
-            with self.loaded.lock, capture_layers(self.adapter, until):
+            with capture_layers(self.adapter, until):
                 run_forward(self.loaded.model, ids)
         except _StopAfterLayer:
             pass
+        finally:
+            self.loaded.lock.release()
 
     def layer(self, layer: int) -> LayerCapture:
         """What `layer` computed on the prompt (runs the model up to that layer)."""

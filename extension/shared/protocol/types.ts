@@ -1086,13 +1086,13 @@ export interface TraceChangedParams {
 }
 
 /**
- * What the editor sends as InitializeParams.initializationOptions. protocolVersion is compared first: a mismatch refuses initialize with a message naming the side to update.
+ * What the editor sends as InitializeParams.initializationOptions, all optional: an LSP client that sends none (Neovim, Emacs, Helix, Zed) gets the daemon's defaults. protocolVersion is compared first: a mismatch refuses initialize with a message naming the side to update.
  */
 export interface InitializationOptions {
   /**
-   * The lmscope protocol the editor speaks. Any version string is well-formed here; the daemon refuses one that is not its own.
+   * The lmscope protocol the editor speaks; absent: the daemon's own. Any version string is well-formed here; the daemon refuses one that is not its own.
    */
-  protocolVersion: string;
+  protocolVersion?: string;
   /**
    * Model spec to load at start (as lmscope/loadModel's spec); absent: load nothing until asked.
    */
