@@ -95,17 +95,19 @@ def test_dense_reference_is_skipped_with_a_reason_when_it_cannot_fit(monkeypatch
     assert "dense reference skipped" in bench_run.format_report(report)
 
 
+@pytest.mark.slow  # spawns daemons, traces several lengths
 def test_bench_command_prints_the_table_and_writes_every_figure(tmp_path):
     folder = save_tiny_folder("llama", tmp_path / "tiny-llama")
     out = tmp_path / "bench.json"
     env = {**os.environ, "LMSCOPE_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "lmscope", "bench", "--model", str(folder), "--lengths", "6,12",
-         "--repeats", "2", "--json", str(out), "--quiet"],
+         "--repeats", "2", "--json", str(out), "--quiet", "--responsiveness", "40"],
         capture_output=True, text=True, env=env, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "x fwd" in result.stdout and "daemon cold start" in result.stdout
+    assert "during a 40-token trace" in result.stdout
     report = json.loads(out.read_text())
     assert report["threads"] >= 1 and report["machine"]["cpu"]
     assert report["cold_start_s"] > 0
@@ -115,6 +117,9 @@ def test_bench_command_prints_the_table_and_writes_every_figure(tmp_path):
         assert figures["max_abs_diff"] < 1e-5
         assert figures["forward_ms"] > 0 and figures["trace_ms"] > 0 and figures["file_mb"] > 0
         assert set(figures["stages_ms"]) >= {"forward", "attention", "projections", "write"}
+    answered = report["responsiveness"]
+    assert answered["tokens"] == 40 and answered["trace_s"] > 0
+    assert len(answered["hover_ms"]) == 7 and len(answered["status_ms"]) == 2  # all answered
 
 
 def test_bench_command_refuses_bad_lengths():

@@ -26,6 +26,7 @@ from lmscope.attribution.decompose import LayerContributions
 from lmscope.benchmark.coldstart import cold_start_seconds
 from lmscope.benchmark.dense import dense_bytes, dense_layer, max_abs_difference
 from lmscope.benchmark.memory import PeakMemory, available_bytes
+from lmscope.benchmark.responsiveness import Responsiveness, responsiveness
 from lmscope.errors import LmscopeError
 from lmscope.models.adapter import adapter_for
 from lmscope.models.devices import input_device
@@ -88,6 +89,7 @@ class BenchReport:
     options: dict[str, Any]
     cold_start_s: float | None
     lengths: list[LengthResult] = field(default_factory=list)
+    responsiveness: Responsiveness | None = None
 
     def wire(self) -> dict[str, Any]:
         """The JSON document of `lmscope bench --json`."""
@@ -99,6 +101,7 @@ class BenchReport:
             "options": self.options,
             "cold_start_s": self.cold_start_s,
             "lengths": [asdict(r) for r in self.lengths],
+            "responsiveness": None if self.responsiveness is None else asdict(self.responsiveness),
         }
 
 
@@ -295,6 +298,7 @@ def run_bench(
     repeats: int = 3,
     dense: bool = True,
     cold_start: bool = True,
+    responsiveness_tokens: int | None = None,
     progress: Callable[[str], None] = lambda _m: None,
     on_length: Callable[[LengthResult], None] = lambda _r: None,
 ) -> BenchReport:
@@ -336,6 +340,12 @@ def run_bench(
             for _ in range(min(repeats, 3))
         ]
         report.cold_start_s = statistics.median(runs)
+    if responsiveness_tokens is not None:
+        progress(f"hover and status during a {responsiveness_tokens}-token trace")
+        prompt = prompt_of_length(loaded, responsiveness_tokens)
+        report.responsiveness = responsiveness(
+            loaded.spec, loaded.device, report.model["dtype"], prompt, responsiveness_tokens
+        )
     return report
 
 
@@ -404,4 +414,6 @@ def format_report(report: BenchReport) -> str:
     out += notes
     if report.cold_start_s is not None:
         out.append(f"daemon cold start (process start -> model ready): {report.cold_start_s:.2f} s")
+    if report.responsiveness is not None:
+        out.append(report.responsiveness.line())
     return "\n".join(out)

@@ -119,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=_positive, help="torch CPU threads (default: all)")
     bench.add_argument("--no-dense", action="store_true", help="skip the dense reference")
     bench.add_argument("--no-cold-start", action="store_true", help="skip the daemon start")
+    bench.add_argument(
+        "--responsiveness",
+        type=_positive,
+        metavar="TOKENS",
+        help="also time hovers and status while the daemon traces a prompt of TOKENS tokens",
+    )
     bench.add_argument("--quiet", action="store_true", help="no progress on stderr")
     bench.set_defaults(run=cmd_bench)
 

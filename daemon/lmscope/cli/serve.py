@@ -37,6 +37,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         dense=not args.no_dense,
         cold_start=not args.no_cold_start,
+        responsiveness_tokens=args.responsiveness,
         progress=say,
         on_length=done,
     )
