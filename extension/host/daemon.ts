@@ -342,10 +342,14 @@ export class Daemon implements vscode.Disposable {
       case 'none':
         this.setState({kind: 'ready', model: null});
         break;
-      case 'error':
-        this.log.error(`model error: ${params.message ?? 'the model failed to load (see the daemon log above)'}`);
-        this.setState({kind: 'error', message: params.message ?? 'the model failed to load (see Show Log)'});
+      case 'error': {
+        const message = params.message ?? 'the model failed to load (see Show Log)';
+        this.log.error(`model error: ${message}`);
+        // A load the daemon refused before letting go of the loaded model leaves that model
+        // loaded and working (the request that asked for the load reports the error itself).
+        this.setState(params.model ? {kind: 'ready', model: this.modelName} : {kind: 'error', message});
         break;
+      }
     }
   }
 
