@@ -8,6 +8,7 @@ a log file so a chatty daemon never blocks on a full pipe.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import json
@@ -52,6 +53,9 @@ class DaemonClient:
         )
         self._ids = itertools.count(1)
         self._responses: dict[Any, dict[str, Any]] = {}
+        # How many responses arrived for each id (JSON-RPC allows exactly one per request;
+        # a response to a notification would show up under its id, usually null).
+        self.response_counts: collections.Counter[Any] = collections.Counter()
         self._cond = threading.Condition()
         self.notifications: list[dict[str, Any]] = []
         self.server_requests: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -93,7 +97,10 @@ class DaemonClient:
                 elif "method" in message:
                     self.notifications.append(message)
                 else:
-                    self._responses[message.get("id")] = message
+                    msg_id = message.get("id")
+                    with contextlib.suppress(TypeError):  # an unhashable id is not counted
+                        self.response_counts[msg_id] += 1
+                    self._responses[msg_id] = message
                 self._cond.notify_all()
 
     # --- requests ------------------------------------------------------------------------------
@@ -117,6 +124,18 @@ class DaemonClient:
         if "error" in message:
             raise RpcError(message["error"])
         return message.get("result")
+
+    def responses(self, msg_ids: list[Any], timeout: float) -> dict[Any, dict[str, Any]]:
+        """The raw response messages to `msg_ids` that arrive within one shared `timeout`
+        (taken off the client as they are returned); the ids missing then are left out."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while any(i not in self._responses for i in msg_ids):
+                left = deadline - time.monotonic()
+                if left <= 0 or self.process.poll() is not None:
+                    break
+                self._cond.wait(min(left, 0.5))
+            return {i: self._responses.pop(i) for i in msg_ids if i in self._responses}
 
     def request(self, method: str, params: Any = None, timeout: float = 120.0) -> Any:
         """Send a request and wait for its result; lmscope results are checked against their
