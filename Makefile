@@ -10,7 +10,7 @@ STAMP := $(VENV)/.lmscope-installed
 export HF_HUB_OFFLINE := 1
 
 PHONY_EXTRA := package
-.PHONY: $(PHONY_EXTRA) setup demo test check lint typecheck pytest pytest-fast protocol-check node-test ts-test browsers integration-test clean
+.PHONY: $(PHONY_EXTRA) setup demo test check lint typecheck pytest pytest-fast protocol-check node-test ts-test browsers neovim integration-test clean
 
 setup: $(STAMP)
 
@@ -67,6 +67,11 @@ ts-test: setup $(NODE_STAMP) browsers
 browsers:
 	tools/code-server/install.sh
 
+# Debian's Neovim (0.7.2 on bookworm): the third-party LSP client tests/test_neovim_client.py
+# drives headless. Idempotent: apt only when the package is missing.
+neovim:
+	tools/neovim/install.sh
+
 # The extension inside a real VS Code, driven by Playwright. A screenshot of each test's final
 # state (the graph included) is kept in build/integration-screenshots/.
 integration-test: setup $(NODE_STAMP) browsers
@@ -80,7 +85,7 @@ integration-test: setup $(NODE_STAMP) browsers
 node-test: setup $(NODE_STAMP)
 	LMSCOPE_PYTHON=$(PY) node --test tests/node/
 
-pytest: setup $(NODE_STAMP)
+pytest: setup $(NODE_STAMP) neovim
 	$(PY) -m pytest -q
 
 pytest-fast: setup $(NODE_STAMP)

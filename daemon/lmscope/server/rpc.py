@@ -191,28 +191,43 @@ class LmscopeProtocol(LanguageServerProtocol):
             # A standard request whose params do not fit its LSP type: pygls raises here, from
             # inside the JSON parser, where the request's id is lost and nobody answers it.
             # Keep the id, so that handle_message answers InvalidParams to that request.
-            if isinstance(method, str) and "id" in data and "jsonrpc" in data:
-                return _Unreadable(data["id"], method, _params_reason(exc))
+            if isinstance(method, str) and "jsonrpc" in data:
+                # A notification (no id) is never answered, not even with an error (JSON-RPC).
+                return _Unreadable(data.get("id"), method, _params_reason(exc))
             raise
 
     def handle_message(self, message):
+        msg_id = getattr(message, "id", None)
+        method = getattr(message, "method", None)
+        if isinstance(message, _Unreadable) and msg_id is None:
+            log.info("ignored the notification %s: %s", method, message.reason)
+            return None
+        if not self._allowed(method, msg_id):
+            return None
+        if self._shutdown and msg_id is not None and method not in (None, types.EXIT):
+            # pygls drops requests after `shutdown` without an answer; LSP asks for an error.
+            self._answer_error(msg_id, INVALID_REQUEST, "the daemon is shutting down")
+            return None
         if isinstance(message, _Unreadable):
-            if not self._allowed(message.method, message.id):
-                return None
-            served = message.method in self.fm.features or message.method in (
-                self.fm.builtin_features
-            )
-            if served:
-                error: JsonRpcException = JsonRpcInvalidParams(
-                    message=f"invalid params for {message.method}: {message.reason}"
-                )
+            if method in self.fm.features or method in self.fm.builtin_features:
+                reason = f"invalid params for {method}: {message.reason}"
+                self._answer_error(msg_id, JsonRpcInvalidParams.CODE, reason)
             else:  # an LSP method the daemon does not serve: whatever its params
-                error = JsonRpcMethodNotFound.of(message.method)
-            self._send_response(message.id, error=error.to_response_error())
+                self._answer_error(
+                    msg_id, JsonRpcMethodNotFound.CODE, f"Method Not Found: {method}"
+                )
             return None
-        if not self._allowed(getattr(message, "method", None), getattr(message, "id", None)):
-            return None
+        if method is not None and msg_id is None:
+            try:  # a notification is never answered, not even when it cannot be handled
+                return super().handle_message(message)
+            except Exception as exc:
+                log.info("ignored the notification %s: %s", method, exc)
+                return None
         return super().handle_message(message)
+
+    def _answer_error(self, msg_id: Any, code: int, message: str) -> None:
+        error = JsonRpcException(code=code, message=message)
+        self._send_response(msg_id, error=error.to_response_error())
 
     def _allowed(self, method: Any, msg_id: Any) -> bool:
         """Before a TCP token was given, only initialize and exit run (others: Unauthorized)."""
