@@ -23,6 +23,7 @@ from lmscope.errors import (
     PromptError,
     TraceFileError,
 )
+from lmscope.server.wire import FiniteJson
 from lmscope.session import JobCancelled, TraceNotSavedError, UnknownHandleError
 
 log = logging.getLogger("lmscope.server")
@@ -126,7 +127,7 @@ def quiet_expected_errors() -> None:
         logging.getLogger(name).addFilter(_ExpectedErrorsFilter())
 
 
-class LmscopeProtocol(LanguageServerProtocol):
+class LmscopeProtocol(FiniteJson, LanguageServerProtocol):
     """pygls' protocol with raw JSON params for `lmscope/*` messages, the protocol version in
     the initialize result, and an optional token check before any other request."""
 
