@@ -1,20 +1,27 @@
 """Plain-text summaries of a trace and a route, for the terminal (`lmscope trace`, `show`).
 
-Tokens are shown quoted with Python's repr rules, so spaces, newlines and control characters
-are visible and nothing a prompt contains can drive the terminal (no raw escape sequences).
+Tokens and the prompt are shown quoted with Python's repr rules, so spaces, newlines and control
+characters are visible and nothing a prompt contains can drive the terminal (no raw escape
+sequences); the model's name, which comes from a file too, is shown inert
+(`lmscope.traces.text`). Work is bounded by the shown length, however long the text is.
 """
 
 from __future__ import annotations
 
 from lmscope.errors import NeedsModelError
 from lmscope.graph import ATTENTION_EDGE, FFN, FFN_EDGE, RENORMALIZE, RESIDUAL_EDGE, Route
+from lmscope.traces.text import shorten
 from lmscope.traces.trace import Trace
 
 
 def quote(token: str, limit: int = 24) -> str:
-    """A token as visible, inert text: repr-quoted, non-printables escaped, long ones cut."""
-    shown = repr(token)
-    return shown if len(shown) <= limit else shown[: limit - 2] + "…" + shown[-1]
+    """A token as visible, inert text: repr-quoted (every non-printable character escaped, bidi
+    and other format characters included), long ones cut. Only the first `limit` characters are
+    looked at, so a huge string costs no more than a short one."""
+    shown = repr(token[:limit])
+    if len(token) <= limit and len(shown) <= limit:
+        return shown
+    return shown[: limit - 2] + "…" + shown[-1]
 
 
 def _percent(p: float) -> str:
@@ -86,7 +93,7 @@ def route_summary(trace: Trace, route: Route, top_edges: int = 8, top_ffn: int =
 def trace_header(trace: Trace) -> str:
     model = trace.data.model
     return (
-        f"{model.name}: {model.n_layers} layers × {model.n_heads} heads, "
+        f"{shorten(model.name, 80)}: {model.n_layers} layers × {model.n_heads} heads, "
         f"{trace.n_tokens} tokens ({'BOS + ' if trace.data.settings.bos_prepended else ''}"
         f"prompt {quote(trace.prompt, 60)})"
     )

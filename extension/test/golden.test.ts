@@ -49,8 +49,21 @@ interface Damaged {
   message: string | null; // null: Python read the file
 }
 let damaged: Damaged[] = [];
+/** Files at and past the format's bounds (tests/reliability/bounds.py) and what Python said. */
+interface Bound {
+  case: string;
+  file: string;
+  message: string | null; // null: Python read the file
+}
+let bounds: Bound[] = [];
 
-function runPython(outDir: string, ...extra: string[]): {cases: Record<string, GoldenCase>; damaged?: Damaged[]} {
+interface Golden {
+  cases: Record<string, GoldenCase>;
+  damaged?: Damaged[];
+  bounds?: Bound[];
+}
+
+function runPython(outDir: string, ...extra: string[]): Golden {
   const python = process.env['LMSCOPE_PYTHON'] ?? path.join(ROOT, '.venv', 'bin', 'python');
   try {
     execFileSync(python, [path.join(ROOT, 'tests', 'fixtures', 'export_route_golden.py'), outDir, ...extra], {
@@ -62,7 +75,7 @@ function runPython(outDir: string, ...extra: string[]): {cases: Record<string, G
   } catch (e) {
     throw new Error(`the Python side (${python}) failed; run \`make setup\` or set LMSCOPE_PYTHON: ${String(e)}`);
   }
-  return JSON.parse(readFileSync(path.join(outDir, 'golden.json'), 'utf8')) as {cases: Record<string, GoldenCase>; damaged?: Damaged[]};
+  return JSON.parse(readFileSync(path.join(outDir, 'golden.json'), 'utf8')) as Golden;
 }
 
 const BENCH_TRACE = process.env['LMSCOPE_BENCH_TRACE'];
@@ -72,6 +85,7 @@ before(() => {
   const golden = runPython(folder);
   cases = Object.entries(golden.cases);
   damaged = golden.damaged ?? [];
+  bounds = golden.bounds ?? [];
   if (BENCH_TRACE) {
     const benchDir = path.join(folder, 'bench');
     cases.push(...Object.entries(runPython(benchDir, '--trace', path.resolve(BENCH_TRACE)).cases));
@@ -199,4 +213,22 @@ test('damaged files are refused, or read, exactly as the Python reader does', ()
   // Both outcomes occur: damage the readers refuse, and damage (in float data) they both read.
   assert.ok(damaged.some(d => d.message === null) && damaged.some(d => d.message !== null), 'refused and read files');
   assert.ok(otherField.length <= damaged.length / 50, `multi-error files are rare, here:\n${otherField.join('\n')}`);
+});
+
+test('files at and past the format\'s bounds are refused, or read, exactly as the Python reader does', () => {
+  // Values out of range, steps whose shares sum past 1, sizes, texts and lists past their
+  // maximum, nesting below, at and above the limit (and past msgpack-python's own stack): each
+  // bound of protocol/lmtrace.schema.json, the same message word for word.
+  assert.ok(bounds.length > 100, `${bounds.length} bound cases`);
+  for (const b of bounds) {
+    let ours: string | null = null;
+    try {
+      readTraceFile(new Uint8Array(readFileSync(path.join(folder, b.file))), '{file}');
+    } catch (e) {
+      assert.ok(e instanceof TraceFileError, `${b.case}: ${String(e)}`);
+      ours = e.message;
+    }
+    assert.equal(ours, b.message, b.case);
+  }
+  assert.ok(bounds.some(b => b.message === null) && bounds.some(b => b.message !== null), 'refused and read files');
 });

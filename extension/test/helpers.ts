@@ -60,7 +60,8 @@ export function syntheticWire(options: {parallel?: boolean} = {}): Wire {
     tokens: {prompt: 'a b', ids: i32([n], [0, 4, 5]), strings: ['<bos>', 'a', 'b']},
     predictions: {ids: i32([n, 2], [4, 5, 5, 6, 7, 8]), probs: f32([n, 2], [0.6, 0.3, 0.5, 0.2, 0.9, 0.05])},
     blocks: {
-      residualAttention: f32([L, n], [0.7, 0.5, 0.3, 0.6, 0.03, 0.4]),
+      // Parallel blocks: one step holds the residual, the FFN and the heads, which sum to <= 1.
+      residualAttention: f32([L, n], parallel ? [0.5, 0.3, 0.3, 0.3, 0.03, 0.4] : [0.7, 0.5, 0.3, 0.6, 0.03, 0.4]),
       ffn: f32([L, n], [0.2, 0.3, 0.05, 0.5, 0.6, 0.01]),
       residualFfn: parallel ? null : f32([L, n], [0.8, 0.7, 0.95, 0.5, 0.4, 0.99]),
     },

@@ -1,11 +1,14 @@
 // Reading .lmtrace files: a valid file decodes to the documented TraceFile; every damaged,
 // foreign or hostile file is one TraceFileError naming the problem, never another exception.
 import assert from 'node:assert/strict';
+import {readFileSync} from 'node:fs';
+import path from 'node:path';
 import {test} from 'node:test';
 import {ErrorCodes} from '../shared/protocol/types';
+import {LIMITS} from '../shared/traces/limits';
 import {readTraceFile, TraceFileError, type TraceFile} from '../shared/traces/lmtrace';
 import {TraceQueries} from '../shared/traces/trace';
-import {encodeWire, f32, i32, seededRandom, syntheticWire} from './helpers';
+import {encodeWire, f32, i32, ROOT, seededRandom, syntheticWire} from './helpers';
 
 /** The TraceFileError message of reading `bytes`; fails the test on success or another error. */
 function failure(bytes: Uint8Array, name = 'x.lmtrace'): string {
@@ -230,11 +233,44 @@ test('deeply nested values in `extra` are refused', () => {
   const bytes = encodeWire(syntheticWire());
   // extra = {"x": [[[...]]]} nested 100000 deep (one byte per level).
   const nested = new Uint8Array([...bytes.subarray(0, -1), 0x81, 0xa1, 0x78, ...new Uint8Array(100_000).fill(0x91), 0xc0]);
-  assert.match(failure(nested), /extra: values are nested more than 100 deep/);
+  assert.equal(failure(nested), 'corrupt trace file x.lmtrace: values are nested more than 100 deep');
 });
 
 test('a parallel-block trace has no residualFfn', () => {
   const trace = readTraceFile(encodeWire(syntheticWire({parallel: true})));
   assert.equal(trace.blocks.residualFfn, null);
   assert.equal(trace.model.parallelBlocks, true);
+});
+
+test('the reader\'s limits are the schema\'s, number for number', () => {
+  const schema = JSON.parse(readFileSync(path.join(ROOT, 'protocol', 'lmtrace.schema.json'), 'utf8'));
+  const defs = schema.$defs;
+  for (const key of ['nLayers', 'nHeads', 'nKvHeads', 'dModel', 'dHead', 'dFfn', 'vocabSize', 'contextLength'] as const) {
+    assert.equal(LIMITS[key], defs.model.properties[key].maximum, `model.${key}`);
+  }
+  for (const key of ['topNeurons', 'projectionTopK', 'predictionTopK'] as const) {
+    assert.equal(LIMITS[key], defs.settings.properties[key].maximum, `settings.${key}`);
+  }
+  assert.equal(LIMITS.text, defs.text.maxLength);
+  assert.equal(LIMITS.tokenText, defs.tokenText.maxLength);
+  assert.equal(LIMITS.prompt, defs.tokens.properties.prompt.maxLength);
+  assert.equal(LIMITS.tokens, defs.tokens.properties.strings.maxItems);
+  assert.equal(LIMITS.vocabulary, defs.vocabulary.properties.strings.maxItems);
+  for (const [name, range] of [['shareArray', LIMITS.share], ['magnitudeArray', LIMITS.magnitude]] as const) {
+    const items = defs[name].properties.values.items;
+    assert.deepEqual([range.min, range.max], [items.minimum, items.maximum], name);
+  }
+  assert.equal(LIMITS.nesting, schema['x-maxNesting']);
+  // Every float array of the format has a range: none refers to the unbounded float32Array.
+  assert.equal(JSON.stringify(schema).split('"#/$defs/float32Array"').length - 1, 2, 'only shareArray and magnitudeArray');
+});
+
+test('nesting is refused anywhere past the limit, with one message, below msgpack\'s own limit and past it', () => {
+  const bytes = encodeWire(syntheticWire());
+  // extra = {"x": [[...nil]]}: the top-level map is level 1, extra level 2, then the arrays.
+  const withExtra = (levels: number) => new Uint8Array([...bytes.subarray(0, -1), 0x81, 0xa1, 0x78, ...new Uint8Array(levels).fill(0x91), 0xc0]);
+  assert.equal(readTraceFile(withExtra(LIMITS.nesting - 2)).extra['x'] !== undefined, true, 'at the limit');
+  for (const levels of [LIMITS.nesting - 1, 498, 1022, 1023, 5000]) {
+    assert.equal(failure(withExtra(levels)), `corrupt trace file x.lmtrace: values are nested more than ${LIMITS.nesting} deep`, `${levels + 2} deep`);
+  }
 });

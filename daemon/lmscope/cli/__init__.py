@@ -8,6 +8,8 @@
     lmscope serve [--stdio | --tcp HOST:PORT] [--model SPEC]
 
 User errors print one line `lmscope: <problem>` on stderr and exit 1 (usage errors exit 2);
+every text that comes from a file, a model or a path is printed inert (`lmscope.traces.text`:
+no raw control, escape or bidi characters reach the terminal);
 files are written atomically, so an error or Ctrl-C never leaves half a file. Progress goes to
 stderr; results to stdout. Modules: `arguments` (the parser), `traces` (trace, show, export),
 `serve` (serve, bench), `output` (progress, atomic text files).
@@ -20,6 +22,7 @@ from collections.abc import Sequence
 
 from lmscope.cli.arguments import build_parser, check_trace_arguments
 from lmscope.errors import LmscopeError
+from lmscope.traces.text import inert
 
 __all__ = ["build_parser", "main"]
 
@@ -31,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except LmscopeError as exc:
-        print(f"lmscope: {exc}", file=sys.stderr)
+        print(f"lmscope: {inert(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("lmscope: interrupted (nothing half-written is left)", file=sys.stderr)

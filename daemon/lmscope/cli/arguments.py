@@ -12,13 +12,14 @@ from lmscope.__about__ import __version__
 from lmscope.cli.serve import cmd_bench, cmd_serve
 from lmscope.cli.traces import cmd_export, cmd_show, cmd_trace
 from lmscope.protocol import defaults
+from lmscope.traces.text import inert
 
 
 class Parser(argparse.ArgumentParser):
     """Usage errors as one line `lmscope: <problem> (see lmscope ... --help)`, exit 2."""
 
     def error(self, message: str) -> NoReturn:
-        print(f"lmscope: {message} (see {self.prog} --help)", file=sys.stderr)
+        print(f"lmscope: {inert(message)} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(2)
 
 

@@ -1,4 +1,5 @@
-"""What the command line prints and writes: progress on stderr, files written atomically."""
+"""What the command line prints and writes: progress on stderr, files written atomically.
+Text from files, models and paths is printed inert (`lmscope.traces.text.inert`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from lmscope.errors import LmscopeError
 from lmscope.files import atomic_write_text
+from lmscope.traces.text import inert
 
 
 class Progress:
@@ -23,6 +25,7 @@ class Progress:
             return
         from tqdm import tqdm
 
+        message = inert(message)  # may name a model, a path, a file's content
         if fraction is None:
             self.close()
             # "· " not "lmscope: ": errors alone start with the program name.
@@ -56,6 +59,11 @@ def write_text(path: Path, text: str) -> Path:
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         raise LmscopeError(f"cannot write {path}: {reason}") from None
+
+
+def shown_path(path: Path) -> str:
+    """A path as printed: inert (a file name may hold escape sequences)."""
+    return inert(str(path))
 
 
 def size(path: Path) -> str:

@@ -6,9 +6,10 @@ import argparse
 import os
 import sys
 
-from lmscope.cli.output import Progress, write_text
+from lmscope.cli.output import Progress, shown_path, write_text
 from lmscope.cli.traces import load_model_from
 from lmscope.errors import LmscopeError
+from lmscope.traces.text import inert
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -26,7 +27,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     def say(message: str) -> None:
         if not args.quiet:
-            print(f"  {message}", file=sys.stderr, flush=True)
+            print(f"  {inert(message)}", file=sys.stderr, flush=True)
 
     def done(result) -> None:
         say("done: " + " · ".join(table_row(result)[:4]) + "x forward")
@@ -41,10 +42,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         progress=say,
         on_length=done,
     )
-    print(format_report(report))
+    print(inert(format_report(report), keep_newlines=True))  # it names the model
     if args.json is not None:
         write_text(args.json, json.dumps(report.wire(), indent=2) + "\n")
-        print(f"wrote {args.json}")
+        print(f"wrote {shown_path(args.json)}")
     return 0
 
 

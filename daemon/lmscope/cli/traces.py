@@ -10,10 +10,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from lmscope.cli.output import Progress, size, slug, write_text
+from lmscope.cli.output import Progress, shown_path, size, slug, write_text
 from lmscope.errors import LmscopeError
 from lmscope.prompts import check_prompt
 from lmscope.protocol import defaults
+from lmscope.traces.text import inert
 
 
 def report_trace(trace, out: Path, svg: Path | None, threshold: float) -> None:
@@ -24,11 +25,15 @@ def report_trace(trace, out: Path, svg: Path | None, threshold: float) -> None:
     print(trace_header(trace))
     print(prediction_line(trace))
     print(route_summary(trace, route))
-    written = f"wrote {out} ({size(out)})"
+    written = f"wrote {shown_path(out)} ({size(out)})"
     if svg is not None:
         write_text(svg, route_svg(route, trace.tokens, predicted=trace.predictions()[0][0]))
-        written += f" and {svg}"
+        written += f" and {shown_path(svg)}"
     print(written)
+
+
+def where(path: Path, line: int) -> str:
+    return f"{shown_path(path)} line {line}"
 
 
 def prompts_from_file(path: Path) -> list[tuple[int, str]]:
@@ -85,7 +90,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
                 good.append(((line, prompt), out))
             except LmscopeError as exc:
                 failures += 1
-                print(f"lmscope: {args.file} line {line}: {exc}", file=sys.stderr)
+                print(f"lmscope: {where(args.file, line)}: {inert(str(exc))}", file=sys.stderr)
         if not good:
             return 1
         prompts, outputs = [p for p, _ in good], [o for _, o in good]
@@ -107,7 +112,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
             if args.file is None:
                 raise
             failures += 1
-            print(f"lmscope: {args.file} line {line}: {exc}", file=sys.stderr)
+            print(f"lmscope: {where(args.file, line)}: {inert(str(exc))}", file=sys.stderr)
     return 1 if failures else 0
 
 
@@ -140,5 +145,5 @@ def cmd_export(args: argparse.Namespace) -> int:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     else:
         write_text(args.out, text)
-        print(f"wrote {args.out} ({size(args.out)})", file=sys.stderr)
+        print(f"wrote {shown_path(args.out)} ({size(args.out)})", file=sys.stderr)
     return 0

@@ -12,6 +12,7 @@ SVGs can be diffed, and every piece of untrusted text is sanitised and XML-escap
 
 from __future__ import annotations
 
+import unicodedata
 from xml.sax.saxutils import escape
 
 from lmscope.graph import (
@@ -26,6 +27,7 @@ from lmscope.graph import (
     Node,
     Route,
 )
+from lmscope.traces.text import escape as inert_escape
 
 # Colours by edge kind (also used by the legend) and by node kind.
 EDGE_COLOURS = {ATTENTION_EDGE: "#2f6fd0", RESIDUAL_EDGE: "#7a7a7a", FFN_EDGE: "#e0701b"}
@@ -42,12 +44,17 @@ _VISIBLE = {" ": "·", "\n": "⏎", "\t": "⇥", "\r": "␍"}
 
 
 def _xml_safe(text: str) -> str:
-    """Replace characters that are invalid (or invisible controls) in XML 1.0.
+    """Replace characters that are invalid in XML 1.0, or invisible but active.
 
     C0 controls become their Unicode "control picture" (U+2400 + code, e.g. BEL -> ␇), DEL
-    becomes ␡; C1 controls, lone surrogates and U+FFFE/U+FFFF become `\\xNN`/`\\uNNNN` text.
-    Tab, newline and carriage return are legal and left alone here.
+    becomes ␡; every other character `str.isprintable()` rejects but a space becomes its
+    `\\xNN`/`\\uNNNN`/`\\UNNNNNNNN` text (`lmscope.traces.text.escape`): C1 controls, lone
+    surrogates, U+FFFE/U+FFFF, and format characters such as bidi overrides, which would
+    reorder a label as the browser draws it. Tab, newline and carriage return are legal and
+    left alone here.
     """
+    if text.isprintable():
+        return text
     out = []
     for ch in text:
         code = ord(ch)
@@ -55,12 +62,10 @@ def _xml_safe(text: str) -> str:
             out.append(chr(0x2400 + code))
         elif code == 0x7F:
             out.append("␡")
-        elif 0x80 <= code <= 0x9F:
-            out.append(f"\\x{code:02x}")
-        elif 0xD800 <= code <= 0xDFFF or code in (0xFFFE, 0xFFFF):
-            out.append(f"\\u{code:04x}")
-        else:
+        elif ch.isprintable() or ch in "\t\n\r" or unicodedata.category(ch) == "Zs":
             out.append(ch)
+        else:
+            out.append(inert_escape(ch))
     return "".join(out)
 
 
@@ -70,8 +75,13 @@ def _esc(text: str) -> str:
 
 
 def display_token(token: str, limit: int = MAX_LABEL_CHARS) -> str:
-    """A token as shown in a label: whitespace visible, truncated with an ellipsis (unescaped)."""
-    shown = _xml_safe("".join(_VISIBLE.get(ch, ch) for ch in token)) or "∅"
+    """A token as shown in a label: whitespace visible, truncated with an ellipsis (unescaped).
+
+    Every character shows as at least one, so the first `limit + 1` decide the label: the
+    cost is O(limit) per label however long the token (a 1 MB token once made SVG export
+    quadratic: its whole text was processed for every node of its column)."""
+    head = token[: limit + 1]
+    shown = _xml_safe("".join(_VISIBLE.get(ch, ch) for ch in head)) or "∅"
     return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 

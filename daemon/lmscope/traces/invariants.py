@@ -1,6 +1,7 @@
 """What the trace file's schema cannot say: sizes agree with the model, indices are in range,
 edges are ordered, every token id used is in the vocabulary, projections describe nodes that have
-them. `check_invariants` runs on every trace read or written (`traces.lmtrace`). TypeScript twin:
+them, and the shares of one step sum to at most the schema's share maximum. `check_invariants`
+runs on every trace read or written (`traces.lmtrace`). TypeScript twin:
 extension/shared/traces/invariants.ts (same messages).
 """
 
@@ -10,7 +11,7 @@ import numpy as np
 
 from lmscope.graph.nodes import EMBEDDING, FFN, POST_ATTENTION, RESIDUAL
 from lmscope.traces import data as D
-from lmscope.traces.wire import Invalid, camel
+from lmscope.traces.wire import Invalid, camel, limits
 
 
 def _length(path: str, arr: np.ndarray) -> int:
@@ -103,6 +104,51 @@ def check_invariants(t: D.TraceData) -> None:
         missing = np.setdiff1d(ids, vocab)
         if missing.size:
             raise Invalid(f"vocabulary lacks token id {int(missing[0])} used in {path}")
+
+    _check_sums(t, L, n)
+
+
+def _first_over(sums: np.ndarray, most: float) -> int | None:
+    over = sums > most
+    return int(np.argmax(over)) if over.any() else None
+
+
+def _check_sums(t: D.TraceData, L: int, n: int) -> None:
+    """The parts of one step are normalised to sum to 1 (docs/method.md), so the stored ones sum
+    to at most that, give or take rounding: the schema's share maximum. This keeps every weight,
+    flow and share the queries compute finite and at most about 1, also in raw mode. Sums are
+    float64, in the order the TypeScript twin adds them."""
+    most = limits().share_max
+    row = _first_over(t.predictions.probs.astype(np.float64).sum(axis=1), most)
+    if row is not None:
+        raise Invalid(f"predictions.probs row {row} sums to more than {most!r}")
+    b, e = t.blocks, t.edges
+    heads = e.head_contributions.astype(np.float64).sum(axis=1)
+    keys = e.layer.astype(np.int64) * n + e.target
+    step = np.bincount(keys, weights=heads, minlength=L * n).astype(np.float64)
+    step = step + b.residual_attention.astype(np.float64).ravel()
+    if b.residual_ffn is None:  # parallel blocks: one step holds every part
+        step = step + b.ffn.astype(np.float64).ravel()
+    at = _first_over(step, most)
+    if at is not None:
+        what = "attention step" if b.residual_ffn is not None else "block step"
+        raise Invalid(
+            f"the {what} of layer {at // n} at token {at % n} has shares summing to more than "
+            f"{most!r}"
+        )
+    if b.residual_ffn is not None:
+        ffn_step = b.ffn.astype(np.float64) + b.residual_ffn.astype(np.float64)
+        at = _first_over(ffn_step.ravel(), most)
+        if at is not None:
+            raise Invalid(
+                f"the FFN step of layer {at // n} at token {at % n} has shares summing to more "
+                f"than {most!r}"
+            )
+    u = t.neurons
+    neuron_rows = u.contribution.astype(np.float64).sum(axis=1) + u.rest_contribution
+    row = _first_over(neuron_rows, most)
+    if row is not None:
+        raise Invalid(f"neurons row {row}: its shares sum to more than {most!r}")
 
 
 # Which node each projection kind may describe (docs/method.md, "Vocabulary projections").

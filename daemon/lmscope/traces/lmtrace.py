@@ -6,7 +6,9 @@ reads or writes validates (schema, then sizes while decoding, then `traces.invar
 invalid `TraceData` never reaches disk and a damaged file never reaches the query code.
 
 Reading is hostile-input safe: the file size is capped, msgpack containers are bounded by it,
-and any problem is one `TraceFileError` line naming the file, the field path and what is wrong.
+nesting is bounded, every size, text and value is held to its bound in the schema (so no query
+on a file can do more work than the file holds, or form a sum that is not finite), and any
+problem is one `TraceFileError` line naming the file, the field path and what is wrong.
 Writing goes through `lmscope.files.atomic_write`. TypeScript twin:
 extension/shared/traces/lmtrace.ts.
 """
@@ -25,14 +27,28 @@ from lmscope.errors import TraceFileError
 from lmscope.files import atomic_write, encodable
 from lmscope.traces import data as D
 from lmscope.traces.invariants import check_invariants
-from lmscope.traces.wire import MAGIC, Invalid, NewerFormat, decode, schema_check, to_wire
+from lmscope.traces.text import inert_json
+from lmscope.traces.wire import (
+    MAGIC,
+    Invalid,
+    NewerFormat,
+    check_string_lists,
+    decode,
+    nested_too_deeply,
+    schema_check,
+    to_wire,
+    too_deep,
+)
 
 MAX_TRACE_BYTES = 2 * 1024**3  # readers refuse larger files; writers refuse to produce them
 MAX_LIST_ITEMS = 2**24  # msgpack arrays/maps: far above any real trace, bounds hostile input
 
 
-def _load(obj: Any) -> D.TraceData:
-    """Schema, then sizes while decoding, then invariants. Raises `Invalid`."""
+def _load(obj: Any, *, nesting_checked: bool = False) -> D.TraceData:
+    """Nesting, magic, version, schema, then sizes and value ranges while decoding, then
+    invariants. Raises `Invalid`."""
+    if not nesting_checked and nested_too_deeply(obj):
+        raise Invalid(too_deep())
     if not isinstance(obj, dict) or obj.get("magic") != MAGIC:
         raise Invalid("not an lmscope trace (no 'lmscope-trace' magic)")
     version = obj.get("formatVersion")
@@ -46,9 +62,10 @@ def _load(obj: Any) -> D.TraceData:
         )
     try:
         schema_check(obj)
+        check_string_lists(obj)
         trace = decode(obj)
-    except RecursionError:  # hostile nesting (msgpack allows ~1000 levels)
-        raise Invalid("values are nested too deeply") from None
+    except RecursionError:  # not expected: the nesting is bounded above
+        raise Invalid(too_deep()) from None
     check_invariants(trace)
     return trace
 
@@ -142,6 +159,8 @@ def read_trace(path: str | os.PathLike[str]) -> D.TraceData:
             max_ext_len=0,
         )
     except Exception as e:
+        if isinstance(e, msgpack.StackError):  # msgpack's own limit: deeper than 1024
+            raise TraceFileError(f"corrupt {where}: {too_deep()}") from None
         if "incomplete" in str(e):
             raise TraceFileError(f"corrupt {where}: truncated (the data ends early)") from None
         reason = (
@@ -152,20 +171,26 @@ def read_trace(path: str | os.PathLike[str]) -> D.TraceData:
             else str(e)[:80] or type(e).__name__
         )
         raise TraceFileError(f"corrupt {where}: not valid msgpack ({reason})") from None
+    if nested_too_deeply(obj):  # anywhere, before any other check reads the document
+        raise TraceFileError(f"corrupt {where}: {too_deep()}")
     if not isinstance(obj, dict) or obj.get("magic") != MAGIC:
         raise TraceFileError(f"{where} is not an lmscope trace (no 'lmscope-trace' magic)")
     try:
-        return _load(obj)
+        return _load(obj, nesting_checked=True)
     except Invalid as e:
         raise _error(where, e) from None
 
 
 def export_json(data: D.TraceData) -> str:
-    """The JSON export: the same document with arrays as flat value lists, keys sorted."""
+    """The JSON export: the same document with arrays as flat value lists, keys sorted. Text
+    stays readable (not ASCII-escaped), except characters that could act on a terminal or
+    reorder text (controls, bidi and other format characters): those are `\\u` escapes, so
+    the export is safe to print (`lmscope export` writes it to stdout)."""
     wire = to_wire(data, binary=False)
     validate_wire(wire)
     try:
-        return json.dumps(wire, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        text = json.dumps(wire, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return inert_json(text)
     except (TypeError, ValueError) as e:  # only `extra` can hold something JSON cannot
         raise TraceFileError(f"cannot export trace as JSON: {e}") from None
 

@@ -6,6 +6,11 @@ checks a wire dict against the schema, and decodes its arrays without allocating
 the declared shape is checked against the bytes actually present. The cross-field checks are in
 `traces.invariants`, the files in `traces.lmtrace`. TypeScript twin:
 extension/shared/traces/wire.ts.
+
+Every limit is read from the schema (`limits()`): integer maxima and short strings are checked by
+JSON Schema; the value ranges of float arrays (`shareArray`, `magnitudeArray`), the string lists
+(`tokens.strings`, `vocabulary.strings`) and the nesting depth (`x-maxNesting`) are checked here,
+because JSON Schema cannot see binary arrays and takes ~5 us per list item.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import jsonschema
@@ -122,10 +127,74 @@ def to_wire(data: D.TraceData, *, binary: bool) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=1)
-def _validator() -> jsonschema.Draft202012Validator:
-    schema = json.loads(TRACE_SCHEMA.read_text(encoding="utf-8"))
+def _schema() -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads(TRACE_SCHEMA.read_text(encoding="utf-8"))
     jsonschema.Draft202012Validator.check_schema(schema)
-    return jsonschema.Draft202012Validator(schema)
+    return schema
+
+
+@functools.lru_cache(maxsize=1)
+def _validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(_schema())
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the schema says that this module checks itself (see the module docstring)."""
+
+    ranges: dict[str, tuple[float, float]]  # float array path -> [low, high]
+    string_lists: dict[str, tuple[int, int]]  # list path -> (most items, most characters each)
+    share_max: float  # the most a share may be, and the most one step's shares may sum to
+    max_nesting: int  # maps and arrays nest at most this deep, the top-level map included
+
+
+def _ref(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    return schema["$defs"][node["$ref"].split("/")[-1]] if "$ref" in node else node
+
+
+def _float_range(schema: dict[str, Any], node: dict[str, Any]) -> tuple[float, float] | None:
+    """[low, high] of a float array field (a `shareArray` or `magnitudeArray`), else None."""
+    for option in node.get("oneOf", [node]):  # residualFfn: null or an array
+        target = _ref(schema, option)
+        if target is not option and target.get("$ref") == "#/$defs/float32Array":
+            items = target["properties"]["values"]["items"]
+            return float(items["minimum"]), float(items["maximum"])
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def limits() -> Limits:
+    schema = _schema()
+    ranges, lists = {}, {}
+    for section in (*SECTIONS, "vocabulary"):
+        for key, node in _ref(schema, schema["properties"][section])["properties"].items():
+            bounds = _float_range(schema, node)
+            if bounds is not None:
+                ranges[f"{section}.{key}"] = bounds
+            if node.get("type") == "array" and "maxItems" in node:
+                each = _ref(schema, node["items"])
+                lists[f"{section}.{key}"] = (int(node["maxItems"]), int(each["maxLength"]))
+    share = schema["$defs"]["shareArray"]["properties"]["values"]["items"]["maximum"]
+    return Limits(ranges, lists, float(share), int(schema["x-maxNesting"]))
+
+
+def too_deep() -> str:
+    return f"values are nested more than {limits().max_nesting} deep"
+
+
+def nested_too_deeply(obj: Any) -> bool:
+    """Whether maps and arrays nest deeper than the schema's `x-maxNesting` (the top level is
+    1); checked without recursion, before anything else reads the document."""
+    limit = limits().max_nesting
+    stack = [(obj, 1)] if isinstance(obj, (dict, list)) else []
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        for item in value.values() if isinstance(value, dict) else value:
+            if isinstance(item, (dict, list)):
+                stack.append((item, depth + 1))
+    return False
 
 
 class _Bin:
@@ -141,13 +210,14 @@ class _Bin:
 def _schema_view(obj: Any, key: Any = None) -> Any:
     """A copy of `obj` that JSON Schema can check: array `data` bins become their byte length
     (as the schema documents); other bins become an opaque stand-in that matches no type.
-    `extra` is passed through: the schema does not look inside it. Array `values` lists become
-    empty: jsonschema takes ~6 us per number, so `array_from_wire` checks the schema's rules
-    for them (numbers; int32 range for int32) with numpy instead."""
+    `extra` is passed through: the schema does not look inside it. Array `values` lists and
+    the string lists become empty: jsonschema takes ~5 us per item, so `array_from_wire` checks
+    the schema's rules for numbers (numbers; int32 range for int32; the value range) with numpy,
+    and `check_string_lists` those of the string lists."""
     if isinstance(obj, dict):
         return {k: v if k == "extra" else _schema_view(v, k) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [] if key == "values" else [_schema_view(v) for v in obj]
+        return [] if key in ("values", "strings") else [_schema_view(v) for v in obj]
     if isinstance(obj, (bytes, bytearray)):
         return len(obj) if key == "data" else _Bin(len(obj))
     return obj
@@ -158,17 +228,44 @@ def schema_check(obj: dict[str, Any]) -> None:
     if error is None:
         return
     path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-    if error.validator in ("oneOf", "anyOf"):  # its message would quote the whole value
+    if error.validator == "maxLength":  # its message would quote the whole (long) text
+        message = f"{len(error.instance)} characters, more than the {error.validator_value} allowed"
+    elif error.validator in ("oneOf", "anyOf"):  # its message would quote the whole value
         if isinstance(error.instance, dict):  # the only object alternatives: ndarray forms
             message = "an ndarray needs exactly one of `data` and `values`"
         else:
             message = f"a value of type {type(error.instance).__name__} is not allowed here"
     else:  # messages quote the offending value; keep them one readable line
-        message = error.message if len(error.message) <= 160 else error.message[:157] + "..."
+        message = _one_line(error.message)
     raise Invalid(f"{path.lstrip('.') or 'top level'}: {message}")
 
 
-def array_from_wire(obj: dict[str, Any], path: str) -> np.ndarray:
+def _one_line(message: str) -> str:
+    return message if len(message) <= 160 else message[:157] + "..."
+
+
+def check_string_lists(obj: dict[str, Any]) -> None:
+    """The schema's rules for `tokens.strings` and `vocabulary.strings` (see `_schema_view`):
+    how many items, strings only, how long each. Among several bad items the one with the
+    greatest index is named, as jsonschema's best match names one."""
+    for path, (most, longest) in limits().string_lists.items():
+        section, key = path.split(".")
+        items = obj[section][key]
+        if len(items) > most:
+            raise Invalid(f"{path}: {len(items)} items, more than the {most} allowed")
+        if not all(type(item) is str for item in items):
+            i = max(i for i, item in enumerate(items) if type(item) is not str)
+            shown = _schema_view(items[i])  # a bin as `<binary, N bytes>`, as jsonschema saw it
+            raise Invalid(f"{path}[{i}]: " + _one_line(f"{shown!r} is not of type 'string'"))
+        if items and max(map(len, items)) > longest:
+            i = max(i for i, item in enumerate(items) if len(item) > longest)
+            count = len(items[i])
+            raise Invalid(f"{path}[{i}]: {count} characters, more than the {longest} allowed")
+
+
+def array_from_wire(
+    obj: dict[str, Any], path: str, bounds: tuple[float, float] | None = None
+) -> np.ndarray:
     """Decode one schema-checked ndarray, checking its size before allocating anything."""
     dtype = _DTYPES[obj["dtype"]]
     shape = tuple(int(s) for s in obj["shape"])
@@ -204,10 +301,17 @@ def array_from_wire(obj: dict[str, Any], path: str) -> np.ndarray:
             arr = wide.astype(dtype.newbyteorder("="))
     if dtype.kind == "f" and not np.isfinite(arr).all():
         raise Invalid(f"{path} contains non-finite values (NaN or infinity)")
+    if bounds is not None and arr.size:
+        low, high = bounds  # compared as float64, as TypeScript compares (not rounded to float32)
+        outside = (arr < np.float64(low)) | (arr > np.float64(high))
+        if outside.any():
+            bad = float(arr[outside][0])
+            raise Invalid(f"{path} holds {bad!r}, outside [{low!r}, {high!r}]")
     return arr.reshape(shape)
 
 
 def decode(obj: dict[str, Any]) -> D.TraceData:
+    ranges = limits().ranges
     sections: dict[str, Any] = {}
     for name, cls in SECTIONS.items():
         kwargs = {}
@@ -215,7 +319,8 @@ def decode(obj: dict[str, Any]) -> D.TraceData:
             key = camel(f.name)
             value = obj[name][key]
             if is_array_field(f):
-                value = None if value is None else array_from_wire(value, f"{name}.{key}")
+                where = f"{name}.{key}"
+                value = None if value is None else array_from_wire(value, where, ranges.get(where))
             elif f.type in ("int", "float"):  # the schema accepts 3.0 as an integer
                 value = int(value) if f.type == "int" else float(value)
             kwargs[f.name] = value

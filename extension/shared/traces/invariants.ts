@@ -2,10 +2,13 @@
  * What the schema cannot say, checked after every field is decoded: the twin of
  * `lmscope.traces.invariants.check_invariants`, with the same messages. Shapes agree with the
  * model's sizes, indices are in range, edges are in (layer, target, source) order, projection
- * kinds fit their nodes, and the vocabulary covers every referenced token id.
+ * kinds fit their nodes, the vocabulary covers every referenced token id, and the shares of one
+ * step sum to at most the schema's share maximum.
  */
 
+import {pyFloat} from '../errors';
 import type {NodeKind, ProjectionKind} from '../protocol/types';
+import {LIMITS} from './limits';
 import type {ModelFacts, TraceDims, TraceSettings} from './lmtrace';
 import {type Arr, Invalid} from './wire';
 
@@ -121,6 +124,7 @@ export function checkInvariants(t: Wire): TraceDims {
     for (const id of ids) if (id < missing && !known.has(id)) missing = id;
     if (missing !== Infinity) throw new Invalid(`vocabulary lacks token id ${missing} used in ${path}`);
   }
+  checkSums(t, L, n, kPred, H, K);
   return {nLayers: L, nTokens: n, nHeads: H, nEdges: E, nFfnNodes: F, nNeurons: K, nProjections: P, projectionTopK: k, predictionTopK: kPred};
 }
 
@@ -153,4 +157,51 @@ function checkProjections(t: Wire, L: number, n: number, V: number): {P: number;
     }
   }
   return {P, k};
+}
+
+/**
+ * The parts of one step are normalised to sum to 1 (docs/method.md), so the stored ones sum to
+ * at most that, give or take rounding: the schema's share maximum. This keeps every weight, flow
+ * and share finite and at most about 1, in raw mode too. Sums are float64, added in the order
+ * of Python's `_check_sums` (which names the same first step).
+ */
+function checkSums(t: Wire, L: number, n: number, kPred: number, H: number, K: number): void {
+  const most = LIMITS.share.max;
+  const over = `more than ${pyFloat(most)}`;
+  const probs = t.predictions.probs.data;
+  for (let r = 0; r < n; r++) {
+    let sum = 0;
+    for (let j = 0; j < kPred; j++) sum += probs[r * kPred + j]!;
+    if (sum > most) throw new Invalid(`predictions.probs row ${r} sums to ${over}`);
+  }
+  const {residualAttention, ffn, residualFfn} = t.blocks;
+  const e = t.edges;
+  const step = new Float64Array(L * n);
+  const heads = e.headContributions.data;
+  for (let r = 0; r < e.layer.data.length; r++) {
+    let sum = 0;
+    for (let h = 0; h < H; h++) sum += heads[r * H + h]!;
+    step[e.layer.data[r]! * n + e.target.data[r]!]! += sum;
+  }
+  for (let i = 0; i < L * n; i++) {
+    step[i]! += residualAttention.data[i]!;
+    if (residualFfn === null) step[i]! += ffn.data[i]!; // parallel blocks: one step holds every part
+  }
+  const what = residualFfn === null ? 'block step' : 'attention step';
+  for (let i = 0; i < L * n; i++) {
+    if (step[i]! > most) throw new Invalid(`the ${what} of layer ${Math.floor(i / n)} at token ${i % n} has shares summing to ${over}`);
+  }
+  if (residualFfn !== null) {
+    for (let i = 0; i < L * n; i++) {
+      if (ffn.data[i]! + residualFfn.data[i]! > most) {
+        throw new Invalid(`the FFN step of layer ${Math.floor(i / n)} at token ${i % n} has shares summing to ${over}`);
+      }
+    }
+  }
+  const u = t.neurons;
+  for (let r = 0; r < u.restContribution.data.length; r++) {
+    let sum = 0;
+    for (let k = 0; k < K; k++) sum += u.contribution.data[r * K + k]!;
+    if (sum + u.restContribution.data[r]! > most) throw new Invalid(`neurons row ${r}: its shares sum to ${over}`);
+  }
 }

@@ -21,10 +21,11 @@ import {decode} from '@msgpack/msgpack';
 import type {Dtype, ModelFamily, ModelSource, NodeKind, ProjectionKind} from '../protocol/types';
 import {TraceFileError} from '../errors';
 import {checkInvariants} from './invariants';
-import {strictMsgpackProblem} from './scan';
+import {LIMITS} from './limits';
+import {NESTED_PAST_MSGPACK, strictMsgpackProblem} from './scan';
 import {
   ArrayQueue,
-  bool, enumList, int, Invalid, isMap, isNull, MAX_NESTING, nestedAtMost, num, oneOf, pyRepr, section, str, stringList,
+  bool, enumList, int, Invalid, isMap, isNull, nestedTooDeeply, num, oneOf, pyRepr, section, str, stringList, TOO_DEEP,
   type WireMap,
 } from './wire';
 
@@ -178,6 +179,7 @@ export function readTraceFile(bytes: Uint8Array, name?: string): TraceFile {
   }
   // Problems the decoder lets through but Python refuses (in file order, as Python finds them).
   const strictProblem = strictMsgpackProblem(bytes, Math.min(bytes.length, MAX_LIST_ITEMS));
+  if (strictProblem === NESTED_PAST_MSGPACK) throw new TraceFileError(`corrupt ${where}: ${TOO_DEEP}`);
   if (strictProblem !== null) throw new TraceFileError(`corrupt ${where}: not valid msgpack (${strictProblem})`);
   let doc: unknown;
   try {
@@ -185,6 +187,8 @@ export function readTraceFile(bytes: Uint8Array, name?: string): TraceFile {
   } catch (e) {
     throw new TraceFileError(`corrupt ${where}: ${msgpackProblem(e, Math.min(bytes.length, MAX_LIST_ITEMS))}`);
   }
+  // Anywhere in the document, before any other check reads it (as Python does).
+  if (nestedTooDeeply(doc)) throw new TraceFileError(`corrupt ${where}: ${TOO_DEEP}`);
   if (!isMap(doc) || doc['magic'] !== MAGIC) {
     throw new TraceFileError(`${where} is not an lmscope trace (no '${MAGIC}' magic)`);
   }
@@ -285,23 +289,23 @@ function load(doc: WireMap): TraceFile {
     contentHash: str(m, 'model', 'contentHash'),
     family: oneOf(m, 'model', 'family', MODEL_FAMILIES),
     modelType: str(m, 'model', 'modelType'),
-    nLayers: int(m, 'model', 'nLayers', 1),
-    nHeads: int(m, 'model', 'nHeads', 1),
-    nKvHeads: int(m, 'model', 'nKvHeads', 1),
-    dModel: int(m, 'model', 'dModel', 1),
-    dHead: int(m, 'model', 'dHead', 1),
-    dFfn: int(m, 'model', 'dFfn', 1),
-    vocabSize: int(m, 'model', 'vocabSize', 1),
-    contextLength: int(m, 'model', 'contextLength', 1),
+    nLayers: int(m, 'model', 'nLayers', 1, LIMITS.nLayers),
+    nHeads: int(m, 'model', 'nHeads', 1, LIMITS.nHeads),
+    nKvHeads: int(m, 'model', 'nKvHeads', 1, LIMITS.nKvHeads),
+    dModel: int(m, 'model', 'dModel', 1, LIMITS.dModel),
+    dHead: int(m, 'model', 'dHead', 1, LIMITS.dHead),
+    dFfn: int(m, 'model', 'dFfn', 1, LIMITS.dFfn),
+    vocabSize: int(m, 'model', 'vocabSize', 1, LIMITS.vocabSize),
+    contextLength: int(m, 'model', 'contextLength', 1, LIMITS.contextLength),
     parallelBlocks: bool(m, 'model', 'parallelBlocks'),
   };
   const s = section(doc['settings'], 'settings', ['bosPrepended', 'minThreshold', 'topNeurons', 'projectionTopK', 'predictionTopK']);
   const settings: TraceSettings = {
     bosPrepended: bool(s, 'settings', 'bosPrepended'),
     minThreshold: num(s, 'settings', 'minThreshold', 0, 1),
-    topNeurons: int(s, 'settings', 'topNeurons', 0),
-    projectionTopK: int(s, 'settings', 'projectionTopK', 1),
-    predictionTopK: int(s, 'settings', 'predictionTopK', 1),
+    topNeurons: int(s, 'settings', 'topNeurons', 0, LIMITS.topNeurons),
+    projectionTopK: int(s, 'settings', 'projectionTopK', 1, LIMITS.projectionTopK),
+    predictionTopK: int(s, 'settings', 'predictionTopK', 1, LIMITS.predictionTopK),
   };
   const env = section(doc['environment'], 'environment', [
     'lmscopeVersion', 'torchVersion', 'transformersVersion', 'pythonVersion', 'dtype', 'device', 'created',
@@ -316,31 +320,36 @@ function load(doc: WireMap): TraceFile {
     created: str(env, 'environment', 'created'),
   };
   const t = section(doc['tokens'], 'tokens', ['prompt', 'ids', 'strings']);
-  const tokens = {prompt: str(t, 'tokens', 'prompt'), ids: arrays.int32(t, 'tokens', 'ids'), strings: stringList(t, 'tokens', 'strings')};
+  const tokens = {
+    prompt: str(t, 'tokens', 'prompt', LIMITS.prompt),
+    ids: arrays.int32(t, 'tokens', 'ids'),
+    strings: stringList(t, 'tokens', 'strings', {maxItems: LIMITS.tokens, maxLength: LIMITS.tokenText}),
+  };
+  const {share, magnitude} = LIMITS;
   const p = section(doc['predictions'], 'predictions', ['ids', 'probs']);
-  const predictions = {ids: arrays.int32(p, 'predictions', 'ids'), probs: arrays.float32(p, 'predictions', 'probs')};
+  const predictions = {ids: arrays.int32(p, 'predictions', 'ids'), probs: arrays.float32(p, 'predictions', 'probs', share)};
   const b = section(doc['blocks'], 'blocks', ['residualAttention', 'ffn', 'residualFfn']);
   const blocks = {
-    residualAttention: arrays.float32(b, 'blocks', 'residualAttention'),
-    ffn: arrays.float32(b, 'blocks', 'ffn'),
-    residualFfn: isNull(b, 'blocks', 'residualFfn') ? null : arrays.float32(b, 'blocks', 'residualFfn'),
+    residualAttention: arrays.float32(b, 'blocks', 'residualAttention', share),
+    ffn: arrays.float32(b, 'blocks', 'ffn', share),
+    residualFfn: isNull(b, 'blocks', 'residualFfn') ? null : arrays.float32(b, 'blocks', 'residualFfn', share),
   };
   const e = section(doc['edges'], 'edges', ['layer', 'target', 'source', 'headContributions', 'headAttention']);
   const edges = {
     layer: arrays.int32(e, 'edges', 'layer'),
     target: arrays.int32(e, 'edges', 'target'),
     source: arrays.int32(e, 'edges', 'source'),
-    headContributions: arrays.float32(e, 'edges', 'headContributions'),
-    headAttention: arrays.float32(e, 'edges', 'headAttention'),
+    headContributions: arrays.float32(e, 'edges', 'headContributions', share),
+    headAttention: arrays.float32(e, 'edges', 'headAttention', share),
   };
   const u = section(doc['neurons'], 'neurons', ['layer', 'position', 'index', 'contribution', 'activation', 'restContribution']);
   const neurons = {
     layer: arrays.int32(u, 'neurons', 'layer'),
     position: arrays.int32(u, 'neurons', 'position'),
     index: arrays.int32(u, 'neurons', 'index'),
-    contribution: arrays.float32(u, 'neurons', 'contribution'),
-    activation: arrays.float32(u, 'neurons', 'activation'),
-    restContribution: arrays.float32(u, 'neurons', 'restContribution'),
+    contribution: arrays.float32(u, 'neurons', 'contribution', share),
+    activation: arrays.float32(u, 'neurons', 'activation', magnitude),
+    restContribution: arrays.float32(u, 'neurons', 'restContribution', share),
   };
   const j = section(doc['projections'], 'projections', [
     'kind', 'nodeKind', 'layer', 'position', 'topIds', 'topLogits', 'bottomIds', 'bottomLogits', 'topPrevRank',
@@ -351,17 +360,17 @@ function load(doc: WireMap): TraceFile {
     layer: arrays.int32(j, 'projections', 'layer'),
     position: arrays.int32(j, 'projections', 'position'),
     topIds: arrays.int32(j, 'projections', 'topIds'),
-    topLogits: arrays.float32(j, 'projections', 'topLogits'),
+    topLogits: arrays.float32(j, 'projections', 'topLogits', magnitude),
     bottomIds: arrays.int32(j, 'projections', 'bottomIds'),
-    bottomLogits: arrays.float32(j, 'projections', 'bottomLogits'),
+    bottomLogits: arrays.float32(j, 'projections', 'bottomLogits', magnitude),
     topPrevRank: arrays.int32(j, 'projections', 'topPrevRank'),
   };
   const v = section(doc['vocabulary'], 'vocabulary', ['ids', 'strings']);
   const vocabIds = arrays.int32(v, 'vocabulary', 'ids');
-  const vocabStrings = stringList(v, 'vocabulary', 'strings');
+  const vocabStrings = stringList(v, 'vocabulary', 'strings', {maxItems: LIMITS.vocabulary, maxLength: LIMITS.tokenText});
+  // Its nesting was bounded with the whole document's (it is passed to a webview, whose
+  // structured clone recurses).
   if (!isMap(doc['extra'])) throw new Invalid(`extra: ${pyRepr(doc['extra'])} is not of type 'object'`);
-  // Only passed along (e.g. to a webview, whose structured clone recurses): bound its nesting.
-  if (!nestedAtMost(doc['extra'], MAX_NESTING)) throw new Invalid(`extra: values are nested more than ${MAX_NESTING} deep`);
 
   arrays.decodeAll();
   // As Python's decoding: the vocabulary's own shape and order, before the cross-field checks.

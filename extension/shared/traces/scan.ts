@@ -1,10 +1,11 @@
 /**
- * A pass over the raw msgpack bytes for the two things `@msgpack/msgpack` lets through but the
+ * A pass over the raw msgpack bytes for the three things `@msgpack/msgpack` lets through but the
  * Python reader (msgpack-python, `raw=False`, `strict_map_key=True`) refuses: text that is not
- * UTF-8, and map keys that are not strings. It reads items in file order, as Python does, so the
+ * UTF-8, map keys that are not strings, and containers nested past msgpack-python's stack (a
+ * map or array deeper than 1024 levels). It reads items in file order, as Python does, so the
  * first problem found is the one Python names.
  *
- * It only reports those two problems: anything structurally wrong (truncation, reserved bytes,
+ * It only reports those problems: anything structurally wrong (truncation, reserved bytes,
  * lengths past the end) ends the scan without a verdict, and the decoder reports it.
  */
 
@@ -18,6 +19,11 @@ const strict = new (globalThis as unknown as {TextDecoder: Utf8DecoderClass}).Te
 
 /** Python's name for the type of a map key that is not a string (msgpack-python's message). */
 const KEY_TYPES: Record<string, string> = {int: 'int', float: 'float', bool: 'bool', nil: 'NoneType', array: 'list', map: 'dict'};
+
+/** msgpack-python's unpacker stack: a map or array at a deeper level is refused (StackError). */
+const MSGPACK_MAX_DEPTH = 1024;
+/** Returned for that case: the reader reports it as nesting past the format's own limit. */
+export const NESTED_PAST_MSGPACK = 'nested past msgpack-python\'s stack';
 
 function notAKey(kind: string): string {
   return `${KEY_TYPES[kind] ?? kind} is not allowed for map key when strict_map_key=True`;
@@ -88,6 +94,8 @@ export function strictMsgpackProblem(bytes: Uint8Array, maxItems: number): strin
     } else return null; // 0xc1: never used; the decoder says so
     // Past the end, over the decoder's limits, or an extension value: the decoder reports it.
     if (pos + header + payload > end || (kind === 'map' ? opens / 2 : opens) > maxItems || kind === 'ext') return null;
+    // An empty one counts too: msgpack-python opens every container on its stack.
+    if ((kind === 'map' || kind === 'array') && stack.length + 1 > MSGPACK_MAX_DEPTH) return NESTED_PAST_MSGPACK;
     if (kind === 'str') {
       try {
         strict.decode(bytes.subarray(pos + header, pos + header + payload));

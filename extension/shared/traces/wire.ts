@@ -3,10 +3,13 @@
  * (`protocol/lmtrace.schema.json`: types, enums, closed objects) and the decoding of ndarray
  * objects (either form), which checks the declared shape against the bytes actually present
  * before allocating anything. Each failure is an {@link Invalid} naming the field's path.
+ * The schema's bounds (limits.ts) are checked with the Python reader's messages: text lengths,
+ * string-list sizes, the value range of each float array, the nesting depth.
  * Python twin: `lmscope.traces.wire`.
  */
 
 import {pyFloat} from '../errors';
+import {LIMITS, type ValueRange} from './limits';
 
 /** What is wrong with the document, before saying which file it came from. */
 export class Invalid extends Error {}
@@ -20,19 +23,40 @@ export function isMap(value: unknown): value is WireMap {
   return typeof value === 'object' && value !== null && !Array.isArray(value) && !(value instanceof Uint8Array);
 }
 
-/** Deepest nesting of maps and arrays a document may have (Python's unpacker allows ~1000). */
-export const MAX_NESTING = 100;
+/** The message for a document whose maps and arrays nest deeper than the schema allows. */
+export const TOO_DEEP = `values are nested more than ${LIMITS.nesting} deep`;
 
-/** Whether `value` nests maps/arrays at most `limit` deep (checked without recursion). */
-export function nestedAtMost(value: unknown, limit: number): boolean {
-  const stack: [unknown, number][] = [[value, 0]];
+/**
+ * Whether maps and arrays nest deeper than the schema's `x-maxNesting` (the top level is 1), as
+ * Python's `nested_too_deeply` counts: checked without recursion, containers only.
+ */
+export function nestedTooDeeply(value: unknown): boolean {
+  const container = (v: unknown) => Array.isArray(v) || isMap(v);
+  const stack: [unknown, number][] = container(value) ? [[value, 1]] : [];
   while (stack.length > 0) {
     const [v, depth] = stack.pop()!;
-    if (depth > limit) return false;
-    if (Array.isArray(v)) for (const item of v) stack.push([item, depth + 1]);
-    else if (isMap(v)) for (const item of Object.values(v)) stack.push([item, depth + 1]);
+    if (depth > LIMITS.nesting) return true;
+    for (const item of Array.isArray(v) ? v : Object.values(v as WireMap)) if (container(item)) stack.push([item, depth + 1]);
   }
-  return true;
+  return false;
+}
+
+/** Characters of `text` as Python counts them (code points; a surrogate pair is one). */
+function codePoints(text: string, atLeast: number): number {
+  if (text.length <= atLeast) return text.length; // never more code points than UTF-16 units
+  let count = 0;
+  for (let i = 0; i < text.length; i++, count++) {
+    const c = text.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length) {
+      const d = text.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) i++;
+    }
+  }
+  return count;
+}
+
+function tooLong(path: string, count: number, limit: number): Invalid {
+  return new Invalid(`${path}: ${count} characters, more than the ${limit} allowed`);
 }
 
 /**
@@ -91,9 +115,12 @@ export function section(value: unknown, path: string, keys: readonly string[], o
   return value;
 }
 
-export function str(map: WireMap, path: string, key: string): string {
+/** A string of at most `maxLength` characters (the schema's `maxLength`). */
+export function str(map: WireMap, path: string, key: string, maxLength: number = LIMITS.text): string {
   const v = map[key];
   if (typeof v !== 'string') throw typeError(`${path}.${key}`, v, 'string');
+  const count = codePoints(v, maxLength);
+  if (count > maxLength) throw tooLong(`${path}.${key}`, count, maxLength);
   return v;
 }
 
@@ -134,11 +161,24 @@ export function oneOf<T extends string>(map: WireMap, path: string, key: string,
   return isOneOf(`${path}.${key}`, map[key], values);
 }
 
-export function stringList(map: WireMap, path: string, key: string): string[] {
+/**
+ * A list of strings; with `bounds`, of at most `maxItems` strings of at most `maxLength`
+ * characters each (tokens.strings, vocabulary.strings: Python's `check_string_lists`).
+ */
+export function stringList(map: WireMap, path: string, key: string, bounds?: {maxItems: number; maxLength: number}): string[] {
   const v = map[key];
   if (!Array.isArray(v)) throw typeError(`${path}.${key}`, v, 'array');
-  // Python's jsonschema names the bad item with the greatest index (its "best match").
+  if (bounds !== undefined && v.length > bounds.maxItems) {
+    throw new Invalid(`${path}.${key}: ${v.length} items, more than the ${bounds.maxItems} allowed`);
+  }
+  // Python names the bad item with the greatest index (as jsonschema's "best match" does).
   for (let i = v.length - 1; i >= 0; i--) if (typeof v[i] !== 'string') throw typeError(`${path}.${key}[${i}]`, v[i], 'string');
+  if (bounds !== undefined) {
+    for (let i = v.length - 1; i >= 0; i--) {
+      const count = codePoints(v[i] as string, bounds.maxLength);
+      if (count > bounds.maxLength) throw tooLong(`${path}.${key}[${i}]`, count, bounds.maxLength);
+    }
+  }
   return v as string[];
 }
 
@@ -181,20 +221,21 @@ export class ArrayQueue {
     return this.add(map, path, key, 'int32', new Int32Array(0));
   }
 
-  float32(map: WireMap, path: string, key: string): Arr<Float32Array> {
-    return this.add(map, path, key, 'float32', new Float32Array(0));
+  /** A float32 array whose values must lie in `range` (the schema's shareArray, magnitudeArray). */
+  float32(map: WireMap, path: string, key: string, range: ValueRange): Arr<Float32Array> {
+    return this.add(map, path, key, 'float32', new Float32Array(0), range);
   }
 
   decodeAll(): void {
     for (const decode of this.pending.splice(0)) decode();
   }
 
-  private add<T extends Int32Array | Float32Array>(map: WireMap, parent: string, key: string, dtype: ArrayDtype, empty: T): Arr<T> {
+  private add<T extends Int32Array | Float32Array>(map: WireMap, parent: string, key: string, dtype: ArrayDtype, empty: T, range?: ValueRange): Arr<T> {
     const path = `${parent}.${key}`;
     const {obj, shape} = checkNdarray(map[key], path, dtype);
     const arr = {shape, data: empty};
     this.pending.push(() => {
-      arr.data = decodeNdarray(obj, path, shape, dtype) as T;
+      arr.data = decodeNdarray(obj, path, shape, dtype, range) as T;
     });
     return arr;
   }
@@ -226,7 +267,7 @@ function checkNdarray(value: unknown, path: string, dtype: ArrayDtype): {obj: Wi
 }
 
 /** Decode one checked ndarray (either form), checking its size before allocating anything. */
-function decodeNdarray(obj: WireMap, path: string, shape: number[], dtype: ArrayDtype): Int32Array | Float32Array {
+function decodeNdarray(obj: WireMap, path: string, shape: number[], dtype: ArrayDtype, range?: ValueRange): Int32Array | Float32Array {
   // Exact, as Python's ints: a hostile shape can neither overflow into a small count nor be
   // misprinted; a count this large never matches the bytes present, so nothing is allocated.
   const count = shape.reduce((a, b) => a * BigInt(b), 1n);
@@ -234,6 +275,13 @@ function decodeNdarray(obj: WireMap, path: string, shape: number[], dtype: Array
   if (out instanceof Float32Array) {
     for (let i = 0; i < out.length; i++) {
       if (!Number.isFinite(out[i]!)) throw new Invalid(`${path} contains non-finite values (NaN or infinity)`);
+    }
+    if (range !== undefined) {
+      for (const v of out) {
+        if (v < range.min || v > range.max) {
+          throw new Invalid(`${path} holds ${pyFloat(v)}, outside [${pyFloat(range.min)}, ${pyFloat(range.max)}]`);
+        }
+      }
     }
   }
   return out;
