@@ -111,6 +111,14 @@ def test_saved_trace_gives_identical_head_splits_for_every_stored_edge(traced):
         assert traced.loaded.edge_heads(*args) == traced.live.edge_heads(*args), args
 
 
+def test_a_route_past_its_edge_budget_stops_with_a_clear_error(traced):
+    full = traced.loaded.route(-1, 0.01, renormalize=False)
+    assert len(full.edges) > 3
+    assert traced.loaded.route(-1, 0.01, False, max_edges=len(full.edges)) == full
+    with pytest.raises(LmscopeError, match=r"more than 3 edges: ask for a higher threshold"):
+        traced.loaded.route(-1, 0.01, renormalize=False, max_edges=3)
+
+
 def test_edge_heads_come_strongest_first_with_ties_in_head_order(traced):
     edges = traced.live.data.edges
     for row in range(len(edges.layer)):

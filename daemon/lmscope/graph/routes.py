@@ -23,6 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
+from lmscope.errors import LmscopeError
 from lmscope.graph.nodes import (
     ATTENTION_EDGE,
     EMBEDDING,
@@ -38,6 +39,10 @@ from lmscope.graph.nodes import (
     Node,
     previous,
 )
+
+
+class RouteTooLargeError(LmscopeError):
+    """A route past the number of edges its caller bounded it to."""
 
 
 class BlockArrays(Protocol):
@@ -234,8 +239,12 @@ class ContributionGraph:
         return found
 
     # --- routes ------------------------------------------------------------------------------
-    def route(self, token: int, threshold: float, mode: str = RENORMALIZE) -> Route:
-        """Edges reachable top-down from R(L-1, token), expanding only nodes on the route."""
+    def route(
+        self, token: int, threshold: float, mode: str = RENORMALIZE, max_edges: int | None = None
+    ) -> Route:
+        """Edges reachable top-down from R(L-1, token), expanding only nodes on the route.
+        With `max_edges`, a route that grows past it stops at once (RouteTooLargeError): the
+        bound a server puts on the work of one request."""
         route = Route(
             token=token,
             threshold=threshold,
@@ -244,16 +253,24 @@ class ContributionGraph:
             n_tokens=self.n_tokens,
             parallel_blocks=self.parallel_blocks,
         )
-        route.edges = self._reach([self.output_node(token)], threshold, mode)
+        route.edges = self._reach([self.output_node(token)], threshold, mode, max_edges)
         return route
 
-    def _reach(self, starts: list[Node], threshold: float, mode: str) -> list[Edge]:
+    def _reach(
+        self, starts: list[Node], threshold: float, mode: str, max_edges: int | None = None
+    ) -> list[Edge]:
         seen = set(starts)
         queue = deque(starts)
         edges: list[Edge] = []
         while queue:
             node = queue.popleft()
-            for edge in self.incoming(node, threshold, mode):
+            found = self.incoming(node, threshold, mode)
+            if max_edges is not None and len(edges) + len(found) > max_edges:
+                raise RouteTooLargeError(
+                    f"the route at τ = {threshold:g} ({mode}) has more than {max_edges:,} edges: "
+                    "ask for a higher threshold"
+                )
+            for edge in found:
                 edges.append(edge)
                 if edge.source not in seen:
                     seen.add(edge.source)

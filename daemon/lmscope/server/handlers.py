@@ -40,6 +40,10 @@ JOB = "job"  # a coroutine on the loop that awaits model work
 
 Params = dict[str, Any]
 
+# The most edges one lmscope/route answer carries (~200 bytes of JSON each): a real trace's
+# route at τ ≥ 0.01 has tens of thousands; a hostile file's would take seconds and hundreds of MB.
+MAX_ROUTE_EDGES = 1_000_000
+
 
 @dataclass(frozen=True)
 class Handler:
@@ -161,7 +165,9 @@ def save_trace(server: LmscopeServer, params: Params) -> dict[str, Any]:
 # --- queries on a trace ----------------------------------------------------------------------
 def route(server: LmscopeServer, params: Params) -> dict[str, Any]:
     traced = server.session.traces.get(params["handle"])
-    found = traced.route(params["token"], params["threshold"], _renormalize(params))
+    found = traced.route(
+        params["token"], params["threshold"], _renormalize(params), max_edges=MAX_ROUTE_EDGES
+    )
     share = found.flow()
     return {
         "token": found.token,

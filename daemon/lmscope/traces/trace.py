@@ -135,8 +135,10 @@ class Trace:
         token: int = defaults.TOKEN,
         threshold: float = defaults.THRESHOLD,
         renormalize: bool = True,
+        max_edges: int | None = None,
     ) -> Route:
-        """The route of output token `token` at threshold τ (renormalise or raw mode)."""
+        """The route of output token `token` at threshold τ (renormalise or raw mode); past
+        `max_edges` edges, RouteTooLargeError (the daemon bounds each answer so)."""
         if isinstance(threshold, bool) or not (
             isinstance(threshold, (int, float)) and math.isfinite(threshold)
         ):
@@ -148,7 +150,7 @@ class Trace:
                 f"(trace again with a lower min_threshold)"
             )
         mode = RENORMALIZE if renormalize else RAW
-        return self._graph.route(self.position(token), float(threshold), mode)
+        return self._graph.route(self.position(token), float(threshold), mode, max_edges)
 
     # --- drill-down ----------------------------------------------------------------------------
     def edge_heads(self, layer: int, target: int, source: int) -> list[dict[str, float]]:
