@@ -349,6 +349,7 @@ def test_invalid_gguf_file_is_one_line_error(tmp_path):
 def test_gguf_file_loads_with_name_source_and_hash(tmp_path, monkeypatch):
     gguf = tmp_path / "tiny.Q8_0.gguf"
     gguf.write_bytes(b"GGUF stand-in")
+    monkeypatch.setattr(sources, "inspect_gguf", lambda path: None)  # a stand-in, not a GGUF
     monkeypatch.setattr(sources, "read_gguf", lambda path, **kw: (tiny_llama(), tiny_tokenizer()))
 
     loaded = load_model(str(gguf))

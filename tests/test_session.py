@@ -6,7 +6,8 @@ import threading
 
 import pytest
 
-from lmscope.session import Job, JobCancelled, Session, TraceCache, UnknownHandleError, trace_bytes
+from lmscope.session import Job, JobCancelled, Session
+from lmscope.traces.cache import TraceCache, UnknownHandleError, trace_bytes
 from lmscope.traces.trace import Trace
 from lmscope.tracing.engine import run_trace
 from tests.conftest import TINY_PROMPT, build_tiny

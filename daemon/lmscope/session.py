@@ -1,5 +1,5 @@
 """The daemon's state, independent of any protocol: the loaded model, a queue of model work run
-by one worker thread, and a bounded cache of trace handles.
+by one worker thread, and a bounded cache of trace handles (`traces.cache`).
 
 The server (`lmscope.server`) turns requests into calls here and results into wire dicts; this
 module knows neither pygls nor JSON. Model work (loading, tracing) runs strictly one job at a
@@ -15,18 +15,15 @@ import gc
 import logging
 import threading
 import traceback
-from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field, fields, is_dataclass
-from itertools import count
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from lmscope.errors import LmscopeError, TraceFileError
 from lmscope.prompts import check_prompt
+from lmscope.traces.cache import TraceCache
 from lmscope.traces.live import LiveQueries
 from lmscope.traces.lmtrace import read_trace
 from lmscope.traces.trace import Trace
@@ -34,10 +31,6 @@ from lmscope.traces.trace import Trace
 log = logging.getLogger("lmscope.session")
 
 ProgressFn = Callable[[str, float | None], None]
-
-
-class UnknownHandleError(LmscopeError):
-    """A trace handle that is not (or no longer) in the cache."""
 
 
 class NoModelError(LmscopeError):
@@ -91,99 +84,6 @@ class Job:
     def report(self, message: str, fraction: float | None) -> None:
         if self.progress is not None:
             self.progress(message, fraction)
-
-
-def trace_bytes(trace: Trace) -> int:
-    """Approximate memory of a trace: the bytes of its numpy arrays (what dominates)."""
-    total = 0
-
-    def walk(value: Any) -> None:
-        nonlocal total
-        if isinstance(value, np.ndarray):
-            total += value.nbytes
-        elif is_dataclass(value) and not isinstance(value, type):
-            for f in fields(value):
-                walk(getattr(value, f.name))
-        elif isinstance(value, (list, tuple)):
-            total += 8 * len(value)
-        elif isinstance(value, dict):
-            total += 64 * len(value)
-
-    walk(trace.data)
-    return total
-
-
-class TraceCache:
-    """Trace handles, least recently used evicted first, bounded by count and bytes."""
-
-    def __init__(self, max_count: int = 32, max_bytes: int = 512 * 2**20) -> None:
-        self.max_count = max_count
-        self.max_bytes = max_bytes
-        self._entries: OrderedDict[str, tuple[Trace, int, Path | None]] = OrderedDict()
-        self._ids = count(1)
-        self._lock = threading.Lock()
-
-    def add(self, trace: Trace, path: Path | None = None) -> str:
-        handle = f"t{next(self._ids)}"
-        size = trace_bytes(trace)
-        with self._lock:
-            self._entries[handle] = (trace, size, path)
-            self._evict(keep=handle)
-        return handle
-
-    def _evict(self, keep: str) -> None:
-        while len(self._entries) > 1 and (
-            len(self._entries) > self.max_count or self.bytes > self.max_bytes
-        ):
-            oldest = next(iter(self._entries))
-            if oldest == keep:
-                break
-            del self._entries[oldest]
-            log.info("trace cache: evicted %s", oldest)
-
-    def get(self, handle: str) -> Trace:
-        with self._lock:
-            entry = self._entries.get(handle)
-            if entry is None:
-                raise UnknownHandleError(
-                    f"unknown trace handle {handle!r} (closed, evicted from the cache, or from "
-                    "an earlier daemon): trace again or reopen the file"
-                )
-            self._entries.move_to_end(handle)
-            return entry[0]
-
-    def path(self, handle: str) -> Path | None:
-        with self._lock:
-            entry = self._entries.get(handle)
-            return None if entry is None else entry[2]
-
-    def set_path(self, handle: str, path: Path) -> None:
-        with self._lock:
-            entry = self._entries.get(handle)
-            if entry is not None:
-                self._entries[handle] = (entry[0], entry[1], path)
-
-    def holds(self, handle: str) -> bool:
-        with self._lock:
-            return handle in self._entries
-
-    def close(self, handle: str) -> bool:
-        with self._lock:
-            return self._entries.pop(handle, None) is not None
-
-    def drop_live(self) -> None:
-        """Forget the model of every live trace (the model is being replaced)."""
-        with self._lock:
-            for trace, _, _ in self._entries.values():
-                trace.live = None
-
-    @property
-    def count(self) -> int:
-        return len(self._entries)
-
-    @property
-    def bytes(self) -> int:
-        return sum(size for _, size, _ in self._entries.values())
 
 
 class Session:

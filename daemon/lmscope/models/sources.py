@@ -302,7 +302,9 @@ def inspect_gguf(path: Path) -> None:
     except OSError as exc:
         raise ModelLoadError(f"cannot read GGUF file {path}: {exc.strerror or exc}") from None
     if head != GGUF_MAGIC:
-        raise ModelLoadError(f"{path} is not a GGUF file (it does not start with 'GGUF')")
+        raise ModelLoadError(
+            f"cannot load GGUF file {path}: it is not one (it does not start with 'GGUF')"
+        )
     from gguf import GGUFReader
 
     try:

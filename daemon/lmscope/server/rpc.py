@@ -36,7 +36,8 @@ from lmscope.errors import (
     PromptError,
     TraceFileError,
 )
-from lmscope.session import JobCancelled, TraceNotSavedError, UnknownHandleError
+from lmscope.session import JobCancelled, TraceNotSavedError
+from lmscope.traces.cache import UnknownHandleError
 
 log = logging.getLogger("lmscope.server")
 
