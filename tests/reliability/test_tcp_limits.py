@@ -1,8 +1,9 @@
 """TCP before login: connections without the token cannot make the daemon buffer. A frame over
 the login limit is refused from its header (an error, then the connection closes) however much
 the client sends, the daemon's resident memory stays flat; only so many connections may wait
-to log in at once; framing faults are answered and the connection reads on; once logged in,
-the ordinary frame limit applies and clients work as before."""
+to log in at once; one that never reads its answers is dropped; framing faults are answered
+and the connection reads on; once logged in, the ordinary frame limit applies and clients work
+as before."""
 
 from __future__ import annotations
 
@@ -125,6 +126,31 @@ def test_only_so_many_connections_may_wait_to_log_in_at_once(tcp_daemon):
     for client in waiting[1:]:  # the others are still connected, still not logged in
         answer = client.answer(client.request_async("lmscope/status", {}))
         assert answer["error"]["code"] == UNAUTHORIZED
+    assert process.poll() is None
+
+
+def test_a_connection_without_the_token_that_never_reads_its_answers_is_dropped(tcp_daemon):
+    port, process = tcp_daemon
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # its answers back up soon
+    sock.connect(("127.0.0.1", port))
+    sock.settimeout(60)
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "lmscope/status"}).encode()
+    batch = (b"Content-Length: %d\r\n\r\n" % len(body) + body) * 1000  # each: Unauthorized
+    before = rss_bytes(process.pid)
+    dropped = False
+    for _ in range(300):  # 300,000 requests: 36 MB of answers if the daemon kept them all
+        try:
+            sock.sendall(batch)
+        except OSError:
+            dropped = True
+            break
+    grown = rss_bytes(process.pid) - before
+    sock.close()
+    assert dropped, "the daemon kept answering a client that never reads"
+    assert grown < 64 * 2**20
+    client = TcpClient(port)
+    assert "result" in client.initialize()
     assert process.poll() is None
 
 

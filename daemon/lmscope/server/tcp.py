@@ -20,11 +20,12 @@ one `Connection` per client in front of it:
 
 Frames are read by `framing.FrameReader`, the reader stdio uses too. Before a connection has
 logged in, its frames may be `MAX_LOGIN_FRAME_BYTES` at most (room for an initialize), after
-that `MAX_FRAME_BYTES`; a frame declaring more closes the connection before its body is read,
-and at most `MAX_UNAUTHENTICATED_CONNECTIONS` connections may wait to log in at once (the next
-is answered with an error and closed): clients without the token cannot make the daemon buffer
-much. Other framing faults are answered with a null id and the connection reads on. Writes from
-worker threads hop to the event loop.
+that `MAX_FRAME_BYTES`; a frame declaring more closes the connection before its body is read.
+At most `MAX_UNAUTHENTICATED_CONNECTIONS` connections may wait to log in at once (the next is
+answered with an error and closed), and one that leaves more than `MAX_LOGIN_UNREAD_BYTES` of
+answers unread is dropped: clients without the token cannot make the daemon buffer much. Other
+framing faults are answered with a null id and the connection reads on. Writes from worker
+threads hop to the event loop.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from lmscope.server.framing import (
     INVALID_REQUEST,
     MAX_FRAME_BYTES,
     MAX_LOGIN_FRAME_BYTES,
+    MAX_LOGIN_UNREAD_BYTES,
     MAX_UNAUTHENTICATED_CONNECTIONS,
     PARSE_ERROR,
     READ_CHUNK_BYTES,
@@ -86,6 +88,13 @@ class Connection:
             return
         body = json.dumps(message).encode("utf-8")
         self.writer.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        if not self.authenticated and (
+            self.writer.transport.get_write_buffer_size() > MAX_LOGIN_UNREAD_BYTES
+        ):
+            # A client without the token that sends and never reads would have the daemon
+            # hold its answers (errors) without bound: drop them and the connection.
+            log.warning("TCP client %d not logged in leaves its answers unread: closed", self.cid)
+            self.writer.transport.abort()
 
 
 class _RouterWriter:
