@@ -25,6 +25,9 @@ MAX_LOGIN_FRAME_BYTES = 64 * 2**10  # a TCP connection's frames before initializ
 MAX_HEADER_BYTES = 8 * 2**10  # a frame's header block; an LSP client sends about 80 bytes
 MAX_UNAUTHENTICATED_CONNECTIONS = 8  # TCP connections not yet logged in, at once
 MAX_LOGIN_UNREAD_BYTES = 64 * 2**10  # answers a TCP connection not logged in leaves unread
+# stdio: frames read ahead of the event loop; past this the reader waits, so a client writing
+# faster than the daemon handles messages fills its pipe, not the daemon's memory.
+MAX_PENDING_FRAMES = 16
 READ_CHUNK_BYTES = 64 * 2**10  # what a transport reads from its stream at a time
 
 PARSE_ERROR, INVALID_REQUEST = -32700, -32600

@@ -27,16 +27,18 @@ from typing import TYPE_CHECKING, BinaryIO
 from pygls.exceptions import JsonRpcException
 from pygls.io_ import StdoutWriter
 
-from lmscope.server.framing import READ_CHUNK_BYTES, Fault, Frame, FrameReader
+from lmscope.server.framing import (
+    MAX_PENDING_FRAMES,
+    READ_CHUNK_BYTES,
+    Fault,
+    Frame,
+    FrameReader,
+)
 
 if TYPE_CHECKING:
     from lmscope.server.app import LmscopeServer
 
 log = logging.getLogger("lmscope.server")
-
-# Frames read ahead of the loop: past this the reader waits, so a client writing faster than
-# the daemon handles messages fills its pipe, not the daemon's memory.
-MAX_PENDING_FRAMES = 16
 
 Item = Frame | Fault | None  # None: the input has ended
 
