@@ -17,6 +17,9 @@ comma-separated list of:
   kind, in order) allocate 256 MiB of activations in their frame, then raise: `oom` is
   torch.OutOfMemoryError, `cuda` a CUDA RuntimeError, `memory` a MemoryError. Later calls run
   normally, so the same daemon shows that it still serves.
+- `hold-model-lock:<marker>`: a trace whose prompt contains "victim" takes the model's lock,
+  writes `<marker>`, and holds the lock until the trace is cancelled (then answers
+  RequestCancelled, as a cancelled trace does): queries that need the model wait meanwhile.
 """
 
 from __future__ import annotations
@@ -69,6 +72,8 @@ def install(spec: str) -> None:
             files._open_temp = open_temp
         elif name == "engine":
             install_engine_faults(arg.split("+"))
+        elif name == "hold-model-lock":
+            install_lock_holder(Path(arg))
         else:
             raise SystemExit(f"unknown fault {fault!r}")
 
@@ -98,6 +103,23 @@ def install_engine_faults(kinds: list[str]) -> None:
         return original(*args, **kwargs)
 
     engine.attribute_layer = failing
+
+
+def install_lock_holder(marker: Path) -> None:
+    from lmscope.tracing import engine
+
+    original = engine.run_trace
+
+    def holding(loaded, prompt, *args, should_cancel=None, **kwargs):
+        if "victim" not in prompt or should_cancel is None:
+            return original(loaded, prompt, *args, should_cancel=should_cancel, **kwargs)
+        with loaded.lock:
+            marker.write_text("held", encoding="utf-8")
+            while not should_cancel():  # the engine's own check, as often as between layers
+                threading.Event().wait(0.01)
+        raise engine.TraceCancelled("trace cancelled")
+
+    engine.run_trace = holding
 
 
 if __name__ == "__main__":

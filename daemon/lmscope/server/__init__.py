@@ -6,15 +6,18 @@ is validated against its schema in `protocol/` (raw JSON params: see
 answered with a schema-shaped dict; engine errors become JSON-RPC errors with the codes of
 `protocol/methods.json` and the daemon keeps serving.
 
-Threads: the asyncio loop reads and answers messages; model work (loading, tracing) runs on the
-session's worker thread; queries run on pygls' thread pool so a query waiting for the model lock
-never blocks the loop. Messages to the client from other threads go through
+Threads: the asyncio loop answers messages; stdin is read and framed on a thread of its own
+(`stdio`), so no handler can keep a message from being read; model work (loading, tracing) runs
+on the session's worker thread; queries run on pygls' thread pool so a query waiting for the
+model lock never blocks the loop. Messages to the client from other threads go through
 `loop.call_soon_threadsafe` (`LmscopeServer.post`).
 
 Modules: `rpc` (errors, initialize, raw params), `wire` (result shapes), `app` (the server
 object, progress, how a request is registered and run), `handlers` (the lmscope/* requests: one
 table of plain handlers), `documents` (the text of the editor's documents), `editor` (hover,
-CodeLens), `tcp` (several TCP clients, each authenticated, in front of pygls' one protocol).
+CodeLens), `framing` (the one bounded frame reader, and the transport limits), `stdio` (stdin
+on its own reader thread), `tcp` (several TCP clients, each authenticated, in front of pygls'
+one protocol).
 """
 
 from __future__ import annotations

@@ -49,6 +49,28 @@ class LmscopeServer(LanguageServer):
 
         serve_tcp(self, host, port)
 
+    def start_io(self, stdin: Any = None, stdout: Any = None) -> None:
+        """Serve over stdio with lmscope's own reader (`server.stdio`): stdin is read on a
+        thread of its own, never on the pool handlers wait in, and framing faults are answered.
+        Ends like pygls' own: at end of input or `exit` (exit status 0 either way), then shuts
+        the server down."""
+        import sys
+        import threading
+
+        from lmscope.server.stdio import serve_stdio
+
+        self._stop_event = threading.Event()
+        try:
+            serve_stdio(
+                self, stdin or sys.stdin.buffer, stdout or sys.stdout.buffer, self._stop_event
+            )
+        except BrokenPipeError:
+            log.error("the client closed stdout: shutting down")
+        except (KeyboardInterrupt, SystemExit):  # `exit`, as in pygls
+            pass
+        finally:
+            self.shutdown()
+
     def report_server_error(self, error: Exception, source: Any) -> None:
         """A message that could not even be read (invalid JSON or UTF-8, nesting too deep, not
         a JSON-RPC message) has no id to answer: JSON-RPC's answer is an error with a null id.

@@ -18,8 +18,14 @@ one `Connection` per client in front of it:
   `lmscope/traceChanged` names the request id only to the client that sent it;
 - a closed connection's requests still pending are cancelled.
 
-Frames over `MAX_FRAME_BYTES` close the connection (one client cannot make the daemon buffer
-without bound). Writes from worker threads hop to the event loop.
+Frames are read by `framing.FrameReader`, the reader stdio uses too. Before a connection has
+logged in, its frames may be `MAX_LOGIN_FRAME_BYTES` at most (room for an initialize), after
+that `MAX_FRAME_BYTES`; a frame declaring more closes the connection before its body is read.
+At most `MAX_UNAUTHENTICATED_CONNECTIONS` connections may wait to log in at once (the next is
+answered with an error and closed), and one that leaves more than `MAX_LOGIN_UNREAD_BYTES` of
+answers unread is dropped: clients without the token cannot make the daemon buffer much. Other
+framing faults are answered with a null id and the connection reads on. Writes from worker
+threads hop to the event loop.
 """
 
 from __future__ import annotations
@@ -35,12 +41,22 @@ from typing import Any
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
+from lmscope.server.framing import (
+    INVALID_REQUEST,
+    MAX_FRAME_BYTES,
+    MAX_LOGIN_FRAME_BYTES,
+    MAX_LOGIN_UNREAD_BYTES,
+    MAX_UNAUTHENTICATED_CONNECTIONS,
+    PARSE_ERROR,
+    READ_CHUNK_BYTES,
+    Fault,
+    Frame,
+    FrameReader,
+)
 from lmscope.server.rpc import UNAUTHORIZED, check_initialization
 
 log = logging.getLogger("lmscope.server")
 
-MAX_FRAME_BYTES = 256 * 2**20
-PARSE_ERROR, INVALID_REQUEST = -32700, -32600
 LOCAL = ("shutdown", "exit", "initialize", "initialized")
 
 
@@ -72,6 +88,13 @@ class Connection:
             return
         body = json.dumps(message).encode("utf-8")
         self.writer.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        if not self.authenticated and (
+            self.writer.transport.get_write_buffer_size() > MAX_LOGIN_UNREAD_BYTES
+        ):
+            # A client without the token that sends and never reads would have the daemon
+            # hold its answers (errors) without bound: drop them and the connection.
+            log.warning("TCP client %d not logged in leaves its answers unread: closed", self.cid)
+            self.writer.transport.abort()
 
 
 class _RouterWriter:
@@ -111,44 +134,52 @@ class TcpRouter:
     # --- connections --------------------------------------------------------------------------
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = Connection(next(self._ids), writer)
-        self.connections[conn.cid] = conn
         peer = writer.get_extra_info("peername")
+        waiting = sum(not c.authenticated for c in self.connections.values())
+        if waiting >= MAX_UNAUTHENTICATED_CONNECTIONS:
+            log.warning("TCP client from %s refused: %d connections not logged in", peer, waiting)
+            message = f"too many connections waiting to log in ({waiting}): try again later"
+            conn.send(self._error(None, INVALID_REQUEST, message))
+            writer.close()
+            return
+        self.connections[conn.cid] = conn
         log.info("TCP client %d connected from %s", conn.cid, peer)
+        frames = FrameReader(MAX_LOGIN_FRAME_BYTES)
         try:
-            while not writer.is_closing():
-                body = await self._read_frame(reader, conn)
-                if body is None:
-                    break
-                self.from_client(conn, body)
-        except (ConnectionError, asyncio.IncompleteReadError):
+            while not writer.is_closing() and (data := await reader.read(READ_CHUNK_BYTES)):
+                frames.feed(data)
+                self._take_frames(conn, frames)
+            fault = frames.end()
+            if fault is not None:
+                conn.send(fault.error())
+        except ConnectionError:
             pass
         finally:
             self._closed(conn)
 
-    async def _read_frame(self, reader: asyncio.StreamReader, conn: Connection) -> bytes | None:
-        length: int | None = None
-        while True:
-            line = await reader.readline()
-            if not line:
-                return None
-            if line in (b"\r\n", b"\n"):
-                break
-            name, _, value = line.decode("ascii", "replace").partition(":")
-            if name.strip().lower() == "content-length":
-                try:
-                    length = int(value.strip())
-                except ValueError:
-                    length = None
-        if length is None or length < 0:
-            conn.send(self._error(None, INVALID_REQUEST, "a frame needs a Content-Length header"))
-            return b""
-        if length > MAX_FRAME_BYTES:
-            conn.send(
-                self._error(None, INVALID_REQUEST, f"frame of {length} bytes is over the limit")
-            )
+    def _take_frames(self, conn: Connection, frames: FrameReader) -> None:
+        while not conn.writer.is_closing():
+            # Until initialize has carried the token, a frame may only be small: the limit is
+            # set again before each frame, since the frame before may have logged in.
+            frames.max_frame = MAX_FRAME_BYTES if conn.authenticated else MAX_LOGIN_FRAME_BYTES
+            item = frames.next()
+            if item is None:
+                return
+            if isinstance(item, Frame):
+                self.from_client(conn, item.body)
+            else:
+                self._refuse(conn, item)
+
+    def _refuse(self, conn: Connection, fault: Fault) -> None:
+        """Answer a frame that cannot be read; one over the limit also ends the connection,
+        before its body is read (one client cannot make the daemon buffer without bound)."""
+        log.warning("TCP client %d: unreadable frame: %s", conn.cid, fault.message)
+        message = fault.message
+        if fault.too_large and not conn.authenticated:
+            message += " before initialize with the token"
+        conn.send(self._error(None, fault.code, message))
+        if fault.too_large:
             conn.writer.close()
-            return None
-        return await reader.readexactly(length)
 
     def _closed(self, conn: Connection) -> None:
         self.connections.pop(conn.cid, None)
@@ -166,8 +197,6 @@ class TcpRouter:
 
     # --- client -> server ---------------------------------------------------------------------
     def from_client(self, conn: Connection, body: bytes) -> None:
-        if not body:
-            return
         try:
             message = json.loads(body)
         except (ValueError, RecursionError) as exc:
