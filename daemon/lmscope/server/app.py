@@ -54,9 +54,6 @@ class LmscopeServer(LanguageServer):
         thread of its own, never on the pool handlers wait in, and framing faults are answered.
         Ends like pygls' own: at end of input or `exit` (exit status 0 either way), then shuts
         the server down."""
-        import sys
-        import threading
-
         from lmscope.server.stdio import serve_stdio
 
         self._stop_event = threading.Event()
