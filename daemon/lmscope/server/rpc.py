@@ -142,7 +142,8 @@ def quiet_expected_errors() -> None:
 
 @dataclass(frozen=True)
 class _Unreadable:
-    """A request pygls could not structure: answered InvalidParams by its id."""
+    """A message pygls could not structure: a request is answered InvalidParams (or
+    MethodNotFound) by its id; a notification (id None) is never answered."""
 
     id: Any
     method: str
@@ -237,10 +238,9 @@ class LmscopeProtocol(LanguageServerProtocol):
         if method in (types.INITIALIZE, types.EXIT, None):
             return True
         if msg_id is not None:
-            error = JsonRpcException(
-                code=UNAUTHORIZED, message="not authenticated: initialize with the token first"
+            self._answer_error(
+                msg_id, UNAUTHORIZED, "not authenticated: initialize with the token first"
             )
-            self._send_response(msg_id, error=error.to_response_error())
         return False
 
     def _send_data(self, data: Any) -> None:
