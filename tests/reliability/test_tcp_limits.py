@@ -24,13 +24,11 @@ LOGIN_FRAME_LIMIT = 64 * 2**10  # lmscope.server.framing.MAX_LOGIN_FRAME_BYTES
 WAITING_LIMIT = 8  # lmscope.server.framing.MAX_UNAUTHENTICATED_CONNECTIONS
 
 
-@pytest.fixture
-def tcp_daemon(tmp_path):
-    """A TCP daemon on a free loopback port, listening; yields (port, process)."""
+def start_tcp_daemon(tmp_path, *args: str):
     port = free_port()
     with open(tmp_path / "daemon.log", "wb") as err:
         process = subprocess.Popen(
-            [sys.executable, "-m", "lmscope", "serve", "--tcp", str(port)],
+            [sys.executable, "-m", "lmscope", "serve", "--tcp", str(port), *args],
             env={**os.environ, **QUIET_THREADS, "LMSCOPE_TOKEN": TOKEN},
             stdout=subprocess.DEVNULL,
             stderr=err,
@@ -38,6 +36,13 @@ def tcp_daemon(tmp_path):
     probe = TcpClient(port)  # waits until it listens; logged in, so it takes no waiting place
     assert "result" in probe.initialize()
     probe.close()
+    return port, process
+
+
+@pytest.fixture
+def tcp_daemon(tmp_path):
+    """A TCP daemon on a free loopback port, listening; yields (port, process)."""
+    port, process = start_tcp_daemon(tmp_path)
     yield port, process
     process.kill()
     process.wait()
@@ -127,6 +132,20 @@ def test_only_so_many_connections_may_wait_to_log_in_at_once(tcp_daemon):
         answer = client.answer(client.request_async("lmscope/status", {}))
         assert answer["error"]["code"] == UNAUTHORIZED
     assert process.poll() is None
+
+
+def test_a_connection_that_does_not_log_in_in_time_is_closed_and_frees_its_place(tmp_path):
+    port, process = start_tcp_daemon(tmp_path, "--login-timeout", "2")
+    try:
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=60) for _ in range(3)]
+        for sock in idle:  # each closed at its deadline, with a reason
+            refused(sock, "not logged in within 2 s")
+        full = [TcpClient(port) for _ in range(WAITING_LIMIT)]  # every place is free again
+        assert "result" in full[-1].initialize()
+        assert process.poll() is None
+    finally:
+        process.kill()
+        process.wait()
 
 
 def test_a_connection_without_the_token_that_never_reads_its_answers_is_dropped(tcp_daemon):

@@ -138,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="TCP transport (binds 127.0.0.1 unless HOST is given; needs LMSCOPE_TOKEN)",
     )
     serve.add_argument("--token-file", type=Path, help="file holding the TCP token")
+    serve.add_argument(
+        "--login-timeout",
+        type=_positive,
+        metavar="SECONDS",
+        help="close a TCP connection that has not logged in by then (default 30)",
+    )
     serve.add_argument("--model", help="load this model at start (default: when asked)")
     serve.add_argument("--dtype", choices=defaults.DTYPES, default=None)
     serve.add_argument("--device", default=defaults.DEVICE)

@@ -115,5 +115,5 @@ def cmd_serve(args: argparse.Namespace) -> int:
             host,
             port,
         )
-    server.start_tcp(host, port)
+    server.start_tcp(host, port, args.login_timeout)
     return 0

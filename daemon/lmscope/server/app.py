@@ -43,11 +43,14 @@ class LmscopeServer(LanguageServer):
         # --model`)
         self.preload: tuple[str, str | None, str, str | None] | None = None
 
-    def start_tcp(self, host: str, port: int) -> None:
+    def start_tcp(self, host: str, port: int, login_deadline: float | None = None) -> None:
         """Serve over TCP, several clients at once, each authenticated (`server.tcp`)."""
         from lmscope.server.tcp import serve_tcp
 
-        serve_tcp(self, host, port)
+        if login_deadline is None:
+            serve_tcp(self, host, port)
+        else:
+            serve_tcp(self, host, port, login_deadline)
 
     def start_io(self, stdin: Any = None, stdout: Any = None) -> None:
         """Serve over stdio with lmscope's own reader (`server.stdio`): stdin is read on a

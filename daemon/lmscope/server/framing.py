@@ -24,6 +24,7 @@ MAX_FRAME_BYTES = 256 * 2**20  # one message, once a client is logged in (stdio:
 MAX_LOGIN_FRAME_BYTES = 64 * 2**10  # a TCP connection's frames before initialize has the token
 MAX_HEADER_BYTES = 8 * 2**10  # a frame's header block; an LSP client sends about 80 bytes
 MAX_UNAUTHENTICATED_CONNECTIONS = 8  # TCP connections not yet logged in, at once
+LOGIN_DEADLINE_S = 30.0  # how long a TCP connection may stay without logging in (default)
 MAX_LOGIN_UNREAD_BYTES = 64 * 2**10  # answers a TCP connection not logged in leaves unread
 # stdio: frames read ahead of the event loop; past this the reader waits, so a client writing
 # faster than the daemon handles messages fills its pipe, not the daemon's memory.

@@ -43,6 +43,7 @@ from pygls.exceptions import JsonRpcException
 
 from lmscope.server.framing import (
     INVALID_REQUEST,
+    LOGIN_DEADLINE_S,
     MAX_FRAME_BYTES,
     MAX_LOGIN_FRAME_BYTES,
     MAX_LOGIN_UNREAD_BYTES,
@@ -125,6 +126,7 @@ class TcpRouter:
         self._ids = count(1)
         self.initialize_result: dict[str, Any] | None = None
         self.initialize_waiting: list[tuple[Connection, Any]] = []
+        self.login_deadline = LOGIN_DEADLINE_S  # seconds a connection may wait to log in
         self.initialize_sent = False
         self.initialized_sent = False
         self.server_requests: dict[Any, int] = {}  # server->client request id -> connection
@@ -144,6 +146,9 @@ class TcpRouter:
             return
         self.connections[conn.cid] = conn
         log.info("TCP client %d connected from %s", conn.cid, peer)
+        # A place among those waiting to log in is held for LOGIN_DEADLINE_S at most: idle
+        # connections cannot keep every other client out.
+        self.loop.call_later(self.login_deadline, self._login_deadline, conn)
         frames = FrameReader(MAX_LOGIN_FRAME_BYTES)
         try:
             while not writer.is_closing() and (data := await reader.read(READ_CHUNK_BYTES)):
@@ -156,6 +161,16 @@ class TcpRouter:
             pass
         finally:
             self._closed(conn)
+
+    def _login_deadline(self, conn: Connection) -> None:
+        if conn.authenticated or conn.writer.is_closing():
+            return
+        log.warning(
+            "TCP client %d not logged in within %g s: closed", conn.cid, self.login_deadline
+        )
+        message = f"not logged in within {self.login_deadline:g} s: initialize with the token"
+        conn.send(self._error(None, INVALID_REQUEST, message))
+        conn.writer.close()
 
     def _take_frames(self, conn: Connection, frames: FrameReader) -> None:
         while not conn.writer.is_closing():
@@ -357,7 +372,7 @@ class TcpRouter:
             conn.send(message)
 
 
-def serve_tcp(server: Any, host: str, port: int) -> None:
+def serve_tcp(server: Any, host: str, port: int, login_deadline: float = LOGIN_DEADLINE_S) -> None:
     """Serve `server` on host:port until the process is stopped."""
     token = server.protocol.required_token
 
@@ -365,6 +380,7 @@ def serve_tcp(server: Any, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
         server.loop = loop
         router = TcpRouter(server, token, loop)
+        router.login_deadline = login_deadline
         listener = await asyncio.start_server(router.serve, host, port)
         log.info("serving on %s", ", ".join(str(s.getsockname()) for s in listener.sockets))
         async with listener:
