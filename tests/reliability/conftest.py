@@ -4,10 +4,15 @@ are tests/conftest.py's."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
+import lmscope
 from tests.daemon_client import DaemonClient
+
+DAEMON = Path(lmscope.__file__).resolve().parents[1]  # this checkout's daemon/ folder
 
 FAULTS = Path(__file__).with_name("faults.py")
 
@@ -35,6 +40,23 @@ def spawn_loaded(log_dir: Path, model_folder: Path, faults: str | None = None) -
     client.initialize()
     client.request("lmscope/loadModel", {"spec": str(model_folder)})
     return client
+
+
+def run_lmscope(
+    *args: str | os.PathLike[str], cwd: Path, timeout: float
+) -> subprocess.CompletedProcess[bytes]:
+    """`python -m lmscope ARGS` as its own process (this checkout's lmscope, wherever the
+    subprocess runs), stdout and stderr on pipes as bytes, under a deadline."""
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "HF_HUB_OFFLINE": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(DAEMON), env.get("PYTHONPATH", "")])
+    return subprocess.run(
+        [sys.executable, "-m", "lmscope", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def rss_bytes(pid: int) -> int:

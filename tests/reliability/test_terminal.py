@@ -13,15 +13,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-import lmscope
 from tests.reliability import bounds
+from tests.reliability.conftest import run_lmscope
 
-DAEMON = Path(lmscope.__file__).resolve().parents[1]
 DEADLINE = 120  # a `trace` loads a model: generous, this is not about time
 
 HOSTILE = (
@@ -38,16 +36,7 @@ ACTIVE = sorted({ch for ch in HOSTILE if not ch.isprintable()})
 
 
 def run(*args: str | os.PathLike[str], cwd: Path) -> subprocess.CompletedProcess[bytes]:
-    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "HF_HUB_OFFLINE": "1"}
-    env["PYTHONPATH"] = os.pathsep.join([str(DAEMON), env.get("PYTHONPATH", "")])
-    return subprocess.run(
-        [sys.executable, "-m", "lmscope", *map(str, args)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        timeout=DEADLINE,
-        check=False,
-    )
+    return run_lmscope(*args, cwd=cwd, timeout=DEADLINE)
 
 
 def assert_inert(result: subprocess.CompletedProcess[bytes], what: str) -> None:

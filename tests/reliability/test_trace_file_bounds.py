@@ -23,15 +23,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-import lmscope
 from lmscope.errors import TraceFileError
 from lmscope.traces import lmtrace
 from tests.daemon_client import RpcError
 from tests.reliability import bounds
-from tests.reliability.conftest import spawn
+from tests.reliability.conftest import run_lmscope, spawn
 
 SCHEMA = bounds.SCHEMA
-DAEMON = Path(lmscope.__file__).resolve().parents[1]
 DEADLINE = 30  # seconds: minutes of work would miss it, a loaded machine would not
 TRACE_FILE_ERROR = -32003
 
@@ -50,18 +48,7 @@ def read(tmp_path: Path, payload: bytes) -> str | None:
 
 
 def cli(*args: str | os.PathLike[str], cwd: Path) -> subprocess.CompletedProcess[bytes]:
-    """`python -m lmscope ARGS` with stdout and stderr on pipes, under the deadline."""
-    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "HF_HUB_OFFLINE": "1"}
-    # This lmscope, wherever the subprocess runs (a relative PYTHONPATH would not follow it).
-    env["PYTHONPATH"] = os.pathsep.join([str(DAEMON), env.get("PYTHONPATH", "")])
-    return subprocess.run(
-        [sys.executable, "-m", "lmscope", *map(str, args)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        timeout=DEADLINE,
-        check=False,
-    )
+    return run_lmscope(*args, cwd=cwd, timeout=DEADLINE)
 
 
 def numbers(value: Any) -> list[float]:
