@@ -10,7 +10,9 @@
  * model work) and, when not, why. `queryResult` answers one `query`.
  * Webview -> host: `ready` once its listener is installed (the host then sends `load`),
  * `settingsChanged` so the host can remember them, `error` to log a webview-side failure,
- * `query` to ask the daemon something the file cannot answer (the host adds the trace handle).
+ * `query` to ask the daemon something the file cannot answer (the host adds the trace handle),
+ * `painted` once the route of a `load` is on screen (the host logs how long the graph took),
+ * `export` with the shown route as an SVG document or a PNG image for the host to save.
  */
 
 import {
@@ -112,7 +114,23 @@ export interface QueryMessage<M extends DaemonQueryMethod = DaemonQueryMethod> {
   readonly params: DaemonQueries[M]['params'];
 }
 
-export type WebviewToHost = ReadyMessage | SettingsChangedMessage | WebviewErrorMessage | QueryMessage;
+/** The route of a `load` is drawn: `ms` from the message's arrival to the first frame. */
+export interface PaintedMessage {
+  readonly type: 'painted';
+  readonly ms: number;
+  readonly edges: number;
+}
+
+/** The shown route as a file: `svg` is the SVG text, `png` the image's bytes in base64. */
+export interface ExportMessage {
+  readonly type: 'export';
+  readonly format: 'svg' | 'png';
+  readonly data: string;
+  /** A file name to propose (no folder), from the trace's name and the output token. */
+  readonly name: string;
+}
+
+export type WebviewToHost = ReadyMessage | SettingsChangedMessage | WebviewErrorMessage | QueryMessage | PaintedMessage | ExportMessage;
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -157,6 +175,10 @@ export function isWebviewToHost(value: unknown): value is WebviewToHost {
       return isGraphSettings(value['settings']);
     case 'error':
       return typeof value['message'] === 'string';
+    case 'painted':
+      return typeof value['ms'] === 'number' && Number.isFinite(value['ms']) && Number.isInteger(value['edges']);
+    case 'export':
+      return (value['format'] === 'svg' || value['format'] === 'png') && typeof value['data'] === 'string' && typeof value['name'] === 'string';
     case 'query':
       return Number.isInteger(value['id']) && DAEMON_QUERY_METHODS.includes(value['method'] as DaemonQueryMethod) && isRecord(value['params']) && !('handle' in value['params']);
     default:
