@@ -13,7 +13,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 PROTOCOL = Path(__file__).resolve().parent / "protocol"
-SHIPPED = ("methods.json", "lmtrace.schema.json", "README.md", "schemas/*.schema.json")
+SHIPPED = ("methods.json", "lmtrace.schema.json", "vocabulary.json", "README.md", "schemas/*.schema.json")
 
 
 class BuildWithProtocol(build_py):

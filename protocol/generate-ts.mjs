@@ -1,8 +1,10 @@
 #!/usr/bin/env node
-// Generates extension/shared/protocol/types.ts from protocol/ (the JSON Schemas and methods.json).
+// Generates extension/shared/protocol/types.ts from protocol/ (the JSON Schemas and methods.json)
+// and extension/shared/protocol/vocabulary.ts from protocol/vocabulary.json (names, colours and
+// token display rules of every view).
 //
-//   node protocol/generate-ts.mjs           write the file
-//   node protocol/generate-ts.mjs --check   regenerate in memory; exit 1 if the file differs
+//   node protocol/generate-ts.mjs           write the files
+//   node protocol/generate-ts.mjs --check   regenerate in memory; exit 1 if a file differs
 //
 // How: every named schema (each file in protocol/schemas/ and each `$defs` entry) is compiled
 // on its own by json-schema-to-typescript, in a fixed order, and the pieces are concatenated.
@@ -28,6 +30,8 @@ const PROTOCOL_DIR = path.dirname(fileURLToPath(import.meta.url));
 const REPO_ROOT = path.dirname(PROTOCOL_DIR);
 const SCHEMAS_DIR = path.join(PROTOCOL_DIR, 'schemas');
 const OUT_FILE = path.join(REPO_ROOT, 'extension', 'shared', 'protocol', 'types.ts');
+const VOCABULARY_FILE = path.join(PROTOCOL_DIR, 'vocabulary.json');
+const VOCABULARY_OUT = path.join(REPO_ROOT, 'extension', 'shared', 'protocol', 'vocabulary.ts');
 const METHOD_PREFIX = 'lmscope/';
 
 const HEADER = `// generated from protocol/ by protocol/generate-ts.mjs — do not edit.
@@ -251,21 +255,132 @@ async function generate() {
   return `${HEADER}\n${pieces.join('\n\n')}\n\n${lines.join('\n')}\n`;
 }
 
-const check = process.argv.includes('--check');
-const text = await generate();
-const relative = path.relative(REPO_ROOT, OUT_FILE);
-if (check) {
-  const current = existsSync(OUT_FILE) ? readFileSync(OUT_FILE, 'utf8') : null;
-  if (current !== text) {
-    console.error(
-      `${relative} is ${current === null ? 'missing' : 'out of date with protocol/'}: ` +
-        'run `npm run generate:protocol` and commit the result.',
-    );
-    process.exit(1);
-  }
-  console.log(`${relative} is up to date.`);
-} else {
-  mkdirSync(path.dirname(OUT_FILE), {recursive: true});
-  writeFileSync(OUT_FILE, text);
-  console.log(`wrote ${relative}`);
+/** Without its `$schema` and `$comment` keys, at every level (they document the file only). */
+function withoutComments(value) {
+  if (Array.isArray(value)) return value.map(withoutComments);
+  if (value === null || typeof value !== 'object') return value;
+  return Object.fromEntries(
+    Object.entries(value)
+      .filter(([key]) => key !== '$schema' && key !== '$comment')
+      .map(([key, v]) => [key, withoutComments(v)]),
+  );
 }
+
+/** extension/shared/protocol/vocabulary.ts: protocol/vocabulary.json as a typed constant. */
+function generateVocabulary() {
+  const raw = readJson(VOCABULARY_FILE);
+  const common = readJson(path.join(SCHEMAS_DIR, 'common.schema.json'));
+  const nodeKinds = common.$defs.NodeKind.enum;
+  const edgeKinds = common.$defs.EdgeKind.enum;
+  const missing = [
+    ...nodeKinds.filter(k => !(k in raw.nodes)).map(k => `nodes.${k}`),
+    ...edgeKinds.filter(k => !(k in raw.edges)).map(k => `edges.${k}`),
+  ];
+  if (missing.length > 0) fail(`vocabulary.json lacks ${missing.join(', ')}`);
+  for (const [where, entry] of [...Object.entries(raw.nodes), ...Object.entries(raw.edges), ['output', raw.output]]) {
+    if (!(entry.colour in raw.colours)) fail(`vocabulary.json: ${where} names colour ${entry.colour}, which \`colours\` lacks`);
+  }
+  const data = withoutComments(raw);
+  const comment = text => ` * ${text.replace(/\*\//g, '*\\/')}`;
+  const lines = [
+    `// generated from protocol/vocabulary.json by protocol/generate-ts.mjs — do not edit.`,
+    `// Change protocol/vocabulary.json, then run \`npm run generate:protocol\`.`,
+    `import type {EdgeKind, NodeKind} from './types';`,
+    '',
+    `/** A named colour: the fixed hex (SVG and PNG exports; the fallback) and the VS Code theme variable. */`,
+    `export interface VocabularyColour {`,
+    `  readonly hex: string;`,
+    `  readonly themeVar: string;`,
+    `  readonly use: string;`,
+    `}`,
+    '',
+    `export type ColourName = ${Object.keys(raw.colours).map(k => JSON.stringify(k)).join(' | ')};`,
+    '',
+    `/** What a node kind is called and how it is drawn. */`,
+    `export interface NodeVocabulary {`,
+    `  /** The label's letter: X3, A23.14, M29.14, R22.2. */`,
+    `  readonly letter: string;`,
+    `  readonly name: string;`,
+    `  /** One line saying what the node is. */`,
+    `  readonly legend: string;`,
+    `  readonly colour: ColourName;`,
+    `  readonly shape: 'circle' | 'square';`,
+    `}`,
+    '',
+    `/** What an edge kind is called and how it is drawn. */`,
+    `export interface EdgeVocabulary {`,
+    `  readonly name: string;`,
+    `  readonly legend: string;`,
+    `  readonly colour: ColourName;`,
+    `  /** SVG stroke-dasharray; null: solid. */`,
+    `  readonly dash: string | null;`,
+    `}`,
+    '',
+    `/**`,
+    comment(raw.$comment),
+    ` */`,
+    `export const VOCABULARY = ${JSON.stringify(data, null, 2)} as const satisfies {`,
+    `  readonly nodes: {readonly [K in NodeKind]: NodeVocabulary};`,
+    `  readonly output: {readonly name: string; readonly legend: string; readonly colour: ColourName};`,
+    `  readonly embeddingRow: string;`,
+    `  readonly layerRow: string;`,
+    `  readonly edges: {readonly [K in EdgeKind]: EdgeVocabulary};`,
+    `  readonly sizes: {readonly legend: string; readonly base: number; readonly minRadius: number; readonly opacityBase: number};`,
+    `  readonly colours: {readonly [name: string]: VocabularyColour};`,
+    `  readonly tokens: {`,
+    `    readonly visible: {readonly [character: string]: string};`,
+    `    readonly empty: string;`,
+    `    readonly ellipsis: string;`,
+    `    readonly control: readonly string[];`,
+    `    readonly invisible: readonly string[];`,
+    `    readonly invisibleCodePoints: readonly number[];`,
+    `    readonly bytesOpen: string;`,
+    `    readonly bytesClose: string;`,
+    `    readonly bytesSeparator: string;`,
+    `    readonly hints: {readonly bytePiece: string; readonly maybeBytePiece: string; readonly empty: string; readonly escaped: string};`,
+    `  };`,
+    `};`,
+    '',
+    `/** Per node kind: letter, name, legend, colour, shape. */`,
+    `export const NODE_VOCABULARY: {readonly [K in NodeKind]: NodeVocabulary} = VOCABULARY.nodes;`,
+    `/** Per edge kind: name, legend, colour, dash. */`,
+    `export const EDGE_VOCABULARY: {readonly [K in EdgeKind]: EdgeVocabulary} = VOCABULARY.edges;`,
+    `/** The output node's name, legend and colour (it is drawn largest, ringed in that colour). */`,
+    `export const OUTPUT_NODE = VOCABULARY.output;`,
+    `/** Named colours (hex and theme variable). */`,
+    `export const COLOURS: {readonly [K in ColourName]: VocabularyColour} = VOCABULARY.colours;`,
+    `/** The embeddings' row label, and the prefix of a layer's (L0, L1, ...). */`,
+    `export const EMBEDDING_ROW = VOCABULARY.embeddingRow;`,
+    `export const LAYER_ROW = VOCABULARY.layerRow;`,
+    `/** How a node's radius and fill follow its share of the prediction. */`,
+    `export const NODE_SIZES = VOCABULARY.sizes;`,
+    `/** The token display rules (extension/shared/display.ts applies them). */`,
+    `export const TOKEN_DISPLAY = VOCABULARY.tokens;`,
+  ];
+  return `${lines.join('\n')}\n`;
+}
+
+const check = process.argv.includes('--check');
+const outputs = [
+  [OUT_FILE, await generate()],
+  [VOCABULARY_OUT, generateVocabulary()],
+];
+let stale = false;
+for (const [file, text] of outputs) {
+  const relative = path.relative(REPO_ROOT, file);
+  if (check) {
+    const current = existsSync(file) ? readFileSync(file, 'utf8') : null;
+    if (current !== text) {
+      console.error(
+        `${relative} is ${current === null ? 'missing' : 'out of date with protocol/'}: ` +
+          'run `npm run generate:protocol` and commit the result.',
+      );
+      stale = true;
+    } else console.log(`${relative} is up to date.`);
+  } else {
+    mkdirSync(path.dirname(file), {recursive: true});
+    writeFileSync(file, text);
+    console.log(`wrote ${relative}`);
+  }
+}
+if (stale) process.exit(1);

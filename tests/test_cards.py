@@ -9,6 +9,7 @@ import dataclasses
 import json
 import math
 import re
+from html import unescape
 from typing import Any
 
 import numpy as np
@@ -19,12 +20,14 @@ from markdown_it import MarkdownIt
 import lmscope
 from lmscope import protocol
 from lmscope.cards import component_card, md_text, md_token
+from lmscope.cards.markdown import TOKEN_CHARS
 from lmscope.components import ComponentRef
 from lmscope.errors import LmscopeError, ThresholdError
 from lmscope.graph import ATTENTION_EDGE
 from lmscope.models.adapter import adapter_for
 from lmscope.models.loading import LoadedModel
 from lmscope.traces.data import FFN
+from lmscope.traces.text import display_token
 from lmscope.traces.trace import Trace
 from lmscope.tracing.live import LiveModel, queries_for
 from tests.conftest import FAMILIES, TINY_PROMPT, build_tiny
@@ -424,6 +427,7 @@ HOSTILE = [
     "   three",
     "- item",
     "</td></tr>",
+    "\\|![x](http://evil.example/y.png)",
 ]
 
 
@@ -458,17 +462,31 @@ def test_hostile_token_strings_render_inert(family, tmp_path):
     for ref in refs:
         result = card(ref, trace)
         markdown = result["markdown"]
-        assert "<" not in markdown and ">" not in markdown
-        assert re.search(r"(?<!\\)`", markdown) is None  # every backtick escaped
+        # Outside code spans nothing is raw: no tag can open, no unescaped backtick.
+        prose = _CODE_SPAN.sub("", markdown)
+        assert "<" not in prose and ">" not in prose
+        assert re.search(r"(?<!\\)`", prose) is None
         html = render(markdown)
-        for tag in ("<img", "<script", "<a ", "<code", "<h1", "<ul", "<pre"):
+        for tag in ("<img", "<script", "<a ", "<h1", "<ul", "<pre"):
             assert tag not in html
+        # Every code span is one token's display, whole.
+        spans = [unescape(code) for code in re.findall(r"<code>(.*?)</code>", html)]
+        assert spans and set(spans) <= DISPLAYED
         # The only emphasis is ours: the title, the share, and one italic line per note.
         assert html.count("<strong>") == 2
         assert html.count("<em>") == len(result["notes"])
         rows = [row for row in html.split("<tr>")[2:]]
         for row in rows:
             assert row.count("<td") == 4  # no cell was split or merged
+
+
+# A code span as md_code writes it: a fence, the text, the same fence.
+_CODE_SPAN = re.compile(r"(`+)(?!`).*?(?<!`)\1(?!`)")
+# What a rendered code span may hold: a hostile token's display (a backslash right before a `|`
+# shows doubled in a table cell: `_escaped_pipe`).
+DISPLAYED = {display_token(t, limit=TOKEN_CHARS) for t in HOSTILE} | {
+    display_token(t, limit=TOKEN_CHARS).replace("\\|", "\\\\|") for t in HOSTILE
+}
 
 
 def test_markdown_tables_keep_four_cells_even_for_pipes_and_line_breaks(llama):
@@ -480,13 +498,60 @@ def test_markdown_tables_keep_four_cells_even_for_pipes_and_line_breaks(llama):
         assert len(re.findall(r"(?<!\\)\|", line)) == 5
 
 
-def test_md_token_shows_spaces_line_breaks_and_invisible_characters():
-    assert md_token(" Mary") == "“ Mary”"
-    assert md_token("a\nb\tc") == "“a\\\\nb\\\\tc”"
-    assert md_token("   x") == "“ \u00a0\u00a0x”"
-    assert md_token("\u202e") == "“\\\\u202e”"
-    assert md_token("x" * 100).endswith("…”") and len(md_token("x" * 100)) == 42
+def _marked_cells(row: str) -> list[str]:
+    """A GFM table row split into cells as marked (VS Code's Markdown) splits it: at each `|`
+    not after an odd run of backslashes, before code spans are read."""
+    cells, start = [], 0
+    for match in re.finditer(r"(\\*)\|", row):
+        if len(match.group(1)) % 2 == 0:
+            cells.append(row[start : match.end() - 1])
+            start = match.end()
+    return [*cells, row[start:]]
+
+
+def test_table_cells_escape_pipes_so_that_every_renderer_keeps_them_whole():
+    for token in ["a|b", "a\\|b", "a\\\\|b", "\\|![x](http://evil.example/y.png)", "||"]:
+        cell = md_token(token, in_table=True)
+        assert _marked_cells(f"| {cell} | 1 |") == ["", f" {cell} ", " 1 ", ""], token
+        html = render(f"| h | s |\n|---|---|\n| {cell} | 1 |\n")  # markdown-it, as GFM
+        (row,) = re.findall(r"<tr>\s*<td>(.*?)</td>\s*<td>1</td>", html)
+        assert unescape(row).removeprefix("<code>").removesuffix("</code>") in {
+            display_token(token),
+            display_token(token).replace("\\|", "\\\\|"),  # one more backslash, never a split
+        }
+
+
+def test_md_token_shows_tokens_as_every_view_does_in_code_spans():
+    assert md_token(" Mary") == "`·Mary`"
+    assert md_token("a\nb\tc") == "`a⏎b→c`"
+    assert md_token("   x") == "`···x`"
+    assert md_token("\u202e") == "`\\u202e`"
+    assert md_token("") == "`∅`"
+    assert md_token("x" * 100) == "`" + "x" * 39 + "…`"
+    assert md_token("`") == "`` ` ``" and md_token("a``b") == "```a``b```"
+    assert md_token("a|b") == "`a|b`" and md_token("a|b", in_table=True) == "`a\\|b`"
+    assert md_token("a\\|b", in_table=True) == "`a\\\\\\|b`"  # an odd run of backslashes
+    assert md_token("\ufffd", b"\xe2\x80") == "`⟨E2 80⟩`"
     assert md_text("<b> & a|b `c` *d*") == "&lt;b&gt; &amp; a\\|b \\`c\\` \\*d\\*"
+
+
+def test_cards_show_byte_pieces_as_their_bytes_with_a_note(llama):
+    from lmscope.protocol.vocabulary import TOKENS
+    from lmscope.traces.pieces import TOKEN_BYTES_KEY
+
+    saved = llama.saved
+    n, vocab = saved.n_tokens, sorted(saved.data.vocabulary)
+    extra = {
+        **saved.data.extra,
+        TOKEN_BYTES_KEY: {"tokens": ["e280"] * n, "vocabulary": ["e2"] * len(vocab)},
+    }
+    trace = Trace(dataclasses.replace(saved.data, extra=extra))
+    markdown = card(ComponentRef("attention", 2), trace)["markdown"]
+    assert "`⟨E2 80⟩`\u00a0@" in markdown and "| `⟨E2⟩` |" in markdown
+    assert markdown.count(md_text(TOKENS.hints["bytePiece"])) == 1
+    plain = dataclasses.replace(saved.data, vocabulary=dict.fromkeys(vocab, "\ufffd"))
+    markdown = card(ComponentRef("attention", 2), Trace(plain))["markdown"]
+    assert md_text(TOKENS.hints["maybeBytePiece"]) in markdown
 
 
 def test_markdown_reads_as_a_card(llama):
@@ -495,7 +560,7 @@ def test_markdown_reads_as_a_card(llama):
     markdown = card(ref, llama.live)["markdown"]
     lines = markdown.split("\n\n")
     assert lines[0] == f"**{ref.label()} · attention head** — layer {ref.layer} of tiny\\-llama"
-    assert re.match(r"carries \*\*[0-9.]+%\*\* of the prediction of “.+” after “", lines[1])
+    assert re.match(r"carries \*\*[0-9.]+%\*\* of the prediction of `.+` after `", lines[1])
     assert "τ = 0.01" in lines[1]
     assert any(line.startswith("route edges: ") for line in lines)
     assert any(line.startswith("attends most (attention weight): ") for line in lines)
@@ -508,7 +573,7 @@ def test_a_head_s_attention_summary_lists_only_causal_pairs(llama):
     # At token 1 the route's layer-0 targets are positions 0 and 1: three (target, source) pairs.
     markdown = card(ComponentRef("head", 0, 1), llama.live, token=1)["markdown"]
     (line,) = [x for x in markdown.split("\n\n") if x.startswith("attends most")]
-    pairs = re.findall(r"@(\d+) ← “[^”]*”\u00a0@(\d+)", line)
+    pairs = re.findall(r"@(\d+) ← `[^`]*`\u00a0@(\d+)", line)
     assert pairs and all(int(source) <= int(target) for target, source in pairs)
 
 

@@ -236,8 +236,8 @@ def test_show_another_token_in_raw_mode(good_trace, env):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     route = lmscope.load_trace(good_trace.trace).route(3, 0.1, renormalize=False)
-    assert f"route of token 3 'and' at τ = 0.1 (raw): {len(route.edges)} edges" in result.stdout
-    assert "prediction after 'and'" in result.stdout
+    assert f"route of token 3 “and” at τ = 0.1 (raw): {len(route.edges)} edges" in result.stdout
+    assert "prediction after “and”" in result.stdout
 
 
 def test_show_below_the_stored_threshold_fails_with_one_line(good_trace, env):

@@ -143,8 +143,8 @@ def test_cli_trace_summary_names_mary(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
-    assert "prediction after ' to': ' Mary'" in result.stdout
-    assert "' Mary'(2)" in result.stdout  # an attention edge from " Mary" is listed
+    assert "prediction after “·to”: “·Mary”" in result.stdout
+    assert "“·Mary”(2)" in result.stdout  # an attention edge from " Mary" is listed
     assert (tmp_path / "ioi.lmtrace").is_file()
 
 

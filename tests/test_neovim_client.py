@@ -117,10 +117,10 @@ def test_neovim_hovers_l23h0_and_gets_the_card(neovim):
     card = unescape(hover["markdown"])
     title = card.splitlines()[0]
     assert "L23H0 · attention head" in title and "SmolLM2-135M-Instruct" in title, title
-    share = re.search(r"carries \*\*([0-9.]+)%\*\* of the prediction of “ Mary” after “ to”", card)
+    share = re.search(r"carries \*\*([0-9.]+)%\*\* of the prediction of `·Mary` after `·to`", card)
     assert share and 0 < float(share.group(1)) <= 100, card
     assert "| promoted | score | suppressed | score |" in card, card
-    assert len(re.findall(r"^\| “.*” \| \+[0-9.]+ \| “.*” \| -[0-9.]+ \|$", card, re.M)) >= 5
+    assert len(re.findall(r"^\| `.*` \| \+[0-9.]+ \| `.*` \| -[0-9.]+ \|$", card, re.M)) >= 5
     # The reference's span, in Neovim's (UTF-16) columns on line 2.
     line = "The name mover L23H0 copies Mary."
     start = line.index("L23H0")

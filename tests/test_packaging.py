@@ -62,7 +62,7 @@ def clean_env() -> dict[str, str]:
 
 def test_the_wheel_carries_the_protocol(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    shipped = {"methods.json", "lmtrace.schema.json", "README.md"}
+    shipped = {"methods.json", "lmtrace.schema.json", "vocabulary.json", "README.md"}
     shipped |= {f"schemas/{p.name}" for p in (REPO / "protocol" / "schemas").glob("*.json")}
     assert {f"lmscope/protocol/spec/{name}" for name in shipped} <= names
 

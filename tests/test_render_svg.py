@@ -8,8 +8,10 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from lmscope.graph import ATTENTION_EDGE, FFN_EDGE, RESIDUAL_EDGE, Edge, Node, Route
-from lmscope.render.svg import display_token, route_svg
+from lmscope.protocol import vocabulary
+from lmscope.render.svg import route_svg
 from lmscope.traces.data import EMBEDDING, FFN, POST_ATTENTION, RESIDUAL
+from lmscope.traces.text import display_token
 
 NS = "{http://www.w3.org/2000/svg}"
 TOKENS = ["The", " cat", " sat", " on"]
@@ -191,7 +193,7 @@ def test_hostile_tokens_render_as_literal_text():
     assert "<img·src=x·onerror=alert(1)>" in shown  # in full in the hover title
     assert "]]>" in shown
     assert "&amp;" in shown
-    assert any("<b>t</b> & co" in t and "predicted <img·src=y>" in t for t in shown)
+    assert any("<b>t</b> & co" in t and "predicted “<img·src=y>”" in t for t in shown)
 
 
 def test_invalid_xml_characters_are_replaced_visibly():
@@ -199,14 +201,86 @@ def test_invalid_xml_characters_are_replaced_visibly():
     route = Route(0, 0.04, "raw", 1, 4, False, [])
     root = parse(route_svg(route, tokens, title="bell\x07", predicted="\udcff"))
     shown = texts(root)
-    assert "a␇b" in shown and "␀" in shown
+    assert "a\\x07b" in shown and "\\x00" in shown  # the one token display's escapes
     assert "\\ud800x" in shown and "\\x85\\ufffe" in shown
+    title = next(t for t in shown if t.startswith("bell"))
+    assert title.startswith("bell␇") and "predicted “\\udcff”" in title
 
 
-def test_whitespace_is_visible_in_token_labels():
-    assert display_token(" a\tb\n") == "·a⇥b⏎"
-    assert display_token("") == "∅"
-    assert display_token("x" * 30) == "x" * 11 + "…"
+def test_token_labels_use_the_one_token_display():
+    route = Route(3, 0.04, "renormalize", 1, 4, False, [])
+    tokens = [" a\tb\n", "", "x" * 30, "\u202e"]
+    labels = [el.text for el in parse(route_svg(route, tokens)).iter(f"{NS}text")]
+    assert "·a→b⏎" in labels and "∅" in labels and "x" * 11 + "…" in labels
+    assert "\\u202e" in labels
+    assert display_token(" a\tb\n") == "·a→b⏎"
+
+
+def test_byte_pieces_show_their_bytes_with_a_hint():
+    route = Route(1, 0.04, "renormalize", 1, 2, False, [])
+    svg = route_svg(
+        route,
+        ["\ufffd", " \ufffd"],
+        token_bytes=[b"\xe2\x80", b" \xf0\x9f\x98"],
+        predicted="\ufffd",
+        predicted_bytes=b"\xe2",
+    )
+    shown = texts(parse(svg))
+    assert "⟨E2 80⟩" in shown and "·⟨F0 9F 98⟩" in shown
+    assert any("predicted “⟨E2⟩”" in t for t in shown)
+    hint = vocabulary.TOKENS.hints["bytePiece"]
+    assert any(t.startswith("R0.1 ·⟨F0 9F 98⟩") and hint in t for t in shown)  # the node's title
+
+
+def test_legend_rows_and_colours_come_from_the_vocabulary():
+    root = parse(route_svg(sequential_route(), TOKENS))
+    legends = {
+        tuple(el.get("class").split()[1:]): el
+        for el in root.iter()
+        if "legend" in el.get("class", "").split()
+    }
+    assert set(legends) == {("edge-kind", k) for k in vocabulary.EDGES} | {
+        ("node-kind", k) for k in vocabulary.NODES
+    } | {("output-node",), ("node-size",)}
+    assert legends[("output-node",)].find(f"{NS}title").text == vocabulary.OUTPUT.legend
+    assert legends[("node-size",)].find(f"{NS}title").text == vocabulary.SIZES.legend
+    for kind, style in vocabulary.NODES.items():
+        legend = legends[("node-kind", kind)]
+        assert legend.find(f"{NS}title").text == style.legend
+        assert f"{style.letter} {style.name}" in [t.text for t in legend.iter(f"{NS}text")]
+    for kind, edge_style in vocabulary.EDGES.items():
+        legend = legends[("edge-kind", kind)]
+        assert legend.find(f"{NS}title").text == edge_style.legend
+        assert edge_style.name in [t.text for t in legend.iter(f"{NS}text")]
+    for el in edge_elements(root):
+        style = vocabulary.EDGES[el.get("class").split()[1]]
+        assert el.get("stroke") == style.colour.hex
+        assert el.get("stroke-dasharray") == style.dash
+    for el in root.iter():
+        if "node" in el.get("class", "").split():
+            assert el.get("fill") == vocabulary.NODES[el.get("class").split()[1]].colour.hex
+    rows = [el.text for el in root.iter(f"{NS}text") if el.get("class") == "layer-label"]
+    assert vocabulary.EMBEDDING_ROW in rows and "L0" in rows
+
+
+def test_node_size_follows_its_share_of_the_prediction_ffn_nodes_included():
+    """An FFN node carrying most of the prediction is drawn large and strong, not as a small
+    pale square."""
+    edges = [
+        Edge(FFN_EDGE, A(0, 1), M(0, 1), 0.9),
+        Edge(FFN_EDGE, M(0, 1), R(0, 1), 0.9),
+        Edge(RESIDUAL_EDGE, A(0, 1), R(0, 1), 0.1),
+        Edge(RESIDUAL_EDGE, X(1), A(0, 1), 0.95),
+        Edge(ATTENTION_EDGE, X(0), A(0, 1), 0.05, (0.05,)),
+    ]
+    route = Route(1, 0.04, "renormalize", 1, 2, False, edges)
+    root = parse(route_svg(route, TOKENS[:2]))
+    by_node = {el.get("data-node"): el for el in root.iter() if el.get("data-node")}
+    ffn, small = by_node["ffn:0:1"], by_node["embedding:0:0"]
+    assert float(ffn.get("data-share")) == pytest.approx(0.9, abs=1e-4)
+    assert float(small.get("data-share")) == pytest.approx(0.05, abs=1e-4)
+    assert float(ffn.get("width")) > 1.6 * float(small.get("r"))  # a square of the circle's area
+    assert float(ffn.get("fill-opacity")) > float(small.get("fill-opacity"))
 
 
 def test_output_is_deterministic():

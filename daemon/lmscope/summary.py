@@ -1,60 +1,103 @@
 """Plain-text summaries of a trace and a route, for the terminal (`lmscope trace`, `show`).
 
-Tokens and the prompt are shown quoted with Python's repr rules, so spaces, newlines and control
-characters are visible and nothing a prompt contains can drive the terminal (no raw escape
-sequences); the model's name, which comes from a file too, is shown inert
-(`lmscope.traces.text`). Work is bounded by the shown length, however long the text is.
+Tokens are shown by the one token display of every lmscope view (`lmscope.traces.text`,
+protocol/vocabulary.json): “·Mary”, with spaces, line breaks, control and invisible characters
+visible and byte pieces as their bytes (⟨E2 80⟩), so nothing a prompt contains can drive the
+terminal (no raw escape sequences); edge kinds are named as in the graph's legend. The model's
+name and the prompt, which come from a file too, are shown inert. Work is bounded by the shown
+length, however long the text is.
 """
 
 from __future__ import annotations
 
 from lmscope.errors import NeedsModelError
 from lmscope.graph import ATTENTION_EDGE, FFN, FFN_EDGE, RENORMALIZE, RESIDUAL_EDGE, Route
-from lmscope.traces.text import shorten
+from lmscope.protocol.vocabulary import EDGES, TOKENS
+from lmscope.traces.pieces import StoredBytes
+from lmscope.traces.text import display_token, is_byte_piece, shorten
 from lmscope.traces.trace import Trace
 
 
-def quote(token: str, limit: int = 24) -> str:
-    """A token as visible, inert text: repr-quoted (every non-printable character escaped, bidi
-    and other format characters included), long ones cut. Only the first `limit` characters are
-    looked at, so a huge string costs no more than a short one."""
-    shown = repr(token[:limit])
-    if len(token) <= limit and len(shown) <= limit:
-        return shown
-    return shown[: limit - 2] + "…" + shown[-1]
+def quote(token: str, limit: int = 24, data: bytes | None = None) -> str:
+    """A token as every view shows it, in quotes: “·Mary”; long ones cut to `limit`
+    characters. Only the first `limit` characters are looked at, so a huge string costs no
+    more than a short one."""
+    return f"“{display_token(token, data, limit=limit)}”"
 
 
 def _percent(p: float) -> str:
     return f"{100 * p:.1f}%"
 
 
+class _Tokens:
+    """Quotes the trace's tokens with their stored bytes, and remembers whether a byte piece
+    or a U+FFFD without bytes was shown (for the note below the summary)."""
+
+    def __init__(self, trace: Trace) -> None:
+        self.trace = trace
+        self.stored = StoredBytes.of(trace.data)
+        self.hints: dict[str, None] = {}
+
+    def _seen(self, text: str, data: bytes | None) -> None:
+        if is_byte_piece(data):
+            self.hints[TOKENS.hints["bytePiece"]] = None
+        elif data is None and "\ufffd" in text[:24]:
+            self.hints[TOKENS.hints["maybeBytePiece"]] = None
+
+    def at(self, position: int) -> str:
+        text, data = self.trace.tokens[position], self.stored.prompt[position]
+        self._seen(text, data)
+        return quote(text, data=data)
+
+    def of_id(self, token_id: int) -> str:
+        text, data = self.trace.token_text(token_id), self.stored.vocabulary.get(token_id)
+        self._seen(text, data)
+        return quote(text, data=data)
+
+    def notes(self) -> list[str]:
+        return [f"({hint})" for hint in self.hints]
+
+
+def _predicted(trace: Trace, row: int) -> list[tuple[int, float]]:
+    """The four most probable next tokens after position `row`: (id, probability)."""
+    preds = trace.data.predictions
+    return [(int(i), float(p)) for i, p in zip(preds.ids[row][:4], preds.probs[row][:4])]
+
+
 def prediction_line(trace: Trace, token: int = -1) -> str:
-    preds = trace.predictions(token)
-    best, *rest = preds
-    others = ", ".join(f"{quote(t)} {_percent(p)}" for t, p in rest[:3])
-    after = quote(trace.tokens[trace.position(token)])
-    return f"prediction after {after}: {quote(best[0])} {_percent(best[1])}  (then {others})"
+    """The top prediction after `token` and the three next; `route_summary` of the same token
+    adds the note on byte pieces shown here."""
+    shown = _Tokens(trace)
+    row = trace.position(token)
+    (best, p_best), *rest = _predicted(trace, row)
+    others = ", ".join(f"{shown.of_id(i)} {_percent(p)}" for i, p in rest)
+    return (
+        f"prediction after {shown.at(row)}: {shown.of_id(best)} {_percent(p_best)}  (then {others})"
+    )
 
 
 def route_summary(trace: Trace, route: Route, top_edges: int = 8, top_ffn: int = 6) -> str:
     """The route of one output token: counts, strongest attention edges with their top heads,
     and the strongest FFN nodes with their top neurons."""
-    tokens = trace.tokens
+    shown = _Tokens(trace)
+    for token_id, _ in _predicted(trace, route.token):  # the prediction line's tokens
+        shown.of_id(token_id)
     attention = route.edges_of_kind(ATTENTION_EDGE)
     counts = (
-        f"{len(route.edges)} edges ({len(attention)} attention, "
-        f"{len(route.edges_of_kind(RESIDUAL_EDGE))} residual, "
-        f"{len(route.edges_of_kind(FFN_EDGE))} ffn) over {len(route.nodes)} nodes"
+        f"{len(route.edges)} edges ({len(attention)} {EDGES[ATTENTION_EDGE].name}, "
+        f"{len(route.edges_of_kind(RESIDUAL_EDGE))} {EDGES[RESIDUAL_EDGE].name}, "
+        f"{len(route.edges_of_kind(FFN_EDGE))} {EDGES[FFN_EDGE].name}) "
+        f"over {len(route.nodes)} nodes"
     )
     mode = "renormalized" if route.mode == RENORMALIZE else "raw"
     lines = [
-        f"route of token {route.token} {quote(tokens[route.token])} at τ = {route.threshold:g} "
+        f"route of token {route.token} {shown.at(route.token)} at τ = {route.threshold:g} "
         f"({mode}): {counts}"
     ]
     flow = route.flow()
     if attention:
         lines.append(
-            "attention edges carrying most of the prediction "
+            f"{EDGES[ATTENTION_EDGE].name} edges carrying most of the prediction "
             "(layer: source → target, edge weight, share of output, top heads):"
         )
         ranked = sorted(attention, key=lambda e: (-flow.get(e.target, 0.0) * e.weight, e.weight))
@@ -63,14 +106,14 @@ def route_summary(trace: Trace, route: Route, top_edges: int = 8, top_ffn: int =
             heads = sorted(enumerate(edge.heads), key=lambda hw: -hw[1])
             top = ", ".join(f"H{h} {w:.3f}" for h, w in heads[:3] if w > 0)
             lines.append(
-                f"  L{edge.target.layer:<3} {quote(tokens[src])}({src}) → "
-                f"{quote(tokens[dst])}({dst})  {edge.weight:.3f}  "
+                f"  L{edge.target.layer:<3} {shown.at(src)}({src}) → "
+                f"{shown.at(dst)}({dst})  {edge.weight:.3f}  "
                 f"{flow.get(edge.target, 0.0) * edge.weight:6.1%}   {top}"
             )
     ffn_nodes = {e.target: e.weight for e in route.edges_of_kind(FFN_EDGE) if e.target.kind == FFN}
     if ffn_nodes:
         lines.append(
-            "FFN nodes carrying most of the prediction "
+            f"{EDGES[FFN_EDGE].name} nodes carrying most of the prediction "
             "(layer: token, edge weight, share of output, top neurons with activation):"
         )
         ranked_ffn = sorted(ffn_nodes.items(), key=lambda nw: (-flow.get(nw[0], 0.0), -nw[1]))
@@ -84,10 +127,10 @@ def route_summary(trace: Trace, route: Route, top_edges: int = 8, top_ffn: int =
             except NeedsModelError:
                 neurons = "(neurons not stored)"
             lines.append(
-                f"  L{node.layer:<3} {quote(tokens[node.position])}({node.position})  "
+                f"  L{node.layer:<3} {shown.at(node.position)}({node.position})  "
                 f"{weight:.3f}  {flow.get(node, 0.0):6.1%}   {neurons}"
             )
-    return "\n".join(lines)
+    return "\n".join(lines + shown.notes())
 
 
 def trace_header(trace: Trace) -> str:
@@ -95,5 +138,14 @@ def trace_header(trace: Trace) -> str:
     return (
         f"{shorten(model.name, 80)}: {model.n_layers} layers × {model.n_heads} heads, "
         f"{trace.n_tokens} tokens ({'BOS + ' if trace.data.settings.bos_prepended else ''}"
-        f"prompt {quote(trace.prompt, 60)})"
+        f"prompt {_repr_quote(trace.prompt, 60)})"
     )
+
+
+def _repr_quote(text: str, limit: int) -> str:
+    """Text (a whole prompt) quoted with Python's repr rules, so every non-printable
+    character is escaped, cut to `limit` characters."""
+    shown = repr(text[:limit])
+    if len(text) <= limit and len(shown) <= limit:
+        return shown
+    return shown[: limit - 2] + "…" + shown[-1]

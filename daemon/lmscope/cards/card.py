@@ -66,6 +66,7 @@ from lmscope.graph import (
 from lmscope.protocol import defaults
 from lmscope.traces.data import PROJ_ATTENTION_UPDATE, PROJ_FFN_UPDATE
 from lmscope.traces.live import TOP_TOKENS, LiveQueries, NeuronAt, TokenScores
+from lmscope.traces.pieces import StoredBytes
 from lmscope.traces.trace import Trace
 
 TOP_PATTERN = 5  # strongest attention weights shown for a head
@@ -96,6 +97,9 @@ class _Card:
     tokens: list[str] = field(default_factory=list)
     predicted: str | None = None
     pattern: list[tuple[int, int, float]] = field(default_factory=list)  # (source, target, A)
+    token_bytes: list[bytes | None] = field(default_factory=list)  # byte pieces' bytes
+    vocabulary_bytes: dict[int, bytes] = field(default_factory=dict)
+    predicted_bytes: bytes | None = None
 
     def wire(self) -> dict[str, Any]:
         card: dict[str, Any] = {
@@ -112,6 +116,9 @@ class _Card:
             tokens=self.tokens,
             predicted=self.predicted,
             pattern=self.pattern,
+            token_bytes=self.token_bytes,
+            vocabulary_bytes=self.vocabulary_bytes,
+            predicted_bytes=self.predicted_bytes,
         )
         return card
 
@@ -173,8 +180,14 @@ def component_card(
         route = trace.route(token, threshold, renormalize)
         view = _RouteView(route, route.flow())
         card.tokens = trace.tokens
+        stored = StoredBytes.of(trace.data)
+        card.token_bytes, card.vocabulary_bytes = stored.prompt, stored.vocabulary
         predictions = trace.predictions(route.token)
         card.predicted = predictions[0][0] if predictions else None
+        if predictions:
+            card.predicted_bytes = stored.vocabulary.get(
+                int(trace.data.predictions.ids[route.token][0])
+            )
     else:
         card.notes.append("no trace: trace a prompt to see where this component acts")
     if ref.kind == "neuron":

@@ -18,7 +18,7 @@ from lmscope.traces.text import inert
 
 
 def report_trace(trace, out: Path, svg: Path | None, threshold: float) -> None:
-    from lmscope.render.svg import route_svg
+    from lmscope.render.svg import trace_route_svg
     from lmscope.summary import prediction_line, route_summary, trace_header
 
     route = trace.route(defaults.TOKEN, threshold)
@@ -27,7 +27,7 @@ def report_trace(trace, out: Path, svg: Path | None, threshold: float) -> None:
     print(route_summary(trace, route))
     written = f"wrote {shown_path(out)} ({size(out)})"
     if svg is not None:
-        write_text(svg, route_svg(route, trace.tokens, predicted=trace.predictions()[0][0]))
+        write_text(svg, trace_route_svg(trace, route))
         written += f" and {shown_path(svg)}"
     print(written)
 
@@ -137,10 +137,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
         text = export_json(trace.data)
     else:
-        from lmscope.render.svg import route_svg
+        from lmscope.render.svg import trace_route_svg
 
         route = trace.route(args.token, args.threshold, renormalize=not args.raw)
-        text = route_svg(route, trace.tokens, predicted=trace.predictions(args.token)[0][0])
+        text = trace_route_svg(trace, route)
     if args.out is None or str(args.out) == "-":
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     else:

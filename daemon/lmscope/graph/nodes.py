@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lmscope.protocol.vocabulary import node_label
+
 # Node kinds. See docs/method.md "Nodes of the graph".
 EMBEDDING = "embedding"  # X(i), layer 0 by convention
 POST_ATTENTION = "post_attention"  # A(l,i): residual after the attention block (sequential only)
@@ -27,7 +29,6 @@ RENORMALIZE = "renormalize"
 RAW = "raw"
 THRESHOLD_MODES = (RENORMALIZE, RAW)
 
-_SHORT = {EMBEDDING: "X", POST_ATTENTION: "A", FFN: "M", RESIDUAL: "R"}
 _KIND_DEPTH = {EMBEDDING: 0, POST_ATTENTION: 1, FFN: 2, RESIDUAL: 3}
 
 
@@ -40,10 +41,9 @@ class Node:
     position: int
 
     def label(self) -> str:
-        """Short human label (display only; never parsed back)."""
-        if self.kind == EMBEDDING:
-            return f"X{self.position}"
-        return f"{_SHORT[self.kind]}{self.layer}.{self.position}"
+        """Short human label in the display vocabulary's letters (X3, A23.14, M29.14, R22.2;
+        protocol/vocabulary.json); display only, never parsed back."""
+        return node_label(self.kind, self.layer, self.position)
 
     @property
     def depth(self) -> tuple[int, int]:

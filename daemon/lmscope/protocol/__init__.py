@@ -6,7 +6,9 @@ TypeScript types are generated from the same files (`protocol/generate-ts.mjs`).
 - `files`: where the protocol's files are (the checkout's, or a wheel's packaged copy), the
   method table and the schemas;
 - `validation`: requests, results, notifications and `initialize` options against the schemas;
-- `defaults`: every default, read from the schemas.
+- `defaults`: every default, read from the schemas;
+- `vocabulary`: the names, colours, node sizes and token display rules every view shares
+  (`protocol/vocabulary.json`).
 
 It imports neither pygls nor the engine, so tests and tools can use it alone.
 """

@@ -2,10 +2,12 @@
 
 `protocol/` at the repository root is the contract, written once: `methods.json` (every method,
 its direction, params and result schemas, progress, cancellation, and the error codes), one JSON
-Schema (draft 2020-12) per params, result and notification under `protocol/schemas/`, and the
-trace file's schema `lmtrace.schema.json`. In a checkout (and an editable install) lmscope reads
-them there; a built wheel carries a copy as package data (`lmscope/protocol/spec/`, copied by
-`setup.py`'s build step), so an installed lmscope never needs the repository.
+Schema (draft 2020-12) per params, result and notification under `protocol/schemas/`, the trace
+file's schema `lmtrace.schema.json`, and the display vocabulary `vocabulary.json` (the names,
+colours and token display rules of every view; `protocol.vocabulary`). In a checkout (and an
+editable install) lmscope reads them there; a built wheel carries a copy as package data
+(`lmscope/protocol/spec/`, copied by `setup.py`'s build step), so an installed lmscope never
+needs the repository.
 
 Only `json` and `referencing` are imported here: the defaults (`protocol.defaults`) and the
 trace-file reader use these files without the request validation.
@@ -40,6 +42,8 @@ PROTOCOL_DIR = _protocol_dir()
 SCHEMAS_DIR = PROTOCOL_DIR / "schemas"
 README = PROTOCOL_DIR / "README.md"
 TRACE_SCHEMA = PROTOCOL_DIR / "lmtrace.schema.json"
+VOCABULARY = PROTOCOL_DIR / "vocabulary.json"
+VOCABULARY_SCHEMA = PROTOCOL_DIR / "vocabulary.schema.json"
 
 PROTOCOL_VERSION = "1"
 """The protocol this daemon speaks; methods.json must say the same (checked at import)."""

@@ -6,6 +6,11 @@ is prev(l,i) — is the bottom edge; A(l,i) is in the lower half and the FFN nod
 small square offset to the right between A and R, so FFN edges never overlap the vertical
 residual line. Embeddings X(i) sit in an extra band under layer 0.
 
+Names, colours, the legend and node sizes are the display vocabulary's (protocol/vocabulary.json,
+`lmscope.protocol.vocabulary`), as in the editor's graph: a node's size and fill follow its share
+of the prediction (`Route.flow`), FFN nodes included. Tokens are shown by the one token display
+(`lmscope.traces.text.display_token`), byte pieces as their bytes when the trace stores them.
+
 The output is a pure function of its inputs (fixed number formatting, sorted draw order) so
 SVGs can be diffed, and every piece of untrusted text is sanitised and XML-escaped.
 """
@@ -13,34 +18,40 @@ SVGs can be diffed, and every piece of untrusted text is sanitised and XML-escap
 from __future__ import annotations
 
 import unicodedata
+from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
 from lmscope.graph import (
     ATTENTION_EDGE,
     EMBEDDING,
-    FFN,
-    FFN_EDGE,
     POST_ATTENTION,
     RESIDUAL,
-    RESIDUAL_EDGE,
     Edge,
     Node,
     Route,
 )
+from lmscope.protocol.vocabulary import (
+    EDGES,
+    EMBEDDING_ROW,
+    NODES,
+    OUTPUT,
+    SIZES,
+    row_label,
+)
+from lmscope.traces.pieces import StoredBytes
+from lmscope.traces.text import display_token, token_hints
 from lmscope.traces.text import escape as inert_escape
+from lmscope.traces.trace import Trace
 
-# Colours by edge kind (also used by the legend) and by node kind.
-EDGE_COLOURS = {ATTENTION_EDGE: "#2f6fd0", RESIDUAL_EDGE: "#7a7a7a", FFN_EDGE: "#e0701b"}
-NODE_COLOURS = {EMBEDDING: "#3a9a5b", POST_ATTENTION: "#2f6fd0", FFN: "#e0701b", RESIDUAL: "#444"}
-OUTPUT_COLOUR = "#d62d6a"
+EDGE_COLOURS = {kind: style.colour.hex for kind, style in EDGES.items()}
+NODE_COLOURS = {kind: style.colour.hex for kind, style in NODES.items()}
+OUTPUT_COLOUR = OUTPUT.colour.hex
 
 MAX_LABEL_CHARS = 12  # longer token strings are truncated with an ellipsis
+MAX_TIP_CHARS = 80  # the same in hover titles
 CHAR_W = 6.6  # approximate advance of an 11px monospace glyph, for margin sizing
-TOP = 52.0  # room for the title line and the legend
+TOP = 70.0  # room for the title line and the two rows of the legend
 LEFT = 40.0  # room for the L0, L1, ... labels (more when rotated labels overhang)
-
-# Whitespace made visible; everything else that XML 1.0 forbids becomes a visible escape.
-_VISIBLE = {" ": "·", "\n": "⏎", "\t": "⇥", "\r": "␍"}
 
 
 def _xml_safe(text: str) -> str:
@@ -74,17 +85,6 @@ def _esc(text: str) -> str:
     return escape(_xml_safe(text), {'"': "&quot;", "'": "&apos;"})
 
 
-def display_token(token: str, limit: int = MAX_LABEL_CHARS) -> str:
-    """A token as shown in a label: whitespace visible, truncated with an ellipsis (unescaped).
-
-    Every character shows as at least one, so the first `limit + 1` decide the label: the
-    cost is O(limit) per label however long the token (a 1 MB token once made SVG export
-    quadratic: its whole text was processed for every node of its column)."""
-    head = token[: limit + 1]
-    shown = _xml_safe("".join(_VISIBLE.get(ch, ch) for ch in head)) or "∅"
-    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
-
-
 def _f(value: float) -> str:
     """Fixed-precision coordinate text: deterministic and compact."""
     text = f"{value:.1f}"
@@ -116,7 +116,7 @@ class _Layout:
         self.left = max(LEFT, overhang + 4)
         self.width = self.left + n * self.cw + 16
         self.height = self.base + self.rh + label_h + 8
-        self.r = _clamp(min(self.cw, self.rh) * 0.14, 2.5, 5.0)  # node radius
+        self.r = _clamp(min(self.cw, self.rh) * 0.2, 3.0, 7.0)  # radius of a node of share 1
 
     def x(self, position: int) -> float:
         return self.left + (position + 0.5) * self.cw
@@ -163,26 +163,38 @@ def _node_id(node: Node) -> str:
     return _esc(f"{node.kind}:{node.layer}:{node.position}")
 
 
+def _token_tip(text: str, data: bytes | None) -> str:
+    """A token in full (up to MAX_TIP_CHARS) with what its display needs explained."""
+    return "\n".join([display_token(text, data, limit=MAX_TIP_CHARS), *token_hints(text, data)])
+
+
 def route_svg(
     route: Route,
     token_strings: list[str],
     *,
     title: str | None = None,
     predicted: str | None = None,
+    token_bytes: list[bytes | None] | None = None,
+    predicted_bytes: bytes | None = None,
 ) -> str:
     """Render `route` as a standalone SVG document (no scripts, no external resources).
 
-    `token_strings` holds one display string per prompt position (untrusted text). Edges carry
-    `class="edge <kind>"`, nodes `class="node <kind>"` and `data-node="kind:layer:position"`.
+    `token_strings` holds one display string per prompt position (untrusted text), and
+    `token_bytes` the bytes of those that are byte pieces (`lmscope.traces.pieces`; None: not
+    stored). Edges carry `class="edge <kind>"`, nodes `class="node <kind>"` and
+    `data-node="kind:layer:position"`.
     """
     if len(token_strings) != route.n_tokens:
         raise ValueError(f"{len(token_strings)} token strings for a {route.n_tokens}-token route")
     for node in route.nodes:  # a caller bug, not user input: fail loudly, not off-canvas
         if not (0 <= node.position < route.n_tokens and 0 <= node.layer < route.n_layers):
             raise ValueError(f"node {node} outside a {route.n_layers}x{route.n_tokens} grid")
-    labels = [display_token(s) for s in token_strings]
+    pieces = token_bytes if token_bytes is not None else [None] * route.n_tokens
+    labels = [display_token(s, b, limit=MAX_LABEL_CHARS) for s, b in zip(token_strings, pieces)]
+    tips = [_token_tip(s, b) for s, b in zip(token_strings, pieces)]
     lay = _Layout(route, labels)
-    header, header_width = _header(route, title, predicted, labels)
+    shown = None if predicted is None else display_token(predicted, predicted_bytes, limit=40)
+    header, header_width = _header(route, title, shown, labels)
     lay.width = max(lay.width, header_width)  # small grids must not clip the title line
     out: list[str] = [
         '<?xml version="1.0" encoding="UTF-8"?>',
@@ -192,75 +204,154 @@ def route_svg(
         f'<rect width="{_f(lay.width)}" height="{_f(lay.height)}" fill="#fff"/>',
     ]
     out += header
-    out += _grid(route, lay, labels, token_strings)
+    out += _grid(route, lay, labels, tips)
 
     # Light edges first so heavy ones stay on top; ties broken by identity for determinism.
     out.append('<g fill="none" stroke-linecap="round">')
     for e in sorted(route.edges, key=lambda e: (e.weight, e.kind, e.source, e.target)):
         width, opacity = _edge_style(e.weight, lay)
-        tip = f"{e.source.label()} → {e.target.label()} {e.kind} {e.weight:.3f}"
+        style = EDGES.get(e.kind)
+        name = style.name if style is not None else e.kind
+        dash = f' stroke-dasharray="{style.dash}"' if style is not None and style.dash else ""
+        tip = f"{e.source.label()} → {e.target.label()} {name} {e.weight:.3f}"
         out.append(
             f'<path class="edge {_esc(e.kind)}" data-source="{_node_id(e.source)}" '
             f'data-target="{_node_id(e.target)}" d="{_edge_path(e, lay)}" '
             f'stroke="{EDGE_COLOURS.get(e.kind, "#000")}" stroke-width="{width}" '
-            f'stroke-opacity="{opacity}"><title>{_esc(tip)}</title></path>'
+            f'stroke-opacity="{opacity}"{dash}><title>{_esc(tip)}</title></path>'
         )
     out.append("</g>")
+    out += _nodes(route, lay, tips)
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
 
-    out.append('<g stroke="#fff" stroke-width="0.8">')
+
+def _nodes(route: Route, lay: _Layout, tips: list[str]) -> list[str]:
+    """Every node of the route: its kind's colour and shape, sized and filled by its share of
+    the prediction; the output node largest, outlined in the output colour."""
+    flow = route.flow()
     output = route.output_node
+    out = ['<g stroke="#fff" stroke-width="0.8">']
     for node in sorted(route.nodes):
         x, y = lay.point(node)
         kind = _esc(node.kind)
-        attrs = f'data-node="{_node_id(node)}" fill="{NODE_COLOURS.get(node.kind, "#000")}"'
-        full = display_token(token_strings[node.position], 80)
-        tip = f"<title>{_esc(node.label())} {_esc(full)}</title>"
+        share = flow.get(node, 0.0)
+        style = NODES.get(node.kind)
+        attrs = (
+            f'data-node="{_node_id(node)}" data-share="{share:.4f}" '
+            f'fill="{NODE_COLOURS.get(node.kind, "#000")}" '
+            f'fill-opacity="{SIZES.opacity(share):.2f}"'
+        )
+        tip = f"<title>{_esc(node.label())} {_esc(tips[node.position])}\nshare {share:.1%}</title>"
         if node == output:
+            r = lay.r + 1.5
+            extra = f' stroke="{OUTPUT_COLOUR}" stroke-width="2.5"'
+            classes = f"node {kind} output"
+        else:
+            r = SIZES.radius(share, lay.r)
+            extra, classes = "", f"node {kind}"
+        if style is not None and style.shape == "square":
+            half = r * 0.886  # the area of the circle of radius r
             out.append(
-                f'<circle class="node {kind} output" {attrs} cx="{_f(x)}" cy="{_f(y)}" '
-                f'r="{_f(lay.r * 1.6)}" stroke="{OUTPUT_COLOUR}" stroke-width="2.5">{tip}</circle>'
-            )
-        elif node.kind == FFN:
-            s = lay.r * 1.7  # the FFN square's side
-            out.append(
-                f'<rect class="node {kind}" {attrs} x="{_f(x - s / 2)}" y="{_f(y - s / 2)}" '
-                f'width="{_f(s)}" height="{_f(s)}">{tip}</rect>'
+                f'<rect class="{classes}" {attrs} x="{_f(x - half)}" y="{_f(y - half)}" '
+                f'width="{_f(2 * half)}" height="{_f(2 * half)}"{extra}>{tip}</rect>'
             )
         else:
             out.append(
-                f'<circle class="node {kind}" {attrs} cx="{_f(x)}" cy="{_f(y)}" '
-                f'r="{_f(lay.r)}">{tip}</circle>'
+                f'<circle class="{classes}" {attrs} cx="{_f(x)}" cy="{_f(y)}" '
+                f'r="{_f(r)}"{extra}>{tip}</circle>'
             )
     out.append("</g>")
-    out.append("</svg>")
-    return "\n".join(out) + "\n"
+    return out
 
 
 def _header(
     route: Route, title: str | None, predicted: str | None, labels: list[str]
 ) -> tuple[list[str], float]:
-    """Title line (title, τ, mode, edge count, prediction), the legend, and the width they need."""
+    """Title line (title, τ, mode, edge count, prediction) and a two-row legend, each entry
+    with its one-line legend as a hover title: the node kinds and the output node, then the
+    edge kinds and what a node's size means. Returns the lines and the width they need."""
     head = title if title is not None else f"route of token {route.token} “{labels[route.token]}”"
     if len(head) > 100:  # a caller may pass the whole prompt; keep the line bounded
         head = head[:99] + "…"
     parts = [head, f"τ={route.threshold:g} ({route.mode})", f"{len(route.edges)} edges"]
     if predicted is not None:
-        parts.append(f"predicted {display_token(predicted, 40)}")
+        parts.append(f"predicted “{predicted}”")
     line = " · ".join(parts)
     out = [f'<text class="title" x="8" y="18" font-size="13">{_esc(line)}</text>']
-    x = 8.0
-    for kind in (ATTENTION_EDGE, RESIDUAL_EDGE, FFN_EDGE):
-        out.append(
-            f'<g class="legend {kind}"><line x1="{_f(x)}" y1="36" x2="{_f(x + 22)}" y2="36" '
-            f'stroke="{EDGE_COLOURS[kind]}" stroke-width="3"/>'
-            f'<text x="{_f(x + 27)}" y="40">{kind}</text></g>'
+    ring = f' stroke="{OUTPUT.colour.hex}" stroke-width="2"'
+    nodes = [
+        _Entry(
+            f"node-kind {kind}",
+            n.legend,
+            f"{n.letter} {n.name}",
+            *_node_symbol(n.shape, n.colour.hex),
         )
-        x += 40 + len(kind) * CHAR_W
-    return out, max(x, 16 + len(line) * CHAR_W * 13 / 11)
+        for kind, n in NODES.items()
+    ]
+    nodes.append(
+        _Entry("output-node", OUTPUT.legend, OUTPUT.name, *_node_symbol("circle", "#fff", ring))
+    )
+    edges = [
+        _Entry(f"edge-kind {kind}", e.legend, e.name, *_edge_symbol(e.colour.hex, e.dash))
+        for kind, e in EDGES.items()
+    ]
+    small_and_large = (
+        '<circle cx="2" cy="-3.5" r="2" fill="#888" fill-opacity="0.6"/>'
+        '<circle cx="12" cy="-3.5" r="4.5" fill="#888"/>'
+    )
+    edges.append(_Entry("node-size", SIZES.legend, SIZES.legend, small_and_large, 17.0))
+    width = 16 + len(line) * CHAR_W * 13 / 11
+    for entries, y in ((nodes, 38.0), (edges, 56.0)):
+        x = 8.0
+        for entry in entries:
+            out.append(entry.svg(x, y))
+            x += entry.width + 14
+        width = max(width, x)
+    return out, width
 
 
-def _grid(route: Route, lay: _Layout, labels: list[str], tokens: list[str]) -> list[str]:
-    """Alternating layer bands, column guides, layer/X labels and token labels."""
+@dataclass(frozen=True)
+class _Entry:
+    """One legend entry: a symbol, a short text, and the one-line legend as its hover title.
+    The texts are ours (protocol/vocabulary.json), escaped all the same."""
+
+    classes: str
+    legend: str
+    text: str
+    symbol: str  # SVG markup, its left edge at x=0 and the text's baseline at y=0
+    symbol_width: float
+
+    @property
+    def width(self) -> float:
+        return self.symbol_width + 5 + len(self.text) * CHAR_W
+
+    def svg(self, x: float, y: float) -> str:
+        return (
+            f'<g class="legend {self.classes}" transform="translate({_f(x)} {_f(y)})">'
+            f"<title>{_esc(self.legend)}</title>{self.symbol}"
+            f'<text x="{_f(self.symbol_width + 5)}" y="0">{_esc(self.text)}</text></g>'
+        )
+
+
+def _node_symbol(shape: str, fill: str, stroke: str = "") -> tuple[str, float]:
+    """A node kind's legend symbol and its width."""
+    if shape == "square":
+        return f'<rect x="0" y="-8" width="9" height="9" fill="{fill}"{stroke}/>', 9.0
+    return f'<circle cx="4.5" cy="-3.5" r="4.5" fill="{fill}"{stroke}/>', 9.0
+
+
+def _edge_symbol(colour: str, dash: str | None) -> tuple[str, float]:
+    """An edge kind's legend symbol (a short line in its colour and dash) and its width."""
+    dashed = f' stroke-dasharray="{dash}"' if dash else ""
+    return (
+        f'<line x1="0" y1="-4" x2="22" y2="-4" stroke="{colour}" stroke-width="3"{dashed}/>',
+        22.0,
+    )
+
+
+def _grid(route: Route, lay: _Layout, labels: list[str], tips: list[str]) -> list[str]:
+    """Alternating layer bands, column guides, row labels (L0, L1, ...; X) and token labels."""
     right = lay.left + route.n_tokens * lay.cw
     out = ['<g class="grid">']
     ox = lay.left + route.token * lay.cw  # highlight the output token's column
@@ -277,11 +368,11 @@ def _grid(route: Route, lay: _Layout, labels: list[str], tokens: list[str]) -> l
             )
         out.append(
             f'<text class="layer-label" x="{_f(lay.left - 4)}" y="{_f(y + lay.rh / 2 + 4)}" '
-            f'text-anchor="end" fill="#666">L{layer}</text>'
+            f'text-anchor="end" fill="#666">{_esc(row_label(layer))}</text>'
         )
     out.append(
         f'<text class="layer-label" x="{_f(lay.left - 4)}" y="{_f(lay.base + 0.45 * lay.rh + 4)}" '
-        'text-anchor="end" fill="#666">X</text>'
+        f'text-anchor="end" fill="#666">{_esc(EMBEDDING_ROW)}</text>'
     )
     # One path for all column guides keeps 200-token documents small.
     guides = "".join(
@@ -298,10 +389,24 @@ def _grid(route: Route, lay: _Layout, labels: list[str], tokens: list[str]) -> l
             if lay.rotate
             else f'x="{_f(lay.x(i))}" y="{_f(ty)}" text-anchor="middle"'
         )
-        full = display_token(tokens[i], 80)  # hover shows what truncation hid
-        tip = f"<title>{_esc(full)}</title>" if full != label else ""
+        tip = f"<title>{_esc(tips[i])}</title>" if tips[i] != label else ""  # what was cut
         out.append(
             f'<text class="token" data-position="{i}" {place}{weight}>{_esc(label)}{tip}</text>'
         )
     out.append("</g>")
     return out
+
+
+def trace_route_svg(trace: Trace, route: Route, *, title: str | None = None) -> str:
+    """`route_svg` of a route of `trace`: its tokens, the stored bytes of its byte pieces, and
+    the top prediction after the route's output token."""
+    stored = StoredBytes.of(trace.data)
+    predicted_id = int(trace.data.predictions.ids[route.token][0])
+    return route_svg(
+        route,
+        trace.tokens,
+        title=title,
+        predicted=trace.token_text(predicted_id),
+        token_bytes=stored.prompt,
+        predicted_bytes=stored.vocabulary.get(predicted_id),
+    )

@@ -27,6 +27,7 @@ import numpy as np
 from lmscope.errors import TraceFileError
 from lmscope.protocol.files import TRACE_SCHEMA
 from lmscope.traces import data as D
+from lmscope.traces import pieces
 
 MAGIC = "lmscope-trace"
 
@@ -332,4 +333,7 @@ def decode(obj: dict[str, Any]) -> D.TraceData:
     if (np.diff(vocab_ids) <= 0).any():
         raise Invalid("vocabulary.ids are not strictly increasing")
     vocabulary = dict(zip(vocab_ids.tolist(), strings, strict=True))
+    problem = pieces.check(obj["extra"], len(sections["tokens"].strings), len(strings))
+    if problem is not None:  # the one key of `extra` lmscope reads (traces.pieces)
+        raise Invalid(problem)
     return D.TraceData(**sections, vocabulary=vocabulary, extra=dict(obj["extra"]))

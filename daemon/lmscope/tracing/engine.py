@@ -45,7 +45,7 @@ from lmscope.traces.data import (
 from lmscope.tracing.capture import LayerCapture, capture_layers, run_forward
 from lmscope.tracing.layers import LayerState, attribute_layer, neuron_table, stack_contributions
 from lmscope.tracing.projections import project_nodes
-from lmscope.tracing.tokens import display_strings, tokenize
+from lmscope.tracing.tokens import add_token_bytes, display_strings, tokenize
 
 ProgressFn = Callable[[str, float | None], None]
 
@@ -192,6 +192,7 @@ def run_trace(
         projections=projections,
     )
     data.vocabulary = _vocabulary(loaded, data)
+    add_token_bytes(loaded, data)
     data.extra[DETAIL_EXTRA_KEY] = {
         "scope": options.detail,
         "token": len(ids) - 1,

@@ -18,6 +18,7 @@
 
 import {DEFAULTS, type EdgeKind, type NodeId, type NodeKind, type RouteEdge, type RouteNode, type RouteResult, type ThresholdMode} from '../protocol/types';
 import {LmscopeError, pyFloat, ThresholdError} from '../errors';
+import {nodeName} from '../display';
 import type {TraceFile} from '../traces/lmtrace';
 import {numpySum64, pairwiseSum32, pySum} from '../traces/sums';
 
@@ -262,11 +263,10 @@ export function nodeKey(node: NodeId): string {
   return `${node.kind}/${node.layer}/${node.position}`;
 }
 
-/** Short human label, as Python's `Node.label()`: X3, A2.3, M2.3, R2.3 (display only). */
+/** Short human label, as Python's `Node.label()`: X3, A2.3, M2.3, R2.3 (display only; the
+ * letters are the vocabulary's, display.ts). */
 export function nodeLabel(node: NodeId): string {
-  if (node.kind === 'embedding') return `X${node.position}`;
-  const short = {post_attention: 'A', ffn: 'M', residual: 'R'}[node.kind];
-  return `${short}${node.layer}.${node.position}`;
+  return nodeName(node);
 }
 
 /**

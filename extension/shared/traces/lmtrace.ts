@@ -25,7 +25,8 @@ import {LIMITS} from './limits';
 import {NESTED_PAST_MSGPACK, strictMsgpackProblem} from './scan';
 import {
   ArrayQueue,
-  bool, enumList, int, Invalid, isMap, isNull, nestedTooDeeply, num, oneOf, pyRepr, section, str, stringList, TOO_DEEP,
+  bool, bytesFromHex, checkTokenBytes, enumList, int, Invalid, isMap, isNull, nestedTooDeeply, num, oneOf, pyRepr, section, str, stringList,
+  TOKEN_BYTES_KEY, TOO_DEEP,
   type WireMap,
 } from './wire';
 
@@ -110,6 +111,10 @@ export interface TraceFile {
     readonly prompt: string;
     readonly ids: Int32Array; // [n]
     readonly strings: readonly string[]; // [n]
+    /** The bytes of each token that is a byte piece (not valid UTF-8 alone, so its string is
+     * U+FFFD or empty), else null; all null when the file stores none
+     * (`extra["lmscope.tokenBytes"]`). Show tokens with display.ts `displayToken(text, {bytes})`. */
+    readonly bytes: readonly (Uint8Array | null)[]; // [n]
   };
   readonly predictions: {
     readonly ids: Int32Array; // [n, kPred]
@@ -152,6 +157,8 @@ export interface TraceFile {
   };
   /** Token id -> display string, for every id the trace references. */
   readonly vocabulary: ReadonlyMap<number, string>;
+  /** Token id -> bytes, for the vocabulary entries that are byte pieces (as `tokens.bytes`). */
+  readonly vocabularyBytes: ReadonlyMap<number, Uint8Array>;
   /** Reserved open object (namespaced keys); not interpreted. */
   readonly extra: Readonly<Record<string, unknown>>;
 }
@@ -380,10 +387,20 @@ function load(doc: WireMap): TraceFile {
   for (let i = 1; i < vocabIds.data.length; i++) {
     if (vocabIds.data[i]! <= vocabIds.data[i - 1]!) throw new Invalid('vocabulary.ids are not strictly increasing');
   }
+  // The one key of `extra` this reader reads, checked where Python's reader checks it.
+  const tokenBytesProblem = checkTokenBytes(doc['extra'], tokens.strings.length, vocabStrings.length);
+  if (tokenBytesProblem !== null) throw new Invalid(tokenBytesProblem);
   const wire = {model, settings, tokens, predictions, blocks, edges, neurons, projections, vocabIds, vocabStrings};
   const dims = checkInvariants(wire);
   const vocabulary = new Map<number, string>();
   vocabIds.data.forEach((id, i) => vocabulary.set(id, vocabStrings[i]!));
+  const storedBytes = doc['extra'][TOKEN_BYTES_KEY] as {tokens: string[]; vocabulary: string[]} | undefined;
+  const tokenBytes = storedBytes?.tokens.map(bytesFromHex) ?? tokens.strings.map(() => null);
+  const vocabularyBytes = new Map<number, Uint8Array>();
+  storedBytes?.vocabulary.forEach((hex, i) => {
+    const bytes = bytesFromHex(hex);
+    if (bytes !== null) vocabularyBytes.set(vocabIds.data[i]!, bytes);
+  });
   const freeze = Object.freeze;
   return freeze({
     formatVersion: version,
@@ -391,7 +408,7 @@ function load(doc: WireMap): TraceFile {
     settings: freeze(settings),
     environment: freeze(environment),
     dims: freeze(dims),
-    tokens: freeze({prompt: tokens.prompt, ids: tokens.ids.data, strings: freeze(tokens.strings)}),
+    tokens: freeze({prompt: tokens.prompt, ids: tokens.ids.data, strings: freeze(tokens.strings), bytes: freeze(tokenBytes)}),
     predictions: freeze({ids: predictions.ids.data, probs: predictions.probs.data}),
     blocks: freeze({
       residualAttention: blocks.residualAttention.data,
@@ -425,6 +442,7 @@ function load(doc: WireMap): TraceFile {
       topPrevRank: projections.topPrevRank.data,
     }),
     vocabulary,
+    vocabularyBytes,
     extra: freeze({...(doc['extra'])}),
   });
 }

@@ -320,3 +320,44 @@ function fromValues(values: unknown, path: string, shape: number[], count: bigin
   }
   return Float32Array.from(numbers); // rounds to float32; 1e300 -> Infinity, refused by the caller
 }
+
+// ---- extra["lmscope.tokenBytes"] ----------------------------------------------------------------
+
+/** The key of `extra` holding the bytes of byte pieces (Python: lmscope.traces.pieces). */
+export const TOKEN_BYTES_KEY = 'lmscope.tokenBytes';
+/** Characters of one hex string: 1024 bytes, 4x the longest token of real vocabularies. */
+export const MAX_TOKEN_BYTES_HEX = 2048;
+const HEX_PAIRS = /^(?:[0-9a-f]{2})*$/;
+
+/**
+ * What is wrong with `extra["lmscope.tokenBytes"]` (`{tokens: hex[], vocabulary: hex[]}`, one
+ * per prompt token and per vocabulary entry), or null (also when it is absent). Python's
+ * `lmscope.traces.pieces.check`, with the same messages.
+ */
+export function checkTokenBytes(extra: WireMap, nTokens: number, nVocabulary: number): string | null {
+  if (!Object.prototype.hasOwnProperty.call(extra, TOKEN_BYTES_KEY)) return null;
+  const where = `extra.${TOKEN_BYTES_KEY}`;
+  const value = extra[TOKEN_BYTES_KEY];
+  const keys = isMap(value) ? Object.keys(value).sort() : [];
+  if (!isMap(value) || keys.length !== 2 || keys[0] !== 'tokens' || keys[1] !== 'vocabulary' || !Array.isArray(value['tokens']) || !Array.isArray(value['vocabulary'])) {
+    return `${where}: not a map of the lists \`tokens\` and \`vocabulary\``;
+  }
+  for (const [key, expected, of] of [['tokens', nTokens, 'tokens.strings'], ['vocabulary', nVocabulary, 'vocabulary.strings']] as const) {
+    const items = value[key] as unknown[];
+    if (items.length !== expected) return `${where}.${key}: ${items.length} items, but ${of} has ${expected}`;
+    for (let i = 0; i < items.length; i++) {
+      const item = items[i];
+      if (typeof item !== 'string' || !HEX_PAIRS.test(item)) return `${where}.${key}[${i}]: not a string of lowercase hex byte pairs`;
+      if (item.length > MAX_TOKEN_BYTES_HEX) return `${where}.${key}[${i}]: ${item.length} characters, more than the ${MAX_TOKEN_BYTES_HEX} allowed`;
+    }
+  }
+  return null;
+}
+
+/** Bytes from hex pairs checked by `checkTokenBytes`; null for "" (not a byte piece). */
+export function bytesFromHex(hex: string): Uint8Array | null {
+  if (hex === '') return null;
+  const out = new Uint8Array(hex.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
+  return out;
+}
