@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -244,15 +245,26 @@ class Session:
         becomes the latest of `folder` (the prompt document's), or of the save path's."""
 
         def run(job: Job) -> tuple[str, bool]:
-            from lmscope.tracing.engine import TraceCancelled, run_trace
+            import torch
+
+            from lmscope.tracing.engine import StageTimes, TraceCancelled, run_trace
             from lmscope.tracing.live import LiveModel
 
             loaded = self.model
             if loaded is None:
                 raise NoModelError("no model is loaded: load one first (lmscope/loadModel)")
+            started = time.perf_counter()
+            # Stages are timed on the CPU only: on a GPU each mark would synchronise the device.
+            device = torch.device(loaded.device)
+            times = StageTimes(device) if device.type == "cpu" else None
             try:
                 data = run_trace(
-                    loaded, prompt, options, progress=job.report, should_cancel=job.cancel.is_set
+                    loaded,
+                    prompt,
+                    options,
+                    progress=job.report,
+                    should_cancel=job.cancel.is_set,
+                    times=times,
                 )
             except TraceCancelled:
                 release_failed_work(None)
@@ -268,11 +280,19 @@ class Session:
                 # Cancelled after the last layer's check (projections run after it): the user
                 # asked for no trace, so none is kept or saved.
                 raise JobCancelled("trace cancelled")
+            traced = time.perf_counter()
             trace = Trace(data, LiveModel(loaded, data.tokens.ids.tolist()))
             # Cached first: a failed save (disk full, read-only folder) loses no work.
             handle = self.traces.add(trace, None)
             self.note_latest(folder if save_path is None else trace_folder(save_path), handle)
+            stages = _stages_text(times)
             if save_path is None:
+                log.info(
+                    "traced %d tokens in %.0f ms%s",
+                    len(data.tokens.ids),
+                    1e3 * (traced - started),
+                    stages,
+                )
                 return handle, False
             try:
                 trace.save(save_path)
@@ -281,6 +301,13 @@ class Session:
                     f"{exc}; the trace is kept in memory as {handle}: save it elsewhere", handle
                 ) from None
             self.traces.set_path(handle, save_path)
+            log.info(
+                "traced %d tokens in %.0f ms%s, saved in %.0f ms",
+                len(data.tokens.ids),
+                1e3 * (traced - started),
+                stages,
+                1e3 * (time.perf_counter() - traced),
+            )
             return handle, True
 
         check_prompt(prompt)
@@ -328,6 +355,14 @@ class Session:
         from lmscope.tracing.live import queries_for
 
         return queries_for(self.model, None if trace is None else trace.data)
+
+
+def _stages_text(times: Any) -> str:
+    """A trace's stage times in ms, as `lmscope bench` splits them, for the log: " (forward
+    750, attention 918, ...)"; "" when they were not timed."""
+    if times is None or not times.seconds:
+        return ""
+    return " (" + ", ".join(f"{k} {1e3 * v:.0f}" for k, v in times.seconds.items()) + ")"
 
 
 def trace_folder(path: Path) -> Path:

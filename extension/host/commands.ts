@@ -3,7 +3,6 @@
  * and the status bar's quick pick. Restart Daemon and Show Log are one-liners in extension.ts.
  */
 
-import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as vscode from 'vscode';
@@ -13,7 +12,9 @@ import type {LiveTraces} from './liveTraces';
 import {DEFAULTS, ErrorCodes, Methods, type LoadModelParams} from '../shared/protocol/types';
 import {tracePath, tracesDir} from './paths';
 import {deviceMapSetting} from './settings';
-import {TRACE_VIEW_TYPE} from './traceEditor';
+import {TRACE_VIEW_TYPE, traceFileKey, type TraceEditorProvider} from './traceEditor';
+import {TraceTiming, type PendingTimings} from './timing';
+import {OPENING_MESSAGE, tracingMessage, waitingMessage} from './traceProgress';
 
 /** The argument the daemon's "Trace" CodeLens passes. */
 export interface TracePromptArgs {
@@ -28,6 +29,9 @@ function isTracePromptArgs(value: unknown): value is TracePromptArgs {
   return typeof v['uri'] === 'string' && typeof v['line'] === 'number' && typeof v['prompt'] === 'string';
 }
 
+/** The longest Trace Selection keeps its notification up for a graph to be painted. */
+const GRAPH_WAIT_MS = 20_000;
+
 function errorText(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
@@ -37,6 +41,8 @@ export class Commands {
     private readonly daemon: Daemon,
     private readonly log: vscode.LogOutputChannel,
     private readonly live: LiveTraces,
+    private readonly timings: PendingTimings,
+    private readonly editors: TraceEditorProvider,
   ) {}
 
   /** Trace the selection, or the current line when nothing is selected. */
@@ -67,47 +73,56 @@ export class Commands {
       void vscode.window.showInformationMessage('lmscope: nothing to trace: select a prompt or put the cursor on a line with text.');
       return;
     }
-    let savePath: string;
+    const short = prompt.length > 40 ? `${prompt.slice(0, 39)}…` : prompt;
+    const timing = new TraceTiming(JSON.stringify(short), this.log);
+    let dir: string;
     try {
-      savePath = await this.savePathFor(source, prompt);
+      dir = await this.tracesFolderFor(source);
     } catch (error) {
       void vscode.window.showErrorMessage(`lmscope: cannot create the traces folder: ${errorText(error)}`);
       return;
     }
-    const short = prompt.length > 40 ? `${prompt.slice(0, 39)}…` : prompt;
-    this.log.info(`tracing ${JSON.stringify(prompt)} -> ${savePath}`);
+    timing.mark('traces folder');
     try {
-      const result = await vscode.window.withProgress(
+      const outcome = await vscode.window.withProgress(
         {location: vscode.ProgressLocation.Notification, title: `lmscope: tracing “${short.replace(/\s+/g, ' ')}”`, cancellable: true},
         async (progress, token) => {
-          progress.report({message: 'waiting for the daemon and the model…'});
-          await this.daemon.modelReady(token);
-          progress.report({message: 'tracing…'});
+          await this.waitForModel(progress, token);
+          timing.mark('model ready');
+          // The file is named after the model that traces it (paths.ts), known once it is loaded.
+          const savePath = tracePath(dir, prompt, this.modelName());
+          this.log.info(`tracing ${JSON.stringify(prompt)} -> ${savePath}`);
+          progress.report({message: this.daemon.state.kind === 'tracing' ? 'waiting for the trace before this one…' : 'tracing…'});
           let last = 0;
+          let first = true;
           const onProgress = (value: ProgressValue) => {
+            if (first) {
+              first = false;
+              timing.mark('daemon started the trace');
+            }
+            if (value.kind === 'end') timing.mark('daemon done');
             const pct = value.kind === 'end' ? 100 : value.percentage;
-            const report: {message?: string; increment?: number} = {};
-            if (value.message !== undefined) report.message = value.message;
+            const report: {message?: string; increment?: number} = {
+              message: value.kind === 'end' ? OPENING_MESSAGE : tracingMessage(value.message),
+            };
             if (pct !== undefined && pct > last) {
               report.increment = pct - last;
               last = pct;
             }
             progress.report(report);
           };
-          return this.daemon.request(Methods.trace, {prompt, savePath}, token, onProgress);
+          timing.mark('request sent');
+          const result = await this.daemon.request(Methods.trace, {prompt, savePath}, token, onProgress);
+          timing.mark('result received');
+          const saved = result.saved ? (result.trace.path ?? savePath) : null;
+          this.log.info(`trace ${result.trace.handle}: ${result.trace.tokens.length} tokens${saved ? `, saved to ${saved}` : ''}`);
+          if (saved === null) return 'not saved';
+          progress.report({message: OPENING_MESSAGE});
+          await this.open(vscode.Uri.file(saved), result.trace.handle, timing, column, token);
+          return 'shown';
         },
       );
-      const saved = result.saved ? (result.trace.path ?? savePath) : null;
-      this.log.info(`trace ${result.trace.handle}: ${result.trace.tokens.length} tokens${saved ? `, saved to ${saved}` : ''}`);
-      if (saved === null) {
-        void vscode.window.showWarningMessage('lmscope: the trace finished but was not saved; nothing to show.');
-        return;
-      }
-      this.live.remember(saved, result.trace.handle);
-      await vscode.commands.executeCommand('vscode.openWith', vscode.Uri.file(saved), TRACE_VIEW_TYPE, {
-        viewColumn: column === undefined ? vscode.ViewColumn.Beside : column + 1,
-        preserveFocus: true,
-      });
+      if (outcome === 'not saved') void vscode.window.showWarningMessage('lmscope: the trace finished but was not saved; nothing to show.');
     } catch (error) {
       if ((error instanceof ResponseError && error.code === ErrorCodes.RequestCancelled) || error instanceof vscode.CancellationError) {
         this.log.info('trace cancelled');
@@ -120,8 +135,61 @@ export class Commands {
     }
   }
 
-  /** `<folder of the file>/<lmscope.tracesFolder>/<slug>.lmtrace`, created; never overwrites. */
-  private async savePathFor(source: vscode.Uri, prompt: string): Promise<string> {
+  /** Wait until the daemon runs with a model, the notification saying what is in the way
+   * (starting the daemon, loading the model, an earlier trace) as it changes. */
+  private async waitForModel(progress: vscode.Progress<{message?: string}>, token: vscode.CancellationToken): Promise<void> {
+    const say = () => {
+      const message = waitingMessage(this.daemon.state, this.daemon.running);
+      if (message !== null) progress.report({message});
+    };
+    say();
+    const listening = this.daemon.onDidChangeState(say);
+    try {
+      await this.daemon.modelReady(token);
+    } finally {
+      listening.dispose();
+    }
+  }
+
+  /** The loaded model's name (for the trace's file name). */
+  private modelName(): string {
+    const state = this.daemon.state;
+    const name = state.kind === 'ready' || state.kind === 'tracing' ? state.model : null;
+    return name ?? this.daemon.modelSpec ?? 'model';
+  }
+
+  /**
+   * Show the saved trace `file` beside the prompt: a graph already showing it (the same prompt
+   * traced again replaced the file) reloads at once, else its editor opens. Resolves once the
+   * graph is painted, or cannot be, or after GRAPH_WAIT_MS, so the notification closes with
+   * the graph on screen.
+   */
+  private async open(file: vscode.Uri, handle: string, timing: TraceTiming, column: vscode.ViewColumn | undefined, token: vscode.CancellationToken): Promise<void> {
+    const key = traceFileKey(file);
+    this.live.remember(key, handle);
+    const painted = this.timings.expect(key, timing);
+    if (this.editors.reload(key)) timing.mark('reload posted');
+    await vscode.commands.executeCommand('vscode.openWith', file, TRACE_VIEW_TYPE, {
+      viewColumn: column === undefined ? vscode.ViewColumn.Beside : column + 1,
+      preserveFocus: true,
+    });
+    this.timings.mark(key, 'openWith');
+    let timer: NodeJS.Timeout | undefined;
+    let cancelled: vscode.Disposable | undefined;
+    const giveUp = new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), GRAPH_WAIT_MS);
+      cancelled = token.onCancellationRequested(() => resolve(false));
+    });
+    try {
+      if (!(await Promise.race([painted, giveUp]))) this.log.info(`the graph of ${key} was not painted: its timing is not logged`);
+    } finally {
+      clearTimeout(timer);
+      cancelled?.dispose();
+    }
+  }
+
+  /** `<folder of the file>/<lmscope.tracesFolder>`, created. */
+  private async tracesFolderFor(source: vscode.Uri): Promise<string> {
     const setting = vscode.workspace.getConfiguration('lmscope', source).get<string>('tracesFolder', 'traces');
     let dir = tracesDir(source.scheme === 'file' ? source.fsPath : null, setting);
     if (dir === null) {
@@ -130,7 +198,7 @@ export class Commands {
     }
     const target = dir ?? path.join(os.tmpdir(), 'lmscope-traces');
     await vscode.workspace.fs.createDirectory(vscode.Uri.file(target));
-    return tracePath(target, prompt, (candidate) => fs.existsSync(candidate));
+    return target;
   }
 
   async openTrace(uri?: unknown): Promise<void> {

@@ -10,6 +10,7 @@ import {Commands} from './commands';
 import {Daemon} from './daemon';
 import {LiveTraces} from './liveTraces';
 import {createStatusBar} from './statusBar';
+import {PendingTimings} from './timing';
 import {TraceEditorProvider} from './traceEditor';
 
 let running: Daemon | undefined;
@@ -26,9 +27,11 @@ export function activate(context: vscode.ExtensionContext): void {
   context.subscriptions.push(createStatusBar(daemon.onDidChangeState, daemon.state));
   const live = new LiveTraces(daemon, log);
   context.subscriptions.push(live);
-  context.subscriptions.push(TraceEditorProvider.register(context, log, live));
+  const timings = new PendingTimings();
+  const editors = new TraceEditorProvider(context, log, live, timings);
+  context.subscriptions.push(TraceEditorProvider.register(editors));
 
-  const commands = new Commands(daemon, log, live);
+  const commands = new Commands(daemon, log, live, timings, editors);
   const register = (id: string, run: (...args: unknown[]) => unknown) => context.subscriptions.push(vscode.commands.registerCommand(id, run));
   register('lmscope.traceSelection', () => commands.traceSelection());
   register('lmscope.tracePrompt', (args) => commands.tracePrompt(args));
