@@ -3,7 +3,7 @@
  * direction, imported by both sides (no `vscode`, no DOM here). The webview trusts its host but
  * still checks the shape of what arrives, since `postMessage` is untyped at runtime.
  *
- * Host -> webview: `load` carries the `.lmtrace` bytes (base64) and the graph settings; the
+ * Host -> webview: `load` carries the `.lmtrace` bytes and the graph settings; the
  * webview decodes them with shared/traces and recomputes routes locally. `loadError`
  * replaces the graph with a message (a file that cannot be read).
  * `daemon` says whether a live daemon trace backs the graph (then drill-downs that need the
@@ -52,8 +52,9 @@ export interface LoadMessage {
   readonly type: 'load';
   /** A display name of the trace (file name), shown in the header; untrusted text. */
   readonly name: string;
-  /** The `.lmtrace` file's bytes, base64. */
-  readonly bytes: string;
+  /** The `.lmtrace` file's bytes: as they are (VS Code >= 1.57 transfers typed arrays without
+   * copying them through JSON), or base64 text. */
+  readonly bytes: Uint8Array | string;
   readonly settings: GraphSettings;
 }
 
@@ -149,7 +150,7 @@ export function isHostToWebview(value: unknown): value is HostToWebview {
   if (!isRecord(value)) return false;
   switch (value['type']) {
     case 'load':
-      return typeof value['name'] === 'string' && typeof value['bytes'] === 'string' && isGraphSettings(value['settings']);
+      return typeof value['name'] === 'string' && (typeof value['bytes'] === 'string' || value['bytes'] instanceof Uint8Array) && isGraphSettings(value['settings']);
     case 'loadError':
       return typeof value['name'] === 'string' && typeof value['message'] === 'string';
     case 'daemon':

@@ -99,3 +99,66 @@ export function seededRandom(seed: number): () => number {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+/**
+ * A large trace of the shape a long prompt gives (n tokens, L layers, H heads), built here from a
+ * seed: every target stores its self edge, the first token (an attention sink), its previous
+ * token and a few random earlier tokens; the previous token and one far token are strong for a
+ * fraction of targets, as induction and copying heads make them. At τ 0.04 its routes reach a
+ * few dozen columns and hundreds to a few thousand edges: what the webview must draw quickly.
+ */
+export function longWire(n = 1000, L = 30, H = 9, seed = 1): Wire {
+  const random = seededRandom(seed);
+  const edges = {layer: [] as number[], target: [] as number[], source: [] as number[], heads: [] as number[], attention: [] as number[]};
+  const residualAttention: number[] = [], ffn: number[] = [], residualFfn: number[] = [];
+  const split = (total: number): number[] => {
+    const w = Array.from({length: H}, () => random() ** 3);
+    const sum = w.reduce((a, b) => a + b, 0) || 1;
+    return w.map((v) => (v / sum) * total);
+  };
+  for (let l = 0; l < L; l++) {
+    for (let i = 0; i < n; i++) {
+      const parts = new Map<number, number>();
+      const add = (j: number, share: number) => parts.set(j, (parts.get(j) ?? 0) + share);
+      add(0, 0.08 + 0.06 * random());
+      add(i, 0.03 + 0.04 * random());
+      if (i > 0) add(i - 1, random() < 0.25 ? 0.1 + 0.1 * random() : 0.01 * random());
+      for (let k = 0; k < 3 && i > 1; k++) add(Math.floor(random() * i), random() < 0.04 ? 0.08 + 0.1 * random() : 0.015 * random());
+      const sources = [...parts.keys()].sort((a, b) => a - b);
+      let moved = 0;
+      for (const j of sources) {
+        const share = parts.get(j)!;
+        moved += share;
+        edges.layer.push(l);
+        edges.target.push(i);
+        edges.source.push(j);
+        edges.heads.push(...split(share));
+        edges.attention.push(...Array.from({length: H}, () => random() / Math.max(1, i)));
+      }
+      residualAttention.push(Math.max(0, 0.98 - moved));
+      const f = 0.05 + 0.3 * random() ** 2;
+      ffn.push(f);
+      residualFfn.push(0.98 - f);
+    }
+  }
+  const E = edges.layer.length;
+  const vocab = 50;
+  const base = syntheticWire();
+  return {
+    ...base,
+    model: {...base['model'], nLayers: L, nHeads: H, nKvHeads: 3, dModel: 576, dHead: 64, dFfn: 1536, vocabSize: vocab, contextLength: 8192},
+    tokens: {prompt: 'long', ids: i32([n], Array.from({length: n}, (_, i) => i % vocab)), strings: Array.from({length: n}, (_, i) => (i === 0 ? '<bos>' : ` w${i % vocab}`))},
+    predictions: {ids: i32([n, 2], Array.from({length: 2 * n}, (_, k) => k % vocab)), probs: f32([n, 2], Array.from({length: 2 * n}, (_, k) => (k % 2 === 0 ? 0.5 : 0.2)))},
+    blocks: {residualAttention: f32([L, n], residualAttention), ffn: f32([L, n], ffn), residualFfn: f32([L, n], residualFfn)},
+    edges: {
+      layer: i32([E], edges.layer), target: i32([E], edges.target), source: i32([E], edges.source),
+      headContributions: f32([E, H], edges.heads), headAttention: f32([E, H], edges.attention),
+    },
+    neurons: {layer: i32([0], []), position: i32([0], []), index: i32([0, 2], []), contribution: f32([0, 2], []), activation: f32([0, 2], []), restContribution: f32([0], [])},
+    projections: {
+      kind: [], nodeKind: [], layer: i32([0], []), position: i32([0], []),
+      topIds: i32([0, 2], []), topLogits: f32([0, 2], []), bottomIds: i32([0, 2], []), bottomLogits: f32([0, 2], []), topPrevRank: i32([0, 2], []),
+    },
+    vocabulary: {ids: i32([vocab], Array.from({length: vocab}, (_, i) => i)), strings: Array.from({length: vocab}, (_, i) => (i === 0 ? '<bos>' : ` w${i}`))},
+  };
+}

@@ -3,7 +3,7 @@
 // the webview sets it with textContent under a strict CSP.)
 import assert from 'node:assert/strict';
 import {test} from 'node:test';
-import {displayToken} from '../webview/layout';
+import {displayToken} from '../shared/display';
 
 const HOSTILE = [
   '<img src=x onerror=alert(1)>',

@@ -20,7 +20,7 @@ import {createProtocolConnection, StreamMessageReader, StreamMessageWriter, type
 import type {HostToWebview, WebviewToHost} from '../shared/webviewMessages';
 import {encodeBase64} from '../shared/webviewMessages';
 import {contentSecurityPolicy} from '../host/webviewHtml';
-import {encodeWire, ROOT, syntheticWire} from './helpers';
+import {encodeWire, longWire, ROOT, syntheticWire} from './helpers';
 
 const CHROMIUM = process.env['CHROMIUM'] ?? '/usr/bin/chromium';
 const PYTHON = process.env['LMSCOPE_PYTHON'] ?? path.join(ROOT, '.venv', 'bin', 'python');
@@ -111,6 +111,8 @@ async function openWebview(onMessage: (message: WebviewToHost, page: Page) => vo
   const isReady = new Promise<void>((resolve) => (ready = resolve));
   await page.exposeFunction('__toHost', (message: WebviewToHost) => {
     posted.push(message);
+    if (message.type === 'painted') void page.evaluate('window.__painted = true');
+    if (message.type === 'export') void page.evaluate(`(window.__exports = window.__exports || []).push({format: ${JSON.stringify(message.format)}})`);
     if (message.type === 'ready') ready();
     onMessage(message, page);
   });
@@ -133,9 +135,9 @@ async function assertInert(page: Page): Promise<void> {
   assert.equal(r.images, 0, 'no <img> element was created from a token');
 }
 
-/** The heads panel's rows, top to bottom: [head, contribution as shown]. */
+/** The heads panel's rows, top to bottom: [head, raw contribution as shown]. */
 function headRows(page: Page): Promise<[number, number][]> {
-  return page.evaluate(`[...document.querySelectorAll('.details tr[data-head]')].map((r) => [Number(r.dataset.head), Number(r.children[1].textContent)])`);
+  return page.evaluate(`[...document.querySelectorAll('.details tr[data-head]')].map((r) => [Number(r.dataset.head), Number(r.children[2].textContent)])`);
 }
 
 async function setThreshold(page: Page, value: string): Promise<void> {
@@ -156,7 +158,10 @@ test('the webview draws a synthetic route, shows cards, heads and neurons, re-ro
   const before = await edges.count();
   const kinds = await page.evaluate(`[...new Set([...document.querySelectorAll('path.edge')].map((e) => e.classList[1]))].sort()`);
   assert.deepEqual(kinds, ['attention', 'ffn', 'residual']);
-  assert.ok(await page.locator('text.token title').filter({hasText: XSS_SHOWN}).count(), 'the HTML token is shown as text');
+  assert.ok(await page.locator('.column-label').filter({hasText: XSS_SHOWN}).count(), 'the HTML token is shown as text');
+  await page.waitForFunction(`window.__painted`);
+  assert.ok(posted.some((m) => m.type === 'painted' && m.edges === before), 'the host hears when the route is on screen');
+  assert.match(await page.locator('.legend').innerText(), /R residual[\s\S]*A after attention[\s\S]*M FFN[\s\S]*X embedding[\s\S]*output/);
 
   const attention = page.locator('path.edge.attention').first();
   await attention.dispatchEvent('mouseover');
@@ -165,11 +170,14 @@ test('the webview draws a synthetic route, shows cards, heads and neurons, re-ro
   await attention.dispatchEvent('click');
   await page.locator('.details tr[data-head]').first().waitFor();
   assert.equal(await page.locator('.details tr[data-head]').count(), 2, 'the per-head list has every head');
+  // Both numbers of a head, labelled: as drawn (renormalised, the hover's) and raw.
+  const header = await page.locator('.details table.heads tr').first().innerText();
+  assert.match(header, /drawn \(renorm\.\)[\s\S]*raw contribution[\s\S]*attention/);
   const shown = (await headRows(page)).map(([, contribution]) => contribution);
   assert.deepEqual(shown, [...shown].sort((a, b) => b - a), 'heads by contribution, largest first');
   assert.match(await page.locator('.details').innerText(), /needs the model — trace again/);
 
-  await page.locator('.node.ffn[aria-label^="M0.2"]').dispatchEvent('click');
+  await page.locator('svg.graph .node.ffn[data-node="M0.2"]').dispatchEvent('click');
   await page.locator('.details tr[data-neuron]').first().waitFor();
   const neurons = await page.locator('.details').innerText();
   assert.match(neurons, /L0\.N3/);
@@ -177,16 +185,105 @@ test('the webview draws a synthetic route, shows cards, heads and neurons, re-ro
   assert.match(neurons, /Block promotes/, 'the stored ffn_update projection of the block');
 
   // A residual node whose logit lens the file does not store, with no live daemon behind it.
-  await page.locator('.node.residual[aria-label^="R0.2 "]').dispatchEvent('click');
+  await page.locator('svg.graph .node.residual[data-node="R0.2"]').dispatchEvent('click');
   await page.locator('.details .not-stored').waitFor();
   assert.match(await page.locator('.details').innerText(), /logit lens of R0\.2 is not stored in this file; it needs the model — trace again/);
 
+  // The panel follows the route: another output token's route lacks R0.2, so it closes.
+  assert.ok(await page.locator('.details:not([hidden])').count());
+  await page.evaluate(`(() => { const s = document.querySelector('#token'); s.value = '1'; s.dispatchEvent(new Event('change')); })()`);
+  await page.locator('.details[hidden]').waitFor({state: 'attached'});
+
+  await page.evaluate(`(() => { const s = document.querySelector('#token'); s.value = '2'; s.dispatchEvent(new Event('change')); })()`);
   await setThreshold(page, '0.1');
   await page.waitForFunction(`document.querySelectorAll('path.edge').length !== ${before}`);
   assert.ok((await edges.count()) < before, 'threshold 0.1 keeps fewer edges');
   assert.equal(await page.evaluate('window.__state.threshold'), 0.1);
   assert.ok(posted.some((m) => m.type === 'settingsChanged'));
+
+  // Export: the shown route as an SVG document (the HTML token escaped) and as PNG bytes.
+  await page.locator('button.export').click();
+  await page.locator('button.export-svg').click();
+  await page.waitForFunction(`window.__exports && window.__exports.some((m) => m.format === 'svg')`);
+  await page.locator('button.export').click();
+  await page.locator('button.export-png').click();
+  await page.waitForFunction(`window.__exports && window.__exports.some((m) => m.format === 'png')`);
+  const svgExport = posted.find((m) => m.type === 'export' && m.format === 'svg');
+  const pngExport = posted.find((m) => m.type === 'export' && m.format === 'png');
+  assert.ok(svgExport?.type === 'export' && pngExport?.type === 'export');
+  assert.match(svgExport.data, /^<svg [^>]*xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
+  assert.ok(svgExport.data.includes('&lt;bos&gt;') && !/<(bos|img)/.test(svgExport.data), 'tokens are escaped text in the SVG');
+  assert.equal((svgExport.data.match(/<path /g) ?? []).length, await edges.count(), 'every shown edge is exported');
+  assert.match(svgExport.name, /^x\.token-2\.svg$/);
+  const png = Buffer.from(pngExport.data, 'base64');
+  assert.deepEqual([...png.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], 'PNG bytes');
   await assertInert(page);
+  await page.close();
+});
+
+/** Geometry of the page: every route node inside the canvas, and no two visible labels overlapping. */
+async function geometry(page: Page): Promise<{nodes: number; outside: string[]; overlaps: string[]; labels: number}> {
+  return page.evaluate(`(() => {
+    const c = document.querySelector('.canvas').getBoundingClientRect();
+    const outside = [...document.querySelectorAll('svg.graph .node')].filter((n) => {
+      const r = n.getBoundingClientRect();
+      return r.left < c.left - 0.5 || r.right > c.right + 0.5 || r.top < c.top - 0.5 || r.bottom > c.bottom + 0.5;
+    }).map((n) => n.dataset.node);
+    const labels = [...document.querySelectorAll('.column-label, .row-label')].filter((l) => !l.hidden).map((l) => [l.textContent, l.getBoundingClientRect()]);
+    const overlaps = [];
+    for (let i = 0; i < labels.length; i++) for (let j = i + 1; j < labels.length; j++) {
+      const [a, p] = labels[i], [b, q] = labels[j];
+      if (p.left < q.right - 0.5 && q.left < p.right - 0.5 && p.top < q.bottom - 0.5 && q.top < p.bottom - 0.5) overlaps.push(a + ' / ' + b);
+    }
+    return {nodes: document.querySelectorAll('svg.graph .node').length, outside, overlaps, labels: labels.length};
+  })()`);
+}
+
+test('a 1000-token, 30-layer trace opens in the side column with the whole route fitted, then re-routes at new thresholds (times measured)', {skip, timeout: 120_000}, async (t) => {
+  const bytes = encodeWire(longWire(1000, 30, 9));
+  const page = await browser!.newPage({viewport: {width: 540, height: 900}});
+  const painted: number[] = [];
+  let ready: () => void = () => {};
+  const isReady = new Promise<void>((resolve) => (ready = resolve));
+  await page.exposeFunction('__toHost', (message: WebviewToHost) => {
+    if (message.type === 'ready') ready();
+    if (message.type === 'painted') {
+      painted.push(message.ms);
+      void page.evaluate('window.__painted = true');
+    }
+  });
+  await page.goto(`file://${path.join(dir, 'page.html')}`);
+  await isReady;
+  // The bytes arrive as a Uint8Array, as the host sends them; the clock starts at arrival.
+  await page.evaluate(`(() => {
+    const bytes = Uint8Array.from(atob(${JSON.stringify(Buffer.from(bytes).toString('base64'))}), (c) => c.charCodeAt(0));
+    window.postMessage({type: 'load', name: 'long.lmtrace', bytes, settings: {threshold: 0.04, mode: 'renormalize'}}, '*');
+  })()`);
+  await page.waitForFunction('window.__painted');
+  const edges = await page.evaluate<number>(`document.querySelectorAll('path.edge').length`);
+  const fitted = await geometry(page);
+  assert.ok(edges > 500, `a route of some size: ${edges} edges`);
+  assert.deepEqual(fitted.outside, [], 'after the first fit every route node is inside the canvas');
+  assert.deepEqual(fitted.overlaps, [], 'no two labels overlap');
+  assert.ok(fitted.labels > 10, 'token and layer labels are shown');
+  // Re-routing: the time from the threshold's change to the next frame, several times.
+  const reroute = await page.evaluate<number[]>(`(async () => {
+    const input = document.querySelector('#threshold');
+    const times = [];
+    for (const v of ['0.05', '0.04', '0.06', '0.04', '0.045', '0.04']) {
+      input.value = v;
+      const t0 = performance.now();
+      input.dispatchEvent(new Event('change'));
+      await new Promise((r) => requestAnimationFrame(() => r()));
+      times.push(performance.now() - t0);
+    }
+    return times;
+  })()`);
+  const after = await geometry(page);
+  assert.deepEqual(after.outside, [], 'after re-routing every route node is still inside the canvas');
+  assert.deepEqual(after.overlaps, []);
+  const median = [...reroute].sort((a, b) => a - b)[Math.floor(reroute.length / 2)]!;
+  t.diagnostic(`1000 tokens x 30 layers, ${bytes.length} bytes, ${edges} route edges at τ 0.04: first paint ${painted[0]} ms; re-route median ${median.toFixed(1)} ms (${reroute.map((v) => v.toFixed(1)).join(', ')})`);
   await page.close();
 });
 
@@ -243,7 +340,7 @@ test('a trace the engine made renders: threshold changes the edge count, hover s
     const edges = page.locator('path.edge');
     await edges.first().waitFor({state: 'attached'});
     const low = await edges.count();
-    assert.ok(await page.locator('text.token title').filter({hasText: XSS_SHOWN}).count(), 'the HTML token labels its column as text');
+    assert.ok(await page.locator('.column-label').filter({hasText: XSS_SHOWN}).count(), 'the HTML token labels its column as text');
 
     // Hover: the card. Click: every head; without a live trace the maps need the model.
     const attention = page.locator('path.edge.attention:not(.self)').first();
@@ -263,7 +360,7 @@ test('a trace the engine made renders: threshold changes the edge count, hover s
     assert.match(await page.locator('.details .head-detail').innerText(), /needs the model — trace again/);
     // An FFN node: its stored neurons (the selected one's tokens need the model), or, when the
     // file does not store them, a note saying so.
-    const ffn = page.locator('.node.ffn').first();
+    const ffn = page.locator('svg.graph .node.ffn').first();
     await ffn.dispatchEvent('click');
     await page.locator('.details .neuron-detail .needs-model, .details .neuron-list .note').first().waitFor();
     if (await page.locator('.details tr[data-neuron]').count()) {

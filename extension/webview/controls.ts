@@ -8,8 +8,8 @@
 import {DEFAULTS} from '../shared/protocol/types';
 import type {TraceQueries} from '../shared/traces/trace';
 import {THRESHOLD_RANGE, type GraphSettings} from '../shared/webviewMessages';
-import {clip, displayToken} from './layout';
-import {el} from './dom';
+import {clip} from '../shared/display';
+import {el, shownToken} from './dom';
 import {collapseBox, modeBox, thresholdNumber, thresholdRange, tokenSelect} from './shell';
 import {currentToken, persist, post, shown, view} from './state';
 
@@ -22,7 +22,7 @@ export function applySettings(settings: GraphSettings): void {
 /** One option per token of the trace; a chosen token past its end falls back to the last. */
 export function populateTokens(q: TraceQueries): void {
   const strings = q.trace.tokens.strings;
-  const options = strings.map((text, i) => el('option', {value: String(i)}, `${i}: ${clip(displayToken(text), 24)}`));
+  const options = strings.map((_, i) => el('option', {value: String(i)}, `${i}: ${clip(shownToken(q, i), 24)}`));
   tokenSelect.replaceChildren(...options);
   if (view.token !== null && view.token >= strings.length) view.token = null;
 }

@@ -1,7 +1,7 @@
 /** DOM helpers for the webview: elements get text only (textContent), never HTML. */
 
 import type {TraceQueries} from '../shared/traces/trace';
-import {displayToken} from './layout';
+import {displayToken} from '../shared/display';
 
 export const SVG = 'http://www.w3.org/2000/svg';
 
@@ -25,9 +25,15 @@ export function byId<T extends HTMLElement>(id: string): T {
 }
 
 export const fmt = (v: number, digits = 3) => (Number.isFinite(v) ? v.toFixed(digits) : String(v));
+/** A vocabulary token (a prediction, a promoted token) quoted for display; still text. */
 export const quoted = (text: string) => `“${displayToken(text)}”`;
+
+/** The token at `position` of the trace as displayed everywhere (a byte piece from its bytes). */
+export function shownToken(q: TraceQueries, position: number): string {
+  return displayToken(q.trace.tokens.strings[position] ?? '', {bytes: q.trace.tokens.bytes[position] ?? null});
+}
 
 /** The token at `position` of the trace, quoted for display (still text, never markup). */
 export function tokenAt(q: TraceQueries, position: number): string {
-  return quoted(q.trace.tokens.strings[position] ?? '');
+  return `“${shownToken(q, position)}”`;
 }

@@ -11,7 +11,9 @@ import type {NodeId, ProjectionResult, ThresholdMode, TokenScore} from '../share
 import {NeedsModelError, type TraceQueries} from '../shared/traces/trace';
 import {nodeLabel} from '../shared/graph/routes';
 import type {DaemonQueries, DaemonQueryMethod, QueryResultMessage, WebviewToHost} from '../shared/webviewMessages';
-import {el, fmt, quoted, tokenAt} from './dom';
+import {clip} from '../shared/display';
+import {COLOURS} from '../shared/protocol/vocabulary';
+import {el, fmt, quoted, shownToken, tokenAt} from './dom';
 
 export const NEEDS_MODEL = 'needs the model — trace again';
 
@@ -110,19 +112,36 @@ export function fromDaemon<M extends DaemonQueryMethod>(
 }
 
 // ---- heads ---------------------------------------------------------------------------------------
-/** One causal map (row i: sources 0..i) on a canvas; `mark` is the clicked edge's cell. */
-function mapCanvas(q: TraceQueries, title: string, rows: readonly (readonly number[])[], signed: boolean, mark: {target: number; source: number}): HTMLElement {
+/** Room for the token labels left of and above a map (CSS px). */
+const MAP_LABELS = 70;
+/** Labels need this much room (px) per cell; narrower cells label every k-th token. */
+const LABEL_PITCH = 11;
+
+/**
+ * One causal map (row i: sources 0..i) on a canvas as wide as the panel, with the tokens on both
+ * axes (every one when cells are tall enough, else every k-th, the clicked edge's always) and a
+ * readout of the cell under the pointer. `mark` is the clicked edge's cell. Tokens are drawn by
+ * the canvas (fillText), never parsed as markup.
+ */
+function mapCanvas(q: TraceQueries, title: string, rows: readonly (readonly number[])[], signed: boolean, mark: {target: number; source: number}, width: number): HTMLElement {
   const n = rows.length;
-  const cell = Math.max(1, Math.min(14, Math.floor(300 / Math.max(1, n))));
+  const cell = Math.max(2, Math.min(22, Math.floor((width - MAP_LABELS - 4) / Math.max(1, n))));
+  const size = MAP_LABELS + n * cell;
   const section = el('div', {class: 'map'});
   section.append(el('h3', {}, title));
-  const canvas = el('canvas', {width: String(n * cell), height: String(n * cell), role: 'img', 'aria-label': `${title}: rows are attending tokens, columns attended tokens`});
+  const ratio = Math.min(2, window.devicePixelRatio || 1);
+  const canvas = el('canvas', {width: String(Math.round(size * ratio)), height: String(Math.round(size * ratio)), role: 'img', 'aria-label': `${title}: rows are attending tokens, columns attended tokens`});
+  canvas.style.width = `${size}px`;
+  canvas.style.height = `${size}px`;
   const scale = Math.max(1e-9, ...rows.flatMap((row) => row.map((v) => Math.abs(v))));
   const style = getComputedStyle(document.body);
-  const positive = style.getPropertyValue('--attention').trim() || '#3794ff';
-  const negative = style.getPropertyValue('--negative').trim() || '#f14c4c';
+  const positive = style.getPropertyValue('--edge-attention').trim() || COLOURS.attention.hex;
+  const negative = style.getPropertyValue('--negative').trim() || COLOURS.negative.hex;
   const ctx = canvas.getContext('2d');
   if (ctx !== null) {
+    ctx.scale(ratio, ratio);
+    ctx.save();
+    ctx.translate(MAP_LABELS, MAP_LABELS);
     rows.forEach((row, i) =>
       row.forEach((v, j) => {
         ctx.globalAlpha = Math.min(1, Math.abs(v) / scale);
@@ -132,13 +151,36 @@ function mapCanvas(q: TraceQueries, title: string, rows: readonly (readonly numb
     );
     ctx.globalAlpha = 1;
     ctx.strokeStyle = style.getPropertyValue('--vscode-focusBorder').trim() || '#888';
-    ctx.strokeRect(mark.source * cell + 0.5, mark.target * cell + 0.5, Math.max(1, cell - 1), Math.max(1, cell - 1));
+    ctx.lineWidth = 1.5;
+    ctx.strokeRect(mark.source * cell, mark.target * cell, Math.max(2, cell), Math.max(2, cell));
+    ctx.strokeStyle = style.getPropertyValue('--vscode-panel-border').trim() || 'rgba(128,128,128,0.4)';
+    ctx.lineWidth = 1;
+    ctx.strokeRect(0, 0, n * cell, n * cell);
+    ctx.restore();
+    // Token labels: rows left of the map, columns above it (rotated).
+    const every = Math.max(1, Math.ceil(LABEL_PITCH / cell));
+    const labelled = (i: number) => i % every === 0 || i === mark.target || i === mark.source;
+    ctx.fillStyle = style.getPropertyValue('--vscode-descriptionForeground').trim() || '#888';
+    ctx.font = `10px ${style.getPropertyValue('--vscode-editor-font-family').trim() || 'monospace'}`;
+    ctx.textBaseline = 'middle';
+    ctx.textAlign = 'right';
+    const label = (i: number) => clip(shownToken(q, i), 9);
+    for (let i = 0; i < n; i++) if (labelled(i)) ctx.fillText(label(i), MAP_LABELS - 3, MAP_LABELS + (i + 0.5) * cell, MAP_LABELS - 4);
+    for (let j = 0; j < n; j++) {
+      if (!labelled(j)) continue;
+      ctx.save();
+      ctx.translate(MAP_LABELS + (j + 0.5) * cell, MAP_LABELS - 3);
+      ctx.rotate(-Math.PI / 2);
+      ctx.textAlign = 'left';
+      ctx.fillText(label(j), 0, 0, MAP_LABELS - 4);
+      ctx.restore();
+    }
   }
   const readout = el('div', {class: 'note map-readout'}, `${n} × ${n}; point at a cell (row: attending token, column: attended token)`);
   canvas.addEventListener('mousemove', (event) => {
     const box = canvas.getBoundingClientRect();
-    const i = Math.floor(((event.clientY - box.top) / box.height) * n);
-    const j = Math.floor(((event.clientX - box.left) / box.width) * n);
+    const i = Math.floor((event.clientY - box.top - MAP_LABELS) / cell);
+    const j = Math.floor((event.clientX - box.left - MAP_LABELS) / cell);
     const value = rows[i]?.[j];
     if (value === undefined) return;
     readout.textContent = `${i} ${tokenAt(q, i)} ← ${j} ${tokenAt(q, j)}: ${fmt(value, 4)}`;
@@ -154,9 +196,10 @@ export function headSection(q: TraceQueries, link: DaemonLink, layer: number, he
   const body = el('div', {class: 'head-body'});
   into.append(body);
   fromDaemon(link, body, `The attention map, contribution map and promoted/suppressed tokens of L${layer}H${head}`, 'lmscope/headMaps', {layer, head, position: edge.target}, (maps) => {
+    const width = Math.max(240, (into.closest('.details')?.clientWidth ?? 380) - 28);
     body.append(
-      mapCanvas(q, `Attention map of L${layer}H${head}`, maps.attention, false, edge),
-      mapCanvas(q, `Contribution map of L${layer}H${head}`, maps.contribution, true, edge),
+      mapCanvas(q, `Attention map of L${layer}H${head}`, maps.attention, false, edge, width),
+      mapCanvas(q, `Contribution map of L${layer}H${head}`, maps.contribution, true, edge, width),
       el('p', {class: 'note'}, `Tokens its output at token ${maps.position} ${tokenAt(q, maps.position)} promotes and suppresses:`),
       scoreList('Head promotes', maps.promoted),
       scoreList('Head suppresses', maps.suppressed),

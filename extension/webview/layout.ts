@@ -1,12 +1,22 @@
 /**
  * Where the flow graph draws each node and edge of a route: a pure function from a
- * `RouteResult` to SVG coordinates (no DOM, so it is tested under `node --test`).
+ * `RouteResult` and the canvas's size to SVG coordinates (no DOM, so it is tested under
+ * `node --test`).
  *
- * Tokens are columns (left to right), layers are rows (bottom to top): the embeddings at the
- * bottom, then per layer the post-attention node A, the FFN node M (offset to the right of its
- * column, between A and R) and the residual node R; the output node R(L-1, t) is at the top.
- * Columns with no node on the route are collapsed to a narrow strip when `collapse` is set, so a
- * 200-token prompt stays readable.
+ * Fit means the whole route: the layout is computed for the canvas it is shown in, so at zoom 1
+ * every layer and every route column is visible at once. Only when that would make a column or
+ * a layer smaller than legible (MIN_COLUMN, MIN_UNIT) does the layout grow past the canvas, and
+ * Fit then zooms out (zoom.ts).
+ *
+ * Tokens are columns (left to right), layers are rows (bottom to top): the embeddings X at the
+ * bottom, then per layer the post-attention node A, the FFN node M (to the right of its column,
+ * halfway between A and R) and the residual node R; the output node R(L-1, t) is at the top.
+ * - Columns with no route node collapse to a narrow strip (`collapse`), so a 1000-token prompt
+ *   keeps its route columns readable.
+ * - A quiet layer (no attention edge and no FFN node on the route: the residual stream only
+ *   passes through) gets a fraction of a busy layer's height.
+ * - A node's size and a edge's width follow its share of the prediction (`share`, the flow that
+ *   reaches it from the output), FFN nodes included.
  *
  * Edges: residual edges are vertical lines inside a column; attention edges are curves between
  * columns, and the self-attention edge (source and target at the same position) is a loop to the
@@ -14,41 +24,47 @@
  * to and from the offset M node.
  */
 
+import {nodeRadius as vocabularyRadius} from '../shared/display';
+import {nodeKey, nodeLabel} from '../shared/graph/routes';
 import type {EdgeKind, NodeId, NodeKind, RouteEdge, RouteResult} from '../shared/protocol/types';
 
 export interface LayoutOptions {
-  /** Width of a column holding route nodes. */
-  readonly columnWidth: number;
-  /** Width of a collapsed column (no route node). */
-  readonly collapsedWidth: number;
-  /** Vertical distance between the A and R levels of one layer. */
-  readonly levelHeight: number;
-  readonly marginX: number;
-  /** Space above the output node and below the embeddings (token labels go there). */
-  readonly marginY: number;
+  /** The canvas the graph is shown in, in CSS pixels. */
+  readonly width: number;
+  readonly height: number;
+  /** Collapse the columns of tokens with no route node. */
   readonly collapse: boolean;
 }
 
-export const DEFAULT_LAYOUT: LayoutOptions = {
-  columnWidth: 72,
-  collapsedWidth: 14,
-  levelHeight: 34,
-  marginX: 24,
-  marginY: 56,
-  collapse: true,
-};
+/** Room kept free around the graph: the pinned token labels above, the layer labels left. */
+export const MARGIN = {top: 34, left: 34, right: 14, bottom: 14} as const;
+/** The narrowest route column and the smallest height unit (a busy layer is 1.6 units). */
+export const MIN_COLUMN = 14;
+export const MIN_UNIT = 7;
+const MAX_COLUMN = 120;
+const MAX_UNIT = 40;
+/** Heights in units: a busy layer's R(l-1) -> A(l) and A(l) -> R(l) steps; a quiet layer's. */
+const STEP_ATTENTION = 1;
+const STEP_BLOCK = 0.6;
+const QUIET_LAYER = 0.35;
 
 export interface NodeBox {
   readonly id: NodeId;
+  /** `R22.2`, `A23.14`, `M29.14`, `X3` (nodeLabel): the node's name everywhere. */
+  readonly key: string;
   readonly x: number;
   readonly y: number;
-  /** Share of the output flowing through the node (0..1 in renormalize mode). */
+  /** Radius (half the side of an FFN square of the same area). */
+  readonly r: number;
+  /** Share of the prediction flowing through the node (0..1 in renormalize mode). */
   readonly share: number;
   readonly isOutput: boolean;
 }
 
 export interface EdgePath {
   readonly edge: RouteEdge;
+  /** A stable key of the edge (its kind and two nodes), to find it again in another route. */
+  readonly key: string;
   readonly kind: EdgeKind;
   /** Attention edge whose source and target are at the same position. */
   readonly selfAttention: boolean;
@@ -58,7 +74,10 @@ export interface EdgePath {
   readonly y2: number;
   /** SVG path data. */
   readonly d: string;
-  /** Stroke width from the weight. */
+  /** The share of the prediction the edge carries: its target's share times its weight (an
+   * FFN node's one input carries its whole share). */
+  readonly flow: number;
+  /** Stroke width in screen pixels, from the flow. */
   readonly width: number;
 }
 
@@ -71,7 +90,10 @@ export interface Column {
 
 export interface Row {
   readonly layer: number; // -1: embeddings
+  /** The row's R level (X for the embeddings). */
   readonly y: number;
+  /** No attention edge and no FFN node of this layer is on the route. */
+  readonly quiet: boolean;
 }
 
 export interface GraphLayout {
@@ -81,6 +103,10 @@ export interface GraphLayout {
   readonly rows: readonly Row[];
   readonly nodes: readonly NodeBox[];
   readonly edges: readonly EdgePath[];
+  /** The largest node radius (a node of share 1). */
+  readonly maxRadius: number;
+  /** The zoom that shows all of it in the canvas (1 unless its columns needed more room). */
+  readonly scale: number;
 }
 
 /** Level of a node in half-layer units from the bottom: X 0, A(l) 2l+1, M(l) 2l+1.5, R(l) 2l+2. */
@@ -89,59 +115,118 @@ export function nodeLevel(node: NodeId): number {
   return node.kind === 'embedding' ? 0 : 2 * node.layer + offsets[node.kind];
 }
 
-/** Stroke width of an edge of weight `w` (|w| clamped to 1): 0.75 .. 7 px. */
-export function strokeWidth(weight: number): number {
-  const w = Math.min(1, Math.abs(Number.isFinite(weight) ? weight : 0));
-  return Math.round((0.75 + 6.25 * w) * 100) / 100;
+/** Stroke width (px) of an edge carrying `flow` of the prediction (|flow| clamped to 1). */
+export function strokeWidth(flow: number): number {
+  const f = Math.min(1, Math.abs(Number.isFinite(flow) ? flow : 0));
+  return round(0.8 + 5.7 * Math.sqrt(f));
 }
 
-const round = (v: number) => Math.round(v * 100) / 100;
+/** Radius of a node of `share`, for a graph whose largest node has radius `max` (the vocabulary's
+ * sizes: protocol/vocabulary.json). */
+export function nodeRadius(share: number, max: number): number {
+  return round(vocabularyRadius(share, max));
+}
 
-export function layoutRoute(route: RouteResult, nTokens: number, nLayers: number, options: LayoutOptions = DEFAULT_LAYOUT): GraphLayout {
-  const used = new Set<number>();
-  for (const node of route.nodes) used.add(node.id.position);
-  used.add(route.token);
+export function edgeKey(edge: RouteEdge): string {
+  return `${edge.kind}:${nodeKey(edge.source)}>${nodeKey(edge.target)}`;
+}
 
-  const columns: Column[] = [];
-  let x = options.marginX;
+function round(v: number): number {
+  return Math.round(v * 100) / 100;
+}
+
+function clamp(v: number, low: number, high: number): number {
+  return Math.max(low, Math.min(high, v));
+}
+
+export function layoutRoute(route: RouteResult, nTokens: number, nLayers: number, options: LayoutOptions): GraphLayout {
+  // --- columns: the route's tokens get the width; the others a strip -------------------------
+  const used = new Uint8Array(nTokens);
+  for (const node of route.nodes) used[node.id.position] = 1;
+  if (route.token >= 0 && route.token < nTokens) used[route.token] = 1;
+  let nUsed = 0;
+  for (let i = 0; i < nTokens; i++) nUsed += used[i]!;
+  const collapse = options.collapse && nUsed < nTokens;
+  const availableWidth = Math.max(1, options.width - MARGIN.left - MARGIN.right);
+  const nCollapsed = collapse ? nTokens - nUsed : 0;
+  // Collapsed strips take at most a quarter of the width (6 px each at most): many of them
+  // shrink to slivers, so the route's own columns keep the room.
+  const strip = nCollapsed === 0 ? 0 : Math.min(6, availableWidth / 4 / nCollapsed);
+  const wide = collapse ? nUsed : nTokens;
+  const columnWidth = clamp((availableWidth - nCollapsed * strip) / Math.max(1, wide), collapse ? MIN_COLUMN : 2, MAX_COLUMN);
+  // When the route's columns cannot be legible in the canvas, the layout is made wider and
+  // fitting it zooms out by `scale`; the margins and the height are made for that zoom, so the
+  // fitted graph still fills the canvas and its labels keep their room on screen.
+  const content = wide * columnWidth + nCollapsed * strip;
+  const scale = Math.min(1, availableWidth / content);
+  const columns: Column[] = new Array<Column>(nTokens);
+  let x = MARGIN.left / scale;
   for (let position = 0; position < nTokens; position++) {
-    const collapsed = options.collapse && !used.has(position);
-    const width = collapsed ? options.collapsedWidth : options.columnWidth;
-    columns.push({position, x: round(x + width / 2), width, collapsed});
+    const collapsed = collapse && used[position] === 0;
+    const width = collapsed ? strip : columnWidth;
+    columns[position] = {position, x: round(x + width / 2), width: round(width), collapsed};
     x += width;
   }
-  const width = round(x + options.marginX);
-  const topLevel = 2 * nLayers;
-  const height = round(2 * options.marginY + topLevel * options.levelHeight);
-  const levelY = (level: number) => round(options.marginY + (topLevel - level) * options.levelHeight);
-  const rows: Row[] = [{layer: -1, y: levelY(0)}];
-  for (let layer = 0; layer < nLayers; layer++) rows.push({layer, y: levelY(2 * layer + 2)});
+  const width = round(Math.max(options.width / scale, x + MARGIN.right / scale));
 
-  const position = (node: NodeId): [number, number] => {
-    const column = columns[node.position];
-    const cx = column === undefined ? options.marginX : column.x;
-    const dx = node.kind === 'ffn' ? (column?.width ?? options.columnWidth) * 0.3 : 0;
-    return [round(cx + dx), levelY(nodeLevel(node))];
+  // --- rows: busy layers get the height; quiet ones a fraction ------------------------------
+  const busy = new Uint8Array(nLayers);
+  for (const edge of route.edges) {
+    if (edge.kind === 'attention' || edge.kind === 'ffn') busy[edge.target.layer] = 1;
+  }
+  let units = 0.6; // the embeddings' step below layer 0
+  for (let l = 0; l < nLayers; l++) units += busy[l] ? STEP_ATTENTION + STEP_BLOCK : QUIET_LAYER;
+  const top = MARGIN.top / scale, bottom = MARGIN.bottom / scale;
+  const availableHeight = Math.max(1, options.height / scale - top - bottom);
+  const unit = clamp(availableHeight / units, MIN_UNIT / scale, MAX_UNIT);
+  const height = round(Math.max(options.height / scale, top + bottom + units * unit));
+  // y of each level, bottom-up: level 0 (X), then per layer A (2l+1) and R (2l+2).
+  const levelY = new Float64Array(2 * nLayers + 1);
+  let y = top + units * unit;
+  levelY[0] = y;
+  y -= 0.6 * unit;
+  for (let l = 0; l < nLayers; l++) {
+    const quiet = busy[l] === 0;
+    y -= (quiet ? QUIET_LAYER / 2 : STEP_ATTENTION) * unit;
+    levelY[2 * l + 1] = y;
+    y -= (quiet ? QUIET_LAYER / 2 : STEP_BLOCK) * unit;
+    levelY[2 * l + 2] = y;
+  }
+  // Centre vertically when the graph is shorter than the canvas.
+  const shift = Math.max(0, (availableHeight - units * unit) / 2);
+  const yOf = (level: number): number => {
+    const whole = Math.floor(level);
+    const v = whole === level ? levelY[level]! : (levelY[whole]! + levelY[whole + 1]!) / 2;
+    return round(v + shift);
   };
+  const rows: Row[] = [{layer: -1, y: yOf(0), quiet: false}];
+  for (let layer = 0; layer < nLayers; layer++) rows.push({layer, y: yOf(2 * layer + 2), quiet: busy[layer] === 0});
 
+  // --- nodes and edges ----------------------------------------------------------------------
+  // Neighbouring A and R nodes (STEP_BLOCK apart) may touch when both carry the whole share.
+  const maxRadius = round(clamp(Math.min(columnWidth * 0.3, unit * STEP_BLOCK * 0.95), 2.5, 11));
+  const place = (node: NodeId): [number, number] => {
+    const column = columns[node.position];
+    const cx = column === undefined ? MARGIN.left : column.x;
+    const dx = node.kind === 'ffn' ? Math.max(maxRadius + 2, columnWidth * 0.28) : 0;
+    return [round(cx + dx), yOf(nodeLevel(node))];
+  };
+  const shareOf = new Map<string, number>();
   const nodes: NodeBox[] = route.nodes.map(({id, share}) => {
-    const [nx, ny] = position(id);
-    return {
-      id,
-      x: nx,
-      y: ny,
-      share,
-      isOutput: id.kind === 'residual' && id.layer === nLayers - 1 && id.position === route.token,
-    };
+    const [nx, ny] = place(id);
+    const key = nodeLabel(id);
+    shareOf.set(nodeKey(id), share);
+    const isOutput = id.kind === 'residual' && id.layer === nLayers - 1 && id.position === route.token;
+    return {id, key, x: nx, y: ny, r: isOutput ? round(maxRadius + 1.5) : nodeRadius(share, maxRadius), share, isOutput};
   });
 
   const edges: EdgePath[] = route.edges.map((edge) => {
-    const [x1, y1] = position(edge.source);
-    const [x2, y2] = position(edge.target);
+    const [x1, y1] = place(edge.source);
+    const [x2, y2] = place(edge.target);
     const selfAttention = edge.kind === 'attention' && edge.source.position === edge.target.position;
     let d: string;
     if (selfAttention) {
-      const bulge = round(Math.max(8, (columns[edge.target.position]?.width ?? options.columnWidth) * 0.35));
+      const bulge = round(Math.max(4, (columns[edge.target.position]?.width ?? columnWidth) * 0.32));
       d = `M${x1},${y1} C${round(x1 - bulge)},${y1} ${round(x2 - bulge)},${y2} ${x2},${y2}`;
     } else if (edge.kind === 'attention') {
       const my = round((y1 + y2) / 2);
@@ -149,33 +234,10 @@ export function layoutRoute(route: RouteResult, nTokens: number, nLayers: number
     } else {
       d = `M${x1},${y1} L${x2},${y2}`;
     }
-    return {edge, kind: edge.kind, selfAttention, x1, y1, x2, y2, d, width: strokeWidth(edge.weight)};
+    const targetShare = shareOf.get(nodeKey(edge.target)) ?? 0;
+    const flow = edge.target.kind === 'ffn' ? targetShare : targetShare * edge.weight;
+    return {edge, key: edgeKey(edge), kind: edge.kind, selfAttention, x1, y1, x2, y2, d, flow, width: strokeWidth(flow)};
   });
 
-  return {width, height, columns, rows, nodes, edges};
-}
-
-/** A token as the graph shows it: spaces as `·`, newlines as `⏎`, tabs as `→`, other control
- * characters as `\xXX` and other (invisible) whitespace and format characters (bidi overrides
- * and isolates, zero-width characters: they would reorder or hide what is shown) as `\uXXXX`.
- * The result is still untrusted text (use textContent). */
-export function displayToken(text: string): string {
-  let out = '';
-  for (const ch of text) {
-    const code = ch.codePointAt(0)!;
-    if (ch === ' ') out += '·';
-    else if (ch === '\n') out += '⏎';
-    else if (ch === '\r') out += '↵';
-    else if (ch === '\t') out += '→';
-    else if (code < 0x20 || code === 0x7f) out += `\\x${code.toString(16).padStart(2, '0')}`;
-    else if (/[\s\p{Cf}]/u.test(ch)) out += `\\u${code.toString(16).padStart(4, '0')}`;
-    else out += ch;
-  }
-  return out.length === 0 ? '∅' : out;
-}
-
-/** At most `max` characters of a display token, with an ellipsis. */
-export function clip(text: string, max: number): string {
-  const chars = Array.from(text);
-  return chars.length <= max ? text : chars.slice(0, Math.max(1, max - 1)).join('') + '…';
+  return {width, height, columns, rows, nodes, edges, maxRadius, scale};
 }

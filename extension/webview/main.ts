@@ -6,9 +6,10 @@
  * text nodes.
  *
  * This module handles the host's messages and wires the page together: state.ts (what is
- * shown and saved), shell.ts (the fixed elements), controls.ts (the toolbar), render.ts (drawing
- * the route), inspect.ts (hover cards and the details panel, with panels.ts and drill.ts),
- * zoom.ts (zoom and pan); dom.ts and layout.ts are their helpers.
+ * shown and saved), shell.ts (the fixed elements), legend.ts, controls.ts (the toolbar),
+ * render.ts (drawing the route and its pinned labels), inspect.ts (hover cards and the split
+ * details panel, with panels.ts and drill.ts), zoom.ts (zoom and pan, d3-zoom), export.ts (SVG
+ * and PNG); dom.ts and layout.ts are their helpers.
  */
 
 import './style.css';
@@ -18,26 +19,42 @@ import {TraceQueries} from '../shared/traces/trace';
 import {decodeBase64, isHostToWebview, type HostToWebview} from '../shared/webviewMessages';
 import {applySettings, installControls, populateTokens, syncControls} from './controls';
 import {DaemonLink} from './drill';
-import {installInspection} from './inspect';
-import {render} from './render';
-import {liveBadge, showMessage, title, viewport} from './shell';
-import {post, restored, shown, view} from './state';
+import {installExport} from './export';
+import {closeDetails, followRoute, installInspection, relayout} from './inspect';
+import {applyVocabularyColours} from './legend';
+import {clearDrawing, render} from './render';
+import {legend, liveBadge, showMessage, title} from './shell';
+import {persist, post, restored, shown, view} from './state';
 import {applyZoom, fit, installZoom} from './zoom';
 
 const link = new DaemonLink(post);
+let firstLoad = true;
+
+function clearGraph(): void {
+  shown.queries = null;
+  shown.layout = null;
+  clearDrawing();
+  closeDetails();
+}
 
 /** A new trace (or its file changed on disk): decode it and draw its route. */
-function load(message: Extract<HostToWebview, {type: 'load'}>): void {
+function load(message: Extract<HostToWebview, {type: 'load'}>, arrived: number): void {
   title.textContent = message.name;
+  title.title = message.name;
   let queries: TraceQueries;
   try {
-    queries = new TraceQueries(readTraceFile(decodeBase64(message.bytes), message.name));
+    const bytes = typeof message.bytes === 'string' ? decodeBase64(message.bytes) : message.bytes;
+    const file = readTraceFile(bytes, message.name);
+    queries = new TraceQueries(file);
   } catch (error) {
-    shown.queries = null;
-    viewport.replaceChildren();
-    showMessage(error instanceof LmscopeError ? error.message : `Could not read ${message.name}: ${String(error)}`);
+    clearGraph();
+    const text = error instanceof LmscopeError ? error.message : `Could not read ${message.name}: ${String(error)}`;
+    showMessage(text);
+    // The host is waiting for this load's `painted`: tell it there will be none.
+    post({type: 'error', message: text});
     return;
   }
+  closeDetails();
   shown.queries = queries;
   if (!restored) applySettings(message.settings);
   // A trace answers thresholds >= its minThreshold only.
@@ -45,12 +62,19 @@ function load(message: Extract<HostToWebview, {type: 'load'}>): void {
   showMessage(null);
   populateTokens(queries);
   syncControls();
-  render();
-  if (!restored) fit();
-  applyZoom();
+  relayout();
+  if (restored && firstLoad) applyZoom();
+  else fit();
+  firstLoad = false;
+  // The first frame with the route in it: the host logs how long the graph took.
+  requestAnimationFrame(() => {
+    const edges = shown.layout?.edges.length ?? 0;
+    post({type: 'painted', ms: Math.round(performance.now() - arrived), edges});
+  });
 }
 
 window.addEventListener('message', (event: MessageEvent<unknown>) => {
+  const arrived = performance.now();
   const data = event.data;
   if (!isHostToWebview(data)) return;
   switch (data.type) {
@@ -64,20 +88,29 @@ window.addEventListener('message', (event: MessageEvent<unknown>) => {
       link.answer(data);
       break;
     case 'loadError':
-      shown.queries = null;
+      clearGraph();
       title.textContent = data.name;
-      viewport.replaceChildren();
       showMessage(data.message);
       break;
     case 'load':
-      load(data);
+      load(data, arrived);
       break;
   }
 });
 
-installControls(render);
+applyVocabularyColours();
+legend.open = view.legend;
+legend.addEventListener('toggle', () => {
+  view.legend = legend.open;
+  persist();
+});
+installControls(() => {
+  render();
+  followRoute(link);
+});
 installInspection(link);
 installZoom();
+installExport();
 window.addEventListener('error', (event) => post({type: 'error', message: String(event.message)}));
 syncControls();
 post({type: 'ready'});

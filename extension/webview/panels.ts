@@ -29,7 +29,7 @@ export function line(into: HTMLElement, label: string, value: string): void {
 
 export function nodeCard(q: TraceQueries, box: NodeBox, into: HTMLElement): void {
   into.append(el('div', {class: 'card-title'}, `${nodeLabel(box.id)} · ${box.id.kind.replace('_', '-')} · token ${box.id.position} ${tokenAt(q, box.id.position)}`));
-  line(into, 'share of output', fmt(box.share));
+  line(into, 'share of the prediction', fmt(box.share));
   if (box.id.kind === 'ffn') {
     into.append(el('div', {class: 'hint'}, 'Click for neurons'));
     return;
@@ -56,11 +56,12 @@ export function edgeCard(q: TraceQueries, path: EdgePath, into: HTMLElement): vo
   into.append(el('div', {class: 'card-title'}, edgeTitle(edge)));
   line(into, 'from', `token ${edge.source.position} ${tokenAt(q, edge.source.position)}`);
   line(into, 'to', `token ${edge.target.position} ${tokenAt(q, edge.target.position)}`);
-  line(into, 'weight', fmt(edge.weight));
+  line(into, 'weight (of its target’s input)', fmt(edge.weight));
+  line(into, 'carries of the prediction', fmt(path.flow));
   if (edge.kind === 'attention' && edge.heads.length > 0) {
     // The heads' parts of this edge's weight, in the order the heads panel lists them.
     const top = byContribution(edge.heads.map((contribution, head) => ({head, contribution})).filter((h) => h.contribution !== 0)).slice(0, 3);
-    into.append(el('div', {class: 'card-sub'}, 'Top heads (above the threshold)'));
+    into.append(el('div', {class: 'card-sub'}, 'Top heads (drawn: above τ, as the edge weight)'));
     for (const {head, contribution} of top) line(into, `L${edge.target.layer}H${head}`, fmt(contribution));
     into.append(el('div', {class: 'hint'}, 'Click for every head'));
   }
@@ -74,14 +75,25 @@ export function bar(value: number, scale: number): HTMLElement {
   return outer;
 }
 
-export function headsPanel(q: TraceQueries, link: DaemonLink, edge: RouteEdge, details: HTMLElement): void {
+export function headsPanel(q: TraceQueries, link: DaemonLink, edge: RouteEdge, mode: ThresholdMode, details: HTMLElement): void {
   const layer = edge.target.layer;
   details.append(el('h2', {}, `Heads of L${layer}: ${edge.source.position} ${tokenAt(q, edge.source.position)} → ${edge.target.position} ${tokenAt(q, edge.target.position)}`));
   const heads = q.edgeHeads(layer, edge.target.position, edge.source.position);
   const scale = Math.max(...heads.map((h) => Math.abs(h.contribution)), 1e-9);
-  const table = el('table', {class: 'list'});
+  const table = el('table', {class: 'list heads'});
   const head = el('tr');
-  head.append(el('th', {}, 'head'), el('th', {}, 'contribution'), el('th', {}, ''), el('th', {}, 'attention'));
+  const drawnTitle =
+    mode === 'renormalize'
+      ? 'The head’s part of the edge weight the graph draws: heads under τ dropped, the rest renormalised so the node’s inputs sum to 1 (the hover card’s number)'
+      : 'The head’s part of the edge weight the graph draws: heads under τ dropped, raw weights';
+  const rawTitle = 'The head’s contribution to the target’s input, before τ and renormalisation (its proximity share)';
+  head.append(
+    el('th', {}, 'head'),
+    el('th', {class: 'num', title: drawnTitle}, mode === 'renormalize' ? 'drawn (renorm.)' : 'drawn (raw)'),
+    el('th', {class: 'num', title: rawTitle}, 'raw contribution'),
+    el('th', {}, ''),
+    el('th', {class: 'num', title: 'The head’s attention weight from the target token to the source token'}, 'attention'),
+  );
   table.append(head);
   const chosen = el('div', {class: 'head-detail'});
   const position = {target: edge.target.position, source: edge.source.position};
@@ -95,7 +107,14 @@ export function headsPanel(q: TraceQueries, link: DaemonLink, edge: RouteEdge, d
     const row = el('tr', {class: 'selectable', tabindex: '0', 'aria-selected': 'false', 'data-head': String(h.head)});
     const barCell = el('td');
     barCell.append(bar(h.contribution, scale));
-    row.append(el('td', {}, `L${layer}H${h.head}`), el('td', {class: 'num'}, fmt(h.contribution, 4)), barCell, el('td', {class: 'num'}, fmt(h.attention, 3)));
+    const drawn = edge.heads[h.head] ?? 0;
+    row.append(
+      el('td', {}, `L${layer}H${h.head}`),
+      el('td', {class: drawn === 0 ? 'num dim' : 'num'}, drawn === 0 ? '—' : fmt(drawn, 4)),
+      el('td', {class: 'num'}, fmt(h.contribution, 4)),
+      barCell,
+      el('td', {class: 'num'}, fmt(h.attention, 3)),
+    );
     row.addEventListener('click', () => choose(h.head, row));
     row.addEventListener('keydown', (event) => {
       if (event.key === 'Enter' || event.key === ' ') {
@@ -107,7 +126,13 @@ export function headsPanel(q: TraceQueries, link: DaemonLink, edge: RouteEdge, d
     table.append(row);
   }
   details.append(table);
-  details.append(el('p', {class: 'note'}, 'Contributions are unthresholded. Pick a head for its attention map, contribution map and tokens.'));
+  details.append(
+    el(
+      'p',
+      {class: 'note'},
+      `drawn: the head’s part of the edge as the graph draws it (${mode === 'renormalize' ? 'renormalised after τ; the hover card shows these' : 'raw, after τ'}; — under τ). raw contribution: before τ. Pick a head for its attention map, contribution map and tokens.`,
+    ),
+  );
   details.append(chosen);
   const first = heads[0];
   if (first !== undefined && rows[0] !== undefined) choose(first.head, rows[0]);

@@ -1,48 +1,126 @@
 /**
- * Zoom and pan of the graph: the viewport group's transform (view.zoom, saved with the page),
- * moved by the wheel, a drag, the keyboard (+, -, 0, arrows) and the toolbar's buttons; `fit`
- * shows the whole graph when it stays legible, else its full width from the top (the output).
+ * Zoom and pan of the graph, by d3-zoom (wheel, trackpad pinch, drag, touch, double-click, with
+ * a click after a drag suppressed), bounded to the route's extent so the user cannot pan into
+ * blank space. The keyboard (+, -, 0, arrows) and the toolbar's buttons go through the same
+ * behaviour. The transform moves the viewport group only; edges keep their screen width
+ * (non-scaling strokes) and the pinned labels are placed for each transform (render.ts).
+ *
+ * Fit shows the whole route: the layout is made for the canvas (layout.ts), so Fit is the
+ * identity unless the route is too big to be legible at that size; then it zooms out to show it
+ * all. The view (view.zoom) is saved with the page.
  */
 
-import {canvas, viewport, zoomFit, zoomIn, zoomOut} from './shell';
-import {persist, shown, view} from './state';
+import {select, type Selection} from 'd3-selection';
+import {zoom as d3zoom, zoomIdentity, type D3ZoomEvent, type ZoomBehavior, type ZoomTransform} from 'd3-zoom';
+import type {GraphLayout} from './layout';
+import {canvas, graph, viewport, zoomFit, zoomIn, zoomOut} from './shell';
+import {persist, view} from './state';
 
-export function applyZoom(): void {
-  const {k, x, y} = view.zoom;
-  viewport.setAttribute('transform', `translate(${x} ${y}) scale(${k})`);
+const MAX_ZOOM = 12;
+
+let transform: ZoomTransform = zoomIdentity;
+let bounds: {width: number; height: number} = {width: 1, height: 1};
+let listener: (t: ZoomTransform) => void = () => {};
+
+const behaviour: ZoomBehavior<SVGSVGElement, unknown> = d3zoom<SVGSVGElement, unknown>()
+  .extent((): [[number, number], [number, number]] => [
+    [0, 0],
+    [canvasWidth(), canvasHeight()],
+  ])
+  .scaleExtent([1, MAX_ZOOM])
+  .clickDistance(4)
+  .on('zoom', (event: D3ZoomEvent<SVGSVGElement, unknown>) => {
+    transform = event.transform;
+    viewport.setAttribute('transform', transform.toString());
+    listener(transform);
+  })
+  .on('end', (event: D3ZoomEvent<SVGSVGElement, unknown>) => {
+    const t = event.transform;
+    view.zoom = {k: t.k, x: t.x, y: t.y};
+    persist();
+  });
+
+const selection: Selection<SVGSVGElement, unknown, null, undefined> = select(graph);
+
+/** The canvas's size, measured when the page is laid out again (measureCanvas), not on every
+ * read: reading clientWidth after drawing would force a layout of the whole graph. */
+let size = {width: 0, height: 0};
+
+export function measureCanvas(): void {
+  size = {width: canvas.clientWidth, height: canvas.clientHeight};
 }
 
-function zoomBy(factor: number, cx = canvas.clientWidth / 2, cy = canvas.clientHeight / 2): void {
-  const z = view.zoom;
-  const k = Math.min(8, Math.max(0.05, z.k * factor));
-  view.zoom = {k, x: cx - ((cx - z.x) * k) / z.k, y: cy - ((cy - z.y) * k) / z.k};
-  applyZoom();
-  persist();
+export function canvasWidth(): number {
+  return size.width || 800;
+}
+
+export function canvasHeight(): number {
+  return size.height || 600;
+}
+
+/** The transform shown now. */
+export function currentTransform(): ZoomTransform {
+  return transform;
+}
+
+/** Called with every new transform (the pinned labels follow it). */
+export function onTransform(callback: (t: ZoomTransform) => void): void {
+  listener = callback;
+}
+
+/** The scale at which the whole layout shows in the canvas (1 when it fits at its own size). */
+function fitScale(): number {
+  return Math.min(1, canvasWidth() / bounds.width, canvasHeight() / bounds.height);
+}
+
+/** A new layout: pan and zoom stay within it, and out no further than showing all of it. */
+export function setBounds(layout: GraphLayout): void {
+  bounds = {width: layout.width, height: layout.height};
+  behaviour.translateExtent([
+    [0, 0],
+    [layout.width, layout.height],
+  ]);
+  behaviour.scaleExtent([fitScale(), MAX_ZOOM]);
+}
+
+/** Whether the view shows the whole layout (at fit); a re-layout then stays at fit. */
+export function atFit(): boolean {
+  return Math.abs(transform.k - fitScale()) < 1e-3 && transform.k <= 1 + 1e-3;
 }
 
 export function fit(): void {
-  const layout = shown.layout;
-  if (layout === null) return;
-  const w = canvas.clientWidth || 800, h = canvas.clientHeight || 600;
-  const whole = Math.min(w / layout.width, h / layout.height);
-  const k = Math.min(2, whole >= 0.4 ? whole : Math.max(0.4, Math.min(1, w / layout.width)));
-  view.zoom = {k, x: Math.max(0, (w - layout.width * k) / 2), y: Math.max(0, (h - layout.height * k) / 2)};
-  applyZoom();
-  persist();
+  const k = fitScale();
+  const x = (canvasWidth() - bounds.width * k) / 2;
+  const y = (canvasHeight() - bounds.height * k) / 2;
+  behaviour.transform(selection, zoomIdentity.translate(x, y).scale(k));
 }
 
-let drag: {x: number; y: number; zx: number; zy: number; moved: boolean} | null = null;
-let dragged = false;
+/** Show `view.zoom` (a restored page), within the bounds. */
+export function applyZoom(): void {
+  const {k, x, y} = view.zoom;
+  behaviour.transform(selection, zoomIdentity.translate(x, y).scale(k));
+}
 
-/** Whether the last pointer gesture panned the graph: its click then opens nothing. */
-export function panned(): boolean {
-  return dragged;
+/** Keep the current transform but within the (new) bounds. */
+export function constrain(): void {
+  behaviour.transform(selection, transform);
+}
+
+/** Pan so the layout point (x, y) is inside the canvas, `margin` px from its edges; centred if
+ * it was outside. */
+export function reveal(x: number, y: number, margin = 24): void {
+  const [sx, sy] = transform.apply([x, y]);
+  const w = canvasWidth(), h = canvasHeight();
+  if (sx >= margin && sx <= w - margin && sy >= margin && sy <= h - margin) return;
+  behaviour.translateTo(selection, x, y);
+}
+
+function zoomBy(factor: number): void {
+  behaviour.scaleBy(selection, factor);
 }
 
 function pan(dx: number, dy: number): void {
-  view.zoom = {...view.zoom, x: view.zoom.x + dx, y: view.zoom.y + dy};
-  applyZoom();
-  persist();
+  behaviour.translateBy(selection, dx / transform.k, dy / transform.k);
 }
 
 const KEYS: Record<string, () => void> = {
@@ -58,35 +136,10 @@ const KEYS: Record<string, () => void> = {
 };
 
 export function installZoom(): void {
-  canvas.addEventListener(
-    'wheel',
-    (event) => {
-      event.preventDefault();
-      const box = canvas.getBoundingClientRect();
-      zoomBy(Math.exp(-event.deltaY * 0.0015), event.clientX - box.left, event.clientY - box.top);
-    },
-    {passive: false},
-  );
-  canvas.addEventListener('pointerdown', (event) => {
-    if (event.button !== 0) return;
-    drag = {x: event.clientX, y: event.clientY, zx: view.zoom.x, zy: view.zoom.y, moved: false};
-    dragged = false;
-  });
-  window.addEventListener('pointermove', (event) => {
-    if (drag === null) return;
-    const dx = event.clientX - drag.x, dy = event.clientY - drag.y;
-    if (!drag.moved && Math.hypot(dx, dy) < 3) return;
-    if (!drag.moved) canvas.setPointerCapture(event.pointerId);
-    drag.moved = true;
-    view.zoom = {...view.zoom, x: drag.zx + dx, y: drag.zy + dy};
-    applyZoom();
-  });
-  window.addEventListener('pointerup', () => {
-    if (drag?.moved) persist();
-    dragged = drag?.moved ?? false;
-    drag = null;
-  });
+  behaviour(selection);
+  selection.on('dblclick.zoom', null);
   canvas.addEventListener('keydown', (event) => {
+    if (event.target !== canvas && !(event.target instanceof SVGElement)) return;
     const action = KEYS[event.key];
     if (action === undefined) return;
     action();
