@@ -23,8 +23,14 @@ import {canvasHeight, canvasWidth, constrain, currentTransform, onTransform, set
 const nodeElements = new Map<SVGElement, NodeBox>();
 const edgeElements = new Map<SVGElement, EdgePath>();
 /** The drawn elements by node and edge key, reused by the next render. */
-let drawnNodes = new Map<string, SVGElement>();
-let drawnEdges = new Map<string, SVGPathElement>();
+/** Every node and edge element made for this trace, by key, drawn or not: a re-route at another
+ * τ puts back the elements it had before instead of making them again (at most POOL_SIZE kept). */
+let nodePool = new Map<string, SVGElement>();
+let edgePool = new Map<string, SVGPathElement>();
+/** The keys drawn now. */
+let drawnNodes = new Set<string>();
+let drawnEdges = new Set<string>();
+const POOL_SIZE = 40_000;
 let gridGroup: SVGGElement = svg('g', {class: 'grid'});
 const edgesGroup = svg('g', {class: 'edges'});
 const nodesGroup = svg('g', {class: 'nodes'});
@@ -52,8 +58,10 @@ export function describe(element: SVGElement): void {
 
 /** Forget every drawn element (a new trace, or none). */
 export function clearDrawing(): void {
-  drawnNodes = new Map();
-  drawnEdges = new Map();
+  nodePool = new Map();
+  edgePool = new Map();
+  drawnNodes = new Set();
+  drawnEdges = new Set();
   nodeElements.clear();
   edgeElements.clear();
   edgesGroup.replaceChildren();
@@ -180,34 +188,39 @@ export function render(): void {
 
   // Elements are kept by key across renders (a new τ keeps most of the route): only what
   // changed is created or removed, which keeps re-routing a 1000-token trace quick.
-  const keptEdges = new Map<string, SVGPathElement>();
+  const keptEdges = new Set<string>();
+  const addedEdges = document.createDocumentFragment();
   for (const path of layout.edges) {
-    let e = drawnEdges.get(path.key);
+    let e = edgePool.get(path.key);
     if (e === undefined) {
       e = svg('path', {class: `edge ${path.kind}${path.selfAttention ? ' self' : ''}`, tabindex: '0', role: 'button', 'data-edge': path.key});
       const dash = EDGE_VOCABULARY[path.kind].dash;
       if (dash !== null) e.setAttribute('stroke-dasharray', dash);
-      edgesGroup.append(e);
+      edgePool.set(path.key, e);
     }
+    if (!drawnEdges.has(path.key)) addedEdges.append(e);
     set(e, 'd', path.d);
     set(e, 'stroke-width', String(path.width));
     set(e, 'stroke-opacity', fmt(Math.min(1, 0.3 + 0.7 * Math.sqrt(Math.abs(path.flow))), 2));
-    keptEdges.set(path.key, e);
+    keptEdges.add(path.key);
     edgeElements.set(e, path);
   }
-  for (const [key, e] of drawnEdges) if (!keptEdges.has(key)) e.remove();
+  for (const key of drawnEdges) if (!keptEdges.has(key)) edgePool.get(key)?.remove();
+  edgesGroup.append(addedEdges);
   drawnEdges = keptEdges;
-  const keptNodes = new Map<string, SVGElement>();
+  const keptNodes = new Set<string>();
+  const addedNodes = document.createDocumentFragment();
   for (const box of layout.nodes) {
     const r = box.r;
-    let shape = drawnNodes.get(box.key);
+    let shape = nodePool.get(box.key);
     if (shape === undefined) {
       shape = box.id.kind === 'ffn' ? svg('rect', {rx: 1.5}) : svg('circle');
       shape.setAttribute('tabindex', '0');
       shape.setAttribute('role', 'button');
       shape.setAttribute('data-node', box.key);
-      nodesGroup.append(shape);
+      nodePool.set(box.key, shape);
     }
+    if (!drawnNodes.has(box.key)) addedNodes.append(shape);
     set(shape, 'class', `node ${box.id.kind}${box.isOutput ? ' output' : ''}`);
     if (box.id.kind === 'ffn') {
       const side = Math.round(r * 88.6) / 100;
@@ -221,11 +234,17 @@ export function render(): void {
       set(shape, 'r', String(r));
     }
     set(shape, 'fill-opacity', fmt(nodeOpacity(box.share), 2));
-    keptNodes.set(box.key, shape);
+    keptNodes.add(box.key);
     nodeElements.set(shape, box);
   }
-  for (const [key, shape] of drawnNodes) if (!keptNodes.has(key)) shape.remove();
+  for (const key of drawnNodes) if (!keptNodes.has(key)) nodePool.get(key)?.remove();
+  nodesGroup.append(addedNodes);
   drawnNodes = keptNodes;
+  // A trace with very many routes seen: forget the elements not drawn now.
+  if (edgePool.size + nodePool.size > POOL_SIZE) {
+    for (const key of edgePool.keys()) if (!keptEdges.has(key)) edgePool.delete(key);
+    for (const key of nodePool.keys()) if (!keptNodes.has(key)) nodePool.delete(key);
+  }
   gridGroup.replaceWith(grid);
   gridGroup = grid;
   if (!viewport.contains(edgesGroup)) viewport.replaceChildren(gridGroup, edgesGroup, nodesGroup);
