@@ -72,10 +72,16 @@ browsers:
 neovim:
 	tools/neovim/install.sh
 
-# The extension inside a real VS Code, driven by Playwright. A screenshot of each test's final
-# state (the graph included) is kept in build/integration-screenshots/.
-integration-test: setup $(NODE_STAMP) browsers
-	npm run --silent build
+# The extension inside a real VS Code, driven by Playwright: the packaged .vsix (`package`),
+# installed into a clean code-server (fresh user-data and extensions folders) with workspace trust
+# on; the tests answer its trust dialog. The window is 1280×800, the graph beside the prompt file.
+# A screenshot of each test's final state and of each measured geometry state is kept in
+# build/integration-screenshots/, with readme-graph.png (the README's picture: the demo's IOI
+# prompt on the embedded default model). To work on the harness without packaging (the repo root
+# loaded as a development extension): npm run build, then
+#   LMSCOPE_EXTENSION_PATH=$PWD LMSCOPE_PYTHON=$PWD/.venv/bin/python node --test tests/integration/
+integration-test: setup $(NODE_STAMP) browsers package
+	rm -rf build/integration-screenshots
 	LMSCOPE_PYTHON=$(CURDIR)/$(PY) LMSCOPE_SCREENSHOTS=$(CURDIR)/build/integration-screenshots \
 	  node --test --test-reporter=spec --test-reporter-destination=stdout \
 	  --test-reporter=./tests/integration/summary-reporter.mjs --test-reporter-destination=stdout \

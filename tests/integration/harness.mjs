@@ -1,6 +1,8 @@
 // The integration harness: a real VS Code (code-server 4.100.3 from tools/code-server) on a
-// loopback port, driven by playwright-core with Debian's Chromium, the extension loaded from the
-// repo root as a development extension (no install). See shared/vscode-testing.md.
+// loopback port, driven by playwright-core with Debian's Chromium. The extension under test is the
+// packaged lmscope-<version>.vsix (`make package`), installed with `code-server --install-extension`
+// into a fresh extensions folder, as a user installs it; workspace trust is on, as for a user, and
+// the tests answer VS Code's trust dialog. See shared/vscode-testing.md.
 import { spawn, execFileSync } from "node:child_process";
 import {
   copyFileSync,
@@ -22,18 +24,30 @@ export const codeServerBin = join(toolsDir, "node_modules", ".bin", "code-server
 export const chromiumPath = process.env.LMSCOPE_CHROMIUM ?? "/usr/bin/chromium";
 // Absolute (it goes into settings.json), symlinks kept (a venv's python is one).
 export const python = resolve(process.env.LMSCOPE_PYTHON ?? join(root, ".venv", "bin", "python"));
-// The extension under test: the repo root (its manifest's "main" is dist/extension.js).
-// LMSCOPE_EXTENSION_PATH points the harness at another extension folder (to test the harness).
-export const extensionRoot = resolve(process.env.LMSCOPE_EXTENSION_PATH ?? root);
-export const manifest = JSON.parse(readFileSync(join(extensionRoot, "package.json"), "utf8"));
+// The extension under test: the packaged .vsix named after the repo's manifest (LMSCOPE_VSIX
+// names another). Escape hatch for working on the harness: LMSCOPE_EXTENSION_PATH=<folder> loads
+// that folder (e.g. the repo root after `npm run build`) as a development extension instead, with
+// no package and no install.
+export const devExtension = process.env.LMSCOPE_EXTENSION_PATH
+  ? resolve(process.env.LMSCOPE_EXTENSION_PATH)
+  : null;
+export const manifest = JSON.parse(
+  readFileSync(join(devExtension ?? root, "package.json"), "utf8"),
+);
+export const vsix = devExtension
+  ? null
+  : resolve(process.env.LMSCOPE_VSIX ?? join(root, `${manifest.name}-${manifest.version}.vsix`));
 
 export const TINY_PROMPT = "when mary and john went to the store , john gave a drink to";
 // The model the extension's daemon loads: the embedded default (as a user gets it) unless
 // LMSCOPE_INTEGRATION_MODEL=tiny asks for the tiny random model (seconds faster).
 export const useTinyModel = process.env.LMSCOPE_INTEGRATION_MODEL === "tiny";
-export const PROMPT = useTinyModel
-  ? TINY_PROMPT
-  : "When Mary and John went to the store, John gave a drink to";
+/** The demo's indirect-object prompt (the first of demo/prompts.txt), which the README shows. */
+export const DEMO_PROMPT = readFileSync(join(root, "demo", "prompts.txt"), "utf8")
+  .split("\n")
+  .map((line) => line.trim())
+  .find((line) => line && !line.startsWith("#"));
+export const PROMPT = useTinyModel ? TINY_PROMPT : DEMO_PROMPT;
 /** What the status bar shows once the model is ready. */
 export const MODEL_NAME = useTinyModel ? /tiny-llama/ : /SmolLM2/;
 
@@ -44,9 +58,9 @@ export function missingPrerequisite() {
   if (!existsSync(chromiumPath))
     return `no Chromium at ${chromiumPath}: run tools/code-server/install.sh first`;
   if (!existsSync(python)) return `no Python at ${python}: run make setup first`;
-  if (!manifest.main)
-    return `${extensionRoot}/package.json has no "main": the extension is not written yet`;
-  const main = resolve(extensionRoot, manifest.main);
+  if (!manifest.main) return `package.json has no "main": the extension is not written yet`;
+  if (vsix) return existsSync(vsix) ? null : `no ${vsix}: run make package first`;
+  const main = resolve(devExtension, manifest.main);
   if (!existsSync(main) && !existsSync(`${main}.js`)) return `no ${main}: run npm run build first`;
   return null;
 }
@@ -94,10 +108,12 @@ function freePort() {
 }
 
 /**
- * A temp folder with: a workspace (notes.md, ioi.prompts.txt, long.prompts.txt, saved.lmtrace,
- * example.py), a tiny
- * random-init Llama saved with save_pretrained (no downloads), user settings pointing the
- * extension at the repo's Python and that model, and a screenshots folder.
+ * A temp folder with: a workspace (notes.md, ioi.prompts.txt holding PROMPT, long.prompts.txt,
+ * saved.lmtrace, example.py), a tiny random-init Llama saved with save_pretrained (no downloads),
+ * fresh user data whose settings point the extension at the repo's Python and the model, an empty
+ * extensions folder, and a screenshots folder. Two more workspaces: one whose settings name a Python that does not exist
+ * (`noDaemon`) and one the tests never trust (`untrusted`). Workspace trust stays on (VS Code's
+ * default); the tests answer its dialog for each folder they open (answerTrustDialog).
  */
 export function prepareFixtures() {
   const base = mkdtempSync(join(tmpdir(), "lmscope-integration-"));
@@ -137,7 +153,9 @@ export function prepareFixtures() {
     "workbench.startupEditor": "none",
     "workbench.tips.enabled": false,
     "workbench.enableExperiments": false,
-    "security.workspace.trust.enabled": false,
+    // VS Code's defaults, written out: trust on, and its dialog when a folder is first opened.
+    "security.workspace.trust.enabled": true,
+    "security.workspace.trust.startupPrompt": "once",
     "telemetry.telemetryLevel": "off",
     "extensions.autoCheckUpdates": false,
     "extensions.autoUpdate": false,
@@ -154,32 +172,15 @@ export function prepareFixtures() {
     join(noDaemon, ".vscode", "settings.json"),
     JSON.stringify({ "lmscope.python": join(base, "no-such-python") }, null, 2),
   );
-  // An untrusted workspace, for a code-server started with workspace trust on (its own user data).
+  // A workspace the tests do not trust (they answer "No" to its trust dialog): no daemon there.
   const untrusted = join(base, "workspace-untrusted");
-  const untrustedUser = join(base, "user-untrusted");
   mkdirSync(untrusted, { recursive: true });
-  mkdirSync(join(untrustedUser, "User"), { recursive: true });
   writeFileSync(join(untrusted, "ioi.prompts.txt"), `${PROMPT}\n`);
-  writeFileSync(
-    join(untrustedUser, "User", "settings.json"),
-    JSON.stringify(
-      {
-        ...settings,
-        "security.workspace.trust.enabled": true,
-        "security.workspace.trust.startupPrompt": "never",
-        "security.workspace.trust.banner": "never",
-        "security.workspace.trust.emptyWindow": false,
-      },
-      null,
-      2,
-    ),
-  );
   return {
     base,
     workspace,
     noDaemon,
     untrusted,
-    untrustedUser,
     model,
     user,
     shots,
@@ -187,16 +188,63 @@ export function prepareFixtures() {
   };
 }
 
+/** code-server's own config file: empty (without --config it writes ~/.config/code-server). */
+function configFile(fx) {
+  const path = join(fx.base, "code-server.yaml");
+  if (!existsSync(path)) writeFileSync(path, "");
+  return path;
+}
+
+/**
+ * Install the packaged extension into fx.extensions (empty: a clean code-server) with
+ * `code-server --install-extension`, as a user does; checks that it landed with the manifest the
+ * tests read (a .vsix packed from an older package.json fails here) and returns its folder. With LMSCOPE_EXTENSION_PATH
+ * nothing is installed (the extension is loaded as a development extension) and this returns null.
+ */
+export function installExtension(fx) {
+  if (!vsix) return null;
+  const id = `${manifest.publisher}.${manifest.name}`;
+  let out;
+  try {
+    out = execFileSync(
+      codeServerBin,
+      [
+        "--config",
+        configFile(fx),
+        "--user-data-dir",
+        fx.user,
+        "--extensions-dir",
+        fx.extensions,
+        "--install-extension",
+        vsix,
+      ],
+      { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], timeout: 120_000 },
+    );
+  } catch (err) {
+    throw new Error(`code-server --install-extension ${vsix} failed:\n${err.stdout}${err.stderr}`);
+  }
+  const folder = join(fx.extensions, `${id}-${manifest.version}`);
+  if (!existsSync(join(folder, "package.json")))
+    throw new Error(`installing ${vsix} made no ${folder}/package.json; code-server said:\n${out}`);
+  const installed = JSON.parse(readFileSync(join(folder, "package.json"), "utf8"));
+  if (JSON.stringify(installed.contributes) !== JSON.stringify(manifest.contributes))
+    throw new Error(
+      `${vsix} contributes other commands or settings than package.json: run make package`,
+    );
+  if (!existsSync(resolve(folder, installed.main)))
+    throw new Error(`the installed extension has no ${installed.main}`);
+  return folder;
+}
+
 /**
  * Start code-server in its own process group (detached = setsid); resolves once /healthz answers.
- * `trust: true` keeps VS Code's workspace trust on (its own user data, fx.untrustedUser, opening
- * fx.untrusted); by default it is off.
+ * Workspace trust is on (no --disable-workspace-trust): every folder opened asks whether to trust
+ * it (answerTrustDialog). It serves the extensions in fx.extensions (installExtension).
  */
-export async function startCodeServer(fx, { trust = false } = {}) {
+export async function startCodeServer(fx) {
   const port = await freePort();
-  const log = join(fx.base, trust ? "code-server-trust.log" : "code-server.log");
+  const log = join(fx.base, "code-server.log");
   const fd = openSync(log, "a");
-  writeFileSync(join(fx.base, "code-server.yaml"), "");
   const child = spawn(
     codeServerBin,
     [
@@ -206,15 +254,14 @@ export async function startCodeServer(fx, { trust = false } = {}) {
       "none",
       "--disable-telemetry",
       "--disable-update-check",
-      ...(trust ? [] : ["--disable-workspace-trust"]),
       "--disable-getting-started-override",
       "--config",
-      join(fx.base, "code-server.yaml"),
+      configFile(fx),
       "--user-data-dir",
-      trust ? fx.untrustedUser : fx.user,
+      fx.user,
       "--extensions-dir",
       fx.extensions,
-      trust ? fx.untrusted : fx.workspace,
+      fx.workspace,
     ],
     { detached: true, stdio: ["ignore", fd, fd], env: { ...process.env, HF_HUB_OFFLINE: "1" } },
   );
@@ -242,14 +289,15 @@ export async function startCodeServer(fx, { trust = false } = {}) {
   return server;
 }
 
-/** The command lines of the processes in `server`'s process group (code-server and its children). */
-export function processesOf(server) {
-  const out = execFileSync("ps", ["-eo", "pgid=,args="], { encoding: "utf8" });
+/** The command lines of the processes in `server`'s process group (code-server and its
+ * children); with `pids: true`, objects {pid, args}. */
+export function processesOf(server, { pids = false } = {}) {
+  const out = execFileSync("ps", ["-eo", "pid=,pgid=,args="], { encoding: "utf8" });
   return out
     .split("\n")
-    .map((line) => line.trim().match(/^(\d+)\s+(.*)$/))
-    .filter((m) => m && Number(m[1]) === server.pid)
-    .map((m) => m[2]);
+    .map((line) => line.trim().match(/^(\d+)\s+(\d+)\s+(.*)$/))
+    .filter((m) => m && Number(m[2]) === server.pid)
+    .map((m) => (pids ? { pid: Number(m[1]), args: m[3] } : m[3]));
 }
 
 export function tail(path, lines = 30) {
@@ -309,14 +357,37 @@ export async function launchBrowser() {
   });
 }
 
-/** The workbench URL with the extension loaded as a development extension (no install). */
+/** The workbench URL opening `folder`; with LMSCOPE_EXTENSION_PATH it also loads that folder as a
+ * development extension. */
 export function workbenchUrl(server, fx, folder = fx.workspace) {
   const authority = `127.0.0.1:${server.port}`;
-  const payload = [["extensionDevelopmentPath", `vscode-remote://${authority}${extensionRoot}`]];
-  return (
-    `http://${authority}/?folder=${encodeURIComponent(folder)}` +
-    `&payload=${encodeURIComponent(JSON.stringify(payload))}`
-  );
+  const url = `http://${authority}/?folder=${encodeURIComponent(folder)}`;
+  if (!devExtension) return url;
+  const payload = [["extensionDevelopmentPath", `vscode-remote://${authority}${devExtension}`]];
+  return `${url}&payload=${encodeURIComponent(JSON.stringify(payload))}`;
+}
+
+/** The question of VS Code's workspace trust dialog, and its two answers (1.100). */
+export const TRUST_QUESTION = /Do you trust the authors of the files in this folder\?/;
+const TRUST_YES = "Yes, I trust the authors";
+const TRUST_NO = "No, I don't trust the authors";
+
+/**
+ * Wait for VS Code's workspace trust dialog (a modal shown when a folder is first opened) and
+ * answer it: "Yes, I trust the authors" (`trust`) or "No, I don't trust the authors". Leaves the
+ * "trust the parent folder" box unticked, so only this folder is trusted. Returns once the dialog
+ * has closed.
+ */
+export async function answerTrustDialog(page, { trust }) {
+  const dialog = page.locator(".monaco-dialog-box").filter({ hasText: TRUST_QUESTION });
+  try {
+    await dialog.waitFor({ state: "visible", timeout: 60_000 });
+  } catch (err) {
+    throw new Error(`VS Code did not ask whether to trust the folder: ${err.message}`);
+  }
+  const answer = trust ? TRUST_YES : TRUST_NO;
+  await dialog.getByRole("button", { name: answer, exact: true }).click();
+  await dialog.waitFor({ state: "hidden", timeout: 15_000 });
 }
 
 // --- driving the workbench --------------------------------------------------------------------

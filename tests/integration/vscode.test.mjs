@@ -1,15 +1,21 @@
 // lmscope inside a real VS Code: code-server 4.100.3 + playwright-core + Debian Chromium.
-// One code-server and one workbench page for the whole file; the tests run in order.
-// Run: make integration-test (install.sh, npm run build, then node --test with the spec reporter
-// and ./summary-reporter.mjs, which ends with the plain "N passed, N failed" line). A screenshot of each test's final state is written to
-// a temp folder (printed), or to $LMSCOPE_SCREENSHOTS.
+// The packaged lmscope-<version>.vsix is installed into a clean code-server (an empty extensions
+// folder) with workspace trust on; the first test answers VS Code's trust dialog. One code-server
+// and one workbench page (1280×800) for the whole file; the tests run in order.
+// Run: make integration-test (install.sh, make package, then node --test with the spec reporter
+// and ./summary-reporter.mjs, which ends with the plain "N passed, N failed" line). A screenshot
+// of each test's final state (and of the geometry test's states) is written to a temp folder
+// (printed), or to $LMSCOPE_SCREENSHOTS.
 import { after, afterEach, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { appendFileSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
+import { appendFileSync, mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
 import {
+  answerTrustDialog,
   closeAllEditors,
   contributesCustomEditor,
+  devExtension,
+  installExtension,
   launchBrowser,
   manifest,
   MODEL_NAME,
@@ -25,9 +31,26 @@ import {
   stopCodeServer,
   tail,
   until,
+  useTinyModel,
+  vsix,
   webviewContent,
   workbenchUrl,
 } from "./harness.mjs";
+import {
+  centre,
+  CLICK_MARK,
+  clickedEdgeSelectors,
+  collect,
+  containsPoint,
+  fmtRect,
+  inside,
+  missing,
+  overlap,
+  overlappingPairs,
+  pickEdge,
+  SELECTORS,
+  settled,
+} from "./geometry.mjs";
 
 const skip = missingPrerequisite() ?? false;
 const traceSelection = paletteTitle("lmscope.traceSelection"); // "lmscope: Trace Selection"
@@ -44,6 +67,14 @@ const pending = {
     : "waiting for the lmscope.traceViewer custom editor for *.lmtrace",
 };
 
+// A laptop-sized window: the graph opened beside a file gets about half of it.
+const VIEWPORT = { width: 1280, height: 800 };
+// Below this body width the webview puts its details panel under the graph, else beside it
+// (extension/webview/inspect.ts); the side column of VIEWPORT is narrower, a maximised group wider.
+const STACK_BELOW = 760;
+// VS Code's command that gives the active editor group the whole editor area, and back.
+const MAXIMISE_GROUP = "View: Toggle Maximize Editor Group";
+
 let fx, server, browser, page;
 const browserErrors = [];
 let shot = 0;
@@ -57,9 +88,17 @@ before(
       mkdirSync(fx.shots, { recursive: true });
     }
     console.log(`screenshots: ${fx.shots}`);
+    // The packaged extension, installed as a user installs it (LMSCOPE_EXTENSION_PATH: a
+    // development extension instead, loaded through the workbench URL).
+    const installed = installExtension(fx);
+    console.log(
+      installed
+        ? `extension: ${vsix} installed into ${installed}`
+        : `extension: development extension ${devExtension} (LMSCOPE_EXTENSION_PATH)`,
+    );
     server = await startCodeServer(fx);
     browser = await launchBrowser();
-    page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
+    page = await browser.newPage({ viewport: VIEWPORT });
     // The workbench's own errors (a custom editor that throws shows only "unexpected error").
     const record = (text) => {
       browserErrors.push(text);
@@ -73,11 +112,25 @@ before(
   { timeout: 180_000 },
 );
 
-afterEach(async (t) => {
+/** Screenshot of the page into the screenshots folder, numbered in the order taken. */
+async function screenshot(label) {
   if (!page) return;
-  const name = `${String(++shot).padStart(2, "0")}-${t.name.replace(/[^a-z0-9]+/gi, "-").slice(0, 60)}.png`;
+  const name = `${String(++shot).padStart(2, "0")}-${label.replace(/[^a-z0-9]+/gi, "-").slice(0, 60)}.png`;
   await page.screenshot({ path: join(fx.shots, name) }).catch(() => {});
+}
+
+// Subtests (the geometry checks) take their own screenshots of the states they measure.
+const subtests = new Set();
+
+afterEach(async (t) => {
+  if (!subtests.has(t.name)) await screenshot(t.name);
 });
+
+/** A subtest of `t` (reported on its own line; no screenshot of its own after it). */
+function check(t, name, fn) {
+  subtests.add(name);
+  return t.test(name, fn);
+}
 
 after(async () => {
   await browser?.close().catch(() => {});
@@ -124,12 +177,12 @@ async function failOnError({ toasts = true } = {}) {
   }
 }
 
-/** Wait for the visible webview's graph: an <svg> holding at least one drawn edge. */
+/** Wait for the visible webview's graph: svg.graph holding at least one drawn edge. */
 async function graphEdges(deadlineMs, { failOnToasts = true } = {}) {
   const frame = webviewContent(page);
-  const edges = frame.locator("svg :is(path, line, polyline)");
+  const edges = frame.locator(SELECTORS.edges);
   return until(
-    "a drawn edge in the graph's <svg>",
+    `a drawn edge in the graph (${SELECTORS.edges})`,
     deadlineMs,
     async () => {
       const n = await edges.count().catch(() => 0);
@@ -147,6 +200,17 @@ function lmtracesIn(folder) {
     .filter((p) => p.endsWith(".lmtrace") && p !== "saved.lmtrace");
 }
 
+/** Each traced .lmtrace in `folder` with its modification time (path → ms). */
+function lmtraceVersions(folder) {
+  return new Map(lmtracesIn(folder).map((p) => [p, statSync(join(folder, p)).mtimeMs]));
+}
+
+/** The traces written since `before` (lmtraceVersions): new files, and files replaced (tracing
+ * the same prompt with the same model again replaces its file, extension/host/paths.ts). */
+function writtenSince(folder, before) {
+  return [...lmtraceVersions(folder)].filter(([p, t]) => before.get(p) !== t).map(([p]) => p);
+}
+
 /** lmscope's status bar item: by its id ("<publisher>.<name>.<item id>"), or its text. */
 function statusItem() {
   const items = "#workbench\\.parts\\.statusbar .statusbar-item";
@@ -154,6 +218,35 @@ function statusItem() {
     .locator(`${items}[id^="${manifest.publisher}.${manifest.name}."]`)
     .or(page.locator(items).filter({ hasText: /lmscope/i }))
     .first();
+}
+
+/** The "Restricted Mode" indicator VS Code shows in an untrusted workspace. */
+function restrictedMode() {
+  return page.locator("#workbench\\.parts\\.statusbar .statusbar-item", {
+    hasText: "Restricted Mode",
+  });
+}
+
+test(
+  "VS Code asks whether to trust the workspace; the installed extension waits in restricted mode, and answering Yes enables it",
+  { skip, timeout: 120_000 },
+  async (t) => {
+    await withContext(trustTheWorkspace(t));
+    assert.equal(await restrictedMode().count(), 0, "still in Restricted Mode after trusting");
+  },
+);
+
+async function trustTheWorkspace(t) {
+  // Until the question is answered the folder is untrusted: the extension says so (it activates
+  // on startup finished, behind the modal dialog).
+  const item = statusItem();
+  await until("the status bar item to say untrusted before the answer", 45_000, async () => {
+    return /untrusted/.test(await item.innerText().catch(() => ""));
+  });
+  t.diagnostic(`before the answer the status bar says: ${(await item.innerText()).trim()}`);
+  await screenshot("the trust dialog, unanswered");
+  await answerTrustDialog(page, { trust: true });
+  await until("Restricted Mode to end", 30_000, async () => (await restrictedMode().count()) === 0);
 }
 
 test(
@@ -241,21 +334,338 @@ test(
   },
 );
 
+/** Fails listing the contract's selectors that match nothing in the webview. */
+function requireSelectors(snapshot, names) {
+  const gone = missing(snapshot, names);
+  assert.deepEqual(gone, [], `the webview has no element matching: ${gone.join(", ")}`);
+}
+
+const nodeName = (n) => n.id ?? (n.classes || "?");
+
+test(
+  "geometry at 1280×800 with the graph in the side column: the zoom buttons share one line, Fit keeps every node in the canvas, a clicked edge is never under the details panel, labels do not overlap",
+  { skip, todo: pending.trace, timeout: 120_000 },
+  async (t) => {
+    if (pending.trace) return;
+    const frame = webviewContent(page);
+    await withContext(graphEdges(30_000));
+
+    await check(
+      t,
+      "the graph has the side column (about half the window), not the full width",
+      async () => {
+        const webview = await page.locator("iframe.webview").last().boundingBox();
+        assert.ok(webview, "no iframe.webview in the page");
+        const groups = (
+          await page
+            .locator(".editor-group-container")
+            .evaluateAll((els) => els.map((e) => e.getBoundingClientRect().toJSON()))
+        ).filter((r) => r.width > 0 && r.height > 0);
+        const rightmost = groups.reduce((a, b) => (b.left > a.left ? b : a), groups[0]);
+        t.diagnostic(
+          `window ${VIEWPORT.width}×${VIEWPORT.height}; ${groups.length} editor groups; webview ` +
+            `${webview.width.toFixed(0)}×${webview.height.toFixed(0)} at x=${webview.x.toFixed(0)}`,
+        );
+        assert.ok(
+          groups.length >= 2,
+          `the graph is not beside the prompt: ${groups.length} editor group(s)`,
+        );
+        assert.ok(
+          webview.x >= rightmost.left - 2 && webview.x + webview.width <= rightmost.right + 2,
+          `the webview [${webview.x.toFixed(0)}, ${(webview.x + webview.width).toFixed(0)}] is not in the side column [${rightmost.left.toFixed(0)}, ${rightmost.right.toFixed(0)}]`,
+        );
+        assert.ok(
+          webview.width <= VIEWPORT.width * 0.6,
+          `the webview is ${webview.width.toFixed(0)} px wide: more than the side column of a ${VIEWPORT.width} px window`,
+        );
+      },
+    );
+
+    await check(
+      t,
+      "the toolbar: −, + and Fit on one line, inside the webview; export menu and legend present",
+      async () => {
+        const s = await collect(frame);
+        requireSelectors(s, ["zoomOut", "zoomIn", "fit", "export", "legend"]);
+        const buttons = [
+          ["button.zoom-out", s.zoomOut[0]],
+          ["button.zoom-in", s.zoomIn[0]],
+          ["button.fit", s.fit[0]],
+        ];
+        const where = buttons.map(([sel, b]) => `${sel} ${fmtRect(b.rect)}`).join(", ");
+        t.diagnostic(
+          `webview ${s.window.width}×${s.window.height}: ${where}; button.export ${fmtRect(s.export[0].rect)}`,
+        );
+        for (const [sel, b] of buttons) {
+          assert.ok(b.visible, `${sel} is not visible (${fmtRect(b.rect)})`);
+          assert.ok(
+            inside(b.rect, { left: 0, top: 0, right: s.window.width, bottom: s.window.height }),
+            `${sel} ${fmtRect(b.rect)} is cut off by the webview (${s.window.width}×${s.window.height})`,
+          );
+        }
+        for (let i = 1; i < buttons.length; i++) {
+          const [pa, a] = buttons[i - 1];
+          const [pb, b] = buttons[i];
+          const o = overlap(a.rect, b.rect);
+          const minHeight = Math.min(a.rect.bottom - a.rect.top, b.rect.bottom - b.rect.top);
+          assert.ok(o.y >= minHeight / 2, `${pa} and ${pb} are on different lines: ${where}`);
+          assert.ok(a.rect.right <= b.rect.left + 0.5, `${pb} is not right of ${pa}: ${where}`);
+        }
+      },
+    );
+
+    /**
+     * Click Fit and wait for the graph to settle; screenshot `state`. Fails listing every drawn
+     * route node whose box leaves .canvas, and (with the panel open) every node whose centre is
+     * under .details. Returns the measurement.
+     */
+    async function fitKeepsNodesInCanvas(state) {
+      requireSelectors(await collect(frame), ["canvas", "graph", "nodes", "fit"]);
+      await frame.locator(SELECTORS.fit).click();
+      const s = await settled(() => collect(frame));
+      await screenshot(`geometry ${state}`);
+      const canvas = s.canvas[0].rect;
+      const nodes = s.nodes.filter((n) => n.rect.right > n.rect.left || n.rect.bottom > n.rect.top);
+      const outside = nodes.filter((n) => !inside(n.rect, canvas));
+      const details = s.details.find((d) => d.visible);
+      t.diagnostic(
+        `${state}: canvas ${fmtRect(canvas)}${details ? `, .details ${fmtRect(details.box)}` : ""}; ` +
+          `${nodes.length} nodes; ${outside.length} outside`,
+      );
+      assert.ok(nodes.length > 0, `no drawn ${SELECTORS.nodes} ${state}`);
+      assert.deepEqual(
+        outside.map((n) => `${nodeName(n)} ${fmtRect(n.rect)}`),
+        [],
+        `${outside.length} of ${nodes.length} nodes are outside .canvas ${fmtRect(canvas)} ${state}`,
+      );
+      if (details) {
+        const under = nodes.filter((n) => containsPoint(details.box, centre(n.rect)));
+        assert.deepEqual(
+          under.map((n) => `${nodeName(n)} ${fmtRect(n.rect)}`),
+          [],
+          `${under.length} nodes are under the open .details ${fmtRect(details.box)} ${state}`,
+        );
+      }
+      return s;
+    }
+
+    await check(
+      t,
+      "zoomed in the route overflows the canvas; after Fit every route node is inside it",
+      async () => {
+        // Zoomed in first, so that Fit has something to bring back (and the check can fail).
+        const zoomIn = frame.locator(SELECTORS.zoomIn);
+        const overflowing = await until(
+          "zoom in to push route nodes out of the canvas",
+          10_000,
+          async () => {
+            await zoomIn.click();
+            const s = await collect(frame);
+            return s.nodes.filter((n) => !inside(n.rect, s.canvas[0].rect)).length;
+          },
+        );
+        await screenshot("geometry zoomed in");
+        t.diagnostic(`zoomed in: ${overflowing} nodes outside the canvas`);
+        await fitKeepsNodesInCanvas("after Fit");
+        // The README's picture: the demo's IOI prompt on the embedded default model, the graph
+        // beside the prompt file at Fit (not with the tiny random model, whose route means nothing).
+        if (!useTinyModel) await page.screenshot({ path: join(fx.shots, "readme-graph.png") });
+      },
+    );
+
+    await check(
+      t,
+      "after Fit no route node is hidden under a pinned token or row label",
+      async () => {
+        const s = await collect(frame);
+        requireSelectors(s, ["nodes", "columnLabels", "rowLabels"]);
+        const labels = [...s.columnLabels, ...s.rowLabels].filter((l) => l.visible);
+        const hidden = s.nodes.flatMap((n) => {
+          const label = labels.find((l) => containsPoint(l.box, centre(n.rect)));
+          return label
+            ? [
+                `${nodeName(n)} ${fmtRect(n.rect)} under ${JSON.stringify(label.text)} ${fmtRect(label.box)}`,
+              ]
+            : [];
+        });
+        assert.deepEqual(
+          hidden,
+          [],
+          `${hidden.length} route nodes are under a pinned label after Fit`,
+        );
+      },
+    );
+
+    /** Visible token and row labels that overlap one another, as text for a failure. */
+    async function labelOverlaps(state) {
+      const s = await collect(frame);
+      requireSelectors(s, ["columnLabels", "rowLabels"]);
+      const labels = [
+        ...s.columnLabels.map((l) => ({ ...l, kind: "column-label" })),
+        ...s.rowLabels.map((l) => ({ ...l, kind: "row-label" })),
+      ].filter((l) => l.visible);
+      const pairs = overlappingPairs(labels);
+      t.diagnostic(
+        `${state}: ${labels.filter((l) => l.kind === "column-label").length} of ${s.columnLabels.length} column labels and ` +
+          `${labels.filter((l) => l.kind === "row-label").length} of ${s.rowLabels.length} row labels visible; ${pairs.length} overlapping pairs`,
+      );
+      return pairs
+        .slice(0, 12)
+        .map(
+          ([a, b, o]) =>
+            `${a.kind} ${JSON.stringify(a.text)} ${fmtRect(a.box)} × ${b.kind} ${JSON.stringify(b.text)} ${fmtRect(b.box)} (${o.x.toFixed(1)}×${o.y.toFixed(1)} px)`,
+        )
+        .concat(pairs.length > 12 ? [`… and ${pairs.length - 12} more`] : []);
+    }
+
+    await check(t, "after Fit no token or row labels overlap", async () => {
+      const pairs = await labelOverlaps("after Fit");
+      assert.deepEqual(pairs, [], `labels overlap after Fit:\n  ${pairs.join("\n  ")}`);
+    });
+
+    /**
+     * Click the attention edge nearest the bottom-right corner (where the panel opens) with the
+     * real mouse, wait for .details to open and the graph to settle; screenshot `state`. Fails when
+     * the edge's centre is then under the panel or outside the canvas, or when the panel is not
+     * where the contract puts it for this width.
+     */
+    async function clickEdgeKeepsItVisible(state) {
+      const s0 = await collect(frame);
+      requireSelectors(s0, ["canvas", "graph", "attentionEdges", "details"]);
+      const picked = await pickEdge(frame);
+      let how;
+      if (picked.clickable) {
+        // A real click (Playwright's mouse, through both iframes) where the edge is on top.
+        const svgBox = s0.graph[0].rect;
+        await frame
+          .locator(SELECTORS.graph)
+          .click({ position: { x: picked.x - svgBox.left, y: picked.y - svgBox.top } });
+        how = `clicked at (${picked.x.toFixed(1)}, ${picked.y.toFixed(1)})`;
+      } else {
+        // No visible point of any attention edge takes a click (nodes or labels cover them all).
+        const first = frame.locator(SELECTORS.attentionEdges).first();
+        await first.evaluate((e, mark) => e.setAttribute(mark, ""), CLICK_MARK);
+        await first.dispatchEvent("click");
+        how = `no visible point of the ${picked.shown} shown attention edges takes a click: click event dispatched on the first`;
+      }
+      t.diagnostic(`edge ${JSON.stringify(picked.key ?? "")}: ${how}`);
+      await withContext(
+        until(`${SELECTORS.details} to open`, 15_000, async () => {
+          const s = await collect(frame, { details: SELECTORS.details });
+          return s.details.some((d) => d.visible);
+        }),
+      );
+      // The panel's content and any pan that keeps the edge in view settle first.
+      const selectors = clickedEdgeSelectors(picked);
+      const measure = async () => {
+        const s = await collect(frame, {
+          ...SELECTORS,
+          ...Object.fromEntries(selectors.map((q, i) => [`clicked${i}`, q])),
+        });
+        s.clicked =
+          selectors.map((_, i) => s[`clicked${i}`]).find((found) => found.length === 1)?.[0] ??
+          null;
+        return s;
+      };
+      const s = await settled(measure, { gapMs: 250, deadlineMs: 8_000 });
+      await screenshot(`geometry ${state}`);
+      assert.ok(s.clicked, `cannot find the clicked edge again (tried ${selectors.join(" | ")})`);
+      const canvas = s.canvas[0].rect;
+      const details = s.details.find((d) => d.visible).box;
+      const c = centre(s.clicked.rect);
+      // The contract: beside the canvas in a body of STACK_BELOW px or more, else below it.
+      const beside = s.window.bodyWidth >= STACK_BELOW;
+      const cut = overlap(s.clicked.rect, details);
+      t.diagnostic(
+        `${state}: webview ${s.window.width}×${s.window.height}, canvas ${fmtRect(canvas)}, .details ${fmtRect(details)}, edge ${fmtRect(s.clicked.rect)} ` +
+          `centre (${c.x.toFixed(1)}, ${c.y.toFixed(1)}); edge box under the panel: ` +
+          `${cut.x > 0 && cut.y > 0 ? `${cut.x.toFixed(1)}×${cut.y.toFixed(1)} px` : "none"}`,
+      );
+      assert.ok(
+        !containsPoint(details, c),
+        `the clicked edge's centre (${c.x.toFixed(1)}, ${c.y.toFixed(1)}) is under .details ${fmtRect(details)} (edge ${fmtRect(s.clicked.rect)})`,
+      );
+      assert.ok(
+        containsPoint(canvas, c),
+        `the clicked edge's centre (${c.x.toFixed(1)}, ${c.y.toFixed(1)}) is outside .canvas ${fmtRect(canvas)} (edge ${fmtRect(s.clicked.rect)})`,
+      );
+      assert.ok(
+        beside ? details.left >= canvas.right - 1 : details.top >= canvas.bottom - 1,
+        `with a ${s.window.bodyWidth} px wide webview body .details ${fmtRect(details)} should open ${beside ? "beside (right of)" : "below"} .canvas ${fmtRect(canvas)}`,
+      );
+      return s;
+    }
+
+    await check(
+      t,
+      "clicking an attention edge opens the details panel below the graph, and the edge is then not under it and still inside the canvas",
+      async () => {
+        await clickEdgeKeepsItVisible("after clicking an edge");
+      },
+    );
+
+    await check(t, "with the details panel open no token or row labels overlap", async () => {
+      const pairs = await labelOverlaps("details open");
+      assert.deepEqual(
+        pairs,
+        [],
+        `labels overlap with the details panel open:\n  ${pairs.join("\n  ")}`,
+      );
+    });
+
+    await check(
+      t,
+      "with the details panel open, Fit keeps every route node inside the canvas and none under the panel",
+      async () => {
+        await fitKeepsNodesInCanvas("after Fit with the details panel open");
+      },
+    );
+
+    await check(
+      t,
+      "in a full-width editor (group maximised) the panel opens beside the graph: a clicked edge is not under it, and Fit keeps every node in the canvas",
+      async () => {
+        await frame.locator(`${SELECTORS.details} button.close`).click();
+        await runCommand(page, MAXIMISE_GROUP);
+        try {
+          const webview = page.locator("iframe.webview").last();
+          await until("the webview to widen past the side-by-side width", 15_000, async () => {
+            const box = await webview.boundingBox();
+            return box && box.width >= STACK_BELOW + 20;
+          });
+          await fitKeepsNodesInCanvas("full width after Fit");
+          await clickEdgeKeepsItVisible("full width after clicking an edge");
+          await fitKeepsNodesInCanvas("full width after Fit with the details panel open");
+        } finally {
+          // Back to the side column for the tests that follow.
+          await runCommand(page, MAXIMISE_GROUP);
+          await until("the editor groups to be side by side again", 15_000, async () => {
+            const box = await page.locator("iframe.webview").last().boundingBox();
+            return box && box.width <= VIEWPORT.width * 0.6;
+          });
+        }
+      },
+    );
+  },
+);
+
 test(
   "the traced graph is live: clicking an attention edge shows the chosen head's maps and tokens, an FFN node its neuron's tokens",
   { skip, todo: pending.trace, timeout: 120_000 },
   async () => {
     if (pending.trace) return;
     const frame = webviewContent(page);
-    await withContext(frame.locator(".live-badge", { hasText: "live" }).waitFor({ timeout: 30_000 }));
-    await frame.locator("path.edge.attention").first().dispatchEvent("click");
+    await withContext(
+      frame.locator(".live-badge", { hasText: "live" }).waitFor({ timeout: 30_000 }),
+    );
+    await frame.locator(SELECTORS.attentionEdges).first().dispatchEvent("click");
     const head = frame.locator(".details .head-detail");
     await withContext(head.locator("canvas").nth(1).waitFor({ timeout: 60_000 }));
     const text = await head.innerText();
     assert.match(text, /Attention map of L\d+H\d+/);
     assert.match(text, /Contribution map of L\d+H\d+/);
     assert.match(text, /Head promotes/);
-    await frame.locator(".node.ffn").first().dispatchEvent("click");
+    await frame.locator(`${SELECTORS.graph} .node.ffn[data-node]`).first().dispatchEvent("click");
     await withContext(
       frame.locator(".details .neuron-detail .tok-section").first().waitFor({ timeout: 60_000 }),
     );
@@ -277,7 +687,7 @@ test(
     if (pending.trace) return;
     await closeAllEditors(page);
     // long.prompts.txt: a prompt of a few hundred tokens, whose trace runs long enough to cancel.
-    const before = lmtracesIn(fx.workspace);
+    const before = lmtraceVersions(fx.workspace);
     await openFile(page, "long.prompts.txt");
     await page.locator(".monaco-editor .view-lines").first().click();
     await page.keyboard.press("Control+Home");
@@ -309,7 +719,7 @@ test(
     assert.ok(edges > 0, "the trace after the cancelled one shows no route");
     const fresh = await withContext(
       until("the second trace's .lmtrace", 30_000, () => {
-        const now = lmtracesIn(fx.workspace).filter((p) => !before.includes(p));
+        const now = writtenSince(fx.workspace, before);
         return now.length ? now : null;
       }),
     );
@@ -400,9 +810,11 @@ test(
     if (pending.viewer) return;
     // A second window on the same code-server: its own extension host, and workspace settings
     // naming a Python that does not exist. Its error notification about that is expected.
-    page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
+    // Trusted (its restricted setting lmscope.python applies only then), so the daemon is tried.
+    page = await browser.newPage({ viewport: VIEWPORT });
     await page.goto(workbenchUrl(server, fx, fx.noDaemon));
     await page.locator(".monaco-workbench").waitFor({ timeout: 60_000 });
+    await withContext(answerTrustDialog(page, { trust: true }));
     await openFile(page, "saved.lmtrace");
     const edges = await withContext(graphEdges(60_000, { failOnToasts: false }));
     assert.ok(edges > 0, "the saved trace's graph shows no route");
@@ -414,14 +826,22 @@ test(
   { skip, todo: pending.trace, timeout: 180_000 },
   async () => {
     if (pending.trace) return;
-    // A second code-server with workspace trust on: its folder opens in restricted mode.
-    const trusting = await startCodeServer(fx, { trust: true });
-    const restricted = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
+    // A third window on the same code-server, on a folder the test does not trust: it answers
+    // "No, I don't trust the authors", so the folder opens in restricted mode. Daemons of the
+    // other windows run in the same process group: none may be added.
+    const daemonsOf = () =>
+      processesOf(server, { pids: true })
+        .filter((p) => /lmscope\b.*\bserve\b/.test(p.args))
+        .map((p) => p.pid);
+    const before = daemonsOf();
+    const restricted = await browser.newPage({ viewport: VIEWPORT });
     const previous = page;
     page = restricted;
     try {
-      await page.goto(workbenchUrl(trusting, fx, fx.untrusted));
+      await page.goto(workbenchUrl(server, fx, fx.untrusted));
       await page.locator(".monaco-workbench").waitFor({ timeout: 60_000 });
+      await withContext(answerTrustDialog(page, { trust: false }));
+      await withContext(restrictedMode().first().waitFor({ timeout: 15_000 }));
       const item = statusItem();
       await withContext(
         until("the status bar to say the workspace is untrusted", 60_000, async () => {
@@ -436,14 +856,13 @@ test(
         .locator(".notifications-toasts .notification-list-item", { hasText: /trusted workspace/ })
         .filter({ visible: true });
       await withContext(told.first().waitFor({ timeout: 30_000 }));
-      const daemons = processesOf(trusting).filter((args) => /lmscope\b.*\bserve\b/.test(args));
-      assert.deepEqual(daemons, [], "no lmscope daemon runs for the untrusted workspace");
+      const added = daemonsOf().filter((pid) => !before.includes(pid));
+      assert.deepEqual(added, [], "no lmscope daemon started for the untrusted workspace");
       assert.deepEqual(lmtracesIn(fx.untrusted), [], "nothing was traced");
     } finally {
       await page.screenshot({ path: join(fx.shots, "untrusted-workspace.png") }).catch(() => {});
       await restricted.close().catch(() => {});
       page = previous;
-      await stopCodeServer(trusting);
     }
   },
 );
