@@ -37,7 +37,7 @@ export interface LayoutOptions {
 }
 
 /** Room kept free around the graph: the pinned token labels above, the layer labels left. */
-export const MARGIN = {top: 34, left: 34, right: 14, bottom: 14} as const;
+export const MARGIN = {top: 46, left: 34, right: 14, bottom: 14} as const;
 /** The narrowest route column and the smallest height unit (a busy layer is 1.6 units). */
 export const MIN_COLUMN = 14;
 export const MIN_UNIT = 7;

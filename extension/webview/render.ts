@@ -76,6 +76,9 @@ let rowLabelElements: {row: Row; label: HTMLElement}[] = [];
 /** A token label is at least this wide (px), and its column's width less this gap. */
 const LABEL_WIDTH = 40;
 const LABEL_GAP = 3;
+/** Token labels take up to this many staggered rows (the pinned strip is this tall). */
+const LABEL_ROWS = 2;
+const LABEL_ROW_HEIGHT = 15;
 /** Layer labels closer than this (px) to the one above are left out. */
 const ROW_LABEL_SPACING = 13;
 
@@ -98,22 +101,23 @@ export function elementOf(key: string): {node?: NodeBox; edge?: EdgePath; elemen
 
 /** Place the pinned labels for the transform `t` (called on every zoom and pan). A token label
  * gets its column's width on screen, or LABEL_WIDTH when the column is narrower; labels are
- * placed by importance (the output column, then by the share of the prediction in the column)
- * and one that would overlap a placed one is left out. */
+ * placed by importance (the output column, then by the share of the prediction in the column),
+ * on the first of LABEL_ROWS staggered rows where it overlaps no placed one, else left out. */
 export function placeLabels(t: ZoomTransform): void {
   const width = canvasWidth();
-  const placed: [number, number][] = [];
+  const placed: [number, number][][] = Array.from({length: LABEL_ROWS}, () => []);
   for (const {column, label} of columnLabelElements) {
     const centre = t.applyX(column.x);
     const own = column.width * t.k - LABEL_GAP;
     const w = Math.max(own, LABEL_WIDTH);
     // A column near an edge of the canvas keeps its label, moved inside.
     const left = Math.min(width - w, Math.max(MARGIN.left - 4, centre - w / 2));
-    const visible =
-      centre >= MARGIN.left - 4 && centre <= width && placed.every(([l, r]) => left + w <= l || left >= r);
-    label.hidden = !visible;
-    if (!visible) continue;
-    placed.push([left, left + w]);
+    const inside = centre >= MARGIN.left - 4 && centre <= width;
+    const row = inside ? placed.findIndex((taken) => taken.every(([l, r]) => left + w <= l || left >= r)) : -1;
+    label.hidden = row < 0;
+    if (row < 0) continue;
+    placed[row]!.push([left, left + w]);
+    label.style.top = `${3 + row * LABEL_ROW_HEIGHT}px`;
     label.style.left = `${left}px`;
     label.style.width = `${w}px`;
   }
