@@ -99,6 +99,38 @@ TINY_CONFIGS = {
         vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, max_position_embeddings=128, use_parallel_residual=False,
     ),
+    "opt": lambda: transformers.OPTConfig(  # gelu, not OPT's relu: tests want negative activations
+        vocab_size=64, hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=128, activation_function="gelu",
+    ),
+    "gpt_neo": lambda: transformers.GPTNeoConfig(  # a global then a local layer, window 4
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
+        attention_types=[[["global", "local"], 1]], window_size=4, max_position_embeddings=128,
+    ),
+    "gptj": lambda: transformers.GPTJConfig(  # rotary on 4 of each head's 8 channels
+        vocab_size=64, n_embd=32, n_inner=64, n_layer=2, n_head=4, rotary_dim=4, n_positions=128,
+    ),
+    "bloom": lambda: transformers.BloomConfig(  # the embedding LayerNorm makes the stream O(1):
+        vocab_size=64, hidden_size=32, n_layer=2, n_head=4,  # weights of 0.2 make updates O(1)
+        initializer_range=0.2,
+    ),
+    # The Phi configs use initializer_range=0.1: at the default 0.02, with the biases at 0.2, no
+    # attention part of a Phi layer reaches min_threshold and the route tests see no heads.
+    # Phi-1/1.5/2: parallel block, partial rotary (half of each head), biases; here also GQA 4/2
+    # and the optional per-head q/k LayerNorm (qk_layernorm), which only shape the captured
+    # probabilities (one config for both keeps the suite short; the adapter has no branch on it).
+    "phi": lambda: transformers.PhiConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+        initializer_range=0.1, qk_layernorm=True,
+    ),
+    # Phi-3/Phi-4: fused qkv (GQA 4/2) and gate_up, no biases; partial rotary as in Phi-4-mini.
+    "phi3": lambda: transformers.Phi3Config(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+        original_max_position_embeddings=128, partial_rotary_factor=0.75, initializer_range=0.1,
+        bos_token_id=0, eos_token_id=None, pad_token_id=None,
+    ),
 }  # fmt: skip
 
 

@@ -150,7 +150,7 @@ test('dtypes, array forms and field types are checked, naming the field as Pytho
     [w => (w.blocks.ffn.values = [1]), 'blocks.ffn: an ndarray needs exactly one of `data` and `values`'],
     [w => (w.model.nLayers = '2'), "model.nLayers: '2' is not of type 'integer'"],
     [w => (w.model.nHeads = 0), 'model.nHeads: 0 is less than the minimum of 1'],
-    [w => (w.model.family = 'bert'), "model.family: 'bert' is not one of ['llama', 'gpt2', 'gpt_neox']"],
+    [w => (w.model.family = 'bert'), "model.family: 'bert' is not one of ['llama', 'gpt2', 'gpt_neox', 'opt', 'gpt_neo', 'gptj', 'bloom', 'phi', 'phi3']"],
     [w => (w.model.parallelBlocks = 1), "model.parallelBlocks: 1 is not of type 'boolean'"],
     [w => (w.settings.minThreshold = 2), 'settings.minThreshold: 2 is greater than the maximum of 1'],
     [w => (w.projections.kind = ['lens', "it's"]), `projections.kind[1]: "it's" is not one of ['lens', 'attention_update', 'ffn_update']`],

@@ -62,6 +62,16 @@ class ArchitectureAdapter(ABC):
     def attention(self, layer: int) -> nn.Module:
         """The attention block: output[0] is its update [1, n, d], output[1] probs [1, H, n, n]."""
 
+    def attention_update(self, layer: int) -> nn.Module:
+        """The module whose output [1, n, d] is the attention update (b_attn included).
+
+        Usually the attention block itself (its output[0]). A family whose attention block adds
+        the residual inside its own forward (BLOOM: output[0] = x + update) names its output
+        projection instead, so the update is read as computed, not as output − input (which
+        would lose the update's low bits under a large residual).
+        """
+        return self.attention(layer)
+
     @abstractmethod
     def value_module(self, layer: int) -> nn.Module:
         """The module whose output contains the value vectors (v_proj, or a fused qkv)."""
@@ -72,11 +82,17 @@ class ArchitectureAdapter(ABC):
 
     @abstractmethod
     def ffn(self, layer: int) -> nn.Module:
-        """The FFN block: its output [1, n, d] is the update f (output bias included)."""
+        """The FFN block: its output [1, n, d] is the update f (output bias included).
+
+        Where the family has no such module (OPT's FFN is inline in its layer) or its FFN
+        module adds the residual itself (BLOOM), this is the output projection, `ffn_down`.
+        A 2-D output [n, d] is read as one row per token (OPT flattens batch and tokens).
+        """
 
     @abstractmethod
     def ffn_down(self, layer: int) -> nn.Module:
-        """The FFN's output projection: its *input* [1, n, d_ffn] are the neuron activations."""
+        """The FFN's output projection: its *input* [1, n, d_ffn] (or [n, d_ffn]) are the neuron
+        activations."""
 
     # --- weights -----------------------------------------------------------------------------
     @abstractmethod
@@ -181,7 +197,7 @@ def supported_model_types() -> list[str]:
 def adapter_for(model: nn.Module) -> ArchitectureAdapter:
     """The adapter for a loaded causal LM, or UnsupportedModelError naming what is supported."""
     # Import the families so they register themselves.
-    from lmscope.models import gpt2, gpt_neox, llama  # noqa: F401
+    from lmscope.models import bloom, gpt2, gpt_neo, gpt_neox, gptj, llama, opt, phi, phi3  # noqa: F401
 
     model_type = getattr(model.config, "model_type", "?")
     cls = _REGISTRY.get(model_type)

@@ -56,7 +56,7 @@ class ModelFacts:
     name: str  # display name, e.g. "SmolLM2-135M-Instruct"
     source: str  # "default" | "hub" | "folder" | "gguf"
     content_hash: str  # sha256 of the weight files (or the hub revision), for reproducibility
-    family: str  # adapter family: "llama" | "gpt2" | "gpt_neox"
+    family: str  # adapter family: protocol ModelFamily ("llama", "gpt2", "gpt_neox", "opt", ...)
     model_type: str  # transformers' config.model_type
     n_layers: int
     n_heads: int

@@ -56,6 +56,12 @@ def _f32(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.detach().float()
 
 
+def _token_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """[1, n, *] -> [n, *]. A 2-D tensor is already one row per token: OPT flattens batch and
+    tokens into one axis before its FFN, so its FFN tensors arrive as [1·n, *]."""
+    return tensor if tensor.dim() == 2 else tensor[0]
+
+
 @contextmanager
 def capture_layers(adapter: ArchitectureAdapter, on_layer: LayerCallback) -> Iterator[None]:
     """Install read-only hooks for every layer for the duration of the `with` block.
@@ -77,23 +83,31 @@ def capture_layers(adapter: ArchitectureAdapter, on_layer: LayerCallback) -> Ite
         def values(_module, _args, output):
             parts["values"] = _f32(adapter.values_from_output(index, output))
 
+        attention_module = adapter.attention(index)
+        update_module = adapter.attention_update(index)
+
         def attention(_module, _args, output):
             if not isinstance(output, tuple) or len(output) < 2 or output[1] is None:
                 raise CaptureError(
                     "the attention block returned no attention probabilities "
                     "(the model must be loaded with attn_implementation='eager')"
                 )
-            parts["attn_out"] = _f32(output[0][0])
+            if update_module is attention_module:
+                parts["attn_out"] = _f32(output[0][0])
             parts["attn_probs"] = _f32(output[1][0])
 
+        def attention_update(_module, _args, output):
+            parts["attn_out"] = _f32(_token_rows(_first_tensor(output)))
+
         def ffn_input(_module, args):
-            parts["ffn_act"] = _f32(args[0][0])
+            parts["ffn_act"] = _f32(_token_rows(args[0]))
 
         def ffn(_module, _args, output):
-            parts["ffn_out"] = _f32(_first_tensor(output)[0])
+            parts["ffn_out"] = _f32(_token_rows(_first_tensor(output)))
 
         def layer_output(_module, _args, output):
-            missing = {"resid_in", "values", "attn_out", "ffn_act", "ffn_out"} - parts.keys()
+            wanted = {"resid_in", "values", "attn_out", "attn_probs", "ffn_act", "ffn_out"}
+            missing = wanted - parts.keys()
             if missing:
                 raise CaptureError(f"layer {index}: hooks did not see {sorted(missing)}")
             captured = LayerCapture(layer=index, resid_out=_f32(_first_tensor(output)[0]), **parts)
@@ -102,7 +116,9 @@ def capture_layers(adapter: ArchitectureAdapter, on_layer: LayerCallback) -> Ite
 
         handles.append(layer.register_forward_pre_hook(layer_input, with_kwargs=True))
         handles.append(adapter.value_module(index).register_forward_hook(values))
-        handles.append(adapter.attention(index).register_forward_hook(attention))
+        handles.append(attention_module.register_forward_hook(attention))
+        if update_module is not attention_module:  # BLOOM: the block adds the residual itself
+            handles.append(update_module.register_forward_hook(attention_update))
         handles.append(adapter.ffn_down(index).register_forward_pre_hook(ffn_input))
         handles.append(adapter.ffn(index).register_forward_hook(ffn))
         handles.append(layer.register_forward_hook(layer_output))

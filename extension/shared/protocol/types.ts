@@ -89,7 +89,7 @@ export type ModelSource = "default" | "hub" | "folder" | "gguf";
 /**
  * The adapter family that reads the model's blocks.
  */
-export type ModelFamily = "llama" | "gpt2" | "gpt_neox";
+export type ModelFamily = "llama" | "gpt2" | "gpt_neox" | "opt" | "gpt_neo" | "gptj" | "bloom" | "phi" | "phi3";
 
 /**
  * The model loaded in the daemon: identity, architecture and where it runs.

@@ -259,7 +259,7 @@ function msgpackProblem(e: unknown, maxItems: number): string {
 }
 
 const MODEL_SOURCES: readonly ModelSource[] = ['default', 'hub', 'folder', 'gguf'];
-const MODEL_FAMILIES: readonly ModelFamily[] = ['llama', 'gpt2', 'gpt_neox'];
+const MODEL_FAMILIES: readonly ModelFamily[] = ['llama', 'gpt2', 'gpt_neox', 'opt', 'gpt_neo', 'gptj', 'bloom', 'phi', 'phi3'];
 const DTYPES: readonly Dtype[] = ['float32', 'float16', 'bfloat16'];
 const NODE_KINDS: readonly NodeKind[] = ['embedding', 'post_attention', 'ffn', 'residual'];
 const PROJECTION_KINDS: readonly ProjectionKind[] = ['lens', 'attention_update', 'ffn_update'];
