@@ -7,12 +7,14 @@ escaped; remote code never runs; pickles load only as weights."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 import transformers
+from markdown_it import MarkdownIt
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from lmscope.cards import component_card, md_text
@@ -95,6 +97,17 @@ def hostile_model() -> LoadedModel:
     )  # fmt: skip
 
 
+# What a card's Markdown may render to: text structure, never links, images or raw HTML.
+SAFE_TAGS = {"p", "strong", "em", "code", "br", "hr", "ul", "ol", "li", "h3", "h4"} | {
+    "table",
+    "thead",
+    "tbody",
+    "tr",
+    "th",
+    "td",
+}
+
+
 def test_hover_markdown_shows_hostile_tokens_as_inert_text():
     loaded = hostile_model()
     trace = Trace(run_trace(loaded, " ".join(HOSTILE)))
@@ -107,8 +120,14 @@ def test_hover_markdown_shows_hostile_tokens_as_inert_text():
         assert live is not None and notes == []
         card = component_card(ref, trace, live=live, handle="t1", threshold=0.01)
         markdown = card["markdown"]
-        assert "<" not in markdown and ">" not in markdown.replace("&gt;", "")
-        for raw in ("[link](", "](javascript", "**bold**", "`code`", "\u202e", "\x1b", "\x00"):
+        # Rendered as an editor that allows HTML would: tokens (inside code spans, where `<` is
+        # text) make no element of their own, no link and no image.
+        html = MarkdownIt("commonmark", {"html": True}).enable("table").render(markdown)
+        tags = set(re.findall(r"</?([a-zA-Z][a-zA-Z0-9]*)", html))
+        assert tags <= SAFE_TAGS, (text, tags - SAFE_TAGS)
+        assert "href=" not in html and "src=" not in html.replace("src=x", ""), text
+        assert "<strong>bold</strong>" not in html, text  # the token **bold** stays text
+        for raw in ("\u202e", "\x1b", "\x00"):  # shown as escapes, never applied
             assert raw not in markdown, (text, raw)
     for text in HOSTILE:
         escaped = md_text(text)
