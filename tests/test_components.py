@@ -45,6 +45,9 @@ ACCEPTED = [
     ("layers[5].feed_forward", FFN),
     ("model.layers[5].self_attn.o_proj", ATTN),
     ("transformer.h.5.self_attention", ATTN),
+    ("model.decoder.layers.5.fc1", FFN),  # OPT
+    ("model.decoder.layers[5].fc2.weight", FFN),
+    ("model.decoder.layers.5.self_attn.out_proj", ATTN),
     ("L0H0", ComponentRef("head", 0, 0)),
     ("L0.N0", ComponentRef("neuron", 0, 0)),
 ]

@@ -18,11 +18,13 @@ Accepted forms (layers and indices are decimal, non-negative, without '+' or lea
 | `model.layers[5].mlp`, `model.layers.5.mlp`    | FFN block            | `L5.ffn`   |
 | `transformer.h.5.attn`, `transformer.h[5].mlp` | GPT-2 blocks         |            |
 | `gpt_neox.layers.5.attention`, `....5.mlp`     | GPT-NeoX blocks      |            |
+| `model.decoder.layers.5.fc1`, `....5.fc2`      | OPT's FFN            | `L5.ffn`   |
 
 Module paths: an optional dotted prefix (`model.`, `self.model.model.`, `transformer.`, ...),
 a container `layers` / `blocks` / `h` (`h` only after a '.', as in `transformer.h`), the layer as
 `.5` or `[5]`, then the block: `self_attn`, `attn`, `attention`, `self_attention` (attention) or
-`mlp`, `ffn`, `feed_forward` (FFN), or TransformerLens' `hook_attn_out` / `hook_mlp_out`.
+`mlp`, `ffn`, `feed_forward`, OPT's `fc1` / `fc2` (FFN), or TransformerLens' `hook_attn_out` /
+`hook_mlp_out`.
 Any further `.name` segments belong to the same reference and the same block, so
 `model.layers[5].self_attn.o_proj`, `layers[5].mlp.down_proj.weight` and
 `blocks.5.attn.hook_z` are the attention / FFN block of layer 5 and hovering any part of them
@@ -101,7 +103,8 @@ def _is_count(value: object) -> bool:
 # --- parsing ---------------------------------------------------------------------------------
 _NUM = r"(?:0|[1-9][0-9]*)"  # ASCII digits only; no sign, no leading zeros
 _ATTN_NAMES = ("self_attn", "self_attention", "attention", "attn", "hook_attn_out")
-_FFN_NAMES = ("mlp", "ffn", "feed_forward", "hook_mlp_out")
+# OPT has no FFN module: its layer holds fc1 and fc2 themselves.
+_FFN_NAMES = ("mlp", "ffn", "feed_forward", "hook_mlp_out", "fc1", "fc2")
 
 _SHORT = re.compile(
     rf"(?<!\w)L(?P<layer>{_NUM})(?:"
