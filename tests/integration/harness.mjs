@@ -208,16 +208,7 @@ export function installExtension(fx) {
   try {
     out = execFileSync(
       codeServerBin,
-      [
-        "--config",
-        configFile(fx),
-        "--user-data-dir",
-        fx.user,
-        "--extensions-dir",
-        fx.extensions,
-        "--install-extension",
-        vsix,
-      ],
+      [...profileArgs(fx), "--install-extension", vsix],
       { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], timeout: 120_000 },
     );
   } catch (err) {
@@ -234,6 +225,12 @@ export function installExtension(fx) {
   if (!existsSync(resolve(folder, installed.main)))
     throw new Error(`the installed extension has no ${installed.main}`);
   return folder;
+}
+
+/** The profile every code-server run of a fixture uses: its config, user data and extensions
+ * (the install and the server must see the same ones). */
+function profileArgs(fx) {
+  return ["--config", configFile(fx), "--user-data-dir", fx.user, "--extensions-dir", fx.extensions];
 }
 
 /**
@@ -255,12 +252,7 @@ export async function startCodeServer(fx) {
       "--disable-telemetry",
       "--disable-update-check",
       "--disable-getting-started-override",
-      "--config",
-      configFile(fx),
-      "--user-data-dir",
-      fx.user,
-      "--extensions-dir",
-      fx.extensions,
+      ...profileArgs(fx),
       fx.workspace,
     ],
     { detached: true, stdio: ["ignore", fd, fd], env: { ...process.env, HF_HUB_OFFLINE: "1" } },

@@ -95,6 +95,16 @@ class ArchitectureAdapter(ABC):
         activations."""
 
     # --- weights -----------------------------------------------------------------------------
+    def split_heads(self, output_projection: nn.Module) -> torch.Tensor:
+        """W_O of a Linear output projection (weight [d, H·dh]) split per head: [H, dh, d]."""
+        return param(output_projection).T.reshape(self.n_heads, self.d_head, self.d_model)
+
+    def bias_or_zeros(self, module: nn.Module) -> torch.Tensor:
+        """`module`'s bias [d], or zeros [d] on its weight's dtype and device when it has none."""
+        if getattr(module, "bias", None) is None:
+            return zero_vector(param(module), self.d_model)
+        return param(module, "bias")
+
     @abstractmethod
     def head_output_weights(self, layer: int) -> torch.Tensor:
         """W_O split per head: [H, dh, d]."""

@@ -83,8 +83,7 @@ class BloomAdapter(ArchitectureAdapter):
         return self.model.transformer.h[layer].mlp.dense_4h_to_h
 
     def head_output_weights(self, layer: int) -> torch.Tensor:
-        weight = param(self.attention(layer).dense)  # Linear: [d, H*dh]
-        return weight.T.reshape(self.n_heads, self.d_head, self.d_model)
+        return self.split_heads(self.attention(layer).dense)  # Linear: [d, H·dh]
 
     def attention_bias(self, layer: int) -> torch.Tensor:
         attn = self.attention(layer)

@@ -17,7 +17,6 @@ from lmscope.models.adapter import (
     layernorm_frozen,
     param,
     register,
-    zero_vector,
 )
 
 
@@ -62,8 +61,7 @@ class GPTNeoXAdapter(ArchitectureAdapter):
         return self.ffn(layer).dense_4h_to_h
 
     def head_output_weights(self, layer: int) -> torch.Tensor:
-        weight = param(self.attention(layer).dense)  # Linear: [d, H*dh]
-        return weight.T.reshape(self.n_heads, self.d_head, self.d_model)
+        return self.split_heads(self.attention(layer).dense)  # Linear: [d, H·dh]
 
     def attention_bias(self, layer: int) -> torch.Tensor:
         attn = self.attention(layer)
@@ -80,10 +78,7 @@ class GPTNeoXAdapter(ArchitectureAdapter):
         return param(self.ffn_down(layer)).T  # [d_ffn, d]
 
     def ffn_bias(self, layer: int) -> torch.Tensor:
-        down = self.ffn_down(layer)
-        if down.bias is None:
-            return zero_vector(param(down), self.d_model)
-        return param(down, "bias")
+        return self.bias_or_zeros(self.ffn_down(layer))
 
     def final_norm(self) -> nn.Module:
         return self.model.gpt_neox.final_layer_norm

@@ -18,7 +18,6 @@ from lmscope.models.adapter import (
     layernorm_frozen,
     param,
     register,
-    zero_vector,
 )
 
 
@@ -57,20 +56,18 @@ class GPTJAdapter(ArchitectureAdapter):
         return self.ffn(layer).fc_out
 
     def head_output_weights(self, layer: int) -> torch.Tensor:
-        weight = param(self.attention(layer).out_proj)  # Linear: [d, H*dh]
-        return weight.T.reshape(self.n_heads, self.d_head, self.d_model)
+        return self.split_heads(self.attention(layer).out_proj)  # Linear: [d, H·dh]
 
     def attention_bias(self, layer: int) -> torch.Tensor:
-        out_proj = self.attention(layer).out_proj  # bias-free in transformers' GPT-J
-        bias = param(out_proj, "bias")
-        return zero_vector(param(out_proj), self.d_model) if bias is None else bias
+        return self.bias_or_zeros(
+            self.attention(layer).out_proj
+        )  # bias-free in transformers' GPT-J
 
     def ffn_output_weights(self, layer: int) -> torch.Tensor:
         return param(self.ffn_down(layer)).T  # [d_ffn, d]
 
     def ffn_bias(self, layer: int) -> torch.Tensor:
-        down = self.ffn_down(layer)
-        return zero_vector(param(down), self.d_model) if down.bias is None else param(down, "bias")
+        return self.bias_or_zeros(self.ffn_down(layer))
 
     def final_norm(self) -> nn.Module:
         return self.model.transformer.ln_f

@@ -61,8 +61,7 @@ class PhiAdapter(ArchitectureAdapter):
         return self.ffn(layer).fc2  # its input is act(fc1(ln(x))): the neuron activations
 
     def head_output_weights(self, layer: int) -> torch.Tensor:
-        weight = param(self.attention(layer).dense)  # Linear: [d, H·dh]
-        return weight.T.reshape(self.n_heads, self.d_head, self.d_model)
+        return self.split_heads(self.attention(layer).dense)  # Linear: [d, H·dh]
 
     def attention_bias(self, layer: int) -> torch.Tensor:
         attn = self.attention(layer)
@@ -83,8 +82,7 @@ class PhiAdapter(ArchitectureAdapter):
         return param(self.ffn_down(layer)).T  # [d_ffn, d]
 
     def ffn_bias(self, layer: int) -> torch.Tensor:
-        down = self.ffn_down(layer)
-        return zero_vector(param(down), self.d_model) if down.bias is None else param(down, "bias")
+        return self.bias_or_zeros(self.ffn_down(layer))
 
     def final_norm(self) -> nn.Module:
         return self.model.model.final_layernorm
