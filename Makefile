@@ -34,6 +34,7 @@ $(STAMP): requirements/torch.txt requirements/base.txt requirements/dev.txt requ
 
 demo: setup
 	$(VENV)/bin/lmscope trace --file demo/prompts.txt --out-dir demo/traces --svg
+	$(VENV)/bin/lmscope trace --chat demo/chat.chat.jsonl --generate 4 --out-dir demo/traces/chat --svg
 	@echo
 	@echo "Traces and SVG routes are in demo/traces/; explore one: .venv/bin/lmscope show demo/traces/001-*.lmtrace --token 5"
 

@@ -131,6 +131,70 @@ TINY_CONFIGS = {
         original_max_position_embeddings=128, partial_rotary_factor=0.75, initializer_range=0.1,
         bos_token_id=0, eos_token_id=None, pad_token_id=None,
     ),
+    # Gemma 1: the Llama layout with (1 + γ) RMSNorms, sqrt(d)-scaled embeddings, GeGLU, MQA.
+    "gemma": lambda: transformers.GemmaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=1, head_dim=8, max_position_embeddings=128,
+        initializer_range=0.1,  # at 0.02 the FFN updates are too small to be on any route
+        bos_token_id=0, eos_token_id=None, pad_token_id=None,  # Gemma's pad id 0 has a zero row
+    ),
+    # Gemma 2: output norms on both blocks, soft-capping that bites on this model (its logits
+    # reach ~0.9 > 0.5), a sliding layer (window 4 < the prompt) then a global one, biases.
+    "gemma2": lambda: transformers.Gemma2Config(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=128,
+        query_pre_attn_scalar=8, sliding_window=4, attn_logit_softcapping=2.0,
+        final_logit_softcapping=0.5, attention_bias=True, initializer_range=0.1,
+        bos_token_id=0, eos_token_id=None, pad_token_id=None,
+    ),
+    # Gemma 3 (text): Gemma 2's output norms plus QK-norm; a sliding layer, then a global one.
+    "gemma3_text": lambda: transformers.Gemma3TextConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=128,
+        query_pre_attn_scalar=8, sliding_window=4,
+        layer_types=["sliding_attention", "full_attention"],
+        bos_token_id=0, eos_token_id=None, pad_token_id=None,
+    ),
+    # OLMo-2: output norms only (no pre-norms), QK-norm.
+    "olmo2": lambda: transformers.Olmo2Config(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+        bos_token_id=0, eos_token_id=None, pad_token_id=None,
+    ),
+    # OLMo: non-parametric LayerNorms; clip_qkv small enough to clamp some values.
+    "olmo": lambda: transformers.OlmoConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, clip_qkv=0.05,
+        bos_token_id=0, eos_token_id=None, pad_token_id=None,
+    ),
+    # Mixtures of experts (docs/method.md, "Experts"): 4 experts, top-2, experts 32 wide;
+    # initializer_range=0.1, else no FFN node reaches a route and the expert tests see none.
+    "mixtral": lambda: transformers.MixtralConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+        num_local_experts=4, num_experts_per_tok=2, initializer_range=0.1,
+    ),
+    # Qwen2-MoE: layer 0 dense (decoder_sparse_step 2), layer 1 sparse with a sigmoid-gated
+    # shared expert; gates not renormalised (norm_topk_prob False, as Qwen1.5-MoE).
+    "qwen2_moe": lambda: transformers.Qwen2MoeConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, moe_intermediate_size=32,
+        shared_expert_intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=128, num_experts=4,
+        num_experts_per_tok=2, decoder_sparse_step=2, norm_topk_prob=False,
+        initializer_range=0.1,
+    ),
+    "qwen3_moe": lambda: transformers.Qwen3MoeConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, moe_intermediate_size=32,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+        max_position_embeddings=128, num_experts=4, num_experts_per_tok=2, norm_topk_prob=True,
+        initializer_range=0.1,
+    ),
+    "olmoe": lambda: transformers.OlmoeConfig(  # QK-norm, and clip_qkv (clamps the values)
+        vocab_size=64, hidden_size=32, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128,
+        num_experts=4, num_experts_per_tok=2, clip_qkv=4.0, initializer_range=0.1,
+        bos_token_id=0, eos_token_id=None, pad_token_id=None,
+    ),
 }  # fmt: skip
 
 
@@ -142,12 +206,32 @@ def _randomize_biases(model: torch.nn.Module, generator: torch.Generator) -> Non
                 param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
 
 
+# Families whose norm gains build_tiny perturbs. Only these: the other families' tests were
+# written against init gains, and new numbers there expose float32 batch-size rounding (a gpt2
+# neuron page read live vs stored differs in the last bit) rather than anything about gains.
+RANDOM_NORM_GAINS = {"gemma", "gemma2", "gemma3_text", "olmo2"}
+
+
+def _randomize_norm_weights(model: torch.nn.Module, generator: torch.Generator) -> None:
+    """Norm gains start at their identity (1, or 0 in Gemma's 1 + γ); perturb them so that a
+    forgotten or wrong gain γ' (final norm, Gemma's offset, the output norms of post-norm
+    blocks: docs/method.md asks for non-trivial norm weights) shows in the tests. A few of
+    Gemma's 1 + γ come out negative, as real ones can."""
+    with torch.no_grad():
+        for module in model.modules():
+            weight = getattr(module, "weight", None)
+            if "norm" in type(module).__name__.lower() and isinstance(weight, torch.nn.Parameter):
+                weight.add_(torch.randn(weight.shape, generator=generator) * 0.5)
+
+
 def build_tiny(family: str, seed: int = 0) -> LoadedModel:
     torch.manual_seed(seed)
     config = TINY_CONFIGS[family]()
     config._attn_implementation = "eager"
     model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager")
     _randomize_biases(model, torch.Generator().manual_seed(seed))
+    if family in RANDOM_NORM_GAINS:
+        _randomize_norm_weights(model, torch.Generator().manual_seed(seed + 1))
     model.eval().requires_grad_(False)
     return LoadedModel(
         model=model,

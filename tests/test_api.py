@@ -269,7 +269,7 @@ def test_neurons_beyond_the_stored_top_need_the_model(traced):
     neurons = live.data.neurons
     assert len(neurons.layer) > 0, "no FFN node stored"
     layer, position = int(neurons.layer[0]), int(neurons.position[0])
-    stored, total = neurons.index.shape[1], live.data.model.d_ffn
+    stored, total = neurons.index.shape[1], live.ffn_width(layer)  # MoE: its nodes' expert neurons
     if total <= stored:  # the file stores every neuron; a live page runs to the end
         page = live.ffn_neurons(layer, position, offset=total - 4, limit=10)
         assert [n["neuron"] for n in page["neurons"]] == neurons.index[0, -4:].tolist()

@@ -30,6 +30,7 @@ from lmscope.traces.data import FFN
 from lmscope.traces.text import display_token
 from lmscope.traces.trace import Trace
 from lmscope.tracing.live import LiveModel, queries_for
+from lmscope.tracing.live_experts import output_row
 from tests.conftest import FAMILIES, TINY_PROMPT, build_tiny
 
 TAU = 0.01  # tiny random models have few edges above the default 0.04
@@ -273,7 +274,7 @@ def test_a_saved_trace_knows_only_its_stored_top_neurons(traced):
     assert result["promoted"] == [] and "need the model" in " ".join(result["notes"])
     top_k = traced.saved.data.settings.top_neurons
     stored_ids = {n["neuron"] for n in traced.saved.ffn_neurons(layer, t, limit=top_k)["neurons"]}
-    d_ffn = traced.saved.data.model.d_ffn
+    d_ffn = traced.saved.ffn_width(layer)  # d_ffn; an MoE layer: its nodes' expert neurons
     if len(stored_ids) < d_ffn:
         missing = min(set(range(d_ffn)) - stored_ids)
         result = card(ComponentRef("neuron", layer, missing), traced.saved, token=t)
@@ -306,15 +307,26 @@ def test_neuron_tokens_rank_its_output_row_through_the_final_norm_scale(family):
     adapter = adapter_for(model.model)
     norm = adapter.final_norm()
     with torch.no_grad():  # a non-trivial γ, so that forgetting it would show
-        norm.weight.copy_(
-            torch.randn(norm.weight.shape, generator=torch.Generator().manual_seed(1))
-        )
+        if hasattr(norm, "weight"):  # OLMo's LayerNorm has no parameters
+            norm.weight.copy_(
+                torch.randn(norm.weight.shape, generator=torch.Generator().manual_seed(1))
+            )
     layer, k = adapter.n_layers - 1, 7
-    w = adapter.ffn_output_weights(layer)[k].float()
-    if isinstance(norm, torch.nn.LayerNorm):
-        direction = norm.weight.float() * (w - w.mean())
+    if adapter.moe_layer(layer) is not None:  # flat id 7: neuron 7 of expert 0 (its W_out^0[7])
+        w = output_row(adapter, layer, k).float()  # type: ignore[arg-type]
     else:
-        direction = norm.weight.float() * w
+        w = adapter.ffn_output_weights(layer)[k].float()
+    post_norm = adapter.post_ffn_norm(layer)
+    with torch.no_grad():
+        # An RMSNorm maps a vector of ones to its gain γ' (γ, or Gemma's 1 + γ) / sqrt(1 + eps).
+        if post_norm is not None:  # the neuron writes γ'_post ⊙ W_out[k] / rms at every position
+            w = w * post_norm(torch.ones_like(w))
+        if isinstance(norm, torch.nn.LayerNorm):
+            direction = norm.weight.float() * (w - w.mean())
+        elif not hasattr(norm, "weight"):
+            direction = w - w.mean()
+        else:
+            direction = norm(torch.ones_like(w)) * w
     scores = adapter.unembedding_weight().float() @ direction
     result = card(ComponentRef("neuron", layer, k), None, model=model)
     assert [r["id"] for r in result["promoted"]] == scores.topk(8).indices.tolist()
@@ -330,7 +342,9 @@ def test_the_heads_outputs_and_the_bias_rebuild_the_attention_block_output(trace
     t = traced.live.n_tokens - 1
     for layer in range(traced.live.n_layers):
         outputs = [live.head_output(layer, h, t)[0] for h in range(live.adapter.n_heads)]
-        rebuilt = torch.stack(outputs).sum(0) + live.adapter.attention_bias(layer).float()
+        bias = live.adapter.attention_bias(layer).float()
+        scale = live.layer(layer).attn_scale  # post-norm: the constant is D_t ⊙ b_attn
+        rebuilt = torch.stack(outputs).sum(0) + (bias if scale is None else scale[t] * bias)
         whole = live.layer(layer).attn_out[t]
         assert torch.allclose(rebuilt, whole, atol=1e-4 * float(whole.abs().max()))
 

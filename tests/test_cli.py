@@ -438,3 +438,56 @@ def test_usage_errors_exit_2(in_process, capsys):
         assert rc == 2, argv
         assert "Traceback" not in err
         assert out == ""
+
+
+# --- chats and generations -----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def chat_model_folder(tmp_path_factory) -> Path:
+    """The tiny llama with a chat template in its tokenizer files."""
+    loaded = build_tiny("llama")
+    loaded.tokenizer.chat_template = (
+        "{% for m in messages %}<bos> {{ m['role'] }} : {{ m['content'] }} {% endfor %}"
+        "{% if add_generation_prompt %}<bos> assistant :{% endif %}"
+    )
+    folder = tmp_path_factory.mktemp("chat-llama")
+    loaded.model.save_pretrained(folder)
+    loaded.tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_a_chat_file_traces_each_conversation_and_show_prints_it(
+    chat_model_folder, in_process, capsys
+):
+    conversation = [{"role": "user", "content": "when mary and john went to the store"}]
+    chats = in_process / "ioi.chat.jsonl"
+    chats.write_text(
+        json.dumps({"messages": conversation, "id": "a"}) + "\n"
+        '{"messages": [{"role": "robot", "content": "x"}]}\n',
+        encoding="utf-8",
+    )
+    rc, out, err = run_main(capsys, "trace", "--file", chats, "--model", chat_model_folder,
+                            "--out-dir", "out", "--generate", "2", "--seed", "3",
+                            "--quiet")  # fmt: skip
+    assert rc == 1  # the robot's line
+    assert f"lmscope: {chats} line 2: message 1: role must be one of" in err
+    (written,) = sorted((in_process / "out").iterdir())
+    traced = lmscope.load_trace(written)
+    assert traced.chat is not None and traced.generation is not None
+    assert traced.generation.seed == 3 and traced.generation.generated == 2
+    rc, out, _ = run_main(capsys, "show", written)
+    assert rc == 0
+    assert "chat of 1 messages (6 tokens added by the chat template):" in out
+    assert "  user: 'when mary and john went to the store'" in out
+    assert "generated 2 tokens (sampled, seed 3), positions 14..15" in out
+
+
+def test_messages_on_a_model_without_a_chat_template_fail_with_one_line(
+    model_folders, in_process, capsys
+):
+    rc, _, err = run_main(capsys, "trace", "--messages", '[{"role": "user", "content": "hi"}]',
+                          "--model", model_folders["llama"], "--quiet")  # fmt: skip
+    assert_one_line_error(rc, err, 1, "has no chat template")
+    rc, _, err = run_main(capsys, "trace", "--messages", '[{"role": "user"}]', "--quiet")
+    assert_one_line_error(rc, err, 1, "message 1 has no 'content'")
+    rc, _, err = run_main(capsys, "trace", "hello", "--seed", "3")
+    assert_one_line_error(rc, err, 2, "--seed samples the generated tokens")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from lmscope.api import load_trace
 from tests.conftest import TINY_PROMPT, build_tiny
 from tests.daemon_client import DaemonClient, RpcError
 
@@ -323,6 +324,33 @@ def test_hover_shows_a_card_for_component_references_and_nothing_elsewhere(daemo
     assert nothing is None
 
 
+def test_a_chat_with_a_generation_round_trips_through_the_daemon(daemon, tmp_path, model_folder):
+    messages = [{"role": "user", "content": "when mary and john went to the store"}]
+    with pytest.raises(RpcError) as refused:  # the tiny model's tokenizer has no template
+        daemon.request("lmscope/trace", {"messages": messages})
+    assert refused.value.code == -32002 and "has no chat template" in refused.value.message
+    chat_folder = tmp_path / "chat-llama"
+    tiny = build_tiny("llama")
+    tiny.tokenizer.chat_template = (
+        "{% for m in messages %}<bos> {{ m['role'] }} : {{ m['content'] }} {% endfor %}"
+        "{% if add_generation_prompt %}<bos> assistant :{% endif %}"
+    )
+    tiny.model.save_pretrained(chat_folder)
+    tiny.tokenizer.save_pretrained(chat_folder)
+    daemon.request("lmscope/loadModel", {"spec": str(chat_folder)})
+    try:
+        path = tmp_path / "chat.lmtrace"
+        params = {"messages": messages, "generate": 3, "seed": 11, "savePath": str(path)}
+        summary = daemon.request("lmscope/trace", params)["trace"]
+        assert summary["tokens"][:3] == ["<bos>", "<unk>", "<unk>"] and len(summary["tokens"]) == 17
+        saved = load_trace(path)
+        assert saved.chat is not None and saved.chat.token_message[3:11] == [0] * 8
+        assert saved.generation is not None
+        assert (saved.generation.prompt_tokens, saved.generation.seed) == (14, 11)
+    finally:
+        daemon.request("lmscope/loadModel", {"spec": str(model_folder)})
+
+
 def test_code_lens_offers_trace_above_each_prompt_of_a_prompt_file(daemon, tmp_path):
     uri = (tmp_path / "ioi.prompts.txt").as_uri()
     text = "# prompts\nwhen mary and john went\n\njohn gave a drink to\n"
@@ -334,6 +362,20 @@ def test_code_lens_offers_trace_above_each_prompt_of_a_prompt_file(daemon, tmp_p
     assert [lens["range"]["start"]["line"] for lens in lenses] == [1, 3]
     assert all(lens["command"]["title"] == "Trace" for lens in lenses)
     assert lenses[0]["command"]["arguments"][0]["prompt"] == "when mary and john went"
+
+
+def test_code_lens_of_a_chat_file_carries_each_conversation(daemon, tmp_path):
+    uri = (tmp_path / "ioi.chat.jsonl").as_uri()
+    conversation = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    text = json.dumps({"messages": conversation}) + "\n{not json\n"
+    daemon.notify(
+        "textDocument/didOpen",
+        {"textDocument": {"uri": uri, "languageId": "json", "version": 1, "text": text}},
+    )
+    (lens,) = daemon.request("textDocument/codeLens", {"textDocument": {"uri": uri}})
+    argument = lens["command"]["arguments"][0]
+    assert (lens["command"]["command"], argument["line"]) == ("lmscope.tracePrompt", 0)
+    assert argument["messages"] == conversation and argument["prompt"] == "hi"
 
 
 def test_component_cards_come_with_route_context(daemon):

@@ -205,3 +205,24 @@ def test_attention_pattern_is_causal_and_row_stochastic(ioi, ioi_loaded):
         np.testing.assert_allclose(pattern.sum(axis=1), 1.0, atol=1e-5)
     with pytest.raises(NeedsModelError):
         ioi_loaded.attention_pattern(0, 0)
+
+
+def test_a_chat_on_the_default_model_is_its_template_with_role_headers_marked(smollm):
+    messages = [
+        {"role": "user", "content": "When Mary and John went to the store, who got a drink?"}
+    ]
+    traced = lmscope.trace(messages=messages, model=smollm)
+    template_ids = smollm.tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=True, return_dict=False
+    )
+    assert traced.data.tokens.ids.tolist() == list(template_ids)
+    assert traced.tokens[0] == "<|im_start|>" and traced.tokens.count("<|im_start|>") == 3
+    chat = traced.chat
+    assert chat is not None and chat.exact
+    content = "".join(t for t, m in zip(traced.tokens, chat.token_message) if m == 0)
+    assert content == messages[0]["content"]
+    headers = [t for t, m in zip(traced.tokens, chat.token_message) if m == -1]
+    # The default system turn, the user's header and the assistant's generation prompt.
+    assert headers[:3] == ["<|im_start|>", "system", "\n"]
+    assert headers[-4:] == ["<|im_start|>", "ass", "istant", "\n"]
+    assert "user" in headers and "<|im_end|>" in headers

@@ -21,6 +21,7 @@ from lmscope.graph import (
 from lmscope.models.adapter import adapter_for
 from lmscope.tracing.capture import capture_layers, run_forward
 from lmscope.tracing.engine import TraceOptions, run_trace
+from lmscope.tracing.experts import reconstruct_ffn
 from lmscope.tracing.layers import attribute_layer
 from lmscope.tracing.tokens import tokenize
 from tests.conftest import TINY_PROMPT
@@ -64,10 +65,17 @@ def test_attention_parts_and_biases_reconstruct_every_block_output(tiny_model):
         w_o = adapter.head_output_weights(cap.layer).float()
         u = torch.einsum("nhk,hkd->hnd", cap.values[:, kv], w_o)  # [H, n, d]
         attn = torch.einsum("hij,hjd->id", cap.attn_probs, u) + adapter.attention_bias(cap.layer)
+        if cap.attn_scale is not None:  # post-norm: D_i ⊙ (parts + b_attn) at each position
+            attn = attn * cap.attn_scale
         scale = cap.attn_out.abs().max()
         assert (attn - cap.attn_out).abs().max() <= 1e-4 * scale
-        ffn = cap.ffn_act @ adapter.ffn_output_weights(cap.layer).float()
+        if cap.moe is not None:  # a mixture: the chosen and shared experts' parts
+            ffn = reconstruct_ffn(adapter, cap.layer, cap.moe)  # type: ignore[arg-type]
+        else:
+            ffn = cap.ffn_act @ adapter.ffn_output_weights(cap.layer).float()
         ffn = ffn + adapter.ffn_bias(cap.layer)
+        if cap.ffn_scale is not None:
+            ffn = ffn * cap.ffn_scale
         assert (ffn - cap.ffn_out).abs().max() <= 1e-4 * cap.ffn_out.abs().max()
         whole = cap.resid_in + cap.attn_out + cap.ffn_out
         assert (whole - cap.resid_out).abs().max() <= 1e-4 * cap.resid_out.abs().max()
@@ -105,6 +113,8 @@ def test_contributions_match_a_dense_float64_reference(tiny_model):
         z = torch.zeros(n, n, adapter.n_heads, x.shape[1], dtype=torch.float64)
         for h in range(adapter.n_heads):
             z[:, :, h] = a[h][:, :, None] * (v[:, adapter.kv_head_of(h)] @ w_o[h])[None]
+        if cap.attn_scale is not None:  # post-norm parts: D_i ⊙ z[i, j, h]
+            z = z * cap.attn_scale.double()[:, None, None, :]
         whole = out if adapter.parallel_blocks else x + attn
         prox = (whole[:, None, None].abs() - (whole[:, None, None] - z).abs()).sum(-1)
         prox = prox.clamp_min(1e-5) * torch.ones(n, n).tril()[:, :, None]

@@ -149,3 +149,47 @@ def test_a_deeply_nested_jsonl_line_is_a_problem_not_a_crash():
 def test_other_files_have_no_prompts_and_no_problems():
     assert prompts_in("When Mary and John", "notes.md") == []
     assert problems_in("{not json", "notes.jsonl") == []
+
+
+def test_a_chat_jsonl_file_has_one_conversation_per_line_with_problems_per_line():
+    good = {"messages": [{"role": "user", "content": "When Mary and John went"}], "id": "ioi-1"}
+    tagged = {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Who got the drink?"},
+        ],
+        "tags": ["ioi"],
+    }
+    lines = [
+        json.dumps(good),
+        "",
+        '{"prompt": "not a chat"}',
+        json.dumps(tagged),
+        '{"messages": [{"role": "robot", "content": "hi"}]}',
+        '{"messages": [{"role": "user", "content": "hi"}], "id": 3}',
+        '{"messages": [{"role": "user", "content": "hi"}], "tags": "ioi"}',
+        "[1, 2]",
+        "{broken",
+    ]
+    text = "\n".join(lines)
+    assert prompt_file_kind("file:///a/ioi.chat.jsonl") == "chat"
+    spans = prompts_in(text, "ioi.chat.jsonl")
+    assert [(s.line, s.prompt) for s in spans] == [
+        (0, "When Mary and John went"),
+        (3, "Who got the drink?"),
+    ]
+    assert spans[1].messages is not None
+    assert [(m.role, m.content) for m in spans[1].messages] == [
+        ("system", "Be brief."),
+        ("user", "Who got the drink?"),
+    ]
+    assert spans[0].end == len(lines[0])
+    problems = dict(problems_in(text, "ioi.chat.jsonl"))
+    assert problems == {
+        2: 'no "messages" field',
+        4: "message 1: role must be one of system, user, assistant, not 'robot'",
+        5: '"id" must be a string, not a number',
+        6: '"tags" must be a list of strings',
+        7: 'expected a JSON object with a "messages" field',
+        8: "not valid JSON: Expecting property name enclosed in double quotes",
+    }

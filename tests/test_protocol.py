@@ -257,7 +257,7 @@ def test_trace_with_both_prompt_and_document_says_to_give_exactly_one() -> None:
     assert error.path == "(root)"
     assert error.reason == "prompt and document exclude each other: give exactly one"
     neither = params_error("lmscope/trace", {"prependBos": False})
-    assert neither.reason == "one of prompt, document is required"
+    assert neither.reason == "one of prompt, document, messages is required"
 
 
 def test_component_kind_selects_the_variant_that_explains_the_error() -> None:
@@ -269,7 +269,12 @@ def test_component_kind_selects_the_variant_that_explains_the_error() -> None:
     assert block.path == "component.index"
     unknown = params_error("lmscope/component", {"component": {"kind": "mlp", "layer": 2}})
     assert unknown.path == "component.kind"
-    assert unknown.reason == "'mlp' is not one of ['head', 'neuron', 'attention', 'ffn']"
+    assert unknown.reason == (
+        "'mlp' is not one of ['head', 'neuron', 'attention', 'ffn', 'expert', 'expert_neuron']"
+    )
+    neuron = {"kind": "expert_neuron", "layer": 2, "expert": 1, "shared": False}
+    expert = params_error("lmscope/component", {"component": neuron})
+    assert (expert.path, expert.reason) == ("component", "'index' is a required property")
     encoded = params_error("lmscope/component", {"component": "L2H1"})
     assert encoded.reason == "'L2H1' is not of type 'object'"
 

@@ -238,9 +238,15 @@ def test_every_schema_property_is_produced_by_to_wire_and_nothing_else():
     schema = json.loads(TRACE_SCHEMA.read_text())
     expected: set[str] = set()
     _schema_keys(schema, schema, "", expected)
+    # model.adapter is optional: a trace of a model with an adapter merged in produces it
+    with_adapter = make_trace()
+    with_adapter.model.adapter = D.AdapterFacts(
+        "/loras/poems", "poems", "sha256:1", "LORA", False, 4, 8.0, ["q_proj"], "base", "sha256:0"
+    )
     for binary in (True, False):
         produced: set[str] = set()
         _wire_keys(to_wire(make_trace(), binary=binary), "", produced)
+        _wire_keys(to_wire(with_adapter, binary=binary), "", produced)
         assert produced == expected
 
 

@@ -9,12 +9,17 @@ Three kinds, told apart by the file name (case-insensitive):
 |                   | character is `#` are skipped; the line is the prompt, spaces included    |
 | `*.prompts.jsonl` | one JSON object per line with a string field `prompt`; blank lines are   |
 |                   | skipped, and so is any line that is not such an object (`problems_in`)   |
+| `*.chat.jsonl`    | one conversation per line: `{"messages": [{"role", "content"}, ...]}`    |
+|                   | (optional `id` string and `tags` list of strings, for corpus runs),      |
+|                   | traced through the model's chat template (`lmscope.chats`); other lines  |
+|                   | as in `.prompts.jsonl`                                                   |
 
 A prompt that is empty or only whitespace is no prompt. Lines end at `\\n`, `\\r\\n` or `\\r` (as
 in LSP). `PromptSpan.start`/`end` are Python str indices within `line` (the CodeLens range; for
 a `.prompt` file its first line); the server converts them to UTF-16 at the boundary.
 `prompts_in` returns only the prompts; `problems_in` says, per line, why a line of a
-`.prompts.jsonl` file gives none, for diagnostics.
+`.prompts.jsonl` or `.chat.jsonl` file gives none, for diagnostics. A conversation's span has
+its `messages`, and as `prompt` the text of its last message (for titles and file names).
 """
 
 from __future__ import annotations
@@ -25,9 +30,13 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-PromptFileKind = Literal["prompt", "lines", "jsonl"]
+from lmscope.chats import Message, check_messages
+from lmscope.errors import PromptError
+
+PromptFileKind = Literal["prompt", "lines", "jsonl", "chat"]
 
 _SUFFIXES: tuple[tuple[str, PromptFileKind], ...] = (
+    (".chat.jsonl", "chat"),
     (".prompts.jsonl", "jsonl"),
     (".prompts.txt", "lines"),
     (".prompt", "prompt"),
@@ -44,6 +53,7 @@ class PromptSpan:
     start: int  # str index within the line
     end: int
     prompt: str
+    messages: tuple[Message, ...] | None = None  # a conversation (`*.chat.jsonl`)
 
 
 def prompt_file_kind(path_or_uri: str) -> PromptFileKind | None:
@@ -70,7 +80,8 @@ def prompts_in(text: str, path_or_uri: str) -> list[PromptSpan]:
 
 
 def problems_in(text: str, path_or_uri: str) -> list[tuple[int, str]]:
-    """(line, message) for each line of a `.prompts.jsonl` file that gives no prompt."""
+    """(line, message) for each line of a `.prompts.jsonl` or `.chat.jsonl` file that gives no
+    prompt."""
     return _scan(text, path_or_uri)[1]
 
 
@@ -97,6 +108,14 @@ def _scan(text: str, path_or_uri: str) -> tuple[list[PromptSpan], list[tuple[int
             if not body.lstrip().startswith("#"):
                 spans.append(PromptSpan(number, start, len(line), body))
             continue
+        if kind == "chat":
+            conversation, problem = _chat_line(body)
+            if conversation is not None:
+                last = conversation[-1].content
+                spans.append(PromptSpan(number, start, len(line), last, tuple(conversation)))
+            else:
+                problems.append((number, problem))
+            continue
         found, problem = _jsonl_prompt(body)
         if found is not None:
             spans.append(PromptSpan(number, start, len(line), found))
@@ -105,15 +124,45 @@ def _scan(text: str, path_or_uri: str) -> tuple[list[PromptSpan], list[tuple[int
     return spans, problems
 
 
-def _jsonl_prompt(body: str) -> tuple[str | None, str]:
-    """The prompt of one JSONL line, or (None, why not)."""
+def _json_line(body: str) -> tuple[object, str]:
+    """One JSONL line's value, or (None, why it is not JSON)."""
     try:
-        value = json.loads(body)
+        return json.loads(body), ""
     except ValueError as error:  # JSONDecodeError, or a number too long to convert
         reason = error.msg if isinstance(error, json.JSONDecodeError) else str(error)
         return None, f"not valid JSON: {reason}"
     except RecursionError:
         return None, "not valid JSON: nested too deeply"
+
+
+def _chat_line(body: str) -> tuple[list[Message] | None, str]:
+    """The conversation of one `.chat.jsonl` line, or (None, why not)."""
+    value, problem = _json_line(body)
+    if problem:
+        return None, problem
+    if not isinstance(value, dict):
+        return None, 'expected a JSON object with a "messages" field'
+    if "messages" not in value:
+        return None, 'no "messages" field'
+    unknown = sorted(set(value) - {"messages", "id", "tags"})
+    if unknown:
+        return None, f"unknown field {unknown[0]!r} (messages, id and tags only)"
+    if "id" in value and not isinstance(value["id"], str):
+        return None, f'"id" must be a string, not {_json_type(value["id"])}'
+    tags = value.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+        return None, '"tags" must be a list of strings'
+    try:
+        return check_messages(value["messages"]), ""
+    except PromptError as exc:
+        return None, str(exc)
+
+
+def _jsonl_prompt(body: str) -> tuple[str | None, str]:
+    """The prompt of one JSONL line, or (None, why not)."""
+    value, problem = _json_line(body)
+    if problem:
+        return None, problem
     if not isinstance(value, dict):
         return None, 'expected a JSON object with a "prompt" field'
     if "prompt" not in value:

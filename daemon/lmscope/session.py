@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lmscope.chats import Message, check_generate
 from lmscope.errors import LmscopeError, TraceFileError
 from lmscope.prompts import check_prompt
 from lmscope.traces.cache import TraceCache
@@ -199,9 +200,11 @@ class Session:
         device: str,
         on_state: Callable[[str | None], None],
         device_map: str | None = None,
+        adapter: str | None = None,
     ) -> Job:
         """A job that replaces the loaded model; `device_map` (an accelerate plan) splits it
-        over devices instead of putting it on `device`. Everything that can be checked without
+        over devices instead of putting it on `device`; `adapter` (a PEFT adapter folder) is
+        merged into it. Everything that can be checked without
         reading weights is checked first (`check_loadable`): a spec that names nothing loadable
         fails with the old model still loaded. Then the old model is freed before the new one
         arrives (two may not fit). `on_state(message)` is told each state change, with the
@@ -212,7 +215,9 @@ class Session:
 
             mapping = None if device_map is None else DeviceMap(device_map)
             try:
-                check_loadable(spec, dtype=dtype, device=device, device_map=mapping)
+                check_loadable(
+                    spec, dtype=dtype, device=device, device_map=mapping, adapter=adapter
+                )
             except BaseException as exc:
                 self.model_state = "error"  # the last load failed; the model stays loaded
                 on_state(str(exc) or type(exc).__name__)
@@ -225,7 +230,12 @@ class Session:
             _free_device_memory()
             try:
                 loaded = load_model(
-                    spec, dtype=dtype, device=device, progress=job.report, device_map=mapping
+                    spec,
+                    dtype=dtype,
+                    device=device,
+                    progress=job.report,
+                    device_map=mapping,
+                    adapter=adapter,
                 )
             except BaseException as exc:
                 self.model_state = "error"
@@ -236,13 +246,19 @@ class Session:
             on_state(None)
             return loaded
 
-        return Job("load", run, description=f"load {spec}")
+        what = spec if adapter is None else f"{spec} + {adapter}"
+        return Job("load", run, description=f"load {what}")
 
     def trace_job(
-        self, prompt: str, options: Any, save_path: Path | None, folder: Path | None = None
+        self,
+        prompt: str | list[Message],
+        options: Any,
+        save_path: Path | None,
+        folder: Path | None = None,
     ) -> Job:
-        """A job that traces `prompt` on the loaded model and caches the result; the trace
-        becomes the latest of `folder` (the prompt document's), or of the save path's."""
+        """A job that traces `prompt` (text, or a conversation checked by `check_messages`) on
+        the loaded model and caches the result; the trace becomes the latest of `folder` (the
+        prompt document's), or of the save path's."""
 
         def run(job: Job) -> tuple[str, bool]:
             import torch
@@ -310,10 +326,15 @@ class Session:
             )
             return handle, True
 
-        check_prompt(prompt)
+        if isinstance(prompt, str):
+            check_prompt(prompt)
+            description = prompt[:60]
+        else:
+            description = f"chat of {len(prompt)} messages: {prompt[-1].content[:40]}"
+        check_generate(options.generate, options.seed)
         if save_path is not None:
             check_save_path(save_path)
-        return Job("trace", run, description=prompt[:60])
+        return Job("trace", run, description=description)
 
     def save_trace(self, handle: str, path: Path) -> Path:
         """Write a held trace to `path` (atomically); the handle then names that file."""

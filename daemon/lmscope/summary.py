@@ -120,12 +120,23 @@ def route_summary(trace: Trace, route: Route, top_edges: int = 8, top_ffn: int =
         for node, weight in ranked_ffn[:top_ffn]:
             try:
                 page = trace.ffn_neurons(node.layer, node.position, limit=3)
-                neurons = ", ".join(
-                    f"N{n['neuron']} {n['contribution']:.3f} (a={n['activation']:+.2f})"
+                neurons = ", ".join(  # MoE: "E3.N120", the neuron of an expert
+                    f"{trace.neuron_label(node.layer, n['neuron']).split('.', 1)[1]} "
+                    f"{n['contribution']:.3f} (a={n['activation']:+.2f})"
                     for n in page["neurons"]
                 )
             except NeedsModelError:
                 neurons = "(neurons not stored)"
+            layout = trace.expert_layout
+            if layout is not None and layout.is_sparse(node.layer):  # docs/method.md, "Experts"
+                try:
+                    listed = trace.ffn_experts(node.layer, node.position)["experts"]
+                    experts = ", ".join(
+                        f"{e['label']} {e['contribution']:.3f} (g={e['gate']:.2f})" for e in listed
+                    )
+                except NeedsModelError:
+                    experts = "(experts not stored)"
+                neurons = f"experts {experts}; {neurons}"
             lines.append(
                 f"  L{node.layer:<3} {shown.at(node.position)}({node.position})  "
                 f"{weight:.3f}  {flow.get(node, 0.0):6.1%}   {neurons}"
@@ -135,11 +146,37 @@ def route_summary(trace: Trace, route: Route, top_edges: int = 8, top_ffn: int =
 
 def trace_header(trace: Trace) -> str:
     model = trace.data.model
-    return (
+    header = (
         f"{shorten(model.name, 80)}: {model.n_layers} layers × {model.n_heads} heads, "
         f"{trace.n_tokens} tokens ({'BOS + ' if trace.data.settings.bos_prepended else ''}"
         f"prompt {_repr_quote(trace.prompt, 60)})"
     )
+    return "\n".join([header, *conversation_lines(trace)])
+
+
+def conversation_lines(trace: Trace) -> list[str]:
+    """The conversation a chat trace holds (one line a message) and what was generated."""
+    lines: list[str] = []
+    chat, generation = trace.chat, trace.generation
+    if chat is not None:
+        prompt_tokens = trace.n_tokens if generation is None else generation.prompt_tokens
+        added = sum(1 for k in chat.token_message[:prompt_tokens] if k == -1)
+        how = "" if chat.exact else ", approximately"
+        lines.append(
+            f"chat of {len(chat.messages)} messages ({added} tokens added by the chat "
+            f"template{how}):"
+        )
+        lines += [f"  {m.role}: {_repr_quote(m.content, 70)}" for m in chat.messages]
+    if generation is not None:
+        start = generation.prompt_tokens
+        text = "".join(trace.tokens[start : start + generation.generated])
+        how = "greedy" if generation.seed is None else f"sampled, seed {generation.seed}"
+        stop = ", stopped at end-of-sequence" if generation.stopped_at_eos else ""
+        lines.append(
+            f"generated {generation.generated} tokens ({how}{stop}), positions "
+            f"{start}..{start + generation.generated - 1}: {_repr_quote(text, 60)}"
+        )
+    return lines
 
 
 def _repr_quote(text: str, limit: int) -> str:

@@ -9,24 +9,36 @@ import * as vscode from 'vscode';
 import {ResponseError} from 'vscode-languageclient/node';
 import type {Daemon, ProgressValue} from './daemon';
 import type {LiveTraces} from './liveTraces';
-import {DEFAULTS, ErrorCodes, Methods, type LoadModelParams} from '../shared/protocol/types';
+import {DEFAULTS, ErrorCodes, Methods, type ChatMessage, type LoadModelParams} from '../shared/protocol/types';
 import {tracePath, tracesDir} from './paths';
-import {deviceMapSetting} from './settings';
+import {adapterSetting, deviceMapSetting, generateTokensSetting, MAX_GENERATE, parseGenerateCount} from './settings';
 import {TRACE_VIEW_TYPE, traceFileKey, type TraceEditorProvider} from './traceEditor';
 import {TraceTiming, type PendingTimings} from './timing';
 import {OPENING_MESSAGE, tracingMessage, waitingMessage} from './traceProgress';
 
-/** The argument the daemon's "Trace" CodeLens passes. */
+/** The argument the daemon's "Trace" CodeLens passes; a `*.chat.jsonl` lens adds `messages`. */
 export interface TracePromptArgs {
   readonly uri: string;
   readonly line: number;
   readonly prompt: string;
+  readonly messages?: readonly [ChatMessage, ...ChatMessage[]];
 }
 
 function isTracePromptArgs(value: unknown): value is TracePromptArgs {
   if (typeof value !== 'object' || value === null) return false;
   const v = value as Record<string, unknown>;
-  return typeof v['uri'] === 'string' && typeof v['line'] === 'number' && typeof v['prompt'] === 'string';
+  const messages = v['messages'];
+  // The daemon checks roles and contents again; here only the shape a request needs.
+  const chat = messages === undefined || (Array.isArray(messages) && messages.length > 0 && messages.every((m) => typeof m === 'object' && m !== null && typeof (m as Record<string, unknown>)['role'] === 'string' && typeof (m as Record<string, unknown>)['content'] === 'string'));
+  return typeof v['uri'] === 'string' && typeof v['line'] === 'number' && typeof v['prompt'] === 'string' && chat;
+}
+
+/** What a trace request traces: text, or a conversation through the model's chat template. */
+type TraceSource = {readonly prompt: string} | {readonly messages: readonly [ChatMessage, ...ChatMessage[]]};
+
+/** The text a source is shown and named by (a conversation: one `role: content` line each). */
+function sourceText(source: TraceSource): string {
+  return 'prompt' in source ? source.prompt : source.messages.map((m) => `${m.role}: ${m.content}`).join('\n');
 }
 
 /** The longest Trace Selection keeps its notification up for a graph to be painted. */
@@ -45,8 +57,9 @@ export class Commands {
     private readonly editors: TraceEditorProvider,
   ) {}
 
-  /** Trace the selection, or the current line when nothing is selected. */
-  async traceSelection(): Promise<void> {
+  /** Trace the selection, or the current line when nothing is selected; `generate` tokens are
+   * generated first (default: the lmscope.generateTokens setting). */
+  async traceSelection(generate?: number): Promise<void> {
     const editor = vscode.window.activeTextEditor;
     if (editor === undefined) {
       void vscode.window.showInformationMessage('lmscope: open a file and select the prompt to trace.');
@@ -54,7 +67,27 @@ export class Commands {
     }
     const selection = editor.selection;
     const text = selection.isEmpty ? editor.document.lineAt(selection.active.line).text : editor.document.getText(selection);
-    await this.trace(text, editor.document.uri, editor.viewColumn);
+    await this.trace({prompt: text}, editor.document.uri, editor.viewColumn, generate ?? this.generateSetting());
+  }
+
+  /** "Trace Selection and Generate…": ask how many tokens to generate, then trace. */
+  async traceSelectionAndGenerate(): Promise<void> {
+    const answer = await vscode.window.showInputBox({
+      title: 'lmscope: Trace Selection and Generate',
+      prompt: `Tokens to generate after the selection before tracing (1..${MAX_GENERATE}; greedy)`,
+      value: String(Math.max(1, this.generateSetting())),
+      validateInput: (text) => {
+        const parsed = parseGenerateCount(text);
+        return typeof parsed === 'string' ? parsed : parsed === 0 ? 'give at least 1 (or use Trace Selection)' : null;
+      },
+    });
+    if (answer === undefined) return;
+    const count = parseGenerateCount(answer);
+    if (typeof count === 'number') await this.traceSelection(count);
+  }
+
+  private generateSetting(): number {
+    return generateTokensSetting(vscode.workspace.getConfiguration('lmscope').get<number>('generateTokens'));
   }
 
   /** The CodeLens command: `{uri, line, prompt}` from the daemon. */
@@ -65,10 +98,12 @@ export class Commands {
     }
     const uri = vscode.Uri.parse(args.uri);
     const column = vscode.window.visibleTextEditors.find((e) => e.document.uri.toString() === uri.toString())?.viewColumn;
-    await this.trace(args.prompt, uri, column);
+    const source: TraceSource = args.messages !== undefined ? {messages: args.messages} : {prompt: args.prompt};
+    await this.trace(source, uri, column, this.generateSetting());
   }
 
-  private async trace(prompt: string, source: vscode.Uri, column: vscode.ViewColumn | undefined): Promise<void> {
+  private async trace(what: TraceSource, source: vscode.Uri, column: vscode.ViewColumn | undefined, generate: number): Promise<void> {
+    const prompt = sourceText(what);
     if (prompt.trim().length === 0) {
       void vscode.window.showInformationMessage('lmscope: nothing to trace: select a prompt or put the cursor on a line with text.');
       return;
@@ -90,7 +125,8 @@ export class Commands {
           await this.waitForModel(progress, token);
           timing.mark('model ready');
           // The file is named after the model that traces it (paths.ts), known once it is loaded.
-          const savePath = tracePath(dir, prompt, this.modelName());
+          // A generation is another trace of the same prompt: its count is part of the file's key.
+          const savePath = tracePath(dir, generate > 0 ? `${prompt} +${generate}` : prompt, this.modelName());
           this.log.info(`tracing ${JSON.stringify(prompt)} -> ${savePath}`);
           progress.report({message: this.daemon.state.kind === 'tracing' ? 'waiting for the trace before this one…' : 'tracing…'});
           let last = 0;
@@ -112,7 +148,8 @@ export class Commands {
             progress.report(report);
           };
           timing.mark('request sent');
-          const result = await this.daemon.request(Methods.trace, {prompt, savePath}, token, onProgress);
+          const params = {...('prompt' in what ? {prompt: what.prompt} : {messages: [...what.messages] as [ChatMessage, ...ChatMessage[]]}), savePath, ...(generate > 0 ? {generate} : {})};
+          const result = await this.daemon.request(Methods.trace, params, token, onProgress);
           timing.mark('result received');
           const saved = result.saved ? (result.trace.path ?? savePath) : null;
           this.log.info(`trace ${result.trace.handle}: ${result.trace.tokens.length} tokens${saved ? `, saved to ${saved}` : ''}`);
@@ -259,6 +296,7 @@ export class Commands {
     const device = config.get<string>('device', DEFAULTS.DeviceRequest).trim();
     const dtype = config.get<string>('dtype', '');
     const deviceMap = deviceMapSetting(config.get<string>('deviceMap', ''));
+    const adapter = adapterSetting(config.get<string>('adapter', ''));
     this.daemon.modelSpec = spec;
     try {
       const result = await vscode.window.withProgress(
@@ -268,6 +306,7 @@ export class Commands {
           const params: LoadModelParams = {spec};
           if (device) params.device = device;
           if (deviceMap) params.deviceMap = deviceMap;
+          if (adapter) params.adapter = adapter;
           if (dtype === 'float32' || dtype === 'float16' || dtype === 'bfloat16') params.dtype = dtype;
           return this.daemon.request(Methods.loadModel, params, undefined, (value) => {
             const pct = value.kind === 'end' ? 100 : value.percentage;

@@ -34,7 +34,7 @@ import {
 import {configuredInterpreter, showInstallHelp} from './interpreter';
 import {daemonArgs, probeLmscope} from './python';
 import {Recovery, describeWork, lostRequestMessage} from './recovery';
-import {deviceMapSetting} from './settings';
+import {adapterSetting, deviceMapSetting} from './settings';
 
 export type DaemonState =
   | {readonly kind: 'untrusted'}
@@ -230,6 +230,8 @@ export class Daemon implements vscode.Disposable {
     if (device) initializationOptions.device = device;
     const deviceMap = deviceMapSetting(config.get<string>('deviceMap', ''));
     if (deviceMap) initializationOptions.deviceMap = deviceMap;
+    const adapter = adapterSetting(config.get<string>('adapter', ''));
+    if (adapter) initializationOptions.adapter = adapter;
     const dtype = config.get<string>('dtype', '');
     if (dtype === 'float32' || dtype === 'float16' || dtype === 'bfloat16') initializationOptions.dtype = dtype;
     this.modelSpec = model;

@@ -35,6 +35,7 @@ export function activate(context: vscode.ExtensionContext): void {
   const register = (id: string, run: (...args: unknown[]) => unknown) => context.subscriptions.push(vscode.commands.registerCommand(id, run));
   register('lmscope.traceSelection', () => commands.traceSelection());
   register('lmscope.tracePrompt', (args) => commands.tracePrompt(args));
+  register('lmscope.traceSelectionAndGenerate', () => commands.traceSelectionAndGenerate());
   register('lmscope.openTrace', (uri) => commands.openTrace(uri));
   register('lmscope.selectModel', () => commands.selectModel());
   register('lmscope.restartDaemon', () => daemon.restart());
@@ -50,7 +51,7 @@ export function activate(context: vscode.ExtensionContext): void {
       if (event.affectsConfiguration('lmscope.python')) {
         log.info('lmscope.python changed: restarting the daemon');
         void daemon.restart();
-      } else if (event.affectsConfiguration('lmscope.model') || event.affectsConfiguration('lmscope.device') || event.affectsConfiguration('lmscope.deviceMap') || event.affectsConfiguration('lmscope.dtype')) {
+      } else if (event.affectsConfiguration('lmscope.model') || event.affectsConfiguration('lmscope.adapter') || event.affectsConfiguration('lmscope.device') || event.affectsConfiguration('lmscope.deviceMap') || event.affectsConfiguration('lmscope.dtype')) {
         const spec = vscode.workspace.getConfiguration('lmscope').get<string>('model', 'default').trim() || 'default';
         if (daemon.running) void commands.loadModel(spec);
       }

@@ -23,6 +23,10 @@ import path from 'node:path';
 export const MAX_SLUG = 32;
 /** The longest model tag. */
 export const MAX_MODEL_TAG = 16;
+/** How the daemon names a base with an adapter merged in (`lmscope.models.loading`). */
+const ADAPTER_JOIN = ' + ';
+/** The most of a model tag the adapter's part takes. */
+const MAX_ADAPTER_TAG = 7;
 /** Where a long prompt's slug joins its first words to its last ones. */
 const ELISION = '--';
 
@@ -70,10 +74,20 @@ export function slugify(prompt: string, max: number = MAX_SLUG): string {
 
 /** A short tag of a model's name for file names ("SmolLM2-135M-Instruct" -> "smollm2-135m",
  * "Qwen/Qwen2.5-0.5B" -> "qwen2-5-0-5b": no hub owner or folder); "model" when the name has no
- * letters or digits. */
+ * letters or digits. A base with a merged adapter, named "base + adapter" by the daemon, is
+ * tagged "base+adapter" ("smollm2+poems"): never a base model's tag, so its traces never
+ * replace the base's. */
 export function modelTag(modelName: string): string {
-  const base = modelName.split(/[\\/]/).filter((part) => words(part).length > 0).pop() ?? '';
-  return cutWords(words(base), MAX_MODEL_TAG) || 'model';
+  const joined = modelName.lastIndexOf(ADAPTER_JOIN);
+  if (joined < 0) return cutWords(words(lastPart(modelName)), MAX_MODEL_TAG) || 'model';
+  const adapter = cutWords(words(lastPart(modelName.slice(joined + ADAPTER_JOIN.length))), MAX_ADAPTER_TAG) || 'adapter';
+  const base = cutWords(words(lastPart(modelName.slice(0, joined))), MAX_MODEL_TAG - 1 - adapter.length) || 'model';
+  return `${base}+${adapter}`;
+}
+
+/** The last part of a path or hub id that has letters or digits. */
+function lastPart(name: string): string {
+  return name.split(/[\\/]/).filter((part) => words(part).length > 0).pop() ?? '';
 }
 
 /** 4 hex digits naming the pair (exact prompt, exact model name). */

@@ -261,6 +261,9 @@ test('the reader\'s limits are the schema\'s, number for number', () => {
     assert.deepEqual([range.min, range.max], [items.minimum, items.maximum], name);
   }
   assert.equal(LIMITS.nesting, schema['x-maxNesting']);
+  assert.equal(LIMITS.adapterRank, defs.adapter.properties.rank.maximum, 'model.adapter.rank');
+  assert.equal(LIMITS.adapterTargets, defs.adapter.properties.targetModules.maxItems, 'model.adapter.targetModules');
+  assert.deepEqual([LIMITS.magnitude.min, LIMITS.magnitude.max], [defs.adapter.properties.alpha.minimum, defs.adapter.properties.alpha.maximum], 'model.adapter.alpha');
   // Every float array of the format has a range: none refers to the unbounded float32Array.
   assert.equal(JSON.stringify(schema).split('"#/$defs/float32Array"').length - 1, 2, 'only shareArray and magnitudeArray');
 });

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import {test} from 'node:test';
-import {DEVICE_MAP_PLANS, deviceMapSetting} from '../host/settings';
+import {DEVICE_MAP_PLANS, adapterSetting, deviceMapSetting} from '../host/settings';
 import {DEFAULTS} from '../shared/protocol/types';
 import {THRESHOLD_RANGE} from '../shared/webviewMessages';
 import {ROOT} from './helpers';
@@ -71,6 +71,21 @@ test('the device-map setting offers exactly the protocol\'s plans, and "" for on
   assert.equal(deviceMapSetting(' sequential '), 'sequential');
   assert.equal(deviceMapSetting(''), undefined);
   assert.equal(deviceMapSetting('everywhere'), undefined);
+});
+
+test('the adapter setting is a folder sent as loadModel\'s and initialize\'s adapter, "" for none', () => {
+  const schema = JSON.parse(fs.readFileSync(path.join(ROOT, 'protocol', 'schemas', 'loadModel.params.schema.json'), 'utf8'));
+  const init = JSON.parse(fs.readFileSync(path.join(ROOT, 'protocol', 'schemas', 'initializationOptions.schema.json'), 'utf8'));
+  assert.equal(schema.properties.adapter.type, 'string');
+  assert.equal(init.properties.adapter.type, 'string');
+  const setting = manifest.contributes.configuration.properties['lmscope.adapter'];
+  assert.equal(setting.type, 'string');
+  assert.equal(setting.default, '');
+  assert.equal(adapterSetting(' ~/loras/poems '), '~/loras/poems');
+  assert.equal(adapterSetting('  '), undefined);
+  assert.equal(adapterSetting(undefined), undefined);
+  assert.match(source('commands.ts'), /params\.adapter = adapter/);
+  assert.match(source('daemon.ts'), /initializationOptions\.adapter = adapter/);
 });
 
 test('.lmtrace files open in the read-only custom editor', () => {

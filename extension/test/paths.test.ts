@@ -42,6 +42,17 @@ test('a model name becomes a short tag', () => {
   for (const name of ['a'.repeat(100), 'Meta-Llama-3.1-8B-Instruct-GGUF-Q4_K_M']) assert.ok(modelTag(name).length <= MAX_MODEL_TAG, name);
 });
 
+test('a base with a merged adapter gets its own model tag, never the base\'s', () => {
+  assert.equal(modelTag(`${SMOL} + poems`), 'smollm2+poems');
+  assert.equal(modelTag('Qwen/Qwen2.5-0.5B + /home/me/loras/sql-lora-r16'), 'qwen2-5+sql-lor');
+  assert.notEqual(modelTag(`${SMOL} + poems`), modelTag(SMOL));
+  for (const name of [`${'a'.repeat(40)} + ${'b'.repeat(40)}`, ' + ', `${SMOL} + …`]) {
+    assert.ok(modelTag(name).length <= MAX_MODEL_TAG, name);
+    assert.match(modelTag(name), /^[a-z0-9-]+\+[a-z0-9-]+$/, name);
+  }
+  assert.notEqual(traceFileName(IOI, `${SMOL} + poems`), traceFileName(IOI, SMOL));
+});
+
 test('a trace file is named slug, key, model tag, with the slug and the key first', () => {
   const name = traceFileName(IOI, SMOL);
   assert.match(name, /^when-mary-and-john--a-drink-to-[0-9a-f]{4}\.smollm2-135m\.lmtrace$/);

@@ -43,3 +43,14 @@ test('optional arguments default to the protocol schema\'s defaults', () => {
   assert.deepEqual(q.predictions(), q.predictions(PARAM_DEFAULTS['lmscope/route'].token));
   assert.deepEqual(q.route(-1, 0.04), q.route(-1, 0.04, PARAM_DEFAULTS['lmscope/route'].mode));
 });
+
+test('a trace records a final-logit soft-cap only as a positive finite number (twin of logit_softcap)', () => {
+  const cap = (value: unknown) => {
+    const wire = syntheticWire();
+    if (value !== undefined) wire.extra['lmscope.logitSoftcap'] = value;
+    return new TraceQueries(readTraceFile(encodeWire(wire))).logitSoftcap();
+  };
+  assert.equal(cap(30), 30);
+  assert.equal(cap(0.5), 0.5);
+  for (const ignored of [undefined, 0, -1, '30', true, null]) assert.equal(cap(ignored), null, String(ignored));
+});

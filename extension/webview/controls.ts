@@ -6,6 +6,7 @@
  */
 
 import {DEFAULTS} from '../shared/protocol/types';
+import {generatedOutputs, generationOf} from '../shared/traces/chat';
 import type {TraceQueries} from '../shared/traces/trace';
 import {THRESHOLD_RANGE, type GraphSettings} from '../shared/webviewMessages';
 import {clip} from '../shared/display';
@@ -19,11 +20,26 @@ export function applySettings(settings: GraphSettings): void {
   view.mode = settings.mode;
 }
 
-/** One option per token of the trace; a chosen token past its end falls back to the last. */
+/** One option per token of the trace; a chosen token past its end falls back to the last. A
+ * trace with generated tokens gets a second group, "generated": option `#k: token` shows the
+ * route of the position that predicted generated token k (one click to why it was chosen). */
 export function populateTokens(q: TraceQueries): void {
   const strings = q.trace.tokens.strings;
   const options = strings.map((_, i) => el('option', {value: String(i)}, `${i}: ${clip(shownToken(q, i), 24)}`));
-  tokenSelect.replaceChildren(...options);
+  const generated = generatedOutputs(generationOf(q.trace.extra, strings.length));
+  if (generated.length === 0) {
+    tokenSelect.replaceChildren(...options);
+  } else {
+    const prompt = el('optgroup', {label: 'tokens'});
+    prompt.append(...options);
+    const group = el('optgroup', {label: 'generated (route that predicted it)'});
+    group.append(
+      ...generated.map((g) =>
+        el('option', {value: String(g.predictedBy), title: `the route of position ${g.predictedBy}, which predicted generated token ${g.index}`}, `#${g.index}: ${clip(shownToken(q, g.position), 24)}`),
+      ),
+    );
+    tokenSelect.replaceChildren(prompt, group);
+  }
   if (view.token !== null && view.token >= strings.length) view.token = null;
 }
 

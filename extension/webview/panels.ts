@@ -27,6 +27,11 @@ export function line(into: HTMLElement, label: string, value: string): void {
   into.append(row);
 }
 
+/** The lens list's title; on a model that soft-caps its logits the lens is pre-cap (docs/method.md). */
+function lensTitle(q: TraceQueries): string {
+  return q.logitSoftcap() === null ? 'Top next tokens (logit lens)' : 'Top next tokens (logit lens, pre-cap logits)';
+}
+
 export function nodeCard(q: TraceQueries, box: NodeBox, into: HTMLElement): void {
   into.append(el('div', {class: 'card-title'}, `${nodeLabel(box.id)} · ${box.id.kind.replace('_', '-')} · token ${box.id.position} ${tokenAt(q, box.id.position)}`));
   line(into, 'share of the prediction', fmt(box.share));
@@ -36,7 +41,7 @@ export function nodeCard(q: TraceQueries, box: NodeBox, into: HTMLElement): void
   }
   try {
     const lens = q.projection(box.id, 'lens');
-    into.append(el('div', {class: 'card-sub'}, 'Top next tokens (logit lens)'));
+    into.append(el('div', {class: 'card-sub'}, lensTitle(q)));
     const list = el('ol', {class: 'tokens-list'});
     lens.top.slice(0, 5).forEach((t, rank) => {
       const change = t.prevRank === null ? 'new' : t.prevRank === rank ? '=' : t.prevRank > rank ? `▲${t.prevRank - rank}` : `▼${rank - t.prevRank}`;
@@ -252,6 +257,6 @@ function neuronTable(
 export function projectionPanel(q: TraceQueries, link: DaemonLink, node: NodeId, details: HTMLElement): void {
   details.append(el('h2', {}, `${nodeLabel(node)} · token ${node.position} ${tokenAt(q, node.position)}`));
   projectionSection(q, link, node, 'lens', details, (lens, into) =>
-    into.append(tokenList('Top next tokens (logit lens)', lens.top), tokenList('Bottom tokens', lens.bottom)),
+    into.append(tokenList(lensTitle(q), lens.top), tokenList('Bottom tokens', lens.bottom)),
   );
 }

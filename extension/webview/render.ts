@@ -12,6 +12,7 @@
 
 import type {ZoomTransform} from 'd3-zoom';
 import {clip, nodeOpacity, rowLabel, tokenHints} from '../shared/display';
+import {chatOf, generationOf, isTemplateToken, TEMPLATE_TOKEN_TITLE} from '../shared/traces/chat';
 import {EDGE_VOCABULARY} from '../shared/protocol/vocabulary';
 import {fmt, quoted, shownToken, svg, tokenAt, el} from './dom';
 import {layoutRoute, MARGIN, type Column, type EdgePath, type GraphLayout, type NodeBox, type Row} from './layout';
@@ -144,12 +145,20 @@ function drawLabels(layout: GraphLayout): void {
   const weight = new Float64Array(layout.columns.length);
   for (const node of layout.nodes) weight[node.id.position] = weight[node.id.position]! + Math.abs(node.share);
   weight[currentToken()] = Infinity;
+  const chat = chatOf(q.trace.extra, q.nTokens);
+  const generation = generationOf(q.trace.extra, q.nTokens);
   for (const column of layout.columns) {
     if (column.collapsed) continue;
     const text = shownToken(q, column.position);
     const hints = tokenHints(q.trace.tokens.strings[column.position] ?? '', q.trace.tokens.bytes[column.position] ?? null);
+    // Tokens the chat template added (role headers, separators) are dimmed and italic.
+    const template = isTemplateToken(chat, generation, column.position);
+    if (template) hints.push(TEMPLATE_TOKEN_TITLE + (chat?.exact === false ? ' (approximately)' : ''));
+    const k = generation === null ? -1 : column.position - generation.promptTokens;
+    if (generation !== null && k >= 0) hints.push(`generated token ${k + 1}`);
     const title = [`${column.position}: ${clip(text, 200)}`, ...hints].join('\n');
-    const label = el('div', {class: column.position === currentToken() ? 'column-label output' : 'column-label', title}, clip(text, 40));
+    const classes = ['column-label', ...(column.position === currentToken() ? ['output'] : []), ...(template ? ['template'] : []), ...(k >= 0 ? ['generated'] : [])];
+    const label = el('div', {class: classes.join(' '), title}, clip(text, 40));
     label.dataset['position'] = String(column.position);
     columnLabelElements.push({column, label});
     columns.push(label);

@@ -7,6 +7,9 @@ frozen at their forward values, the attention update is exactly
     attn_out_i = Σ_h Σ_{j≤i} A[h,i,j] · u[h,j] + b_attn,    u[h,j] = values[j, g(h)] · W_O[h]
 
 so the part of head h carrying token j into token i is z[h,i←j] = A[h,i,j] · u[h,j].
+Post-norm blocks (Gemma 2/3, OLMo-2: "Post-norm blocks" in docs/method.md) pass the frozen
+output-norm scale D [n, d] as `attn_scale`: the parts become D_i ⊙ z[h,i←j] and `attn_out` is
+the post-normed update the residual receives; with None every step is computed as before.
 Shapes: n tokens, d width, H heads, dh head width.
 """
 
@@ -65,11 +68,13 @@ def _attention_edges(
     source_outputs: torch.Tensor,
     other_prox: torch.Tensor,
     keep_above: float,
+    attn_scale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Score every head part z[h,i←j] = A[h,i,j]·u[h,j] (j ≤ i) against the whole at i.
 
     whole: [n, d]; probs: [H, n, n]; source_outputs u: [H, n, d]; other_prox: [n, P] floored
-    proximities of the step's non-attention parts. Works on chunks of whole target rows within a
+    proximities of the step's non-attention parts; attn_scale: [n, d] a post-norm's frozen D_i
+    (parts D_i ⊙ z[h,i←j]) or None. Works on chunks of whole target rows within a
     fixed scratch budget, so the full [n, n, H, d] (or even [n, n, H]) tensor never exists.
     Returns (targets [e], sources [e], head contributions [e, H], step totals [n]).
     """
@@ -83,7 +88,8 @@ def _attention_edges(
         # Causal: targets in [start, stop) read sources [0, stop); later ones are masked.
         coef = probs[:, start:stop, :stop].permute(1, 0, 2).reshape(stop - start, -1)  # [b, H*m]
         vectors = source_outputs[:, :stop].reshape(-1, d)  # [H*m, d]
-        prox = scaled_parts_proximity(whole[start:stop], coef, vectors)
+        scale = None if attn_scale is None else attn_scale[start:stop]  # [b, d]
+        prox = scaled_parts_proximity(whole[start:stop], coef, vectors, scale)
         prox = prox.reshape(stop - start, n_heads, stop)  # [b, H, m]
         prox = prox.permute(0, 2, 1)  # [b, m, H]
         rows = torch.arange(start, stop, device=whole.device)
@@ -109,12 +115,14 @@ def attribute_sequential(
     ffn_out: torch.Tensor,
     resid_out: torch.Tensor,
     keep_above: float,
+    attn_scale: torch.Tensor | None = None,
 ) -> LayerContributions:
-    """Pre-norm sequential block: x~ = x + attn, x' = x~ + f. Tensors as in LayerCapture."""
+    """Sequential block: x~ = x + attn, x' = x~ + f. Tensors as in LayerCapture (`attn_out`
+    and `ffn_out` are what the residual receives, after any output norm)."""
     mid = resid_in + attn_out  # x~_i  [n, d]
     residual = proximity(mid, resid_in.unsqueeze(1))  # [n, 1]
     targets, sources, heads, totals = _attention_edges(
-        mid, probs, source_outputs, residual, keep_above
+        mid, probs, source_outputs, residual, keep_above, attn_scale
     )
     ffn_c = contributions(resid_out, torch.stack([ffn_out, mid], dim=1))  # [n, 2]
     return LayerContributions(
@@ -136,11 +144,12 @@ def attribute_parallel(
     ffn_out: torch.Tensor,
     resid_out: torch.Tensor,
     keep_above: float,
+    attn_scale: torch.Tensor | None = None,
 ) -> LayerContributions:
     """Parallel block x' = x + attn + f: one step whose parts are every z, f_i and x_i."""
     others = proximity(resid_out, torch.stack([ffn_out, resid_in], dim=1))  # [n, 2]
     targets, sources, heads, totals = _attention_edges(
-        resid_out, probs, source_outputs, others, keep_above
+        resid_out, probs, source_outputs, others, keep_above, attn_scale
     )
     return LayerContributions(
         layer=layer,

@@ -2,7 +2,9 @@
 
 For FFN node (l, i) the parts are every neuron's write a[i,k] · W_out[k] plus the non-neuron
 part x'_i − f_i (the residual the FFN update is added to); the whole is x'_i. The output bias
-b_out belongs to no part. Shapes: F nodes, d_ffn neurons, d width.
+b_out belongs to no part. Behind a post-norm (Gemma 2/3, OLMo-2) a neuron writes
+D^ffn_i ⊙ a[i,k] · W_out[k], with D^ffn_i the output norm's frozen scale at the node's
+position (docs/method.md, "Post-norm blocks"). Shapes: F nodes, d_ffn neurons, d width.
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ def neuron_contributions(
     output_weights: torch.Tensor,
     whole: torch.Tensor,
     rest: torch.Tensor,
+    ffn_scale: torch.Tensor | None = None,
 ) -> NeuronContributions:
     """activations: [F, d_ffn]; output_weights W_out: [d_ffn, d]; whole x': [F, d];
-    rest x' − f: [F, d] -> contributions of every neuron and of the rest part."""
+    rest x' − f: [F, d]; ffn_scale: [F, d] the FFN output norm's frozen D^ffn per node, or None
+    (no output norm) -> contributions of every neuron and of the rest part."""
     n_nodes, d_ffn = activations.shape
     d = output_weights.shape[1]
     prox = torch.empty(n_nodes, d_ffn, dtype=torch.float32, device=activations.device)
@@ -38,8 +42,9 @@ def neuron_contributions(
     chunk = max(1, min(per_device, SCRATCH_BYTES // max(1, d_ffn * d * 4)))
     for start in range(0, n_nodes, chunk):
         stop = min(n_nodes, start + chunk)
+        scale = None if ffn_scale is None else ffn_scale[start:stop]  # [c, d]
         prox[start:stop] = scaled_parts_proximity(
-            whole[start:stop], activations[start:stop], output_weights
+            whole[start:stop], activations[start:stop], output_weights, scale
         )
     rest_prox = (whole.abs() - (whole - rest).abs()).sum(-1).clamp_min(EPSILON)  # [F]
     total = prox.sum(-1) + rest_prox

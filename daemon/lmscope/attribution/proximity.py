@@ -45,13 +45,22 @@ def contributions(whole: torch.Tensor, parts: torch.Tensor, p: float = 1.0) -> t
 
 
 def scaled_parts_proximity(
-    whole: torch.Tensor, coef: torch.Tensor, vectors: torch.Tensor
+    whole: torch.Tensor,
+    coef: torch.Tensor,
+    vectors: torch.Tensor,
+    row_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Floored L1 proximity of the parts z[b,p] = coef[b,p] · vectors[p] to whole[b].
 
     whole: [b, d]; coef: [b, P]; vectors: [P, d] -> [b, P] float32. Head parts
     (coef = attention weights, vectors = per-source head outputs) and neuron parts
     (coef = activations, vectors = W_out rows) both have this shape.
+
+    row_scale [b, d], when given, is a per-row diagonal applied to every part of the row:
+    z[b,p] = coef[b,p] · (row_scale[b] ⊙ vectors[p]). It is a post-norm block's frozen output
+    norm D_b (docs/method.md, "Post-norm blocks"), which differs per target row, so it cannot be
+    folded into `vectors`. None is the plain form (every other family), computed exactly as
+    before.
 
     Exact rewrite of the coordinate-wise sum that never builds [b, P, d]: with s = sign(y)
     (+1 at 0) and w_d = z_d·s_d, each term is |y_d| − |y_d − z_d| = min(w_d, 2|y_d| − w_d)
@@ -66,9 +75,17 @@ def scaled_parts_proximity(
     coef = coef.float()
     vectors = vectors.float()
     sign = torch.where(whole >= 0, 1.0, -1.0)  # [b, d]
+    reach = coef.abs() * vectors.abs().amax(1).unsqueeze(0)  # [b, P]: max_d |z[b,p,d]|
+    if row_scale is not None:
+        # s ⊙ D folds the scale into the one matrix product and, sorted like s below, into the
+        # correction. The reach bound max_d|D_b,d|·max_d|vectors[p,d]| ≥ max_d|D_b,d·vectors[p,d]|
+        # may be loose (it only widens the corrected prefix, where relu is 0 beyond the true
+        # reach); |D| because a gain γ' may be negative in some coordinates.
+        row_scale = row_scale.float()
+        sign = sign * row_scale  # [b, d]
+        reach = reach * row_scale.abs().amax(1, keepdim=True)
     prox = coef * (sign @ vectors.T)  # [b, P]
     sorted_magnitude, order = _ascending(whole.abs())  # [b, d] each
-    reach = coef.abs() * vectors.abs().amax(1).unsqueeze(0)  # [b, P]: max_d |z[b,p,d]|
     # How many coordinates each part may overshoot: those with |y_d| < its max |z_d|.
     counts = torch.searchsorted(sorted_magnitude, reach.contiguous())  # [b, P]
     rows, parts = counts.nonzero(as_tuple=True)
@@ -77,8 +94,9 @@ def scaled_parts_proximity(
         correction = torch.zeros(len(rows), dtype=torch.float32, device=whole.device)
         width = whole.shape[1]
         elements = budget_for(whole.device).correction_elements
-        # Each row's sign in the same ascending-|y| order, so a piece reads magnitudes and signs
-        # as row slices; only the vectors' coordinates need a scattered gather.
+        # Each row's sign (times its scale, if any) in the same ascending-|y| order, so a piece
+        # reads magnitudes and signs as row slices; only the vectors' coordinates need a
+        # scattered gather.
         sorted_sign = sign.gather(1, order)  # [b, d]
         low = 0
         # Buckets of doubling width keep the padding (columns beyond a part's own count, where

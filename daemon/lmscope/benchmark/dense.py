@@ -3,8 +3,11 @@
 For every layer it materialises the whole decomposition of the attention update, z[i, j, h, :]
 = A[h, i, j] · u[h, j, :] for all target/source pairs ([n, n, H, d] float32, what LM-TT builds
 per layer), and scores each part with the literal L1 proximity (docs/method.md): no chunking, no
-causal skipping, no rewrite. Its only job is to be obviously right and to cost what the naive
-method costs, so `lmscope bench` can report both the speed-up and the agreement.
+causal skipping, no rewrite. Behind a post-norm (Gemma 2/3, OLMo-2) every part of target i is
+multiplied by the output norm's frozen scale D_i, coordinate by coordinate, as the parts the
+residual receives (docs/method.md, "Post-norm blocks"). Its only job is to be obviously right
+and to cost what the naive method costs, so `lmscope bench` can report both the speed-up and
+the agreement.
 Shapes: n tokens, d width, H heads.
 """
 
@@ -54,6 +57,8 @@ def dense_layer(adapter: ArchitectureAdapter, captured: LayerCapture) -> DenseLa
     causal = torch.ones(n, n, dtype=torch.bool, device=probs.device).tril()  # [i, j]
     # z[i, j, h, :] = A[h, i, j] · u[h, j, :]  -> [n, n, H, d], all of it at once.
     parts = probs.permute(1, 2, 0).unsqueeze(-1) * u.permute(1, 0, 2).unsqueeze(0)
+    if captured.attn_scale is not None:  # z'[i, j, h, :] = D_i ⊙ z[i, j, h, :]
+        parts.mul_(captured.attn_scale[:, None, None, :])
     if adapter.parallel_blocks:
         whole = captured.resid_out
         others = _proximity(whole, torch.stack([captured.ffn_out, captured.resid_in], dim=1))

@@ -24,6 +24,8 @@ projections"):
 - blocks L{l}.attn / L{l}.ffn: the trace's stored `attention_update` projection of A(l,t)
   (parallel blocks: of R(l,t)) and `ffn_update` projection of M(l,t); computed with the model
   when the trace did not store them.
+All are pre-cap: where the trace records a final-logit soft-cap (`extra["lmscope.logitSoftcap"]`,
+Gemma 2) a note says the scores are pre-cap logits.
 
 Context (with a trace): the route of output token t at threshold τ, and `Route.flow()` (the
 share of the output passing through each node; docs/method.md "Flow"). A component's share sums
@@ -50,7 +52,10 @@ from typing import Any
 
 import numpy as np
 
+from lmscope.cards.experts import fill_expert, fill_expert_neuron
 from lmscope.cards.markdown import card_markdown
+from lmscope.cards.parts import BUSY, stored_neuron
+from lmscope.cards.parts import context as _context
 from lmscope.components import ComponentRef
 from lmscope.errors import LmscopeError, ModelBusyError, NeedsModelError
 from lmscope.graph import (
@@ -64,22 +69,21 @@ from lmscope.graph import (
     Route,
 )
 from lmscope.protocol import defaults
-from lmscope.traces.data import PROJ_ATTENTION_UPDATE, PROJ_FFN_UPDATE
-from lmscope.traces.live import TOP_TOKENS, LiveQueries, NeuronAt, TokenScores
+from lmscope.traces.data import PROJ_ATTENTION_UPDATE, PROJ_FFN_UPDATE, logit_softcap
+from lmscope.traces.live import TOP_TOKENS, LiveQueries, TokenScores
 from lmscope.traces.pieces import StoredBytes
+from lmscope.traces.text import display_token
 from lmscope.traces.trace import Trace
 
 TOP_PATTERN = 5  # strongest attention weights shown for a head
-BUSY = (
-    "the model is busy with a trace: this card shows what the trace stores; hover again when "
-    "the trace is done for what needs the model"
-)
 
 _TITLES = {
     "head": "attention head",
     "neuron": "FFN neuron",
     "attention": "attention block",
     "ffn": "FFN block",
+    "expert": "expert",
+    "expert_neuron": "expert neuron",
 }
 
 
@@ -188,9 +192,18 @@ def component_card(
             card.predicted_bytes = stored.vocabulary.get(
                 int(trace.data.predictions.ids[route.token][0])
             )
+        generated = trace.generation
+        k = None if generated is None else generated.predicted_index(route.token)
+        if k is not None:  # the route that predicted a generated token (lmscope.chats)
+            shown = display_token(trace.tokens[route.token + 1], limit=24)
+            card.notes.append(f"route of the prediction of generated token {k + 1} “{shown}”")
     else:
         card.notes.append("no trace: trace a prompt to see where this component acts")
-    if ref.kind == "neuron":
+    if ref.kind == "expert":  # mixtures of experts: cards/experts.py
+        fill_expert(card, trace, view, runner)
+    elif ref.kind == "expert_neuron":
+        fill_expert_neuron(card, trace, view, runner)
+    elif ref.kind == "neuron":
         _neuron(card, trace, view, runner)
     elif ref.kind == "head":
         _head(card, trace, view, runner)
@@ -205,6 +218,12 @@ def component_card(
         )
         if view.route.mode != RENORMALIZE:
             card.notes.append("raw mode: weights need not sum to 1, so the share is relative")
+    cap = None if trace is None else logit_softcap(trace.data.extra)
+    if cap is not None and (card.promoted or card.suppressed):
+        card.notes.append(
+            f"scores are pre-cap logits: the model caps its final logits at c·tanh(ℓ/c), "
+            f"c = {cap:g} (same ranking)"
+        )
     return card.wire()
 
 
@@ -234,18 +253,6 @@ def _check(ref: ComponentRef, sizes: _Sizes) -> None:
         )
 
 
-def _context(share: float, edges: list[dict[str, Any]], activation: float | None) -> dict[str, Any]:
-    return {
-        "handle": None,
-        "token": 0,
-        "threshold": 0.0,
-        "mode": RENORMALIZE,
-        "share": float(share),
-        "edges": edges,
-        "activation": activation,
-    }
-
-
 # --- neurons ---------------------------------------------------------------------------------
 def _neuron(
     card: _Card, trace: Trace | None, view: _RouteView | None, live: LiveQueries | None
@@ -267,7 +274,7 @@ def _neuron(
         except ModelBusyError:
             card.notes.append(BUSY)
     if known is None:
-        known = _stored_neuron(trace, layer, k, positions)
+        known = stored_neuron(trace, layer, k, positions)
     share = 0.0
     for node in ffn_nodes:
         if node.position in known:
@@ -296,22 +303,6 @@ def _neuron(
             f"activation is negative here ({activation:.3g}): it suppresses the 'promoted' list "
             "and promotes the 'suppressed' one"
         )
-
-
-def _stored_neuron(trace: Trace, layer: int, k: int, positions: list[int]) -> dict[int, NeuronAt]:
-    table = trace.data.neurons
-    found = {}
-    for row in np.nonzero(table.layer == layer)[0]:
-        position = int(table.position[row])
-        hit = np.nonzero(table.index[row] == k)[0]
-        if position in positions and len(hit):
-            col = int(hit[0])
-            found[position] = NeuronAt(
-                float(table.contribution[row, col]),
-                float(table.activation[row, col]),
-                float(table.rest_contribution[row]),
-            )
-    return found
 
 
 # --- heads -----------------------------------------------------------------------------------

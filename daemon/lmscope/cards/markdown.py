@@ -73,6 +73,8 @@ def card_markdown(
         )
         if context.get("activation") is not None:
             lines.append(f"activation here: {context['activation']:.4g}")
+        if context.get("gate") is not None:  # experts: the router's gate, shown apart
+            lines.append(f"router gate here: {context['gate']:.4g}")
         edges = context.get("edges") or []
         if edges:
             shown = ", ".join(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from lmscope.__about__ import __version__
+from lmscope.chats import MAX_GENERATE, MAX_SEED
 from lmscope.cli.serve import cmd_bench, cmd_serve
 from lmscope.cli.traces import cmd_export, cmd_show, cmd_trace
 from lmscope.protocol import defaults
@@ -23,6 +24,12 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+ADAPTER_HELP = (
+    "a PEFT/LoRA adapter folder to merge into the --model before tracing (an adapter folder "
+    "given as --model loads over the base its adapter_config.json names)"
+)
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -35,10 +42,15 @@ def _positive(text: str) -> int:
 
 def check_trace_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Argument combinations argparse cannot express; each is a usage error (exit 2)."""
-    if (args.prompt is None) == (args.file is None):
-        parser.error("give either a PROMPT or --file PROMPTS.txt (not both)")
-    if args.file is not None and args.out is not None:
-        parser.error("--out names one file; with --file use --out-dir DIR")
+    given = [args.prompt, args.file, args.chat, args.messages]
+    if sum(value is not None for value in given) != 1:
+        parser.error(
+            "give one of a PROMPT, --file PROMPTS.txt, --chat CHATS.chat.jsonl or --messages JSON"
+        )
+    if (args.file is not None or args.chat is not None) and args.out is not None:
+        parser.error("--out names one file; with --file or --chat use --out-dir DIR")
+    if args.seed is not None and not args.generate:
+        parser.error("--seed samples the generated tokens: give --generate N too")
     if args.out is not None and args.svg and args.out.suffix == ".svg":
         parser.error("--out must be the .lmtrace file; --svg writes the SVG beside it")
 
@@ -52,10 +64,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     trace = commands.add_parser("trace", help="trace a prompt (or a file of prompts)")
     trace.add_argument("prompt", nargs="?", help="the prompt text")
-    trace.add_argument("--file", type=Path, help="a text file with one prompt per line")
     trace.add_argument(
-        "--model", default="default", help="default | hub id | save_pretrained folder | .gguf"
+        "--file",
+        type=Path,
+        help="a text file with one prompt per line (a *.chat.jsonl file: one conversation a line)",
     )
+    trace.add_argument(
+        "--chat",
+        type=Path,
+        metavar="FILE",
+        help='conversations, one JSON object a line: {"messages": [{"role", "content"}, ...]}',
+    )
+    trace.add_argument(
+        "--messages",
+        metavar="JSON",
+        help='one conversation: [{"role": "user", "content": "..."}, ...] (the chat template)',
+    )
+    trace.add_argument(
+        "--generate",
+        type=_generate_count,
+        default=0,
+        metavar="N",
+        help="generate N tokens after the prompt, then trace prompt + generation (greedy)",
+    )
+    trace.add_argument(
+        "--seed", type=_seed, help="sample the generated tokens with this seed (temperature 1)"
+    )
+    trace.add_argument(
+        "--model",
+        default="default",
+        help="default | hub id | save_pretrained folder | PEFT adapter folder | .gguf",
+    )
+    trace.add_argument("--adapter", metavar="FOLDER", help=ADAPTER_HELP)
     trace.add_argument("--out", type=Path, help="the .lmtrace file to write")
     trace.add_argument(
         "--out-dir", type=Path, default=Path("traces"), help="folder for traces (default traces/)"
@@ -105,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="measure trace speed and memory against a forward pass and LM-TT's way"
     )
     bench.add_argument("--model", default="default", help="model spec (default: embedded)")
+    bench.add_argument("--adapter", metavar="FOLDER", help=ADAPTER_HELP)
     bench.add_argument(
         "--lengths", type=_lengths, default=[10, 50, 200, 1000], help="prompt lengths in tokens"
     )
@@ -145,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="close a TCP connection that has not logged in by then (default 30)",
     )
     serve.add_argument("--model", help="load this model at start (default: when asked)")
+    serve.add_argument("--adapter", metavar="FOLDER", help=ADAPTER_HELP)
     serve.add_argument("--dtype", choices=defaults.DTYPES, default=None)
     serve.add_argument("--device", default=defaults.DEVICE)
     serve.add_argument(
@@ -163,6 +205,26 @@ def _threshold(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"threshold must be within [0, 1], got {value}")
+    return value
+
+
+def _generate_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= value <= MAX_GENERATE:
+        raise argparse.ArgumentTypeError(f"must be within 0..{MAX_GENERATE}, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be within 0..{MAX_SEED}, got {value}")
     return value
 
 

@@ -101,7 +101,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     token = serve_token(args) if args.tcp is not None else None
     server = build_server(token=token)
     if args.model is not None:
-        server.preload = (args.model, args.dtype, args.device, args.device_map)
+        server.preload = (args.model, args.dtype, args.device, args.device_map, args.adapter)
     if args.tcp is None:
         server.start_io(sys.stdin.buffer, rpc_out)
         # The client is gone (stdin closed) or said `exit`: no thread may be left inside torch.

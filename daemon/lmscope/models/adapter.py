@@ -13,17 +13,23 @@ Architecture invariants an adapter guarantees (tested for every family on tiny m
   b_V into the attention block's constant `attention_bias(l)`);
 - Σ_h Σ_j A[h,i,j] · values[j, g(h)] · W_O[h] + attention_bias(l) == attention block output_i;
 - Σ_k act[i,k] · W_out[k] + ffn_bias(l) == FFN block output_i.
+- Post-norm families (an output norm on a block, `post_attention_norm` / `post_ffn_norm`): the
+  "block output" above is the norm's input y_i, and frozen_post_norm_scale(norm, y) ⊙ y equals
+  the norm's output, the update the residual receives.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from lmscope.errors import UnsupportedModelError
+
+if TYPE_CHECKING:
+    from lmscope.models.moe import MoeLayer
 
 
 class ArchitectureAdapter(ABC):
@@ -139,6 +145,38 @@ class ArchitectureAdapter(ABC):
         """The final norm applied to `update` [..., d] with its scale frozen at `residual`'s
         [..., d] and without the norm's bias: the linear map used for direct logit attribution."""
 
+    # --- mixtures of experts (docs/method.md, "Experts"); dense families have none ----------
+    def moe_layer(self, layer: int) -> MoeLayer | None:
+        """Where `layer`'s mixture of experts lives (models/moe.py), or None: a dense FFN,
+        read through `ffn_down` / `ffn_output_weights` as above."""
+        return None
+
+    # --- post-norm blocks and soft-capping (docs/method.md); most families have neither ----
+    norm_gain_offset: float = 0.0  # RMSNorm gain γ' = weight + offset (Gemma: 1 + weight)
+    final_logit_softcap: float | None = None  # c of the model's final c·tanh(logits / c)
+
+    def post_attention_norm(self, layer: int) -> nn.Module | None:
+        """The norm on the attention block's *output* before the residual adds it (Gemma 2/3,
+        OLMo-2), or None. Its input is the raw update y_i, its output what x_i receives."""
+        return None
+
+    def post_ffn_norm(self, layer: int) -> nn.Module | None:
+        """The norm on the FFN block's output before the residual adds it, or None."""
+        return None
+
+    def post_norm_gain(self, norm: nn.Module) -> torch.Tensor:
+        """γ' of an RMSNorm output norm: [d] float32 (the weight, plus `norm_gain_offset`)."""
+        return param(norm).float() + self.norm_gain_offset
+
+    def frozen_post_norm_scale(self, norm: nn.Module, raw: torch.Tensor) -> torch.Tensor:
+        """D_i = γ' / sqrt(mean(y_i²) + eps) of the RMSNorm `norm` frozen at the block's raw
+        output `raw` y [n, d]: [n, d] float32, so that norm(y) = D ⊙ y row by row."""
+        # Any: nn.Module.__getattr__ would type these as Tensor | Module.
+        eps: Any = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)
+        raw = raw.float()
+        inv_rms = torch.rsqrt(raw.pow(2).mean(-1, keepdim=True) + float(eps))  # [n, 1]
+        return self.post_norm_gain(norm) * inv_rms
+
 
 def param(module: nn.Module, name: str = "weight") -> Any:
     """`module.<name>` (a weight, a bias or None), also where accelerate offloads it.
@@ -207,7 +245,20 @@ def supported_model_types() -> list[str]:
 def adapter_for(model: nn.Module) -> ArchitectureAdapter:
     """The adapter for a loaded causal LM, or UnsupportedModelError naming what is supported."""
     # Import the families so they register themselves.
-    from lmscope.models import bloom, gpt2, gpt_neo, gpt_neox, gptj, llama, opt, phi, phi3  # noqa: F401
+    from lmscope.models import (  # noqa: F401
+        bloom,
+        gemma,
+        gpt2,
+        gpt_neo,
+        gpt_neox,
+        gptj,
+        llama,
+        moe,
+        olmo,
+        opt,
+        phi,
+        phi3,
+    )
 
     model_type = getattr(model.config, "model_type", "?")
     cls = _REGISTRY.get(model_type)

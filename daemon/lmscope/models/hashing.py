@@ -1,4 +1,5 @@
-"""lmscope's cache directory, and the content hashes that identify a model in a trace.
+"""lmscope's cache directory, and the content hashes that identify a model in a trace (a
+model with an adapter merged in: `merged_hash`).
 
 Weight files are hashed once and the result cached per (path, size, mtime) in
 `<cache>/file-hashes.json`, so a start does not rehash hundreds of megabytes.
@@ -101,3 +102,12 @@ def weights_hash(files: list[Path]) -> str:
         f"{p.name} {p.stat().st_size} {d}\n" for p, d in zip(files, digests, strict=True)
     )
     return f"{prefix}:{hashlib.sha256(lines.encode()).hexdigest()}"
+
+
+def merged_hash(base_hash: str, adapter_hash: str) -> str:
+    """Content hash of a base model with an adapter merged in: "sha256:" of the text
+    "<base hash>\\n<adapter hash>\\n", so the merged model never shares the base's identity
+    (a trace diff of "the same model only" tells them apart) and either part changing changes it.
+    """
+    text = f"{base_hash}\n{adapter_hash}\n"
+    return f"sha256:{hashlib.sha256(text.encode()).hexdigest()}"

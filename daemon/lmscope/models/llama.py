@@ -1,6 +1,7 @@
 # mypy: disable-error-code="union-attr,operator,return-value,arg-type,index,assignment"
 # (transformers module trees: torch types every nn.Module attribute as Tensor | Module.)
-"""Adapter for the Llama family: Llama, Mistral, Qwen2/Qwen3, SmolLM (via Llama), Gemma-1.
+"""Adapter for the Llama family: Llama, Mistral, Qwen2/Qwen3, SmolLM (via Llama); the base of
+Phi-3, Gemma and OLMo (models/phi3.py, gemma.py, olmo.py).
 
 Pre-norm sequential blocks, RMSNorm, rotary (queries/keys only, so it never enters the value
 path), grouped-query attention, gated FFN (`down_proj(act(gate) * up)`), optional q/k/v biases
@@ -20,7 +21,7 @@ class LlamaAdapter(ArchitectureAdapter):
     family = "llama"
 
     def __init__(self, model: nn.Module) -> None:
-        config = model.config
+        config = model.config.get_text_config()  # the decoder's (Gemma 3's is nested)
         self.n_heads = config.num_attention_heads
         self.n_kv_heads = getattr(config, "num_key_value_heads", None) or self.n_heads
         self.d_model = config.hidden_size
@@ -76,6 +77,5 @@ class LlamaAdapter(ArchitectureAdapter):
     def frozen_final_norm(self, update: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         norm = self.final_norm()
         eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)
-        # Gemma-style norms scale by (1 + weight); Llama-style by weight.
-        offset = 1.0 if self.model_type.startswith("gemma") else 0.0
-        return rms_frozen(update, residual, param(norm), eps, offset)
+        # Gemma-style norms scale by (1 + weight) (norm_gain_offset 1); Llama-style by weight.
+        return rms_frozen(update, residual, param(norm), eps, self.norm_gain_offset)

@@ -172,8 +172,8 @@ def inspect_folder(folder: Path, where: str) -> list[Path]:
     if not config_file.is_file():
         if (folder / "adapter_config.json").is_file():
             raise ModelLoadError(
-                f"{where} holds a PEFT adapter, not a full model: merge it into its base model "
-                "(merge_and_unload) and save_pretrained the result"
+                f"{where} holds a PEFT adapter, not a full model: load its folder as the model "
+                "(its base loads with it) or with --adapter over its base"
             )
         raise ModelLoadError(
             f"no config.json in {where}: expected a folder saved with save_pretrained"

@@ -21,6 +21,7 @@ import unicodedata
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
+from lmscope.chats import TEMPLATE
 from lmscope.graph import (
     ATTENTION_EDGE,
     EMBEDDING,
@@ -49,6 +50,7 @@ OUTPUT_COLOUR = OUTPUT.colour.hex
 
 MAX_LABEL_CHARS = 12  # longer token strings are truncated with an ellipsis
 MAX_TIP_CHARS = 80  # the same in hover titles
+TEMPLATE_TIP = "added by the chat template"
 CHAR_W = 6.6  # approximate advance of an 11px monospace glyph, for margin sizing
 TOP = 70.0  # room for the title line and the two rows of the legend
 LEFT = 40.0  # room for the L0, L1, ... labels (more when rotated labels overhang)
@@ -176,8 +178,12 @@ def route_svg(
     predicted: str | None = None,
     token_bytes: list[bytes | None] | None = None,
     predicted_bytes: bytes | None = None,
+    template_tokens: set[int] | None = None,
 ) -> str:
     """Render `route` as a standalone SVG document (no scripts, no external resources).
+
+    `template_tokens` are the positions a chat template added (`lmscope.chats`): their labels
+    are italic and faint, with "added by the chat template" in their hover title.
 
     `token_strings` holds one display string per prompt position (untrusted text), and
     `token_bytes` the bytes of those that are byte pieces (`lmscope.traces.pieces`; None: not
@@ -192,6 +198,8 @@ def route_svg(
     pieces = token_bytes if token_bytes is not None else [None] * route.n_tokens
     labels = [display_token(s, b, limit=MAX_LABEL_CHARS) for s, b in zip(token_strings, pieces)]
     tips = [_token_tip(s, b) for s, b in zip(token_strings, pieces)]
+    template = template_tokens or set()
+    tips = [f"{tip}\n{TEMPLATE_TIP}" if i in template else tip for i, tip in enumerate(tips)]
     lay = _Layout(route, labels)
     shown = None if predicted is None else display_token(predicted, predicted_bytes, limit=40)
     header, header_width = _header(route, title, shown, labels)
@@ -204,7 +212,7 @@ def route_svg(
         f'<rect width="{_f(lay.width)}" height="{_f(lay.height)}" fill="#fff"/>',
     ]
     out += header
-    out += _grid(route, lay, labels, tips)
+    out += _grid(route, lay, labels, tips, template)
 
     # Light edges first so heavy ones stay on top; ties broken by identity for determinism.
     out.append('<g fill="none" stroke-linecap="round">')
@@ -350,7 +358,9 @@ def _edge_symbol(colour: str, dash: str | None) -> tuple[str, float]:
     )
 
 
-def _grid(route: Route, lay: _Layout, labels: list[str], tips: list[str]) -> list[str]:
+def _grid(
+    route: Route, lay: _Layout, labels: list[str], tips: list[str], template: set[int]
+) -> list[str]:
     """Alternating layer bands, column guides, row labels (L0, L1, ...; X) and token labels."""
     right = lay.left + route.n_tokens * lay.cw
     out = ['<g class="grid">']
@@ -383,6 +393,8 @@ def _grid(route: Route, lay: _Layout, labels: list[str], tips: list[str]) -> lis
     ty = lay.base + lay.rh + 12
     for i, label in enumerate(labels):
         weight = ' font-weight="bold"' if i == route.token else ""
+        if i in template:
+            weight += ' font-style="italic" fill-opacity="0.55"'
         place = (
             f'x="{_f(lay.x(i) + 3)}" y="{_f(ty)}" text-anchor="end" '
             f'transform="rotate(-55 {_f(lay.x(i) + 3)} {_f(ty)})"'
@@ -390,8 +402,9 @@ def _grid(route: Route, lay: _Layout, labels: list[str], tips: list[str]) -> lis
             else f'x="{_f(lay.x(i))}" y="{_f(ty)}" text-anchor="middle"'
         )
         tip = f"<title>{_esc(tips[i])}</title>" if tips[i] != label else ""  # what was cut
+        kind = "token template" if i in template else "token"
         out.append(
-            f'<text class="token" data-position="{i}" {place}{weight}>{_esc(label)}{tip}</text>'
+            f'<text class="{kind}" data-position="{i}" {place}{weight}>{_esc(label)}{tip}</text>'
         )
     out.append("</g>")
     return out
@@ -402,6 +415,13 @@ def trace_route_svg(trace: Trace, route: Route, *, title: str | None = None) -> 
     the top prediction after the route's output token."""
     stored = StoredBytes.of(trace.data)
     predicted_id = int(trace.data.predictions.ids[route.token][0])
+    chat, generation = trace.chat, trace.generation
+    prompt_tokens = trace.n_tokens if generation is None else generation.prompt_tokens
+    template = (
+        set()
+        if chat is None
+        else {i for i, k in enumerate(chat.token_message[:prompt_tokens]) if k == TEMPLATE}
+    )
     return route_svg(
         route,
         trace.tokens,
@@ -409,4 +429,5 @@ def trace_route_svg(trace: Trace, route: Route, *, title: str | None = None) -> 
         predicted=trace.token_text(predicted_id),
         token_bytes=stored.prompt,
         predicted_bytes=stored.vocabulary.get(predicted_id),
+        template_tokens=template,
     )

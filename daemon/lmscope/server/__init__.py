@@ -61,15 +61,17 @@ def build_server(session: Session | None = None, token: str | None = None) -> Lm
                 options.get("dtype"),
                 options.get("device", defaults.DEVICE),
                 options.get("deviceMap"),
+                options.get("adapter"),
             )
         if wanted is not None and session.model is None:
-            spec, dtype, device, device_map = wanted
+            spec, dtype, device, device_map, adapter = wanted
             job = session.load_model_job(
                 spec,
                 dtype,
                 device,
                 on_state=lambda message: server.notify_model(message=message),
                 device_map=device_map,
+                adapter=adapter,
             )
             job.progress = lambda message, fraction: server.notify_model(
                 percentage=None if fraction is None else int(100 * fraction), message=message

@@ -41,7 +41,8 @@ class LmscopeServer(LanguageServer):
         self.exit_code = 0  # the process's: 1 after `exit` without `shutdown` (LSP)
         # (spec, dtype, device, device map) to load once the client is initialized (`serve
         # --model`)
-        self.preload: tuple[str, str | None, str, str | None] | None = None
+        # (spec, dtype, device, device map, adapter) of `lmscope serve --model`
+        self.preload: tuple[str, str | None, str, str | None, str | None] | None = None
 
     def start_tcp(self, host: str, port: int, login_deadline: float | None = None) -> None:
         """Serve over TCP, several clients at once, each authenticated (`server.tcp`)."""

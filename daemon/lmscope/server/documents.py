@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlparse
 
 from lsprotocol import types
 
+from lmscope.chats import Message, check_messages
 from lmscope.errors import LmscopeError
 
 if TYPE_CHECKING:
@@ -70,10 +71,15 @@ def text_between(lines: Sequence[str], start: Any, end: Any) -> str:
     return "".join(parts)
 
 
-def prompt_of(server: LmscopeServer, params: dict[str, Any]) -> tuple[str, Path | None]:
-    """The prompt text of `lmscope/trace` params, and the folder of its document (if any)."""
+def prompt_of(
+    server: LmscopeServer, params: dict[str, Any]
+) -> tuple[str | list[Message], Path | None]:
+    """The prompt text (or the checked conversation) of `lmscope/trace` params, and the folder
+    of its document (if any)."""
     if "prompt" in params:
         return params["prompt"], None
+    if "messages" in params:
+        return check_messages(params["messages"]), None
     document = params["document"]
     uri, span = document["uri"], document["range"]
     start: Any

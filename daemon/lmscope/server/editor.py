@@ -54,6 +54,7 @@ def register_editor(server: LmscopeServer) -> None:
 
     @server.feature(types.TEXT_DOCUMENT_CODE_LENS)
     def code_lens(params: types.CodeLensParams) -> list[types.CodeLens] | None:
+        from lmscope.chats import as_dicts
         from lmscope.promptfiles import is_prompt_file, prompts_in
 
         uri = params.text_document.uri
@@ -68,13 +69,14 @@ def register_editor(server: LmscopeServer) -> None:
                     types.Position(span.line, span.start), types.Position(span.line, span.end)
                 ),
             )
+            argument: dict[str, object] = {"uri": uri, "line": span.line, "prompt": span.prompt}
+            if span.messages is not None:  # a conversation: traced as messages, not as text
+                argument["messages"] = as_dicts(list(span.messages))
             lenses.append(
                 types.CodeLens(
                     range=rng,
                     command=types.Command(
-                        title="Trace",
-                        command="lmscope.tracePrompt",
-                        arguments=[{"uri": uri, "line": span.line, "prompt": span.prompt}],
+                        title="Trace", command="lmscope.tracePrompt", arguments=[argument]
                     ),
                 )
             )

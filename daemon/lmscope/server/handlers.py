@@ -81,6 +81,7 @@ async def load_model(server: LmscopeServer, params: Params) -> dict[str, Any]:
         params["device"],
         on_state=lambda message: server.notify_model(message=message),
         device_map=params.get("deviceMap"),
+        adapter=params.get("adapter"),
     )
     reporter = Progress(server, params.get("workDoneToken"), "Loading model")
 
@@ -106,6 +107,8 @@ async def trace(server: LmscopeServer, params: Params) -> dict[str, Any]:
         prepend_bos=params["prependBos"],
         min_threshold=params["minThreshold"],
         detail=params["detail"],
+        generate=params["generate"],
+        seed=params.get("seed"),
     )
     save = params.get("savePath")
     save_path = Path(save) if save else None

@@ -36,6 +36,20 @@ PROJ_ATTENTION_UPDATE = "attention_update"  # direct logit attribution of the at
 PROJ_FFN_UPDATE = "ffn_update"  # direct logit attribution of the FFN update (node M(l,i))
 PROJECTION_KINDS = (PROJ_LENS, PROJ_ATTENTION_UPDATE, PROJ_FFN_UPDATE)
 
+# extra["lmscope.logitSoftcap"]: c, when the model soft-caps its final logits as c·tanh(ℓ/c)
+# (Gemma 2). Predictions are then capped and every projection is pre-cap (docs/method.md,
+# "Soft-capping"); views say so. Absent: the model does not cap.
+LOGIT_SOFTCAP_KEY = "lmscope.logitSoftcap"
+
+
+def logit_softcap(extra: dict[str, Any]) -> float | None:
+    """The final-logit cap c recorded in a trace's `extra`, or None (absent, or not a positive
+    finite number: an unknown writer's value is ignored, not trusted)."""
+    value = extra.get(LOGIT_SOFTCAP_KEY)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if 0 < value < float("inf") else None
+
 
 def projection_applies(kind: str, node_kind: str, parallel_blocks: bool) -> bool:
     """Whether a node of `node_kind` has a projection of `kind`: residual nodes have a lens; the
@@ -49,8 +63,29 @@ def projection_applies(kind: str, node_kind: str, parallel_blocks: bool) -> bool
 
 
 @dataclass
+class AdapterFacts:
+    """The PEFT/LoRA adapter merged into the base weights before tracing (models/peft_adapters)."""
+
+    spec: str  # the adapter folder, absolute
+    name: str  # display name: the folder's name
+    content_hash: str  # sha256 of adapter_config.json + adapter_model.safetensors
+    peft_type: str  # peft's PeftType: "LORA"
+    dora: bool  # weight-decomposed LoRA (use_dora)
+    rank: int  # r
+    alpha: float  # lora_alpha (the update is scaled by alpha / r, or alpha / sqrt(r) for rsLoRA)
+    target_modules: list[str]  # module names (or one regex) the adapter targets
+    base_spec: str  # the base model's spec (adapter_config's base_model_name_or_path or --model)
+    base_hash: str  # the base model's own content hash
+
+
+@dataclass
 class ModelFacts:
-    """Identity and architecture of the traced model."""
+    """Identity and architecture of the traced model.
+
+    With an adapter, spec is what the user asked for (the adapter folder, or the base with
+    --adapter), name reads "base + adapter", source is the base's, and content_hash identifies
+    the merged weights (base and adapter hashes together; each alone is in `adapter`).
+    """
 
     spec: str  # what the user asked for: "default", a hub id, a folder, a .gguf path
     name: str  # display name, e.g. "SmolLM2-135M-Instruct"
@@ -67,6 +102,7 @@ class ModelFacts:
     vocab_size: int
     context_length: int
     parallel_blocks: bool  # attention and FFN read the same residual (GPT-NeoX, GPT-J, Phi)
+    adapter: AdapterFacts | None = None  # the merged PEFT adapter; None: the base alone
 
 
 @dataclass

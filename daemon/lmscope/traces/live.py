@@ -19,6 +19,7 @@ import numpy as np
 
 from lmscope.graph.nodes import Node
 from lmscope.traces.data import ModelFacts, Projections
+from lmscope.traces.experts import ExpertLayout
 
 TOP_TOKENS = 8  # promoted / suppressed tokens per card and per head map
 
@@ -43,6 +44,28 @@ class NeuronAt:
 
     contribution: float
     activation: float
+    rest: float
+
+
+@dataclass(frozen=True)
+class ExpertList:
+    """The experts of one FFN node of a sparse layer (docs/method.md, "Experts"): the k chosen
+    and the S shared ones as slots (shared expert s is slot E + s), strongest contribution
+    first, ties by slot."""
+
+    slot: np.ndarray  # int [k+S]
+    gate: np.ndarray  # float32 [k+S]  g[i,e] as the forward pass multiplied (shared: its gate)
+    contribution: np.ndarray  # float32 [k+S]  c_e at the expert step
+    rest: float  # c_rest of the non-FFN part x'_i − f_i
+
+
+@dataclass(frozen=True)
+class ExpertAt:
+    """One expert at one FFN node: c_e (0 where the router did not choose it: no part), its
+    gate there (0 when unchosen), and the node's c_rest."""
+
+    contribution: float
+    gate: float
     rest: float
 
 
@@ -107,5 +130,26 @@ class LiveQueries(Protocol):
 
     def neuron_tokens(self, layer: int, neuron: int, k: int) -> tuple[TokenScores, TokenScores]:
         """Tokens neuron `neuron`'s output row W_out[k] promotes and suppresses (weights only:
-        it does not depend on the prompt)."""
+        it does not depend on the prompt). In a sparse layer `neuron` is a flat id
+        (`ExpertLayout.flat_id`) and the row is its expert's W_out^e[k]."""
+        ...
+
+    # --- mixtures of experts (None / UnsupportedModelError on dense models) ----------------------
+    @property
+    def expert_layout(self) -> ExpertLayout | None:
+        """How the model's experts are numbered, or None for a dense model."""
+        ...
+
+    def experts(self, layer: int, position: int) -> ExpertList:
+        """The chosen and shared experts of FFN node (layer, position) of a sparse layer."""
+        ...
+
+    def expert_at(self, layer: int, slot: int, positions: list[int]) -> dict[int, ExpertAt]:
+        """Expert `slot` of `layer` at each FFN node (layer, position)."""
+        ...
+
+    def expert_tokens(
+        self, layer: int, slot: int, position: int, k: int
+    ) -> tuple[TokenScores, TokenScores]:
+        """Tokens the expert's part q[e,i] promotes and suppresses: W_U · N_frozen(q; x'_i)."""
         ...

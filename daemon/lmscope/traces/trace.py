@@ -21,10 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from lmscope.chats import ChatRecord, GenerationRecord, chat_of, generation_of
 from lmscope.errors import LmscopeError, NeedsModelError, ThresholdError
 from lmscope.graph import NODE_KINDS, RAW, RENORMALIZE, ContributionGraph, Node, Route
 from lmscope.protocol import defaults
 from lmscope.traces.data import PROJECTION_KINDS, Projections, TraceData, projection_applies
+from lmscope.traces.experts import ExpertLayout
+from lmscope.traces.experts import stored as stored_experts
 from lmscope.traces.live import TOP_TOKENS, LiveQueries, TokenScores
 from lmscope.traces.lmtrace import write_trace
 
@@ -79,6 +82,8 @@ class Trace:
             (int(layer), int(pos)): row
             for row, (layer, pos) in enumerate(zip(data.neurons.layer, data.neurons.position))
         }
+        # Mixtures of experts: the layout and experts table the file stores (None: dense).
+        self._experts = stored_experts(data.extra, data.model.n_layers, data.n_tokens)
 
     # --- basic facts -------------------------------------------------------------------------
     @property
@@ -97,6 +102,16 @@ class Trace:
     @property
     def n_layers(self) -> int:
         return self.data.model.n_layers
+
+    @property
+    def chat(self) -> ChatRecord | None:
+        """The conversation traced and which tokens its chat template added (None: a prompt)."""
+        return chat_of(self.data.extra, self.n_tokens)
+
+    @property
+    def generation(self) -> GenerationRecord | None:
+        """Which tokens were generated before the trace (None: none were)."""
+        return generation_of(self.data.extra, self.n_tokens)
 
     def token_text(self, token_id: int) -> str:
         token_id = int(token_id)
@@ -192,7 +207,7 @@ class Trace:
         layer, position = self._layer(layer), self.position(position)
         if offset < 0 or limit < 0:
             raise LmscopeError("offset and limit must be >= 0")
-        total = self.data.model.d_ffn
+        total = self.ffn_width(layer)
         row = self._neuron_rows.get((layer, position))
         table = self.data.neurons
         stored = table.index.shape[1] if row is not None else 0
@@ -223,6 +238,61 @@ class Trace:
             "neurons": [
                 {"neuron": int(k), "contribution": float(c), "activation": float(a)}
                 for k, c, a in zip(index, contribution, activation)
+            ],
+        }
+
+    # --- experts (docs/method.md, "Experts"; traces/experts.py) ---------------------------------
+    @property
+    def expert_layout(self) -> ExpertLayout | None:
+        """How the model's experts are numbered (None: a dense model)."""
+        if self._experts is not None:
+            return self._experts.layout
+        return None if self.live is None else self.live.expert_layout
+
+    def ffn_width(self, layer: int) -> int:
+        """Neurons that are parts at an FFN node of `layer`: d_ffn, or for a sparse layer the
+        chosen and shared experts' neurons (their ids are flat, `ExpertLayout.flat_id`)."""
+        layout = self.expert_layout
+        return self.data.model.d_ffn if layout is None else layout.ffn_width(layer)
+
+    def neuron_label(self, layer: int, neuron: int) -> str:
+        """`L5.N120`, or `L5.E3.N120` / `L5.S0.N120` for a neuron of a sparse layer."""
+        layout = self.expert_layout
+        return f"L{layer}.N{neuron}" if layout is None else layout.neuron_label(layer, neuron)
+
+    def ffn_experts(self, layer: int, position: int) -> dict[str, Any]:
+        """The experts of FFN node (layer, position) of a sparse layer, strongest first:
+        {"total": k + S, "experts": [{"expert", "label", "gate", "contribution"}], "rest"},
+        where "expert" is the slot (shared expert s is slot E + s) and "rest" c_rest."""
+        layer, position = self._layer(layer), self.position(position)
+        layout = self.expert_layout
+        if layout is None or not layout.is_sparse(layer):
+            raise LmscopeError(f"layer {layer} has a dense FFN: it has no experts")
+        row = None if self._experts is None else self._experts.table.row(layer, position)
+        if row is not None:
+            table = self._experts.table  # type: ignore[union-attr]
+            slots, gates = table.expert[row], table.gate[row]
+            contributions, rest = table.contribution[row], float(table.rest[row])
+        elif self.live is not None:
+            found = self.live.experts(layer, position)
+            slots, gates, contributions = found.slot, found.gate, found.contribution
+            rest = found.rest
+        else:
+            raise NeedsModelError(
+                f"FFN node L{layer} at token {position}: this file stores the experts of "
+                f"{self._detail_description()}; the others need the model"
+            )
+        return {
+            "total": len(slots),
+            "rest": rest,
+            "experts": [
+                {
+                    "expert": int(e),
+                    "label": layout.slot_name(int(e)),
+                    "gate": float(g),
+                    "contribution": float(c),
+                }
+                for e, g, c in zip(slots, gates, contributions)
             ],
         }
 

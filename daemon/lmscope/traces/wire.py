@@ -18,16 +18,17 @@ from __future__ import annotations
 import functools
 import json
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
 import jsonschema
 import numpy as np
 
+from lmscope import chats
 from lmscope.errors import TraceFileError
 from lmscope.protocol.files import TRACE_SCHEMA
 from lmscope.traces import data as D
-from lmscope.traces import pieces
+from lmscope.traces import experts, pieces
 
 MAGIC = "lmscope-trace"
 
@@ -90,6 +91,8 @@ def array_to_wire(value: Any, path: str, binary: bool) -> dict[str, Any]:
 def _scalar_to_wire(value: Any) -> Any:
     if isinstance(value, np.generic):  # msgpack and json cannot encode numpy scalars
         return value.item()
+    if is_dataclass(value) and not isinstance(value, type):  # a record (model.adapter)
+        return {camel(f.name): _scalar_to_wire(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, tuple):
         return list(value)
     return value
@@ -107,6 +110,8 @@ def to_wire(data: D.TraceData, *, binary: bool) -> dict[str, Any]:
             out = wire[name] = {}
             for f in fields(section):
                 key, value = camel(f.name), getattr(section, f.name)
+                if value is None and f.default is None:
+                    continue  # an optional field, absent (the schema does not require it)
                 if is_array_field(f) and value is not None:
                     out[key] = array_to_wire(value, f"{name}.{key}", binary)
                 else:
@@ -311,6 +316,20 @@ def array_from_wire(
     return arr.reshape(shape)
 
 
+# Optional records nested in a section, by field type: a schema-checked map of camelCase keys.
+RECORDS: dict[str, type] = {"AdapterFacts | None": D.AdapterFacts}
+
+
+def _record_from_wire(cls: type, value: dict[str, Any]) -> Any:
+    kwargs = {}
+    for f in fields(cls):
+        item = value[camel(f.name)]
+        if f.type in ("int", "float"):  # the schema accepts 3.0 as an integer
+            item = int(item) if f.type == "int" else float(item)
+        kwargs[f.name] = list(item) if isinstance(item, list) else item
+    return cls(**kwargs)
+
+
 def decode(obj: dict[str, Any]) -> D.TraceData:
     ranges = limits().ranges
     sections: dict[str, Any] = {}
@@ -318,8 +337,13 @@ def decode(obj: dict[str, Any]) -> D.TraceData:
         kwargs = {}
         for f in fields(cls):
             key = camel(f.name)
+            if key not in obj[name] and f.default is None:
+                continue  # optional and absent (older files): the dataclass default, None
             value = obj[name][key]
-            if is_array_field(f):
+            record = RECORDS.get(str(f.type))
+            if record is not None and value is not None:
+                value = _record_from_wire(record, value)
+            elif is_array_field(f):
                 where = f"{name}.{key}"
                 value = None if value is None else array_from_wire(value, where, ranges.get(where))
             elif f.type in ("int", "float"):  # the schema accepts 3.0 as an integer
@@ -336,4 +360,12 @@ def decode(obj: dict[str, Any]) -> D.TraceData:
     problem = pieces.check(obj["extra"], len(sections["tokens"].strings), len(strings))
     if problem is not None:  # the one key of `extra` lmscope reads (traces.pieces)
         raise Invalid(problem)
+    problem = chats.check_extra(obj["extra"], len(sections["tokens"].strings))
+    if problem is not None:  # the chat and the generation a trace records (lmscope.chats)
+        raise Invalid(problem)
+    found = experts.read(obj["extra"], sections["model"].n_layers, len(sections["tokens"].strings))
+    if isinstance(found, str):  # the experts of an MoE trace (lmscope.traces.experts)
+        raise Invalid(found)
+    if found is not None and found.layout.flat_width > sections["model"].d_ffn:
+        raise Invalid("extra.lmscope.experts.layout: wider than model.dFfn")
     return D.TraceData(**sections, vocabulary=vocabulary, extra=dict(obj["extra"]))

@@ -21,6 +21,7 @@ import torch
 
 from lmscope.models.adapter import ArchitectureAdapter
 from lmscope.models.devices import input_device
+from lmscope.tracing.experts import MoeCapture, hook_moe
 
 
 @dataclass
@@ -35,6 +36,14 @@ class LayerCapture:
     ffn_act: torch.Tensor  # [n, d_ffn]    neuron activations (input of the output projection)
     ffn_out: torch.Tensor  # [n, d]        the FFN update f_i (b_out included)
     resid_out: torch.Tensor  # [n, d]      x'_i, the layer output
+    # A mixture-of-experts layer: what routing decided (tracing/experts.py); its `ffn_act` is
+    # then [n, 0] (no dense neurons: each expert's are recomputed from x̂ and its weights).
+    moe: MoeCapture | None = None
+    # Post-norm blocks only (adapter.post_attention_norm / post_ffn_norm; None elsewhere): the
+    # output norm's scale frozen at the block's raw output, D_i [n, d] (docs/method.md,
+    # "Post-norm blocks"). attn_out and ffn_out are then the normed updates, D_i ⊙ raw.
+    attn_scale: torch.Tensor | None = None  # [n, d]
+    ffn_scale: torch.Tensor | None = None  # [n, d]
 
 
 LayerCallback = Callable[[LayerCapture], None]
@@ -70,7 +79,7 @@ def capture_layers(adapter: ArchitectureAdapter, on_layer: LayerCallback) -> Ite
     raises (e.g. cancellation) abort the pass, and the hooks are removed regardless.
     """
     handles: list[torch.utils.hooks.RemovableHandle] = []
-    parts: dict[str, torch.Tensor] = {}
+    parts: dict[str, Any] = {}
 
     def hook_layer(index: int) -> None:
         layer = adapter.layers()[index]
@@ -85,6 +94,8 @@ def capture_layers(adapter: ArchitectureAdapter, on_layer: LayerCallback) -> Ite
 
         attention_module = adapter.attention(index)
         update_module = adapter.attention_update(index)
+        attention_norm = adapter.post_attention_norm(index)  # None: no output norm
+        ffn_norm = adapter.post_ffn_norm(index)
 
         def attention(_module, _args, output):
             if not isinstance(output, tuple) or len(output) < 2 or output[1] is None:
@@ -92,7 +103,7 @@ def capture_layers(adapter: ArchitectureAdapter, on_layer: LayerCallback) -> Ite
                     "the attention block returned no attention probabilities "
                     "(the model must be loaded with attn_implementation='eager')"
                 )
-            if update_module is attention_module:
+            if update_module is attention_module and attention_norm is None:
                 parts["attn_out"] = _f32(output[0][0])
             parts["attn_probs"] = _f32(output[1][0])
 
@@ -105,7 +116,22 @@ def capture_layers(adapter: ArchitectureAdapter, on_layer: LayerCallback) -> Ite
         def ffn(_module, _args, output):
             parts["ffn_out"] = _f32(_token_rows(_first_tensor(output)))
 
+        def post_norm(update: str, scale: str):
+            """A block's output norm: its input is the raw update y, its output the update the
+            residual receives; the scale is frozen at y."""
+
+            def hook(module, args, output):
+                raw = _token_rows(args[0])  # [n, d]
+                parts[scale] = _f32(adapter.frozen_post_norm_scale(module, raw))
+                parts[update] = _f32(_token_rows(_first_tensor(output)))
+
+            return hook
+
+        moe = adapter.moe_layer(index)
+
         def layer_output(_module, _args, output):
+            if moe is not None and "moe" in parts:  # no dense neurons (see LayerCapture.moe)
+                parts["ffn_act"] = parts["ffn_out"].new_zeros(parts["ffn_out"].shape[0], 0)
             wanted = {"resid_in", "values", "attn_out", "attn_probs", "ffn_act", "ffn_out"}
             missing = wanted - parts.keys()
             if missing:
@@ -117,10 +143,20 @@ def capture_layers(adapter: ArchitectureAdapter, on_layer: LayerCallback) -> Ite
         handles.append(layer.register_forward_pre_hook(layer_input, with_kwargs=True))
         handles.append(adapter.value_module(index).register_forward_hook(values))
         handles.append(attention_module.register_forward_hook(attention))
-        if update_module is not attention_module:  # BLOOM: the block adds the residual itself
+        if attention_norm is not None:
+            handles.append(
+                attention_norm.register_forward_hook(post_norm("attn_out", "attn_scale"))
+            )
+        elif update_module is not attention_module:  # BLOOM: the block adds the residual itself
             handles.append(update_module.register_forward_hook(attention_update))
-        handles.append(adapter.ffn_down(index).register_forward_pre_hook(ffn_input))
-        handles.append(adapter.ffn(index).register_forward_hook(ffn))
+        if moe is None:
+            handles.append(adapter.ffn_down(index).register_forward_pre_hook(ffn_input))
+        else:
+            handles.extend(hook_moe(moe, parts))
+        if ffn_norm is not None:
+            handles.append(ffn_norm.register_forward_hook(post_norm("ffn_out", "ffn_scale")))
+        else:
+            handles.append(adapter.ffn(index).register_forward_hook(ffn))
         handles.append(layer.register_forward_hook(layer_output))
 
     try:

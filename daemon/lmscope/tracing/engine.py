@@ -36,16 +36,20 @@ from lmscope.models.adapter import adapter_for
 from lmscope.models.loading import LoadedModel
 from lmscope.protocol import defaults
 from lmscope.traces.data import (
+    LOGIT_SOFTCAP_KEY,
     Environment,
     Predictions,
     Settings,
     Tokens,
     TraceData,
 )
+from lmscope.traces.experts import EXPERTS_KEY
 from lmscope.tracing.capture import LayerCapture, capture_layers, run_forward
+from lmscope.tracing.experts import expert_table
+from lmscope.tracing.inputs import TraceSource, prepare_input
 from lmscope.tracing.layers import LayerState, attribute_layer, neuron_table, stack_contributions
 from lmscope.tracing.projections import project_nodes
-from lmscope.tracing.tokens import add_token_bytes, display_strings, tokenize
+from lmscope.tracing.tokens import add_token_bytes, display_strings
 
 ProgressFn = Callable[[str, float | None], None]
 
@@ -76,6 +80,8 @@ class TraceOptions:
     # "all" costs ~45x the forward pass, "route" ~1.5x; a live trace computes the rest when asked.
     detail: str = defaults.DETAIL
     detail_threshold: float = defaults.THRESHOLD  # the threshold routes are shown at
+    generate: int = 0  # tokens generated after the prompt, then traced with it (generation.py)
+    seed: int | None = None  # None: greedy; else sampled at temperature 1 with this seed
 
     def __post_init__(self) -> None:
         if self.detail not in DETAIL_SCOPES:
@@ -118,18 +124,34 @@ class StageTimes:
 
 def run_trace(
     loaded: LoadedModel,
-    prompt: str,
+    prompt: TraceSource,
     options: TraceOptions | None = None,
     progress: ProgressFn | None = None,
     should_cancel: Callable[[], bool] | None = None,
     times: StageTimes | None = None,
 ) -> TraceData:
-    """Trace `prompt` on a loaded model and return the complete `TraceData`."""
+    """Trace `prompt` (text, or a conversation through the chat template), after generating
+    `options.generate` tokens, on a loaded model and return the complete `TraceData`."""
     options = options or TraceOptions()
     report = progress or (lambda _message, _fraction: None)
     mark = times.mark if times is not None else (lambda _stage: None)
     adapter = adapter_for(loaded.model)
-    ids = tokenize(loaded, prompt, options.prepend_bos, adapter.context_length)
+
+    def stop_if_cancelled() -> None:
+        if should_cancel is not None and should_cancel():
+            raise TraceCancelled("trace cancelled")
+
+    traced = prepare_input(
+        loaded,
+        prompt,
+        options.prepend_bos,
+        adapter.context_length,
+        options.generate,
+        options.seed,
+        stop_if_cancelled,
+        report,
+    )
+    ids = traced.ids
     input_ids = torch.tensor(ids, dtype=torch.long)
 
     states: list[LayerState] = []
@@ -151,6 +173,9 @@ def run_trace(
                 captured.ffn_act,
                 captured.ffn_out,
                 captured.resid_out,
+                attn_scale=captured.attn_scale,
+                ffn_scale=captured.ffn_scale,
+                moe=captured.moe,
             )
         )
         report(f"layer {captured.layer + 1}/{adapter.n_layers}", len(states) / adapter.n_layers)
@@ -177,27 +202,33 @@ def run_trace(
     data = TraceData(
         model=loaded.facts,
         settings=Settings(
-            bos_prepended=options.prepend_bos and loaded.tokenizer.bos_token_id is not None,
+            bos_prepended=traced.bos_prepended,
             min_threshold=options.min_threshold,
             top_neurons=int(neurons.index.shape[1]),
             projection_top_k=int(projections.top_ids.shape[1]),
             prediction_top_k=int(predictions.ids.shape[1]),
         ),
         environment=environment(loaded),
-        tokens=Tokens(prompt, np.asarray(ids, dtype=np.int32), display_strings(loaded, ids)),
+        tokens=Tokens(traced.text, np.asarray(ids, dtype=np.int32), display_strings(loaded, ids)),
         predictions=predictions,
         blocks=blocks,
         edges=edges,
         neurons=neurons,
         projections=projections,
     )
+    experts = expert_table(adapter, states, detailed)  # None: a dense model
+    if experts is not None:
+        data.extra[EXPERTS_KEY] = experts
     data.vocabulary = _vocabulary(loaded, data)
+    data.extra.update(traced.extra)
     add_token_bytes(loaded, data)
     data.extra[DETAIL_EXTRA_KEY] = {
         "scope": options.detail,
         "token": len(ids) - 1,
         "threshold": options.detail_route_threshold,
     }
+    if adapter.final_logit_softcap is not None:  # predictions capped, projections pre-cap
+        data.extra[LOGIT_SOFTCAP_KEY] = float(adapter.final_logit_softcap)
     mark("finish")
     return data
 

@@ -19,6 +19,7 @@ from lmscope.graph.nodes import FFN, Node
 from lmscope.models.adapter import ArchitectureAdapter
 from lmscope.traces.data import AttentionEdges, BlockContributions, NeuronTable
 from lmscope.tracing.capture import LayerCapture
+from lmscope.tracing.experts import MoeCapture, node_neuron_width, node_neurons
 
 
 @dataclass
@@ -30,6 +31,10 @@ class LayerState:
     ffn_act: torch.Tensor  # [n, d_ffn]
     ffn_out: torch.Tensor  # [n, d]
     resid_out: torch.Tensor  # [n, d]
+    # Post-norm blocks: the output norms' frozen scales D [n, d] (LayerCapture); else None.
+    attn_scale: torch.Tensor | None = None
+    ffn_scale: torch.Tensor | None = None
+    moe: MoeCapture | None = None  # a mixture-of-experts layer (then ffn_act is [n, 0])
 
 
 def attribute_layer(
@@ -51,6 +56,7 @@ def attribute_layer(
             captured.ffn_out,
             captured.resid_out,
             keep_above,
+            captured.attn_scale,
         )
     return decompose.attribute_sequential(
         layer,
@@ -61,6 +67,7 @@ def attribute_layer(
         captured.ffn_out,
         captured.resid_out,
         keep_above,
+        captured.attn_scale,
     )
 
 
@@ -102,16 +109,25 @@ def neuron_table(
 ) -> NeuronTable:
     """Top-k neurons of every FFN node that can be on a route."""
     layers, positions, index, contribution, activation, rest = [], [], [], [], [], []
+    k = node_neuron_width(adapter, k)  # min(k, d_ffn); fewer where an MoE node has fewer
     for layer, where in enumerate(nodes_by_layer(reachable, FFN, adapter.n_layers)):
         if not where:
             continue
         state = states[layer]
         rows = torch.tensor(where, device=state.resid_out.device)
-        act = state.ffn_act[rows]
         whole = state.resid_out[rows]
-        w_out = adapter.ffn_output_weights(layer).to(whole.device)
-        result = neurons.neuron_contributions(act, w_out, whole, whole - state.ffn_out[rows])
-        top_index, top_c, top_a = neurons.top_neurons(result.contribution, act, k)
+        if state.moe is not None:  # the experts' neurons, flat ids (docs/method.md, "Experts")
+            found = node_neurons(adapter, layer, state.moe, rows, whole, state.ffn_out[rows])  # type: ignore[arg-type]
+            order, top_c, top_a = neurons.top_neurons(found.contribution, found.activation, k)
+            top_index, result = found.index.gather(1, order), found
+        else:
+            act = state.ffn_act[rows]
+            w_out = adapter.ffn_output_weights(layer).to(whole.device)
+            scale = None if state.ffn_scale is None else state.ffn_scale[rows]  # [F, d]
+            result = neurons.neuron_contributions(  # type: ignore[assignment]
+                act, w_out, whole, whole - state.ffn_out[rows], scale
+            )
+            top_index, top_c, top_a = neurons.top_neurons(result.contribution, act, k)
         layers.append(np.full(len(where), layer, dtype=np.int32))
         positions.append(np.asarray(where, dtype=np.int32))
         index.append(top_index.cpu().numpy().astype(np.int32))

@@ -23,12 +23,15 @@ import numpy as np
 import torch
 
 from lmscope.attribution.neurons import neuron_contributions
-from lmscope.errors import ModelBusyError, NeedsModelError
+from lmscope.errors import LmscopeError, ModelBusyError, NeedsModelError
 from lmscope.graph.nodes import Node
 from lmscope.models.adapter import ArchitectureAdapter, adapter_for
 from lmscope.models.loading import LoadedModel
+from lmscope.models.moe import MoeAdapter
 from lmscope.traces.data import ModelFacts, Projections, TraceData
-from lmscope.traces.live import NeuronAt, NeuronList, TokenScores
+from lmscope.traces.experts import ExpertLayout
+from lmscope.traces.live import ExpertAt, ExpertList, NeuronAt, NeuronList, TokenScores
+from lmscope.tracing import live_experts
 from lmscope.tracing.capture import LayerCapture, capture_layers, run_forward
 from lmscope.tracing.layers import LayerState, attribute_layer
 from lmscope.tracing.projections import project_nodes
@@ -141,14 +144,17 @@ class LiveModel:
         self, layer: int, head: int, position: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Head `head`'s output at `position`, Σ_j A[h,i,j] · v_j · W_O[h] ([d], value bias
-        excluded as in the attention parts), and the residual its norm scale is frozen at
-        ([d]): the one the attention update is added into."""
+        excluded as in the attention parts; behind a post-norm times its frozen D_i, as the
+        residual receives it), and the residual its norm scale is frozen at ([d]): the one the
+        attention update is added into."""
         captured = self.layer(layer)
         adapter = self.adapter
         with torch.inference_mode():
             values = captured.values[:, adapter.kv_head_of(head), :]  # [n, dh]
             w_o = adapter.head_output_weights(layer)[head].to(values.device).float()  # [dh, d]
             output = captured.attn_probs[head, position] @ values @ w_o  # [d]
+            if captured.attn_scale is not None:
+                output = output * captured.attn_scale[position]
             if adapter.parallel_blocks:
                 residual = captured.resid_out[position]
             else:
@@ -182,18 +188,29 @@ class LiveModel:
     def neuron_tokens(self, layer: int, neuron: int, k: int) -> tuple[TokenScores, TokenScores]:
         """W_U · norm_final(W_out[k]) with the norm's scale frozen at the row itself and no
         bias: a positive multiple of the row's direction (docs/method.md, "Vocabulary
-        projections")."""
+        projections"). Behind an FFN output norm the row is γ'_post ⊙ W_out[k]: the neuron
+        writes D^ffn_i ⊙ W_out[k] = γ'_post ⊙ W_out[k] / rms_i, the same direction at every
+        position."""
         with torch.inference_mode():
+            if self._sparse(layer):  # a flat id: its expert's W_out^e[k]
+                row = live_experts.output_row(self._moe_adapter, layer, neuron).float()
+                return self._token_lists(self.adapter.frozen_final_norm(row, row), k)
             row = self.adapter.ffn_output_weights(layer)[neuron].float()  # [d]
+            post_norm = self.adapter.post_ffn_norm(layer)
+            if post_norm is not None:
+                row = row * self.adapter.post_norm_gain(post_norm).to(row.device)
             return self._token_lists(self.adapter.frozen_final_norm(row, row), k)
 
     def neurons(self, layer: int, position: int) -> NeuronList:
         captured = self.layer(layer)
+        if captured.moe is not None:
+            return live_experts.neurons(self._moe_adapter, captured, position)
         act = captured.ffn_act[position : position + 1]
         whole = captured.resid_out[position : position + 1]
         rest = whole - captured.ffn_out[position : position + 1]
         w_out = self.adapter.ffn_output_weights(layer).to(whole.device)
-        result = neuron_contributions(act, w_out, whole, rest)
+        scale = None if captured.ffn_scale is None else captured.ffn_scale[position : position + 1]
+        result = neuron_contributions(act, w_out, whole, rest, scale)
         order = torch.sort(result.contribution[0], descending=True, stable=True).indices
         return NeuronList(
             index=order.cpu().numpy(),
@@ -204,17 +221,51 @@ class LiveModel:
 
     def neuron_at(self, layer: int, neuron: int, positions: list[int]) -> dict[int, NeuronAt]:
         captured = self.layer(layer)
+        if captured.moe is not None:
+            return live_experts.neuron_at(self._moe_adapter, captured, neuron, positions)
         with torch.inference_mode():
             rows = torch.tensor(positions, device=captured.resid_out.device)
             act, whole = captured.ffn_act[rows], captured.resid_out[rows]
             w_out = self.adapter.ffn_output_weights(layer).to(whole.device)
-            result = neuron_contributions(act, w_out, whole, whole - captured.ffn_out[rows])
+            scale = None if captured.ffn_scale is None else captured.ffn_scale[rows]  # [F, d]
+            result = neuron_contributions(act, w_out, whole, whole - captured.ffn_out[rows], scale)
         return {
             p: NeuronAt(
                 float(result.contribution[r, neuron]), float(act[r, neuron]), float(result.rest[r])
             )
             for r, p in enumerate(positions)
         }
+
+    # --- experts (docs/method.md, "Experts") -----------------------------------------------------
+    @property
+    def expert_layout(self) -> ExpertLayout | None:
+        return getattr(self.adapter, "expert_layout", None)
+
+    @property
+    def _moe_adapter(self) -> MoeAdapter:
+        if not isinstance(self.adapter, MoeAdapter):
+            raise LmscopeError(f"{self.loaded.name} is a dense model: it has no experts")
+        return self.adapter
+
+    def _sparse(self, layer: int) -> bool:
+        layout = self.expert_layout
+        return layout is not None and layout.is_sparse(layer)
+
+    def experts(self, layer: int, position: int) -> ExpertList:
+        return live_experts.experts(self._moe_adapter, self.layer(layer), position)
+
+    def expert_at(self, layer: int, slot: int, positions: list[int]) -> dict[int, ExpertAt]:
+        return live_experts.expert_at(self._moe_adapter, self.layer(layer), slot, positions)
+
+    def expert_tokens(
+        self, layer: int, slot: int, position: int, k: int
+    ) -> tuple[TokenScores, TokenScores]:
+        """W_U · N_frozen(q[e,i]; x'_i): the expert's part through the final norm frozen at the
+        layer output it is added into (docs/method.md, "Experts")."""
+        captured = self.layer(layer)
+        update, residual = live_experts.expert_update(self._moe_adapter, captured, slot, position)
+        with torch.inference_mode():
+            return self._token_lists(self.adapter.frozen_final_norm(update, residual), k)
 
     # --- projections -----------------------------------------------------------------------------
     def projections(self, node: Node, top_k: int) -> Projections:
@@ -226,9 +277,11 @@ class LiveModel:
         def keep_row(c: LayerCapture) -> None:
             states.append(
                 LayerState(
-                    c.resid_in[at], c.attn_out[at], c.ffn_act[at], c.ffn_out[at], c.resid_out[at]
+                    c.resid_in[at], c.attn_out[at], c.ffn_act[at], c.ffn_out[at], c.resid_out[at],
+                    attn_scale=None if c.attn_scale is None else c.attn_scale[at],
+                    ffn_scale=None if c.ffn_scale is None else c.ffn_scale[at],
                 )
-            )
+            )  # fmt: skip
 
         self._run_until(node.layer, keep_row)
         found = project_nodes(self.adapter, states, {Node(node.kind, node.layer, 0)}, top_k)

@@ -18,7 +18,9 @@ from lmscope.traces.data import TraceData
 from lmscope.traces.text import is_byte_piece
 
 
-def tokenize(loaded: LoadedModel, prompt: str, prepend_bos: bool, context: int) -> list[int]:
+def tokenize(
+    loaded: LoadedModel, prompt: str, prepend_bos: bool, context: int, generate: int = 0
+) -> list[int]:
     """Prompt -> token ids, BOS prepended exactly once when asked and defined."""
     check_prompt(prompt)
     ids = list(loaded.tokenizer.encode(prompt, add_special_tokens=False))
@@ -27,11 +29,24 @@ def tokenize(loaded: LoadedModel, prompt: str, prepend_bos: bool, context: int) 
         ids = [bos, *ids]
     if not ids:
         raise PromptError("the prompt tokenizes to no tokens")
-    if len(ids) > context:
-        raise PromptError(
-            f"prompt too long: {len(ids)} tokens, but the model's context is {context} tokens"
-        )
+    check_length(len(ids), context, generate)
     return ids
+
+
+def check_length(n_tokens: int, context: int, generate: int = 0) -> None:
+    """Refuse input that, with `generate` tokens to come, does not fit the model's context
+    (`max_position_embeddings`, never a sliding attention window: a window limits what a
+    position attends to, not how many positions there are)."""
+    if n_tokens + generate <= context:
+        return
+    if generate:
+        raise PromptError(
+            f"prompt too long to generate {generate} tokens: {n_tokens} prompt tokens + "
+            f"{generate} = {n_tokens + generate}, but the model's context is {context} tokens"
+        )
+    raise PromptError(
+        f"prompt too long: {n_tokens} tokens, but the model's context is {context} tokens"
+    )
 
 
 def display_strings(loaded: LoadedModel, ids: list[int]) -> list[str]:

@@ -89,7 +89,23 @@ export type ModelSource = "default" | "hub" | "folder" | "gguf";
 /**
  * The adapter family that reads the model's blocks.
  */
-export type ModelFamily = "llama" | "gpt2" | "gpt_neox" | "opt" | "gpt_neo" | "gptj" | "bloom" | "phi" | "phi3";
+export type ModelFamily =
+  | "llama"
+  | "gpt2"
+  | "gpt_neox"
+  | "opt"
+  | "gpt_neo"
+  | "gptj"
+  | "bloom"
+  | "phi"
+  | "phi3"
+  | "gemma"
+  | "olmo"
+  | "olmo2"
+  | "mixtral"
+  | "qwen2_moe"
+  | "qwen3_moe"
+  | "olmoe";
 
 /**
  * The model loaded in the daemon: identity, architecture and where it runs.
@@ -298,9 +314,35 @@ export interface BlockRef {
 }
 
 /**
- * A model component, told apart by `kind`: a head or neuron carries its `index`; an attention or FFN block has none.
+ * An expert of a mixture-of-experts FFN (`L5.E3`, shared: `L5.S0`), or one neuron of it (`L5.E3.N120`): docs/method.md, "Experts".
  */
-export type ComponentRef = UnitRef | BlockRef;
+export interface ExpertRef {
+  /**
+   * An expert, or a neuron of one (then `index` is required).
+   */
+  kind: "expert" | "expert_neuron";
+  /**
+   * Transformer block, from 0.
+   */
+  layer: number;
+  /**
+   * Routed expert e, or shared expert s when `shared`, from 0.
+   */
+  expert: number;
+  /**
+   * A shared expert (every token goes through it), not a routed one.
+   */
+  shared: boolean;
+  /**
+   * expert_neuron: the neuron within the expert, from 0.
+   */
+  index?: number;
+}
+
+/**
+ * A model component, told apart by `kind`: a head or neuron carries its `index`; an attention or FFN block has none; an expert or expert neuron names its expert.
+ */
+export type ComponentRef = UnitRef | BlockRef | ExpertRef;
 
 /**
  * An attention edge of the route at the component's layer.
@@ -352,6 +394,10 @@ export interface CardContext {
    * Neurons: the activation at the route's FFN node of this layer, when known; null otherwise.
    */
   activation: number | null;
+  /**
+   * Experts and expert neurons (optional): the router's gate g[i,e] the forward pass multiplied the expert by at the route's output token (0 when the router did not choose it there), when known; null otherwise.
+   */
+  gate?: number | null;
 }
 
 /**
@@ -492,9 +538,13 @@ export interface TraceCacheUse {
  */
 export interface LoadModelParams {
   /**
-   * "default" (the embedded model), a Hugging Face hub id, a local folder or a .gguf path.
+   * "default" (the embedded model), a Hugging Face hub id, a local folder, a PEFT adapter folder (loaded over the base its adapter_config.json names) or a .gguf path.
    */
   spec: string;
+  /**
+   * A PEFT/LoRA adapter folder (adapter_config.json + adapter_model.safetensors) to merge into the model spec names before tracing; the model's name then reads "base + adapter" and its contentHash is the merged model's. Absent: the model alone.
+   */
+  adapter?: string;
   /**
    * Type to load the weights in; absent: the daemon's choice for the model and device.
    */
@@ -524,17 +574,36 @@ export interface LoadModelResult {
 }
 
 /**
- * Params of lmscope/trace: exactly one of `prompt` (the text) or `document` (a range of an open document, read by the daemon), plus options.
+ * Params of lmscope/trace: exactly one of `prompt` (the text), `document` (a range of an open document, read by the daemon) or `messages` (a conversation, traced through the model's chat template), plus options.
  */
 export interface TraceParams {
   /**
-   * The text to trace. Exactly one of prompt and document.
+   * The text to trace. Exactly one of prompt, document and messages.
    */
   prompt?: string;
   /**
    * A range of a document open in the editor: the daemon traces its text as the editor has it (unsaved changes included). Exactly one of prompt and document.
    */
   document?: DocumentRange;
+  /**
+   * A conversation to trace through the loaded model's chat template (apply_chat_template with the generation prompt added); the trace records which tokens the template added (extra "lmscope.chat"). A model without a chat template refuses it. Exactly one of prompt, document and messages.
+   *
+   * @minItems 1
+   * @maxItems 1000
+   *
+   * Items: One message of the conversation.
+   */
+  messages?: [ChatMessage, ...ChatMessage[]];
+  /**
+   * Generate this many tokens after the prompt (greedy, or sampled with `seed`; fewer when the model ends its text), then trace prompt and generation in one pass; the trace records which tokens were generated (extra "lmscope.generation"). The prompt's tokens plus these must fit the model's context.
+   *
+   * @default 0
+   */
+  generate?: number;
+  /**
+   * Sample the generated tokens at temperature 1 with a random generator seeded so (the same seed gives the same tokens); absent: greedy (the most likely token each step).
+   */
+  seed?: number;
   /**
    * Prepend the model's beginning-of-sequence token (when it has one).
    *
@@ -571,6 +640,20 @@ export interface DocumentRange {
    * The text to trace.
    */
   range: Range;
+}
+
+/**
+ * One message of the conversation.
+ */
+export interface ChatMessage {
+  /**
+   * Who says it.
+   */
+  role: "system" | "user" | "assistant";
+  /**
+   * What the message says (the template places it).
+   */
+  content: string;
 }
 
 /**
@@ -1098,6 +1181,10 @@ export interface InitializationOptions {
    */
   model?: string;
   /**
+   * A PEFT/LoRA adapter folder to merge into that model (as lmscope/loadModel's adapter); absent: the model alone.
+   */
+  adapter?: string;
+  /**
    * Type for that model's weights; absent: the daemon's choice.
    */
   dtype?: Dtype;
@@ -1201,7 +1288,7 @@ export const DEFAULTS = {
 export const PARAM_DEFAULTS = {
   "lmscope/status": {},
   "lmscope/loadModel": {device: "cpu"},
-  "lmscope/trace": {prependBos: true, minThreshold: 0.01, detail: "route"},
+  "lmscope/trace": {generate: 0, prependBos: true, minThreshold: 0.01, detail: "route"},
   "lmscope/openTrace": {},
   "lmscope/closeTrace": {},
   "lmscope/saveTrace": {},

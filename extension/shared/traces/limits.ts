@@ -35,6 +35,9 @@ export const LIMITS = {
   share: {min: 0, max: 1.0001},
   /** Logits and signed activations. */
   magnitude: {min: -1e9, max: 1e9},
+  /** model.adapter: the LoRA rank's maximum (the dFfn bound) and the most target modules. */
+  adapterRank: 2 ** 20,
+  adapterTargets: 1024,
   /** Maps and arrays nest at most this deep in the whole document (the top-level map is 1). */
   nesting: 100,
 } as const;

@@ -50,6 +50,23 @@ class NewerFormat extends Invalid {}
 // vocabSize). Every numeric array is a flat, row-major copy owned by the TraceFile (treat it as
 // read-only: typed arrays cannot be frozen); `[E, H]` means row e is `e*H .. e*H + H`.
 
+/** The PEFT/LoRA adapter merged into the base weights before tracing (schema `$defs.adapter`). */
+export interface AdapterFacts {
+  /** The adapter folder, absolute. */
+  readonly spec: string;
+  readonly name: string;
+  /** sha256 of adapter_config.json + adapter_model.safetensors. */
+  readonly contentHash: string;
+  readonly peftType: 'LORA';
+  readonly dora: boolean;
+  readonly rank: number;
+  readonly alpha: number;
+  readonly targetModules: readonly string[];
+  /** The base model's spec and its own content hash. */
+  readonly baseSpec: string;
+  readonly baseHash: string;
+}
+
 export interface ModelFacts {
   readonly spec: string;
   readonly name: string;
@@ -67,6 +84,11 @@ export interface ModelFacts {
   readonly contextLength: number;
   /** Attention and FFN read the same residual (GPT-NeoX); then there is no post_attention node. */
   readonly parallelBlocks: boolean;
+  /**
+   * The merged adapter; absent: the base alone (and every file written before adapters). With
+   * one, `name` reads "base + adapter" and `contentHash` is the merged model's.
+   */
+  readonly adapter?: AdapterFacts;
 }
 
 export interface TraceSettings {
@@ -259,7 +281,7 @@ function msgpackProblem(e: unknown, maxItems: number): string {
 }
 
 const MODEL_SOURCES: readonly ModelSource[] = ['default', 'hub', 'folder', 'gguf'];
-const MODEL_FAMILIES: readonly ModelFamily[] = ['llama', 'gpt2', 'gpt_neox', 'opt', 'gpt_neo', 'gptj', 'bloom', 'phi', 'phi3'];
+const MODEL_FAMILIES: readonly ModelFamily[] = ['llama', 'gpt2', 'gpt_neox', 'opt', 'gpt_neo', 'gptj', 'bloom', 'phi', 'phi3', 'gemma', 'olmo', 'olmo2', 'mixtral', 'qwen2_moe', 'qwen3_moe', 'olmoe'];
 const DTYPES: readonly Dtype[] = ['float32', 'float16', 'bfloat16'];
 const NODE_KINDS: readonly NodeKind[] = ['embedding', 'post_attention', 'ffn', 'residual'];
 const PROJECTION_KINDS: readonly ProjectionKind[] = ['lens', 'attention_update', 'ffn_update'];
@@ -270,6 +292,27 @@ const TOP_LEVEL = [
   'magic', 'formatVersion', 'model', 'settings', 'environment', 'tokens', 'predictions',
   'blocks', 'edges', 'neurons', 'projections', 'vocabulary', 'extra',
 ] as const;
+
+const ADAPTER_KEYS = ['spec', 'name', 'contentHash', 'peftType', 'dora', 'rank', 'alpha', 'targetModules', 'baseSpec', 'baseHash'] as const;
+
+/** `model.adapter`, checked as the schema's `$defs.adapter`. */
+function adapterFacts(value: unknown): AdapterFacts {
+  const path = 'model.adapter';
+  const a = section(value, path, ADAPTER_KEYS);
+  const targetModules = stringList(a, path, 'targetModules', {maxItems: LIMITS.adapterTargets, maxLength: LIMITS.text});
+  return {
+    spec: str(a, path, 'spec'),
+    name: str(a, path, 'name'),
+    contentHash: str(a, path, 'contentHash'),
+    peftType: oneOf(a, path, 'peftType', ['LORA'] as const),
+    dora: bool(a, path, 'dora'),
+    rank: int(a, path, 'rank', 1, LIMITS.adapterRank),
+    alpha: num(a, path, 'alpha', LIMITS.magnitude.min, LIMITS.magnitude.max),
+    targetModules,
+    baseSpec: str(a, path, 'baseSpec'),
+    baseHash: str(a, path, 'baseHash'),
+  };
+}
 
 /** Version first (a newer file may add fields), then every field, then the invariants. */
 function load(doc: WireMap): TraceFile {
@@ -288,7 +331,7 @@ function load(doc: WireMap): TraceFile {
   const m = section(doc['model'], 'model', [
     'spec', 'name', 'source', 'contentHash', 'family', 'modelType', 'nLayers', 'nHeads', 'nKvHeads',
     'dModel', 'dHead', 'dFfn', 'vocabSize', 'contextLength', 'parallelBlocks',
-  ]);
+  ], {optional: ['adapter']});
   const model: ModelFacts = {
     spec: str(m, 'model', 'spec'),
     name: str(m, 'model', 'name'),
@@ -305,6 +348,7 @@ function load(doc: WireMap): TraceFile {
     vocabSize: int(m, 'model', 'vocabSize', 1, LIMITS.vocabSize),
     contextLength: int(m, 'model', 'contextLength', 1, LIMITS.contextLength),
     parallelBlocks: bool(m, 'model', 'parallelBlocks'),
+    ...(Object.hasOwn(m, 'adapter') ? {adapter: adapterFacts(m['adapter'])} : {}),
   };
   const s = section(doc['settings'], 'settings', ['bosPrepended', 'minThreshold', 'topNeurons', 'projectionTopK', 'predictionTopK']);
   const settings: TraceSettings = {

@@ -189,6 +189,16 @@ export class TraceQueries {
     return {total, offset, rest: restContribution[row]!, neurons};
   }
 
+  /**
+   * The final-logit soft-cap c of the model (`extra["lmscope.logitSoftcap"]`, Gemma 2), or null:
+   * with a cap every projection is in pre-cap logits. Twin of lmscope.traces.data.logit_softcap
+   * (anything but a positive finite number reads as null).
+   */
+  logitSoftcap(): number | null {
+    const value = this.trace.extra['lmscope.logitSoftcap'];
+    return typeof value === 'number' && Number.isFinite(value) && value > 0 ? value : null;
+  }
+
   /** Which nodes the file stores detail for (the engine's `extra["lmscope.detail"]`). */
   private detailDescription(): string {
     const detail = this.trace.extra['lmscope.detail'];
