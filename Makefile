@@ -36,6 +36,8 @@ demo: setup
 	$(VENV)/bin/lmscope trace --file demo/prompts.txt --out-dir demo/traces --svg
 	$(VENV)/bin/lmscope trace --chat demo/chat.chat.jsonl --generate 4 --out-dir demo/traces/chat --svg
 	@echo
+	$(VENV)/bin/lmscope diff demo/traces/001-when-mary-and-john-went-to-the-store-joh.lmtrace demo/traces/004-when-alice-and-bob-went-to-the-store-car.lmtrace --top 5
+	@echo
 	@echo "Traces and SVG routes are in demo/traces/; explore one: .venv/bin/lmscope show demo/traces/001-*.lmtrace --token 5"
 
 test: setup lint typecheck protocol-check ts-test node-test integration-test package pytest

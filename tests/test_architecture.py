@@ -108,6 +108,7 @@ def run_without_torch_check(body: str, cwd: Path) -> subprocess.CompletedProcess
         ["show", "{trace}", "--raw", "--threshold", "0.1"],
         ["export", "{trace}", "--format", "json", "--out", "t.json"],
         ["export", "{trace}", "--format", "svg", "--out", "t.svg"],
+        ["diff", "{trace}", "{trace}", "--threshold", "0.01", "--json", "d.json"],
     ],
 )
 def test_show_and_export_never_import_torch(saved_trace, tmp_path, argv):

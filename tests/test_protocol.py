@@ -477,3 +477,21 @@ def test_typescript_declares_every_schema_and_method() -> None:
 def test_protocol_module_does_not_import_pygls() -> None:
     code = "import sys, lmscope.protocol; sys.exit('pygls' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_the_model_family_enums_are_exactly_the_registered_adapter_families():
+    """The family is written in two schemas (the wire and the trace file, which stands alone)
+    and read by the TypeScript reader: all must name exactly the families lmscope traces."""
+    from lmscope.models.adapter import supported_families
+
+    registered = set(supported_families())
+    common = json.loads((PROTOCOL_DIR / "schemas" / "common.schema.json").read_text("utf-8"))
+    trace_file = json.loads((PROTOCOL_DIR / "lmtrace.schema.json").read_text("utf-8"))
+    wire_enum = common["$defs"]["ModelFamily"]["enum"]
+    file_enum = trace_file["$defs"]["model"]["properties"]["family"]["enum"]
+    assert set(wire_enum) == registered
+    assert file_enum == wire_enum
+    reader = (REPO_ROOT / "extension" / "shared" / "traces" / "lmtrace.ts").read_text("utf-8")
+    listed = re.search(r"const MODEL_FAMILIES: readonly ModelFamily\[\] = \[([^\]]*)\]", reader)
+    assert listed is not None
+    assert re.findall(r"'([a-z0-9_]+)'", listed.group(1)) == wire_enum

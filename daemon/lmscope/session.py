@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lmscope.chats import Message, check_generate
-from lmscope.errors import LmscopeError, TraceFileError
+from lmscope.errors import LmscopeError, NeedsModelError, TraceFileError
 from lmscope.prompts import check_prompt
 from lmscope.traces.cache import TraceCache
 from lmscope.traces.live import LiveQueries
@@ -335,6 +335,26 @@ class Session:
         if save_path is not None:
             check_save_path(save_path)
         return Job("trace", run, description=description)
+
+    def causal_job(self, handle: str, description: str, run: Callable[[Trace, Job], Any]) -> Job:
+        """A job running a causal check (`lmscope.causal`) of trace `handle`: `run(trace, job)`
+        on the worker, with the trace's own model or the loaded one when it made the trace (a
+        different loaded model is refused, naming both); cancelled between layers."""
+        trace = self.traces.get(handle)
+
+        def work(job: Job) -> Any:
+            from lmscope.causal.ablate import AblationCancelled
+
+            live, notes = self.live_for(trace)
+            if live is None or not live.has_prompt:
+                needs = f"{description} needs the model: load {trace.data.model.name}"
+                raise NeedsModelError("; ".join(notes) or needs)
+            try:
+                return run(Trace(trace.data, live), job)
+            except AblationCancelled:
+                raise JobCancelled(f"{description} cancelled") from None
+
+        return Job("causal", work, description=description)
 
     def save_trace(self, handle: str, path: Path) -> Path:
         """Write a held trace to `path` (atomically); the handle then names that file."""

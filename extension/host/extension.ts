@@ -7,6 +7,7 @@
 
 import * as vscode from 'vscode';
 import {Commands} from './commands';
+import {compareWith} from './compare';
 import {Daemon} from './daemon';
 import {LiveTraces} from './liveTraces';
 import {createStatusBar} from './statusBar';
@@ -41,6 +42,7 @@ export function activate(context: vscode.ExtensionContext): void {
   register('lmscope.restartDaemon', () => daemon.restart());
   register('lmscope.showLog', () => log.show());
   register('lmscope.showCommands', () => commands.showCommands());
+  register('lmscope.compareWith', (clicked, selected) => compareWith(context, log, clicked, selected));
 
   context.subscriptions.push(
     vscode.workspace.onDidGrantWorkspaceTrust(() => {

@@ -17,8 +17,12 @@
 
 import {
   DEFAULTS,
+  type AblateParams,
+  type AblateResult,
   type ComponentParams,
   type ComponentResult,
+  type FfnExpertsParams,
+  type FfnExpertsResult,
   type FfnNeuronsParams,
   type FfnNeuronsResult,
   type HeadMapsParams,
@@ -26,6 +30,8 @@ import {
   type ProjectionParams,
   type ProjectionResult,
   type ThresholdMode,
+  type VerifyRouteParams,
+  type VerifyRouteResult,
 } from './protocol/types';
 
 /** Settings the graph opens with (from the lmscope.* configuration). */
@@ -72,15 +78,21 @@ export interface DaemonLinkMessage {
   readonly reason: string;
 }
 
-/** The daemon queries the webview may send: each protocol method's params without `handle`. */
+/**
+ * The daemon queries the webview may send: each protocol method's params without `handle`; the
+ * causal checks (ablate, verifyRoute) also without `workDoneToken`, whose progress is the host's.
+ */
 export interface DaemonQueries {
   readonly 'lmscope/headMaps': {readonly params: Omit<HeadMapsParams, 'handle'>; readonly result: HeadMapsResult};
   readonly 'lmscope/component': {readonly params: Omit<ComponentParams, 'handle'>; readonly result: ComponentResult};
   readonly 'lmscope/projection': {readonly params: Omit<ProjectionParams, 'handle'>; readonly result: ProjectionResult};
   readonly 'lmscope/ffnNeurons': {readonly params: Omit<FfnNeuronsParams, 'handle'>; readonly result: FfnNeuronsResult};
+  readonly 'lmscope/ffnExperts': {readonly params: Omit<FfnExpertsParams, 'handle'>; readonly result: FfnExpertsResult};
+  readonly 'lmscope/ablate': {readonly params: Omit<AblateParams, 'handle' | 'workDoneToken'>; readonly result: AblateResult};
+  readonly 'lmscope/verifyRoute': {readonly params: Omit<VerifyRouteParams, 'handle' | 'workDoneToken'>; readonly result: VerifyRouteResult};
 }
 export type DaemonQueryMethod = keyof DaemonQueries;
-export const DAEMON_QUERY_METHODS: readonly DaemonQueryMethod[] = ['lmscope/headMaps', 'lmscope/component', 'lmscope/projection', 'lmscope/ffnNeurons'];
+export const DAEMON_QUERY_METHODS: readonly DaemonQueryMethod[] = ['lmscope/headMaps', 'lmscope/component', 'lmscope/projection', 'lmscope/ffnNeurons', 'lmscope/ffnExperts', 'lmscope/ablate', 'lmscope/verifyRoute'];
 
 export interface QueryResultMessage {
   readonly type: 'queryResult';
@@ -91,7 +103,19 @@ export interface QueryResultMessage {
   readonly error?: {readonly message: string; readonly needsModel: boolean};
 }
 
-export type HostToWebview = LoadMessage | LoadErrorMessage | DaemonLinkMessage | QueryResultMessage;
+/** Compare two traces (the diff view, shared/diff): A's and B's bytes as in `load`; `alignLast`
+ * aligns the last K tokens of traces of different lengths (the user chose K). */
+export interface LoadDiffMessage {
+  readonly type: 'loadDiff';
+  readonly nameA: string;
+  readonly nameB: string;
+  readonly bytesA: Uint8Array | string;
+  readonly bytesB: Uint8Array | string;
+  readonly alignLast: number | null;
+  readonly settings: GraphSettings;
+}
+
+export type HostToWebview = LoadMessage | LoadErrorMessage | DaemonLinkMessage | QueryResultMessage | LoadDiffMessage;
 
 export interface ReadyMessage {
   readonly type: 'ready';
@@ -153,6 +177,14 @@ export function isHostToWebview(value: unknown): value is HostToWebview {
       return typeof value['name'] === 'string' && (typeof value['bytes'] === 'string' || value['bytes'] instanceof Uint8Array) && isGraphSettings(value['settings']);
     case 'loadError':
       return typeof value['name'] === 'string' && typeof value['message'] === 'string';
+    case 'loadDiff': {
+      const bytes = (b: unknown) => typeof b === 'string' || b instanceof Uint8Array;
+      const last = value['alignLast'];
+      return (
+        typeof value['nameA'] === 'string' && typeof value['nameB'] === 'string' && bytes(value['bytesA']) && bytes(value['bytesB']) &&
+        (last === null || (Number.isInteger(last) && (last as number) > 0)) && isGraphSettings(value['settings'])
+      );
+    }
     case 'daemon':
       return typeof value['live'] === 'boolean' && typeof value['reason'] === 'string';
     case 'queryResult': {
@@ -181,7 +213,7 @@ export function isWebviewToHost(value: unknown): value is WebviewToHost {
     case 'export':
       return (value['format'] === 'svg' || value['format'] === 'png') && typeof value['data'] === 'string' && typeof value['name'] === 'string';
     case 'query':
-      return Number.isInteger(value['id']) && DAEMON_QUERY_METHODS.includes(value['method'] as DaemonQueryMethod) && isRecord(value['params']) && !('handle' in value['params']);
+      return Number.isInteger(value['id']) && DAEMON_QUERY_METHODS.includes(value['method'] as DaemonQueryMethod) && isRecord(value['params']) && !('handle' in value['params']) && !('workDoneToken' in value['params']);
     default:
       return false;
   }

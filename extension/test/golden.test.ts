@@ -31,6 +31,10 @@ interface GoldenCase {
   edgeHeads: Answer[];
   ffnNeurons: Answer[];
   projections: Answer[];
+  /** Python's `ffn_experts` (MoE cases: every stored row and the error cases; dense: an error). */
+  ffnExperts: Answer[];
+  /** [layer, neuron, Python's `neuron_label`] of the stored neurons (`L1.E2.N6` when sparse). */
+  neuronLabels: [number, number, string][];
 }
 
 /**
@@ -181,11 +185,41 @@ test('predictions, edge heads, FFN neuron pages and projections equal Python\'s,
       expectSame(answer, () => queries.projection(node, kind), ours => assert.deepEqual(ours, answer.result, what), what);
       count('projections', answer);
     }
+    for (const answer of c.ffnExperts) {
+      const [layer, position] = answer.args as [number, number];
+      const what = `${name} ffnExperts(${answer.args.join(', ')})`;
+      expectSame(answer, () => queries.ffnExperts(layer, position), ours => assert.deepEqual(ours, answer.result, what), what);
+      count('ffnExperts', answer);
+    }
   }
-  for (const kind of ['predictions', 'edgeHeads', 'ffnNeurons', 'projections']) {
+  for (const kind of ['predictions', 'edgeHeads', 'ffnNeurons', 'projections', 'ffnExperts']) {
     const tally = seen[kind] ?? {results: 0, errors: 0};
     assert.ok(tally.results > 0 && tally.errors > 0, `${kind}: ${tally.results} results and ${tally.errors} errors compared (both must occur)`);
   }
+});
+
+test('MoE traces: the experts layout and stored neurons\' labels (L1.E2.N6) equal Python\'s; dense traces keep L1.N70', () => {
+  const moe = cases.filter(([, c]) => ['mixtral', 'qwen2_moe', 'qwen3_moe', 'olmoe'].includes(c.family));
+  assert.ok(moe.length >= 4, 'a golden case per MoE family');
+  let expertLabels = 0;
+  for (const [name, c] of cases) {
+    const queries = open(c);
+    assert.equal(queries.expertLayout === null, !moe.some(([n]) => n === name), `${name}: an experts layout exactly for MoE families`);
+    for (const [layer, neuron, label] of c.neuronLabels) {
+      assert.equal(queries.neuronLabel(layer, neuron), label, `${name}: neuron ${neuron} of layer ${layer}`);
+      if (/^L\d+\.[ES]\d+\.N\d+$/.test(label)) expertLabels++;
+    }
+    const layout = queries.expertLayout;
+    if (layout === null) continue;
+    // Stored experts: one row per stored FFN node of a sparse layer, none elsewhere.
+    const {neurons} = queries.trace;
+    const sparseNodes = [...neurons.layer].filter((layer) => layout.isSparse(layer)).length;
+    assert.equal(queries.trace.experts!.table.layer.length, sparseNodes, `${name}: an experts row per detailed sparse FFN node`);
+    for (let layer = 0; layer < queries.nLayers; layer++) {
+      assert.equal(queries.ffnWidth(layer), layout.isSparse(layer) ? layout.topK * layout.dExpert + layout.nShared * layout.dShared : layout.dDense);
+    }
+  }
+  assert.ok(expertLabels > 0, 'expert neuron labels were compared');
 });
 
 test('damaged files are refused, or read, exactly as the Python reader does', () => {

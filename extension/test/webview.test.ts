@@ -20,7 +20,8 @@ import {createProtocolConnection, StreamMessageReader, StreamMessageWriter, type
 import type {HostToWebview, WebviewToHost} from '../shared/webviewMessages';
 import {encodeBase64} from '../shared/webviewMessages';
 import {contentSecurityPolicy} from '../host/webviewHtml';
-import {encodeWire, longWire, ROOT, syntheticWire} from './helpers';
+import {encodeWire, f32, longWire, ROOT, syntheticWire} from './helpers';
+import {syntheticMoeWire} from './moeWire';
 
 const CHROMIUM = process.env['CHROMIUM'] ?? '/usr/bin/chromium';
 const PYTHON = process.env['LMSCOPE_PYTHON'] ?? path.join(ROOT, '.venv', 'bin', 'python');
@@ -221,6 +222,49 @@ test('the webview draws a synthetic route, shows cards, heads and neurons, re-ro
   await page.close();
 });
 
+test('an FFN node of a mixture-of-experts layer shows its experts (label, gate, shares) above neurons labelled by expert; picking an expert filters them', {skip}, async () => {
+  const {page, posted} = await openWebview(() => {});
+  await send(page, {type: 'load', name: 'moe.lmtrace', bytes: encodeBase64(encodeWire(syntheticMoeWire())), settings: {threshold: 0.04, mode: 'renormalize'}});
+  await send(page, {type: 'daemon', live: false, reason: 'no daemon in this test'});
+  const ffn = page.locator('svg.graph .node.ffn[data-node="M0.2"]');
+  await ffn.waitFor({state: 'attached'});
+  await ffn.dispatchEvent('mouseover');
+  await page.locator('.card:not([hidden])').waitFor();
+  assert.match(await page.locator('.card').innerText(), /Click for experts and neurons/);
+  await ffn.dispatchEvent('click');
+  await page.locator('.details tr[data-expert]').first().waitFor();
+  // Experts, strongest first, from the file: label, gate, c_e and the share of the FFN part.
+  const experts = await page.evaluate<string[][]>(`[...document.querySelectorAll('.details table.experts tr')].map((r) => [...r.children].map((c) => c.textContent))`);
+  assert.deepEqual(experts, [
+    ['expert', 'gate', 'contribution', '', 'of the FFN'],
+    ['L0.S0', '0.750', '0.5000', '', '66.7%'],
+    ['L0.E1', '0.625', '0.2500', '', '33.3%'],
+  ]);
+  const titles = await page.evaluate<string[]>(`[...document.querySelectorAll('.details table.experts th[title]')].map((t) => t.title)`);
+  assert.equal(titles.length, 3, 'gate, contribution and share explain themselves');
+  assert.match(await page.locator('.details .expert-list').innerText(), /From this file/);
+  // The experts come first, then the neurons, labelled by expert.
+  const order = await page.evaluate<string[]>(`[...document.querySelectorAll('.details .expert-list, .details .neuron-list')].map((e) => e.className)`);
+  assert.deepEqual(order, ['expert-list', 'neuron-list']);
+  const neuronLabels = () => page.evaluate<string[]>(`[...document.querySelectorAll('.details tr[data-neuron]')].filter((r) => !r.hidden).map((r) => r.children[0].textContent)`);
+  assert.deepEqual(await neuronLabels(), ['L0.S0.N1', 'L0.E1.N0']);
+  assert.match(await page.locator('.details .neuron-detail').innerText(), /L0\.S0\.N1/);
+  // Picking an expert shows only its neurons; picking it again shows them all.
+  await page.locator('.details tr[data-expert="L0.E1"]').first().click();
+  assert.deepEqual(await neuronLabels(), ['L0.E1.N0']);
+  await page.locator('.details table.experts tr[data-expert="L0.E1"]').click();
+  assert.deepEqual(await neuronLabels(), ['L0.S0.N1', 'L0.E1.N0']);
+  // A node whose experts the file does not store says so (no daemon behind this page).
+  const others = await page.evaluate<string[]>(`[...document.querySelectorAll('svg.graph .node.ffn')].map((n) => n.dataset.node).filter((id) => id !== 'M0.2')`);
+  assert.ok(others.length > 0, `another FFN node on the route: ${others.join(', ')}`);
+  await page.locator(`svg.graph .node.ffn[data-node="${others[0]}"]`).dispatchEvent('click');
+  await page.locator('.details .expert-list .note').waitFor();
+  assert.match(await page.locator('.details .expert-list').innerText(), /this file stores the experts of .*; the others need the model/);
+  assert.equal(posted.filter((m) => m.type === 'query').length, 0, 'nothing is asked of a daemon that does not hold the trace');
+  await assertInert(page);
+  await page.close();
+});
+
 /** Geometry of the page: every route node inside the canvas, and no two visible labels overlapping. */
 async function geometry(page: Page): Promise<{nodes: number; outside: string[]; overlaps: string[]; labels: number}> {
   return page.evaluate(`(() => {
@@ -413,4 +457,35 @@ test('a trace the engine made renders: threshold changes the edge count, hover s
     await daemon.exited;
     rpc.dispose();
   }
+});
+
+test('the diff view draws both routes coloured by gain and loss, re-diffs at a new τ and shows A, B and Δ in cards', {skip}, async () => {
+  const a = syntheticWire();
+  const b = syntheticWire();
+  b['tokens'].prompt = 'a c';
+  // B: the last token keeps less of its own residual at layer 1, so its attention gains.
+  b['blocks'].residualAttention = f32([2, 3], [0.7, 0.5, 0.3, 0.6, 0.03, 0.05]);
+  const {page} = await openWebview(() => {});
+  const bytes = (wire: Record<string, unknown>) => encodeBase64(encodeWire(wire));
+  await send(page, {type: 'loadDiff', nameA: 'a.lmtrace', nameB: 'b.lmtrace', bytesA: bytes(a), bytesB: bytes(b), alignLast: null, settings: {threshold: 0.04, mode: 'renormalize'}});
+  await page.locator('path.edge').first().waitFor({state: 'attached'});
+  assert.equal(await page.locator('.title').innerText(), 'A: a b vs B: a c');
+  const classes = await page.evaluate<string[]>(`[...document.querySelectorAll('path.edge, .node')].flatMap((e) => [...e.classList].filter((c) => c.startsWith('diff-')))`);
+  assert.ok(classes.includes('diff-gain') && classes.includes('diff-loss'), `gains and losses drawn: ${classes.join(' ')}`);
+  assert.match(await page.locator('.summary').innerText(), /edges on both/);
+  const edge = page.locator('path.edge.diff-loss').first();
+  await edge.dispatchEvent('mouseover');
+  await page.locator('.card:not([hidden])').waitFor();
+  assert.match(await page.locator('.card').innerText(), /weight in A \/ B[\s\S]*Δ weight/);
+  const before = await page.locator('path.edge').count();
+  await setThreshold(page, '0.3');
+  await page.waitForFunction(`document.querySelectorAll('path.edge').length !== ${before}`);
+  // Another model's trace is refused, naming both.
+  const other = syntheticWire();
+  other['model'].contentHash = 'sha256:1';
+  other['model'].name = 'other';
+  await send(page, {type: 'loadDiff', nameA: 'a.lmtrace', nameB: 'o.lmtrace', bytesA: bytes(a), bytesB: bytes(other), alignLast: null, settings: {threshold: 0.04, mode: 'renormalize'}});
+  await page.waitForFunction(`document.body.innerText.includes('cannot compare traces of different models')`);
+  await assertInert(page);
+  await page.close();
 });

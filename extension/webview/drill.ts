@@ -7,7 +7,8 @@
  * only; the maps are drawn on a <canvas> with the cell under the pointer described in text.
  */
 
-import type {NodeId, ProjectionResult, ThresholdMode, TokenScore} from '../shared/protocol/types';
+import type {ComponentRef, NodeId, ProjectionResult, ThresholdMode, TokenScore} from '../shared/protocol/types';
+import type {ExpertLayout} from '../shared/traces/experts';
 import {NeedsModelError, type TraceQueries} from '../shared/traces/trace';
 import {nodeLabel} from '../shared/graph/routes';
 import type {DaemonQueries, DaemonQueryMethod, QueryResultMessage, WebviewToHost} from '../shared/webviewMessages';
@@ -208,17 +209,36 @@ export function headSection(q: TraceQueries, link: DaemonLink, layer: number, he
 }
 
 // ---- neurons and blocks -----------------------------------------------------------------------------
-/** A neuron's promoted/suppressed tokens (from the model's weights, via the daemon). */
-export function neuronSection(link: DaemonLink, layer: number, neuron: number, context: {token: number; threshold: number; mode: ThresholdMode}, into: HTMLElement): void {
+/**
+ * A neuron's promoted/suppressed tokens (from the model's weights, via the daemon). In a sparse
+ * layer `neuron` is a flat id over the experts (experts.ts): the card asked for is the expert
+ * neuron's (`L1.E2.N6`).
+ */
+export function neuronSection(
+  link: DaemonLink,
+  layout: ExpertLayout | null,
+  layer: number,
+  neuron: number,
+  context: {token: number; threshold: number; mode: ThresholdMode},
+  into: HTMLElement,
+): void {
+  const label = layout === null ? `L${layer}.N${neuron}` : layout.neuronLabel(layer, neuron);
   into.replaceChildren();
-  into.append(el('h3', {class: 'neuron-title'}, `L${layer}.N${neuron}`));
+  into.append(el('h3', {class: 'neuron-title'}, label));
   const body = el('div', {class: 'neuron-body'});
   into.append(body);
-  const component = {kind: 'neuron' as const, layer, index: neuron};
-  fromDaemon(link, body, `The promoted/suppressed tokens of L${layer}.N${neuron}`, 'lmscope/component', {component, ...context}, (card) => {
+  fromDaemon(link, body, `The promoted/suppressed tokens of ${label}`, 'lmscope/component', {component: neuronRef(layout, layer, neuron), ...context}, (card) => {
     body.append(scoreList('Neuron promotes', card.promoted), scoreList('Neuron suppresses', card.suppressed));
     for (const note of card.notes) body.append(el('p', {class: 'note'}, note));
   });
+}
+
+/** The component of a neuron: a dense one, or in a sparse layer the expert neuron of its flat id. */
+function neuronRef(layout: ExpertLayout | null, layer: number, neuron: number): ComponentRef {
+  if (layout === null || !layout.isSparse(layer)) return {kind: 'neuron', layer, index: neuron};
+  const [slot, index] = layout.split(neuron);
+  const shared = slot >= layout.nExperts;
+  return {kind: 'expert_neuron', layer, expert: shared ? slot - layout.nExperts : slot, shared, index};
 }
 
 /**

@@ -14,6 +14,7 @@
 import type {NodeId} from '../shared/protocol/types';
 import {el} from './dom';
 import type {DaemonLink} from './drill';
+import {diffCardLines} from './diffView';
 import {edgeCard, headsPanel, neuronsPanel, nodeCard, projectionPanel} from './panels';
 import {describe, drawnAt, elementOf, markSelected, render} from './render';
 import {body, canvas, card, details, hideCard, splitter, viewport} from './shell';
@@ -39,7 +40,11 @@ function showCardFor(target: EventTarget | null): void {
   const q = shown.queries;
   if (hit === null || q === null) return;
   describe(hit.element);
-  showCardAt(hit.element, (into) => (hit.node ? nodeCard(q, hit.node, into) : edgeCard(q, hit.edge!, into)));
+  showCardAt(hit.element, (into) => {
+    if (hit.node) nodeCard(q, hit.node, into);
+    else edgeCard(q, hit.edge!, into);
+    diffCardLines(hit.node?.key ?? hit.edge!.key, into); // the diff view: A, B and Δ
+  });
 }
 
 /** Size the split from the body's width and the saved panel size. */

@@ -13,6 +13,7 @@
  */
 
 import './style.css';
+import {checkSameModel} from '../shared/diff/diff';
 import {LmscopeError} from '../shared/errors';
 import {readTraceFile} from '../shared/traces/lmtrace';
 import {TraceQueries} from '../shared/traces/trace';
@@ -21,6 +22,7 @@ import {applySettings, installControls, populateTokens, syncControls} from './co
 import {DaemonLink} from './drill';
 import {installExport} from './export';
 import {closeDetails, followRoute, installInspection, relayout} from './inspect';
+import {diffHeader, startDiff} from './diffView';
 import {applyVocabularyColours} from './legend';
 import {clearDrawing, render} from './render';
 import {legend, liveBadge, showMessage, title} from './shell';
@@ -38,14 +40,13 @@ function clearGraph(): void {
 }
 
 /** A new trace (or its file changed on disk): decode it and draw its route. */
-function load(message: Extract<HostToWebview, {type: 'load'}>, arrived: number): void {
+function load(message: Extract<HostToWebview, {type: 'load'}>, arrived: number, decoded?: TraceQueries): void {
   title.textContent = message.name;
   title.title = message.name;
   let queries: TraceQueries;
   try {
     const bytes = typeof message.bytes === 'string' ? decodeBase64(message.bytes) : message.bytes;
-    const file = readTraceFile(bytes, message.name);
-    queries = new TraceQueries(file);
+    queries = decoded ?? new TraceQueries(readTraceFile(bytes, message.name)); // decoded: the diff view's A
   } catch (error) {
     clearGraph();
     const text = error instanceof LmscopeError ? error.message : `Could not read ${message.name}: ${String(error)}`;
@@ -73,6 +74,27 @@ function load(message: Extract<HostToWebview, {type: 'load'}>, arrived: number):
   });
 }
 
+/** Two traces to compare (the diff view): A is the page's trace, B is diffed against it. */
+function loadDiff(message: Extract<HostToWebview, {type: 'loadDiff'}>, arrived: number): void {
+  let a: TraceQueries, b: TraceQueries;
+  try {
+    const open = (bytes: Uint8Array | string, name: string) => new TraceQueries(readTraceFile(typeof bytes === 'string' ? decodeBase64(bytes) : bytes, name));
+    a = open(message.bytesA, message.nameA);
+    b = open(message.bytesB, message.nameB);
+    checkSameModel(a, b);
+  } catch (error) {
+    clearGraph();
+    const text = error instanceof LmscopeError ? error.message : `Could not read the traces: ${String(error)}`;
+    showMessage(text);
+    post({type: 'error', message: text});
+    return;
+  }
+  startDiff(b, message.alignLast);
+  // Both traces answer thresholds >= their own minThreshold: the slider starts at B's too.
+  view.threshold = Math.max(view.threshold, b.trace.settings.minThreshold);
+  load({type: 'load', name: diffHeader(a, b), bytes: new Uint8Array(), settings: message.settings}, arrived, a);
+}
+
 window.addEventListener('message', (event: MessageEvent<unknown>) => {
   const arrived = performance.now();
   const data = event.data;
@@ -94,6 +116,9 @@ window.addEventListener('message', (event: MessageEvent<unknown>) => {
       break;
     case 'load':
       load(data, arrived);
+      break;
+    case 'loadDiff':
+      loadDiff(data, arrived);
       break;
   }
 });

@@ -1,12 +1,12 @@
 /**
  * What the webview shows about one node or edge: the hover cards (from the trace file alone,
  * TraceQueries), and the details panel (every head of an attention edge, then the chosen head's
- * maps and tokens; an FFN node's neurons, paged, the chosen neuron's tokens and its block's; a
- * residual node's logit lens). What the file cannot answer comes from the daemon (drill.ts).
+ * maps and tokens; an FFN node's experts when its layer is a mixture of experts, its neurons,
+ * paged, the chosen neuron's tokens and its block's; a residual node's logit lens). What the file cannot answer comes from the daemon (drill.ts).
  * Token strings go through `quoted` into textContent only.
  */
 
-import type {FfnNeuronsResult, NodeId, RouteEdge, ThresholdMode} from '../shared/protocol/types';
+import type {FfnExpertsResult, FfnNeuronsResult, NodeId, RouteEdge, ThresholdMode} from '../shared/protocol/types';
 import {byContribution, NeedsModelError, type TraceQueries} from '../shared/traces/trace';
 import {nodeLabel} from '../shared/graph/routes';
 import {el, fmt, quoted, tokenAt} from './dom';
@@ -36,7 +36,7 @@ export function nodeCard(q: TraceQueries, box: NodeBox, into: HTMLElement): void
   into.append(el('div', {class: 'card-title'}, `${nodeLabel(box.id)} · ${box.id.kind.replace('_', '-')} · token ${box.id.position} ${tokenAt(q, box.id.position)}`));
   line(into, 'share of the prediction', fmt(box.share));
   if (box.id.kind === 'ffn') {
-    into.append(el('div', {class: 'hint'}, 'Click for neurons'));
+    into.append(el('div', {class: 'hint'}, q.isSparse(box.id.layer) ? 'Click for experts and neurons' : 'Click for neurons'));
     return;
   }
   try {
@@ -177,22 +177,27 @@ export function neuronsPanel(
   const chosen = el('div', {class: 'neuron-detail'});
   const block = el('div', {class: 'block-tokens'});
   block.append(el('h3', {}, `Whole block L${node.layer}.ffn at token ${node.position}`));
+  if (q.isSparse(node.layer)) {
+    const experts = el('div', {class: 'expert-list'});
+    details.append(experts);
+    expertsSection(q, link, node, experts, list);
+  }
   details.append(list, chosen, block);
-  const total = q.trace.model.dFfn;
+  const total = q.ffnWidth(node.layer);
   try {
     // A file stores the top K neurons of each node it keeps: page within them.
     const stored = q.trace.dims.nNeurons;
     const available = stored >= total ? total : stored;
     const page = q.ffnNeurons(node.layer, node.position, offset, Math.max(0, Math.min(NEURON_PAGE, available - offset)));
     const more = available < total ? ` This file stores the top ${available}; the others need the model.` : '';
-    neuronTable(link, context, node, page, available, more, list, chosen, showPage);
+    neuronTable(q, link, context, node, page, available, more, list, chosen, showPage);
   } catch (error) {
     if (!(error instanceof NeedsModelError)) throw error;
     // Not in the file: the live daemon has them all.
     if (!link.live) list.append(el('p', {class: 'note'}, error.message));
     else
       fromDaemon(link, list, `The neurons of ${nodeLabel(node)}`, 'lmscope/ffnNeurons', {layer: node.layer, position: node.position, offset, limit: NEURON_PAGE}, (page) =>
-        neuronTable(link, context, node, page, total, '', list, chosen, showPage),
+        neuronTable(q, link, context, node, page, total, '', list, chosen, showPage),
       );
   }
   projectionSection(q, link, node, 'ffn_update', block, (p, into) =>
@@ -200,8 +205,85 @@ export function neuronsPanel(
   );
 }
 
+/**
+ * The experts of an FFN node of a sparse layer, above its neurons: from the file's experts table,
+ * else from the live daemon, else a note. Picking an expert shows only its neurons in `neurons`.
+ */
+function expertsSection(q: TraceQueries, link: DaemonLink, node: NodeId, into: HTMLElement, neurons: HTMLElement): void {
+  const what = `The experts of ${nodeLabel(node)}`;
+  try {
+    expertTable(node, q.ffnExperts(node.layer, node.position), into, neurons);
+  } catch (error) {
+    if (!(error instanceof NeedsModelError)) throw error;
+    if (!link.live) into.append(el('p', {class: 'note'}, error.message));
+    else fromDaemon(link, into, what, 'lmscope/ffnExperts', {layer: node.layer, position: node.position}, (found) => expertTable(node, found, into, neurons));
+  }
+}
+
+const EXPERT_TITLES = {
+  gate: 'The router gate the forward pass multiplied the expert’s output by (a shared expert: its own gate, or 1)',
+  contribution: 'c_e: the expert’s share of the node’s input at the expert step (with the rest, the shares sum to 1)',
+  ofFfn: 'The expert’s part of the node’s FFN contribution: c_e over the sum of every listed expert’s c_e',
+};
+
+/** The node's experts, strongest first: label, gate, c_e, and the share of the FFN part. */
+function expertTable(node: NodeId, found: FfnExpertsResult, into: HTMLElement, neurons: HTMLElement): void {
+  into.append(el('h3', {}, `Experts (${found.total}: the chosen and shared ones)`));
+  const ffn = found.experts.reduce((sum, e) => sum + e.contribution, 0);
+  const scale = Math.max(...found.experts.map((e) => e.contribution), 1e-9);
+  const table = el('table', {class: 'list experts'});
+  const head = el('tr');
+  head.append(
+    el('th', {}, 'expert'),
+    el('th', {class: 'num', title: EXPERT_TITLES.gate}, 'gate'),
+    el('th', {class: 'num', title: EXPERT_TITLES.contribution}, 'contribution'),
+    el('th', {}, ''),
+    el('th', {class: 'num', title: EXPERT_TITLES.ofFfn}, 'of the FFN'),
+  );
+  table.append(head);
+  const rows: HTMLTableRowElement[] = [];
+  let filter: string | null = null;
+  // Show only the chosen expert's neurons (rows carry data-expert); the same expert again: all.
+  const choose = (label: string, row: HTMLTableRowElement) => {
+    filter = filter === label ? null : label;
+    rows.forEach((r) => r.setAttribute('aria-selected', String(filter !== null && r === row)));
+    neurons.querySelectorAll<HTMLTableRowElement>('tr[data-neuron]').forEach((r) => (r.hidden = filter !== null && r.dataset['expert'] !== filter));
+  };
+  for (const e of found.experts) {
+    const label = `L${node.layer}.${e.label}`;
+    const row = el('tr', {class: 'selectable', tabindex: '0', 'aria-selected': 'false', 'data-expert': label});
+    const barCell = el('td');
+    barCell.append(bar(e.contribution, scale));
+    row.append(
+      el('td', {}, label),
+      el('td', {class: 'num'}, fmt(e.gate, 3)),
+      el('td', {class: 'num'}, fmt(e.contribution, 4)),
+      barCell,
+      el('td', {class: 'num'}, ffn > 0 ? `${fmt((100 * e.contribution) / ffn, 1)}%` : '—'),
+    );
+    row.addEventListener('click', () => choose(label, row));
+    row.addEventListener('keydown', (event) => {
+      if (event.key === 'Enter' || event.key === ' ') {
+        event.preventDefault();
+        choose(label, row);
+      }
+    });
+    rows.push(row);
+    table.append(row);
+  }
+  into.append(table);
+  into.append(
+    el(
+      'p',
+      {class: 'note'},
+      `gate: the router’s weight on the expert. contribution: its share of the node’s input at the expert step; the residual it adds to has ${fmt(found.rest, 4)}. of the FFN: its part of the experts’ sum. ${found.stored ? 'From this file.' : 'From the model.'} Pick an expert to show only its neurons below.`,
+    ),
+  );
+}
+
 /** One page of neurons (`available` can be paged through), the first one chosen. */
 function neuronTable(
+  q: TraceQueries,
   link: DaemonLink,
   context: RouteContext,
   node: NodeId,
@@ -221,10 +303,13 @@ function neuronTable(
   const rows: HTMLTableRowElement[] = [];
   const choose = (neuron: number, row: HTMLTableRowElement) => {
     rows.forEach((r) => r.setAttribute('aria-selected', String(r === row)));
-    neuronSection(link, node.layer, neuron, context, chosen);
+    neuronSection(link, q.expertLayout, node.layer, neuron, context, chosen);
   };
   for (const n of page.neurons) {
-    const row = el('tr', {class: 'selectable', tabindex: '0', 'aria-selected': 'false', 'data-neuron': String(n.neuron)});
+    const label = q.neuronLabel(node.layer, n.neuron);
+    // Which expert the neuron belongs to (`L1.E2` of `L1.E2.N6`), for the experts table's filter.
+    const expert: Record<string, string> = q.isSparse(node.layer) ? {'data-expert': label.slice(0, label.lastIndexOf('.'))} : {};
+    const row = el('tr', {class: 'selectable', tabindex: '0', 'aria-selected': 'false', 'data-neuron': String(n.neuron), ...expert});
     row.addEventListener('click', () => choose(n.neuron, row));
     row.addEventListener('keydown', (event) => {
       if (event.key === 'Enter' || event.key === ' ') {
@@ -236,7 +321,7 @@ function neuronTable(
     const barCell = el('td');
     barCell.append(bar(n.contribution, scale));
     const act = el('td', {class: `num ${n.activation >= 0 ? 'pos' : 'neg'}`}, (n.activation >= 0 ? '+' : '') + fmt(n.activation, 3));
-    row.append(el('td', {}, `L${node.layer}.N${n.neuron}`), el('td', {class: 'num'}, fmt(n.contribution, 4)), barCell, act);
+    row.append(el('td', {}, label), el('td', {class: 'num'}, fmt(n.contribution, 4)), barCell, act);
     table.append(row);
   }
   into.append(table);

@@ -16,6 +16,7 @@ import {chatOf, generationOf, isTemplateToken, TEMPLATE_TOKEN_TITLE} from '../sh
 import {EDGE_VOCABULARY} from '../shared/protocol/vocabulary';
 import {fmt, quoted, shownToken, svg, tokenAt, el} from './dom';
 import {layoutRoute, MARGIN, type Column, type EdgePath, type GraphLayout, type NodeBox, type Row} from './layout';
+import {diffActive, diffEdgeClass, diffNodeClass, diffRoute, diffSummary} from './diffView';
 import {edgeTitle} from './panels';
 import {columnLabels, graph, hideCard, rowLabels, showMessage, summary, viewport} from './shell';
 import {currentToken, shown, view} from './state';
@@ -179,7 +180,7 @@ export function render(): void {
   if (q === null) return;
   let route;
   try {
-    route = q.route(currentToken(), view.threshold, view.mode);
+    route = diffActive() ? diffRoute(q, currentToken(), view.threshold, view.mode) : q.route(currentToken(), view.threshold, view.mode);
   } catch (error) {
     clearDrawing();
     showMessage(error instanceof Error ? error.message : String(error));
@@ -189,8 +190,9 @@ export function render(): void {
   const layout = layoutRoute(route, q.nTokens, q.nLayers, {width: canvasWidth(), height: canvasHeight(), collapse: view.collapse});
   shown.layout = layout;
   const predicted = q.predictions(currentToken())[0];
-  summary.textContent =
-    `${route.edges.length} edges, ${route.nodes.length} nodes` + (predicted ? ` · predicts ${quoted(predicted.token)} (${fmt(predicted.prob, 2)})` : '');
+  summary.textContent = diffActive()
+    ? diffSummary()
+    : `${route.edges.length} edges, ${route.nodes.length} nodes` + (predicted ? ` · predicts ${quoted(predicted.token)} (${fmt(predicted.prob, 2)})` : '');
   graph.setAttribute('aria-label', `Route of token ${currentToken()}: ${route.edges.length} edges`);
   const grid = svg('g', {class: 'grid'});
   for (const row of layout.rows) grid.append(svg('line', {x1: MARGIN.left / 2, x2: layout.width - MARGIN.right / 2, y1: row.y, y2: row.y, class: row.quiet ? 'row-line quiet' : 'row-line'}));
@@ -212,6 +214,7 @@ export function render(): void {
       edgePool.set(path.key, e);
     }
     if (!drawnEdges.has(path.key)) addedEdges.append(e);
+    set(e, 'class', `edge ${path.kind}${path.selfAttention ? ' self' : ''}${diffEdgeClass(path.key)}`);
     set(e, 'd', path.d);
     set(e, 'stroke-width', String(path.width));
     set(e, 'stroke-opacity', fmt(Math.min(1, 0.3 + 0.7 * Math.sqrt(Math.abs(path.flow))), 2));
@@ -234,7 +237,7 @@ export function render(): void {
       nodePool.set(box.key, shape);
     }
     if (!drawnNodes.has(box.key)) addedNodes.append(shape);
-    set(shape, 'class', `node ${box.id.kind}${box.isOutput ? ' output' : ''}`);
+    set(shape, 'class', `node ${box.id.kind}${box.isOutput ? ' output' : ''}${diffNodeClass(box.key)}`);
     if (box.id.kind === 'ffn') {
       const side = Math.round(r * 88.6) / 100;
       set(shape, 'x', String(box.x - side));

@@ -36,12 +36,14 @@ from lmscope.traces.trace import Trace
 from lmscope.tracing.capture import LayerCapture, capture_layers, run_forward
 from lmscope.tracing.engine import StageTimes, TraceOptions, run_trace
 from lmscope.tracing.layers import attribute_layer
+from lmscope.tracing.live import LiveModel
 from lmscope.tracing.tokens import tokenize
 
 DEFAULT_LENGTHS = (10, 50, 200, 1000)
 MB = 2**20
 # The dense reference runs only where its [n, n, H, d] layer fits in this share of free memory.
 DENSE_MEMORY_SHARE = 0.7
+VERIFY_MAX_TOKENS = 500  # verify_route is timed up to this length (its masks grow as n²)
 
 # Plain English, repeated to any length: what the prompts of every length are cut from.
 TEXT = (
@@ -71,10 +73,18 @@ class LengthResult:
     route_ms: float
     edges: int
     detail_nodes: int
+    # verify_route at the default τ (zero ablation, 5 random sets) on the live trace; None past
+    # VERIFY_MAX_TOKENS (its masks are [H, n, n] per layer).
+    verify_ms: float | None = None
 
     @property
     def ratio_forward(self) -> float:
         return self.trace_ms / self.forward_ms
+
+    @property
+    def ratio_verify(self) -> float | None:
+        """verify_route's cost in forward passes (a few: one per random set, plus two)."""
+        return None if self.verify_ms is None else self.verify_ms / self.forward_ms
 
     @property
     def ratio_dense(self) -> float | None:
@@ -249,6 +259,12 @@ class _Bench:
             for stage in stage_runs[0]
         }
 
+        verify_ms = None
+        if n <= VERIFY_MAX_TOKENS:
+            say(f"{n} tokens: verify route")
+            live = Trace(read_trace(path), LiveModel(self.loaded, ids.tolist()))
+            verify_ms = _median_ms(live.verify_route, self.repeats, self.device)
+
         say(f"{n} tokens: open and route")
         file_mb = path.stat().st_size / MB
         open_ms = _median_ms(lambda: Trace(read_trace(path)), self.repeats, self.device)
@@ -288,6 +304,7 @@ class _Bench:
             route_ms=route_ms,
             edges=len(saved.data.edges.layer),
             detail_nodes=detail,
+            verify_ms=verify_ms,
         )
 
 
@@ -362,6 +379,7 @@ HEADER = (
     "file MB",
     "open ms",
     "route ms",
+    "verify x fwd",
     "max |diff|",
 )
 
@@ -383,6 +401,7 @@ def table_row(r: LengthResult) -> list[str]:
         _fmt(r.file_mb, 2),
         _fmt(r.open_ms, 1),
         _fmt(r.route_ms, 2),
+        _fmt(r.ratio_verify, 1),
         "—" if r.max_abs_diff is None else f"{r.max_abs_diff:.1e}",
     ]
 

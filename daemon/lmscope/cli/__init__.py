@@ -4,6 +4,8 @@
     lmscope trace --file PROMPTS.txt --out-dir DIR [--svg]
     lmscope show FILE.lmtrace [--token N] [--threshold T] [--raw]
     lmscope export FILE.lmtrace --format json|svg [--out FILE]
+    lmscope diff A.lmtrace B.lmtrace [--threshold T] [--align-last K | --align PAIRS] [--json F]
+    lmscope verify FILE.lmtrace [--threshold T] [--kind zero|mean] [--ablate L23H0,L5.ffn@14]
     lmscope bench [--model default] [--lengths 10,50,200,1000] [--json FILE]
     lmscope serve [--stdio | --tcp HOST:PORT] [--model SPEC]
 

@@ -10,8 +10,10 @@ from typing import NoReturn
 
 from lmscope.__about__ import __version__
 from lmscope.chats import MAX_GENERATE, MAX_SEED
+from lmscope.cli.diff import cmd_diff
 from lmscope.cli.serve import cmd_bench, cmd_serve
 from lmscope.cli.traces import cmd_export, cmd_show, cmd_trace
+from lmscope.cli.verify import cmd_verify
 from lmscope.protocol import defaults
 from lmscope.traces.text import inert
 
@@ -140,6 +142,43 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, help="output file (default stdout)")
     route_options(export)
     export.set_defaults(run=cmd_export)
+
+    diff = commands.add_parser(
+        "diff", help="compare two saved traces of one model: routes, prediction, shares (no model)"
+    )
+    diff.add_argument("a", type=Path, help="trace A (.lmtrace)")
+    diff.add_argument("b", type=Path, help="trace B (.lmtrace), of the same model")
+    diff.add_argument("--token-a", type=int, default=defaults.TOKEN, help="A's output position")
+    diff.add_argument("--token-b", type=int, default=defaults.TOKEN, help="B's output position")
+    diff.add_argument("--threshold", type=_threshold, default=defaults.THRESHOLD)
+    diff.add_argument("--raw", action="store_true", help="raw threshold mode")
+    aligned = diff.add_mutually_exclusive_group()
+    aligned.add_argument(
+        "--align-last", type=_positive, metavar="K", help="align the last K tokens of each"
+    )
+    aligned.add_argument(
+        "--align", metavar="PAIRS", help='explicit pairs of positions A:B, e.g. "0:0,1:1,2:3"'
+    )
+    diff.add_argument("--top", type=_positive, default=8, help="rows listed per section")
+    diff.add_argument("--json", type=Path, help="also write the whole diff as JSON here")
+    diff.set_defaults(run=cmd_diff)
+
+    verify = commands.add_parser(
+        "verify", help="causal checks on the model: verify a route, or ablate components"
+    )
+    verify.add_argument("file", type=Path)
+    route_options(verify)
+    verify.add_argument("--kind", choices=["zero", "mean", "patch"], default="zero")
+    verify.add_argument(
+        "--ablate", metavar="TARGETS", help="e.g. L23H0,L23H0:14<-2,L23:14<-2,L5.ffn@14,L5.N120@14"
+    )
+    verify.add_argument("--patch", metavar="PROMPT", help="--kind patch: the prompt patched from")
+    verify.add_argument("--random", type=int, default=5, help="random sets of the baseline")
+    verify.add_argument("--seed", type=int, default=0, help="seed of the random sets")
+    verify.add_argument("--model", help="model spec (default: the trace's)")
+    verify.add_argument("--json", type=Path, help="also write the result as JSON here")
+    verify.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    verify.set_defaults(run=cmd_verify)
 
     bench = commands.add_parser(
         "bench", help="measure trace speed and memory against a forward pass and LM-TT's way"

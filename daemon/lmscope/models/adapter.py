@@ -238,13 +238,8 @@ def register(*model_types: str):
     return wrap
 
 
-def supported_model_types() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def adapter_for(model: nn.Module) -> ArchitectureAdapter:
-    """The adapter for a loaded causal LM, or UnsupportedModelError naming what is supported."""
-    # Import the families so they register themselves.
+def _import_families() -> None:
+    """Import every family module, so each registers its adapter."""
     from lmscope.models import (  # noqa: F401
         bloom,
         gemma,
@@ -260,6 +255,22 @@ def adapter_for(model: nn.Module) -> ArchitectureAdapter:
         phi3,
     )
 
+
+def supported_model_types() -> list[str]:
+    """Every `config.model_type` lmscope traces."""
+    _import_families()
+    return sorted(_REGISTRY)
+
+
+def supported_families() -> list[str]:
+    """Every adapter family (protocol ModelFamily), sorted."""
+    _import_families()
+    return sorted({cls.family for cls in _REGISTRY.values()})
+
+
+def adapter_for(model: nn.Module) -> ArchitectureAdapter:
+    """The adapter for a loaded causal LM, or UnsupportedModelError naming what is supported."""
+    _import_families()
     model_type = getattr(model.config, "model_type", "?")
     cls = _REGISTRY.get(model_type)
     if cls is None:
@@ -276,6 +287,7 @@ __all__ = [
     "layernorm_frozen",
     "register",
     "rms_frozen",
+    "supported_families",
     "supported_model_types",
     "zero_vector",
 ]

@@ -193,6 +193,23 @@ def route(server: LmscopeServer, params: Params) -> dict[str, Any]:
     }
 
 
+def diff(server: LmscopeServer, params: Params) -> dict[str, Any]:
+    """Two traces compared from what they store (`traces.diff`): never touches the model."""
+    traces = server.session.traces
+    pairs = params.get("pairs")
+    found = traces.get(params["handleA"]).diff(
+        traces.get(params["handleB"]),
+        token_a=params["tokenA"],
+        token_b=params["tokenB"],
+        threshold=params["threshold"],
+        renormalize=_renormalize(params),
+        align_last=params.get("alignLast"),
+        pairs=None if pairs is None else [tuple(p) for p in pairs],
+        max_edges=MAX_ROUTE_EDGES,
+    )
+    return found.wire()
+
+
 def edge_heads(server: LmscopeServer, params: Params) -> dict[str, Any]:
     traced = server.session.traces.get(params["handle"])
     return {"heads": traced.edge_heads(params["layer"], params["target"], params["source"])}
@@ -203,6 +220,11 @@ def ffn_neurons(server: LmscopeServer, params: Params) -> dict[str, Any]:
     return traced.ffn_neurons(
         params["layer"], params["position"], params["offset"], params["limit"]
     )
+
+
+def ffn_experts(server: LmscopeServer, params: Params) -> dict[str, Any]:
+    traced = server.session.traces.get(params["handle"])
+    return traced.ffn_experts(params["layer"], params["position"])
 
 
 def projection(server: LmscopeServer, params: Params) -> dict[str, Any]:
@@ -265,6 +287,59 @@ def head_maps(server: LmscopeServer, params: Params) -> dict[str, Any]:
     }
 
 
+# --- causal checks (lmscope.causal): model work, queued like a trace, with progress and cancel ---
+async def _causal(server: LmscopeServer, params: Params, title: str, run: Callable) -> Any:
+    job = server.session.causal_job(params["handle"], title.lower(), run)
+    reporter = Progress(server, params.get("workDoneToken"), title)
+    job.progress = reporter
+    token = params.get("workDoneToken")
+    if token is not None:  # the Cancel button of the progress notification cancels the job
+        cancel = server.work_done_progress.tokens.setdefault(token, Future())
+
+        def on_progress_cancel(done: Future) -> None:
+            if done.cancelled():
+                server.session.cancel(job)
+
+        cancel.add_done_callback(on_progress_cancel)
+    try:
+        result = await run_job(server, job)
+    except BaseException:
+        reporter.end("stopped")
+        raise
+    reporter.end("done")
+    return result.to_wire()
+
+
+async def ablate(server: LmscopeServer, params: Params) -> dict[str, Any]:
+    def run(traced: Any, job: Any) -> Any:
+        job.report("ablated forward pass", None)
+        return traced.ablate(
+            params["targets"],
+            params["kind"],
+            token=params["token"],
+            patch=params.get("patchPrompt"),
+            should_cancel=job.cancel.is_set,
+        )
+
+    return await _causal(server, params, "Ablating", run)
+
+
+async def verify_route(server: LmscopeServer, params: Params) -> dict[str, Any]:
+    def run(traced: Any, job: Any) -> Any:
+        return traced.verify_route(
+            params["threshold"],
+            params["kind"],
+            token=params["token"],
+            renormalize=_renormalize(params),
+            n_random=params["randomSets"],
+            seed=params["seed"],
+            should_cancel=job.cancel.is_set,
+            progress=job.report,
+        )
+
+    return await _causal(server, params, "Verifying route", run)
+
+
 HANDLERS: dict[str, Handler] = {
     "lmscope/status": Handler(status, LOOP),
     "lmscope/loadModel": Handler(load_model, JOB),
@@ -273,8 +348,12 @@ HANDLERS: dict[str, Handler] = {
     "lmscope/closeTrace": Handler(close_trace, LOOP),
     "lmscope/saveTrace": Handler(save_trace, QUERY),
     "lmscope/route": Handler(route, QUERY),
+    "lmscope/diff": Handler(diff, QUERY),
     "lmscope/edgeHeads": Handler(edge_heads, LIVE),
+    "lmscope/ablate": Handler(ablate, JOB),
+    "lmscope/verifyRoute": Handler(verify_route, JOB),
     "lmscope/ffnNeurons": Handler(ffn_neurons, LIVE),
+    "lmscope/ffnExperts": Handler(ffn_experts, LIVE),
     "lmscope/projection": Handler(projection, LIVE),
     "lmscope/component": Handler(component, QUERY),
     "lmscope/headMaps": Handler(head_maps, LIVE),

@@ -12,12 +12,14 @@ Shapes: n prompt tokens, d_ffn neurons, k tokens per list.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
 from lmscope.graph.nodes import Node
+from lmscope.traces.causal import AblationResult, Faithfulness, RouteKeep
 from lmscope.traces.data import ModelFacts, Projections
 from lmscope.traces.experts import ExpertLayout
 
@@ -152,4 +154,36 @@ class LiveQueries(Protocol):
         self, layer: int, slot: int, position: int, k: int
     ) -> tuple[TokenScores, TokenScores]:
         """Tokens the expert's part q[e,i] promotes and suppresses: W_U · N_frozen(q; x'_i)."""
+        ...
+
+    # --- causal checks (docs/method.md, "Causal checks"; lmscope.causal) -------------------------
+    def ablate(
+        self,
+        targets: Sequence[Any],
+        kind: str,
+        position: int,
+        token_id: int,
+        patch_prompt: str | None = None,
+        prepend_bos: bool = True,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> AblationResult:
+        """Ablate `targets` (written forms or `lmscope.causal.targets` values) and report
+        log p(token_id) at `position` before and after; "patch" takes the values of a clean
+        pass on `patch_prompt` (tokenized like the trace: `prepend_bos`)."""
+        ...
+
+    def verify_route(
+        self,
+        keep: RouteKeep,
+        threshold: float,
+        kind: str,
+        position: int,
+        token_id: int,
+        n_random: int,
+        seed: int,
+        should_cancel: Callable[[], bool] | None = None,
+        progress: Callable[[str, float | None], None] | None = None,
+    ) -> Faithfulness:
+        """p(token_id) at `position` keeping only `keep`, against the full model and random
+        sets of the same size."""
         ...

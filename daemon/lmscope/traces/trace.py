@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,11 +25,15 @@ from lmscope.chats import ChatRecord, GenerationRecord, chat_of, generation_of
 from lmscope.errors import LmscopeError, NeedsModelError, ThresholdError
 from lmscope.graph import NODE_KINDS, RAW, RENORMALIZE, ContributionGraph, Node, Route
 from lmscope.protocol import defaults
+from lmscope.traces.causal import AblationResult, Faithfulness, ablate_trace, verify_trace
 from lmscope.traces.data import PROJECTION_KINDS, Projections, TraceData, projection_applies
 from lmscope.traces.experts import ExpertLayout
 from lmscope.traces.experts import stored as stored_experts
 from lmscope.traces.live import TOP_TOKENS, LiveQueries, TokenScores
 from lmscope.traces.lmtrace import write_trace
+
+if TYPE_CHECKING:
+    from lmscope.traces.diff import TraceDiff
 
 
 @dataclass
@@ -167,6 +171,14 @@ class Trace:
         mode = RENORMALIZE if renormalize else RAW
         return self._graph.route(self.position(token), float(threshold), mode, max_edges)
 
+    def diff(self, other: Trace, **options: Any) -> TraceDiff:
+        """Compare this trace (A) with `other` (B), a trace of the same model: both routes,
+        per node and edge A, B and Δ, the prediction change and per-head/FFN share changes.
+        Options: token_a, token_b, threshold, renormalize, align_last, pairs (`traces.diff`)."""
+        from lmscope.traces.diff import diff_traces
+
+        return diff_traces(self, other, **options)
+
     # --- drill-down ----------------------------------------------------------------------------
     def edge_heads(self, layer: int, target: int, source: int) -> list[dict[str, float]]:
         """Every head's unthresholded contribution c_att[l,i,j,h] and attention A[h,i,j] for
@@ -262,8 +274,9 @@ class Trace:
 
     def ffn_experts(self, layer: int, position: int) -> dict[str, Any]:
         """The experts of FFN node (layer, position) of a sparse layer, strongest first:
-        {"total": k + S, "experts": [{"expert", "label", "gate", "contribution"}], "rest"},
-        where "expert" is the slot (shared expert s is slot E + s) and "rest" c_rest."""
+        {"total": k + S, "experts": [{"expert", "label", "gate", "contribution"}], "rest",
+        "stored"}, where "expert" is the slot (shared expert s is slot E + s), "rest" c_rest and
+        "stored" whether the file's table answered (else the model did)."""
         layer, position = self._layer(layer), self.position(position)
         layout = self.expert_layout
         if layout is None or not layout.is_sparse(layer):
@@ -285,6 +298,7 @@ class Trace:
         return {
             "total": len(slots),
             "rest": rest,
+            "stored": row is not None,
             "experts": [
                 {
                     "expert": int(e),
@@ -391,6 +405,19 @@ class Trace:
                 "projections of whole blocks only"
             )
         return self.live.head_tokens(layer, head, position, k)
+
+    # --- causal checks (docs/method.md, "Causal checks"; need the model) --------------------------
+    def ablate(self, targets: Any, kind: str = "zero", **options: Any) -> AblationResult:
+        """Ablate `targets` ("L23H0,L5.ffn@14": lmscope.causal.targets) by `kind`: zero, mean or
+        patch (from the prompt `patch=`); Δ log p of the prediction after `token=` (last)."""
+        return ablate_trace(self, targets, kind, **options)
+
+    def verify_route(
+        self, threshold: float = defaults.THRESHOLD, kind: str = "zero", **options: Any
+    ) -> Faithfulness:
+        """Keep only the route at τ and ablate the rest (zero or mean): the kept probability and
+        a random baseline. Options: token, renormalize, n_random (5), seed (0)."""
+        return verify_trace(self, threshold, kind, **options)
 
     # --- files ---------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

@@ -16,18 +16,22 @@ output-row tokens) and the model's facts.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from lmscope.attribution.neurons import neuron_contributions
+from lmscope.causal.run import run_ablation
+from lmscope.causal.targets import check_kind, parse_targets
+from lmscope.causal.verify import route_faithfulness
 from lmscope.errors import LmscopeError, ModelBusyError, NeedsModelError
 from lmscope.graph.nodes import Node
 from lmscope.models.adapter import ArchitectureAdapter, adapter_for
 from lmscope.models.loading import LoadedModel
 from lmscope.models.moe import MoeAdapter
+from lmscope.traces.causal import AblationResult, Faithfulness, RouteKeep
 from lmscope.traces.data import ModelFacts, Projections, TraceData
 from lmscope.traces.experts import ExpertLayout
 from lmscope.traces.live import ExpertAt, ExpertList, NeuronAt, NeuronList, TokenScores
@@ -35,7 +39,7 @@ from lmscope.tracing import live_experts
 from lmscope.tracing.capture import LayerCapture, capture_layers, run_forward
 from lmscope.tracing.layers import LayerState, attribute_layer
 from lmscope.tracing.projections import project_nodes
-from lmscope.tracing.tokens import display_strings
+from lmscope.tracing.tokens import display_strings, tokenize
 
 
 class _StopAfterLayer(Exception):
@@ -287,6 +291,59 @@ class LiveModel:
         found = project_nodes(self.adapter, states, {Node(node.kind, node.layer, 0)}, top_k)
         found.position[:] = node.position  # rows were scored as position 0 of the kept row
         return found
+
+    # --- causal checks (lmscope.causal) -----------------------------------------------------------
+    def _locked(self, run: Callable[[], Any]) -> Any:
+        """`run` (whole forward passes with ablation hooks) under the model's lock."""
+        if not self.loaded.lock.acquire(blocking=self.wait):
+            raise ModelBusyError("the model is busy with another forward pass (a trace)")
+        try:
+            return run()
+        finally:
+            self.loaded.lock.release()
+
+    def ablate(
+        self,
+        targets: Sequence[Any],
+        kind: str,
+        position: int,
+        token_id: int,
+        patch_prompt: str | None = None,
+        prepend_bos: bool = True,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> AblationResult:
+        ids = self._prompt()
+        parsed, checked = parse_targets(targets), check_kind(kind)
+        patch_ids = None
+        if patch_prompt is not None:
+            context = self.adapter.context_length
+            patch_ids = tokenize(self.loaded, patch_prompt, prepend_bos, context)
+        return self._locked(
+            lambda: run_ablation(
+                self.adapter, ids, parsed, checked, position, token_id, self.token_text,
+                patch_ids, should_cancel,
+            )
+        )  # fmt: skip
+
+    def verify_route(
+        self,
+        keep: RouteKeep,
+        threshold: float,
+        kind: str,
+        position: int,
+        token_id: int,
+        n_random: int,
+        seed: int,
+        should_cancel: Callable[[], bool] | None = None,
+        progress: Callable[[str, float | None], None] | None = None,
+    ) -> Faithfulness:
+        ids, checked = self._prompt(), check_kind(kind)
+        return self._locked(
+            lambda: route_faithfulness(
+                self.adapter, ids, keep, threshold, checked, position, token_id, self.token_text,
+                n_random, seed, should_cancel, progress,
+            )
+        )  # fmt: skip
 
     def _token_lists(self, vector: torch.Tensor, k: int) -> tuple[TokenScores, TokenScores]:
         """Top and bottom tokens of W_U · vector ([d], already through the frozen norm)."""

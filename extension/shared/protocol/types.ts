@@ -477,6 +477,145 @@ export interface LmscopeCapabilities {
 }
 
 /**
+ * On A's route only, B's only, or both.
+ */
+export type DiffMembership = "a" | "b" | "both";
+
+/**
+ * A node of either route: its position in A and in B, null where the alignment has no partner for it.
+ */
+export interface DiffNodeId {
+  /**
+   * What the node stands for.
+   */
+  kind: NodeKind;
+  /**
+   * Transformer block, from 0.
+   */
+  layer: number;
+  /**
+   * Position in A (null: B's position has no partner in A).
+   */
+  positionA: number | null;
+  /**
+   * Position in B (null: A's position has no partner in B).
+   */
+  positionB: number | null;
+}
+
+/**
+ * A node's share of the prediction in A and B (0 off a route) and delta = B - A.
+ */
+export interface DiffNodeRow {
+  /**
+   * The node.
+   */
+  node: DiffNodeId;
+  /**
+   * Share of the prediction on A's route (0 off it).
+   */
+  shareA: number;
+  /**
+   * Share of the prediction on B's route (0 off it).
+   */
+  shareB: number;
+  /**
+   * B minus A.
+   */
+  delta: number;
+  /**
+   * On A's route only, B's only, or both.
+   */
+  membership: DiffMembership;
+}
+
+/**
+ * An edge's weight in A and B (0 off a route), delta = B - A, and the share of the prediction it passes down in each.
+ */
+export interface DiffEdgeRow {
+  /**
+   * How information moves along the edge.
+   */
+  kind: EdgeKind;
+  /**
+   * Lower end.
+   */
+  source: DiffNodeId;
+  /**
+   * Upper end.
+   */
+  target: DiffNodeId;
+  /**
+   * Weight on A's route (0 off it).
+   */
+  weightA: number;
+  /**
+   * Weight on B's route (0 off it).
+   */
+  weightB: number;
+  /**
+   * B minus A.
+   */
+  delta: number;
+  /**
+   * Share of the prediction the edge passes down on A's route.
+   */
+  shareA: number;
+  /**
+   * Share of the prediction the edge passes down on B's route.
+   */
+  shareB: number;
+  /**
+   * On A's route only, B's only, or both.
+   */
+  membership: DiffMembership;
+}
+
+/**
+ * One stored top prediction.
+ */
+export interface DiffPredicted {
+  /**
+   * Token id (the same model: one vocabulary).
+   */
+  id: number;
+  /**
+   * Probability.
+   */
+  prob: number;
+}
+
+/**
+ * One token's probability in A and B; null outside that trace's stored top k, where it is below belowA / belowB.
+ */
+export interface DiffTokenChange {
+  /**
+   * Token id (the same model: one vocabulary).
+   */
+  id: number;
+  /**
+   * Display string of the token (untrusted text).
+   */
+  text: string;
+  /**
+   * Probability in A; null outside A's stored top k.
+   */
+  probA: number | null;
+  /**
+   * Probability in B; null outside B's stored top k.
+   */
+  probB: number | null;
+  /**
+   * A's k-th stored probability.
+   */
+  belowA: number;
+  /**
+   * B's k-th stored probability.
+   */
+  belowB: number;
+}
+
+/**
  * Params of lmscope/status: none (an empty object; omitted params count as {}).
  */
 export type StatusParams = Record<string, never>;
@@ -827,6 +966,147 @@ export interface RouteEdge {
 }
 
 /**
+ * Params of lmscope/diff: two traces of the same model (handles from lmscope/openTrace or lmscope/trace), the output token of each, the threshold and mode, and how their positions align. Answered from the traces alone: no model is needed.
+ */
+export interface DiffParams {
+  /**
+   * Trace A, the reference.
+   */
+  handleA: Handle;
+  /**
+   * Trace B, compared with A (the same model: traces of different models are refused).
+   */
+  handleB: Handle;
+  /**
+   * A's output token whose route is compared; negative values count from the end.
+   */
+  tokenA?: TokenPosition;
+  /**
+   * B's output token; must be aligned to tokenA.
+   */
+  tokenB?: TokenPosition;
+  /**
+   * The threshold tau of both routes; must be >= both traces' minThreshold.
+   */
+  threshold?: Threshold;
+  /**
+   * How both routes are thresholded.
+   */
+  mode?: ThresholdMode;
+  /**
+   * Align the last K tokens of each trace. Without alignLast or pairs the traces must have as many tokens (then position i is position i); nothing is guessed.
+   */
+  alignLast?: number;
+  /**
+   * An explicit alignment: pairs [position in A, position in B], strictly increasing in both.
+   *
+   * @minItems 1
+   */
+  pairs?: [[number, number], ...[number, number][]];
+}
+
+/**
+ * Result of lmscope/diff (docs/method.md, "Comparing two traces"): the union of both routes with each node's share of the prediction and each edge's weight in A and B and delta = B - A, the prediction change, and every head's, attention block's and FFN block's share in A and B.
+ */
+export interface DiffResult {
+  /**
+   * Display name of the model both traces were made with.
+   */
+  model: string;
+  /**
+   * A's prompt.
+   */
+  promptA: string;
+  /**
+   * B's prompt.
+   */
+  promptB: string;
+  /**
+   * Which positions of A and B are the same position.
+   */
+  alignment: {
+    /**
+     * identity: equal token counts, one to one; last: the last K tokens; pairs: given explicitly.
+     */
+    how: "identity" | "last" | "pairs";
+    /**
+     * [position in A, position in B], increasing.
+     */
+    pairs: [number, number][];
+  };
+  /**
+   * A's output position, resolved.
+   */
+  tokenA: number;
+  /**
+   * B's output position, resolved.
+   */
+  tokenB: number;
+  /**
+   * The threshold of both routes.
+   */
+  threshold: number;
+  /**
+   * The threshold mode of both routes.
+   */
+  mode: ThresholdMode;
+  /**
+   * Every node of either route, by (kind, layer, positionA, positionB).
+   */
+  nodes: DiffNodeRow[];
+  /**
+   * Every edge of either route, by (target, source, kind).
+   */
+  edges: DiffEdgeRow[];
+  /**
+   * The top predictions after each output token, and every token of either list in both traces. A token outside a trace's stored top k has no probability there (null), only the bound: below that trace's k-th stored probability.
+   */
+  prediction: {
+    /**
+     * A's stored top predictions, most probable first.
+     */
+    topA: DiffPredicted[];
+    /**
+     * B's stored top predictions, most probable first.
+     */
+    topB: DiffPredicted[];
+    /**
+     * A's top tokens, then B's others.
+     */
+    tokens: DiffTokenChange[];
+  };
+  /**
+   * Each component's share of the prediction on A's and on B's route (the cards' shares): headsX[layer][head], attentionX[layer], ffnX[layer].
+   */
+  shares: {
+    /**
+     * Per head, [layer][head]: share of the prediction on A's route.
+     */
+    headsA: number[][];
+    /**
+     * Per head, [layer][head]: share of the prediction on B's route.
+     */
+    headsB: number[][];
+    /**
+     * Per attention block, [layer]: share of the prediction on A's route.
+     */
+    attentionA: number[];
+    /**
+     * Per attention block, [layer]: share of the prediction on B's route.
+     */
+    attentionB: number[];
+    /**
+     * Per FFN block, [layer]: share of the prediction on A's route.
+     */
+    ffnA: number[];
+    /**
+     * Per FFN block, [layer]: share of the prediction on B's route.
+     */
+    ffnB: number[];
+  };
+}
+
+/**
  * Params of lmscope/edgeHeads: one attention edge, source -> target at a layer.
  */
 export interface EdgeHeadsParams {
@@ -876,6 +1156,213 @@ export interface HeadContribution {
    * The head's attention weight from target to source.
    */
   attention: number;
+}
+
+/**
+ * Params of lmscope/ablate: components of a trace's model to ablate in one forward pass (docs/method.md, "Causal checks"). Needs the model that made the trace.
+ */
+export interface AblateParams {
+  /**
+   * The trace.
+   */
+  handle: Handle;
+  /**
+   * Ablation targets, written as L23H0 (a head everywhere), L23H0:14<-2 (one edge through one head), L23:14<-2 (an edge through every head), L5.ffn@14 / L5.ffn (an FFN node / the block everywhere), L5.N120@14 / L5.N120 (a neuron).
+   *
+   * @minItems 1
+   * @maxItems 100000
+   */
+  targets: [string, ...string[]];
+  /**
+   * zero; mean (the component's mean over the prompt's positions); patch (its value on patchPrompt, of the same token count).
+   *
+   * @default "zero"
+   */
+  kind?: "zero" | "mean" | "patch";
+  /**
+   * Output position whose traced prediction is measured.
+   */
+  token?: TokenPosition;
+  /**
+   * kind patch: the prompt the values come from (tokenized like the trace).
+   */
+  patchPrompt?: string;
+  /**
+   * LSP work-done progress token: the daemon sends $/progress begin/report/end under it; the Cancel button of that progress cancels the check.
+   */
+  workDoneToken?: string | number;
+}
+
+/**
+ * Result of lmscope/ablate: the traced prediction's log-probability before and after, and the new top tokens.
+ */
+export interface AblateResult {
+  /**
+   * The targets, canonical labels.
+   */
+  targets: string[];
+  /**
+   * The ablation kind.
+   */
+  kind: "zero" | "mean" | "patch";
+  /**
+   * Output position measured (non-negative).
+   */
+  position: number;
+  /**
+   * The traced prediction at that position.
+   */
+  token: string;
+  /**
+   * Its id.
+   */
+  tokenId: number;
+  /**
+   * log p(token) of the plain forward pass.
+   */
+  logprob: number;
+  /**
+   * log p(token) with the targets ablated.
+   */
+  ablatedLogprob: number;
+  /**
+   * ablatedLogprob − logprob.
+   */
+  deltaLogprob: number;
+  /**
+   * The most probable next tokens after the ablation, most probable first.
+   *
+   * Items: A next token and its probability.
+   */
+  top: TokenProb[];
+}
+
+/**
+ * A next token and its probability.
+ */
+export interface TokenProb {
+  /**
+   * Display string.
+   */
+  token: string;
+  /**
+   * Token id.
+   */
+  id: number;
+  /**
+   * Probability after the ablation.
+   */
+  prob: number;
+}
+
+/**
+ * Params of lmscope/verifyRoute: keep only the route at τ, ablate every other attention term (head, i←j) and FFN node, and compare p(prediction) with the full model and random sets of the same size. Needs the model.
+ */
+export interface VerifyRouteParams {
+  /**
+   * The trace.
+   */
+  handle: Handle;
+  /**
+   * Output position whose route is verified.
+   */
+  token?: TokenPosition;
+  /**
+   * The route's τ; 0 keeps everything.
+   */
+  threshold?: Threshold;
+  /**
+   * How the route is thresholded.
+   */
+  mode?: ThresholdMode;
+  /**
+   * How what is off the route is ablated.
+   *
+   * @default "zero"
+   */
+  kind?: "zero" | "mean";
+  /**
+   * Random sets of the baseline.
+   *
+   * @default 5
+   */
+  randomSets?: number;
+  /**
+   * Seed of the random sets (numpy default_rng).
+   *
+   * @default 0
+   */
+  seed?: number;
+  /**
+   * LSP work-done progress token: the daemon sends $/progress begin/report/end under it; the Cancel button of that progress cancels the check.
+   */
+  workDoneToken?: string | number;
+}
+
+/**
+ * Result of lmscope/verifyRoute: the route's faithfulness (routeProb / fullProb) and its random baseline.
+ */
+export interface VerifyRouteResult {
+  /**
+   * τ of the route.
+   */
+  threshold: number;
+  /**
+   * The ablation kind.
+   */
+  kind: "zero" | "mean";
+  /**
+   * Output position (non-negative).
+   */
+  position: number;
+  /**
+   * The traced prediction.
+   */
+  token: string;
+  /**
+   * Its id.
+   */
+  tokenId: number;
+  /**
+   * p(token), full model.
+   */
+  fullProb: number;
+  /**
+   * p(token) with only the route kept.
+   */
+  routeProb: number;
+  /**
+   * routeProb / fullProb: the faithfulness figure.
+   */
+  kept: number;
+  /**
+   * Attention terms (layer, head, i←j) kept.
+   */
+  keptEdges: number;
+  /**
+   * Attention terms with j ≤ i ≤ position.
+   */
+  totalEdges: number;
+  /**
+   * FFN nodes kept.
+   */
+  keptFfn: number;
+  /**
+   * FFN nodes up to the position.
+   */
+  totalFfn: number;
+  /**
+   * p(token) for each random set.
+   */
+  randomProbs: number[];
+  /**
+   * The baseline: mean of randomProbs / fullProb.
+   */
+  randomKept: number;
+  /**
+   * The seed the random sets were drawn with.
+   */
+  seed: number;
 }
 
 /**
@@ -948,6 +1435,70 @@ export interface NeuronContribution {
    * The neuron's activation (signed).
    */
   activation: number;
+}
+
+/**
+ * Params of lmscope/ffnExperts: one FFN node of a sparse (mixture-of-experts) layer. Asked of a dense layer, or of a dense model, the request fails with LmscopeError "layer L has a dense FFN: it has no experts" (not an empty list: a dense FFN is not split into experts at all).
+ */
+export interface FfnExpertsParams {
+  /**
+   * The trace.
+   */
+  handle: Handle;
+  /**
+   * Transformer block, from 0.
+   */
+  layer: number;
+  /**
+   * Token position of the FFN node; negative values count from the end.
+   */
+  position: number;
+}
+
+/**
+ * Result of lmscope/ffnExperts: the experts of one FFN node of a sparse layer (the k chosen routed experts and every shared expert), strongest contribution first (docs/method.md, "Experts"). From the file when it stores the node's row of extra["lmscope.experts"], else from the model (a saved trace opened without the model answers NeedsModel, as lmscope/ffnNeurons does).
+ */
+export interface FfnExpertsResult {
+  /**
+   * Experts at the node: topK + nShared.
+   */
+  total: number;
+  /**
+   * c_rest: the share of the node's input that is not the FFN update (the residual it adds to), at the expert step.
+   */
+  rest: number;
+  /**
+   * True: read from the trace file's experts table; false: computed now from the model (a live trace).
+   */
+  stored: boolean;
+  /**
+   * Strongest contribution first.
+   *
+   * Items: One expert's part in the FFN node.
+   */
+  experts: ExpertContribution[];
+}
+
+/**
+ * One expert's part in the FFN node.
+ */
+export interface ExpertContribution {
+  /**
+   * The expert's slot: routed expert e is slot e, shared expert s is slot nExperts + s.
+   */
+  expert: number;
+  /**
+   * "E3" for routed expert 3, "S0" for shared expert 0 (the layer's prefix L5. is the client's).
+   */
+  label: string;
+  /**
+   * The router gate the forward pass multiplied the expert's output by, in [0, 1] (a shared expert: its sigmoid gate, or 1).
+   */
+  gate: number;
+  /**
+   * c_e: the expert's share of the node's input at the expert step, in [0, 1]; with `rest` the shares sum to 1.
+   */
+  contribution: number;
 }
 
 /**
@@ -1214,8 +1765,12 @@ export const Methods = {
   closeTrace: "lmscope/closeTrace",
   saveTrace: "lmscope/saveTrace",
   route: "lmscope/route",
+  diff: "lmscope/diff",
   edgeHeads: "lmscope/edgeHeads",
+  ablate: "lmscope/ablate",
+  verifyRoute: "lmscope/verifyRoute",
   ffnNeurons: "lmscope/ffnNeurons",
+  ffnExperts: "lmscope/ffnExperts",
   projection: "lmscope/projection",
   component: "lmscope/component",
   headMaps: "lmscope/headMaps",
@@ -1232,8 +1787,12 @@ export interface RequestTypes {
   "lmscope/closeTrace": {params: CloseTraceParams; result: CloseTraceResult};
   "lmscope/saveTrace": {params: SaveTraceParams; result: SaveTraceResult};
   "lmscope/route": {params: RouteParams; result: RouteResult};
+  "lmscope/diff": {params: DiffParams; result: DiffResult};
   "lmscope/edgeHeads": {params: EdgeHeadsParams; result: EdgeHeadsResult};
+  "lmscope/ablate": {params: AblateParams; result: AblateResult};
+  "lmscope/verifyRoute": {params: VerifyRouteParams; result: VerifyRouteResult};
   "lmscope/ffnNeurons": {params: FfnNeuronsParams; result: FfnNeuronsResult};
+  "lmscope/ffnExperts": {params: FfnExpertsParams; result: FfnExpertsResult};
   "lmscope/projection": {params: ProjectionParams; result: ProjectionResult};
   "lmscope/component": {params: ComponentParams; result: ComponentResult};
   "lmscope/headMaps": {params: HeadMapsParams; result: HeadMapsResult};
@@ -1293,8 +1852,12 @@ export const PARAM_DEFAULTS = {
   "lmscope/closeTrace": {},
   "lmscope/saveTrace": {},
   "lmscope/route": {token: -1, mode: "renormalize"},
+  "lmscope/diff": {tokenA: -1, tokenB: -1, threshold: 0.04, mode: "renormalize"},
   "lmscope/edgeHeads": {},
+  "lmscope/ablate": {kind: "zero", token: -1},
+  "lmscope/verifyRoute": {token: -1, threshold: 0.04, mode: "renormalize", kind: "zero", randomSets: 5, seed: 0},
   "lmscope/ffnNeurons": {offset: 0, limit: 50},
+  "lmscope/ffnExperts": {},
   "lmscope/projection": {kind: "lens"},
   "lmscope/component": {token: -1, threshold: 0.04, mode: "renormalize"},
   "lmscope/headMaps": {position: -1},

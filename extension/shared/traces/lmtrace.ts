@@ -20,6 +20,7 @@
 import {decode} from '@msgpack/msgpack';
 import type {Dtype, ModelFamily, ModelSource, NodeKind, ProjectionKind} from '../protocol/types';
 import {TraceFileError} from '../errors';
+import {readExperts, type StoredExperts} from './experts';
 import {checkInvariants} from './invariants';
 import {LIMITS} from './limits';
 import {NESTED_PAST_MSGPACK, strictMsgpackProblem} from './scan';
@@ -181,7 +182,12 @@ export interface TraceFile {
   readonly vocabulary: ReadonlyMap<number, string>;
   /** Token id -> bytes, for the vocabulary entries that are byte pieces (as `tokens.bytes`). */
   readonly vocabularyBytes: ReadonlyMap<number, Uint8Array>;
-  /** Reserved open object (namespaced keys); not interpreted. */
+  /**
+   * A mixture-of-experts model's layout and the experts of its detailed FFN nodes
+   * (`extra["lmscope.experts"]`, checked as experts.ts says); null: a dense model or an older file.
+   */
+  readonly experts: StoredExperts | null;
+  /** Reserved open object (namespaced keys); the keys above are read from it, the rest not interpreted. */
   readonly extra: Readonly<Record<string, unknown>>;
 }
 
@@ -431,9 +437,13 @@ function load(doc: WireMap): TraceFile {
   for (let i = 1; i < vocabIds.data.length; i++) {
     if (vocabIds.data[i]! <= vocabIds.data[i - 1]!) throw new Invalid('vocabulary.ids are not strictly increasing');
   }
-  // The one key of `extra` this reader reads, checked where Python's reader checks it.
+  // The keys of `extra` this reader reads, checked where Python's reader checks them.
   const tokenBytesProblem = checkTokenBytes(doc['extra'], tokens.strings.length, vocabStrings.length);
   if (tokenBytesProblem !== null) throw new Invalid(tokenBytesProblem);
+  // The experts of an MoE trace, where Python's reader checks them (lmscope.traces.wire).
+  const experts = readExperts(doc['extra'], model.nLayers, tokens.strings.length);
+  if (typeof experts === 'string') throw new Invalid(experts);
+  if (experts !== null && experts.layout.flatWidth > model.dFfn) throw new Invalid(`extra.lmscope.experts.layout: wider than model.dFfn`);
   const wire = {model, settings, tokens, predictions, blocks, edges, neurons, projections, vocabIds, vocabStrings};
   const dims = checkInvariants(wire);
   const vocabulary = new Map<number, string>();
@@ -487,6 +497,7 @@ function load(doc: WireMap): TraceFile {
     }),
     vocabulary,
     vocabularyBytes,
+    experts,
     extra: freeze({...(doc['extra'])}),
   });
 }

@@ -13,6 +13,7 @@
 import {
   DEFAULTS,
   PARAM_DEFAULTS,
+  type FfnExpertsResult,
   type FfnNeuronsResult,
   type HeadContribution,
   type NodeId,
@@ -23,6 +24,7 @@ import {
 } from '../protocol/types';
 import {LmscopeError, NeedsModelError, pyFloat} from '../errors';
 import type {TraceFile} from './lmtrace';
+import type {ExpertLayout} from './experts';
 import {ContributionGraph, nodeLabel, resolvePosition, routeResult} from '../graph/routes';
 
 export {NeedsModelError};
@@ -164,7 +166,7 @@ export class TraceQueries {
     layer = this.layer(layer);
     position = this.position(position);
     if (offset < 0 || limit < 0) throw new LmscopeError('offset and limit must be >= 0');
-    const total = this.trace.model.dFfn;
+    const total = this.ffnWidth(layer);
     const row = this.neuronRows.get(`${layer}/${position}`);
     const stored = row === undefined ? 0 : this.trace.dims.nNeurons;
     if (row === undefined) {
@@ -187,6 +189,59 @@ export class TraceQueries {
       neurons.push({neuron: index[x]!, contribution: contribution[x]!, activation: activation[x]!});
     }
     return {total, offset, rest: restContribution[row]!, neurons};
+  }
+
+  // --- experts (docs/method.md, "Experts"; experts.ts) -------------------------------------------
+  /** How the model's experts are numbered (null: a dense model). */
+  get expertLayout(): ExpertLayout | null {
+    return this.trace.experts?.layout ?? null;
+  }
+
+  /** Whether FFN nodes of `layer` split into experts (a sparse layer of an MoE model). */
+  isSparse(layer: number): boolean {
+    return this.expertLayout?.isSparse(layer) ?? false;
+  }
+
+  /**
+   * Neurons that are parts at an FFN node of `layer`: dFfn, or for a sparse layer the chosen and
+   * shared experts' neurons (their ids are flat over the layer's experts, experts.ts).
+   */
+  ffnWidth(layer: number): number {
+    const layout = this.expertLayout;
+    return layout === null ? this.trace.model.dFfn : layout.ffnWidth(layer);
+  }
+
+  /** `L5.N120`, or `L5.E3.N120` / `L5.S0.N120` for a neuron of a sparse layer. */
+  neuronLabel(layer: number, neuron: number): string {
+    const layout = this.expertLayout;
+    return layout === null ? `L${layer}.N${neuron}` : layout.neuronLabel(layer, neuron);
+  }
+
+  /**
+   * The experts of FFN node (layer, position) of a sparse layer, strongest first, as the
+   * daemon's `lmscope/ffnExperts` answers: from the file's experts table; a node it has no row
+   * for needs the model. A dense layer has no experts (an error, not an empty list).
+   */
+  ffnExperts(layer: number, position: number): FfnExpertsResult {
+    layer = this.layer(layer);
+    position = this.position(position);
+    const stored = this.trace.experts;
+    if (stored === null || !stored.layout.isSparse(layer)) throw new LmscopeError(`layer ${layer} has a dense FFN: it has no experts`);
+    const {layout, table} = stored;
+    let row = -1;
+    for (let r = 0; r < table.layer.length && row < 0; r++) if (table.layer[r] === layer && table.position[r] === position) row = r;
+    if (row < 0) {
+      throw new NeedsModelError(
+        `FFN node L${layer} at token ${position}: this file stores the experts of ${this.detailDescription()}; the others need the model`,
+      );
+    }
+    const width = layout.topK + layout.nShared;
+    const experts = [];
+    for (let x = row * width; x < row * width + width; x++) {
+      const expert = table.expert[x]!;
+      experts.push({expert, label: layout.slotName(expert), gate: table.gate[x]!, contribution: table.contribution[x]!});
+    }
+    return {total: width, rest: table.rest[row]!, stored: true, experts};
   }
 
   /**
