@@ -28,6 +28,11 @@ const SCHEMA_FAMILIES: string[] = JSON.parse(
   readFileSync(path.join(ROOT, 'protocol', 'lmtrace.schema.json'), 'utf8'),
 ).$defs.model.properties.family.enum;
 
+/** A schema message as both readers print it: cut to 160 characters (as Python's reader does). */
+function schemaMessage(message: string): string {
+  return message.length <= 160 ? message : `${message.slice(0, 157)}...`;
+}
+
 function broken(edit: (wire: ReturnType<typeof syntheticWire>) => void): string {
   const wire = syntheticWire();
   edit(wire);
@@ -155,7 +160,7 @@ test('dtypes, array forms and field types are checked, naming the field as Pytho
     [w => (w.blocks.ffn.values = [1]), 'blocks.ffn: an ndarray needs exactly one of `data` and `values`'],
     [w => (w.model.nLayers = '2'), "model.nLayers: '2' is not of type 'integer'"],
     [w => (w.model.nHeads = 0), 'model.nHeads: 0 is less than the minimum of 1'],
-    [w => (w.model.family = 'bert'), `model.family: 'bert' is not one of [${SCHEMA_FAMILIES.map(f => `'${f}'`).join(', ')}]`],
+    [w => (w.model.family = 'bert'), `model.family: ${schemaMessage(`'bert' is not one of [${SCHEMA_FAMILIES.map(f => `'${f}'`).join(', ')}]`)}`],
     [w => (w.model.parallelBlocks = 1), "model.parallelBlocks: 1 is not of type 'boolean'"],
     [w => (w.settings.minThreshold = 2), 'settings.minThreshold: 2 is greater than the maximum of 1'],
     [w => (w.projections.kind = ['lens', "it's"]), `projections.kind[1]: "it's" is not one of ['lens', 'attention_update', 'ffn_update']`],

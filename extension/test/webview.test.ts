@@ -489,3 +489,178 @@ test('the diff view draws both routes coloured by gain and loss, re-diffs at a n
   await assertInert(page);
   await page.close();
 });
+
+// ---- causal checks: ablate toggles and Verify route, against a host that answers by hand ---------
+type Query = Extract<WebviewToHost, {type: 'query'}>;
+
+/** The queries a page posts, in order: `next()` resolves with the next one (already posted or not). */
+function queryInbox(): {onMessage: (message: WebviewToHost) => void; next: () => Promise<Query>; count: () => number} {
+  const queue: Query[] = [];
+  const waiting: ((q: Query) => void)[] = [];
+  let seen = 0;
+  return {
+    onMessage: (message) => {
+      if (message.type !== 'query') return;
+      seen++;
+      const waiter = waiting.shift();
+      if (waiter) waiter(message);
+      else queue.push(message);
+    },
+    next: () => {
+      const q = queue.shift();
+      return q ? Promise.resolve(q) : new Promise((resolve) => waiting.push(resolve));
+    },
+    count: () => seen,
+  };
+}
+
+/** The daemon's answer to lmscope/ablate, shaped as the protocol's example (" Mary" 0.836 → 0.647). */
+function ablateAnswer(params: Record<string, unknown>, top: string): unknown {
+  const logprob = Math.log(0.836), ablatedLogprob = Math.log(0.647);
+  return {targets: params['targets'], kind: params['kind'], position: params['token'], token: ' Mary', tokenId: 5, logprob, ablatedLogprob, deltaLogprob: ablatedLogprob - logprob, top: [{token: top, id: 4, prob: 0.647}]};
+}
+
+const NEEDS_MODEL_ERROR = {message: 'the trace\'s model is not loaded (loaded: other)', needsModel: true};
+
+test('ablate toggles on a head, the edge, a head everywhere, an FFN node and a neuron ask for their target and kind and show Δ log p where clicked; NeedsModel shows the note', {skip}, async () => {
+  const inbox = queryInbox();
+  const {page, posted} = await openWebview(inbox.onMessage);
+  await send(page, {type: 'load', name: 'x.lmtrace', bytes: encodeBase64(encodeWire(syntheticWire())), settings: {threshold: 0.04, mode: 'renormalize'}});
+  await send(page, {type: 'daemon', live: true, reason: ''});
+  const attention = page.locator('path.edge.attention:not(.self)').first();
+  await attention.waitFor({state: 'attached'});
+  await attention.dispatchEvent('mouseover'); // describes the edge (its aria-label)
+  const label = (await attention.getAttribute('aria-label')) ?? '';
+  const [, source, layer, target] = /^attention (?:X|R\d+\.)(\d+) → A(\d+)\.(\d+),/.exec(label) ?? assert.fail(`an attention edge: ${label}`);
+  await attention.dispatchEvent('click');
+  await page.locator('.details tr[data-head]').first().waitFor();
+  // Picking the edge asked for the first head's maps: answer it, the panel is live.
+  const maps = await inbox.next();
+  assert.equal(maps.method, 'lmscope/headMaps');
+
+  // A head's term of the edge: the toggle in its row.
+  const firstRow = page.locator('.details tr[data-head]').first();
+  const head = await firstRow.getAttribute('data-head');
+  await firstRow.locator('button.ablate-toggle').click();
+  const asked = await inbox.next();
+  assert.equal(asked.method, 'lmscope/ablate');
+  assert.deepEqual(asked.params, {targets: [`L${layer}H${head}:${target}<-${source}`], kind: 'zero', token: 2});
+  assert.equal(await firstRow.locator('button.ablate-toggle').getAttribute('aria-busy'), 'true', 'busy while the daemon works');
+  assert.match(await page.locator('.details tr.ablation-row').innerText(), /ablating \(zero\)… asking the daemon/);
+  await send(page, {type: 'queryResult', id: asked.id, result: ablateAnswer(asked.params, XSS)});
+  const result = page.locator('.details tr.ablation-row .ablation-result');
+  await result.waitFor();
+  assert.equal(await result.innerText(), `Δ log p −0.26 (p 83.6% → 64.7%) · top “${XSS_SHOWN}” 64.7%`);
+  assert.match((await result.getAttribute('title')) ?? '', /^Ablating L\d+H\d+:\d+<-\d+ \(zero\) in one forward pass of the model: log p of the traced prediction “·Mary” at token 2 goes from -0\.179 to -0\.435/);
+  assert.equal(await firstRow.getAttribute('aria-selected'), 'true', 'the toggle does not pick another head');
+  assert.equal(await firstRow.locator('button.ablate-toggle').getAttribute('aria-busy'), null);
+
+  // The whole edge, with the kind switched to mean; then both pressed, ablated together.
+  await page.evaluate(`(() => { const s = document.querySelector('.details .ablate-kind'); s.value = 'mean'; s.dispatchEvent(new Event('change')); })()`);
+  const edgeLine = page.locator('.details .ablate-line', {hasText: 'the whole edge'});
+  await edgeLine.locator('button.ablate-toggle').click();
+  const edgeAsked = await inbox.next();
+  assert.deepEqual(edgeAsked.params, {targets: [`L${layer}:${target}<-${source}`], kind: 'mean', token: 2});
+  await send(page, {type: 'queryResult', id: edgeAsked.id, result: ablateAnswer(edgeAsked.params, ' to')});
+  await edgeLine.locator('.ablation-result').waitFor();
+  const together = page.locator('.details button.ablate-together');
+  assert.equal(await together.innerText(), 'ablate 2 selected together');
+  await together.click();
+  const setAsked = await inbox.next();
+  assert.deepEqual(setAsked.params, {targets: [`L${layer}:${target}<-${source}`, `L${layer}H${head}:${target}<-${source}`], kind: 'mean', token: 2});
+  await send(page, {type: 'queryResult', id: setAsked.id, result: ablateAnswer(setAsked.params, ' to')});
+  await page.locator('.details .ablate-bar .ablation-result').waitFor();
+  // Pressed again, a toggle takes its answer away.
+  await firstRow.locator('button.ablate-toggle').click();
+  await page.locator('.details tr.ablation-row[hidden]').waitFor({state: 'attached'});
+  assert.equal(await firstRow.locator('button.ablate-toggle').getAttribute('aria-pressed'), 'false');
+
+  // The chosen head everywhere, beside its title; the daemon says the model is not loaded.
+  const headLine = page.locator('.details .head-detail .ablate-line');
+  await headLine.locator('button.ablate-toggle').click();
+  const headAsked = await inbox.next();
+  assert.deepEqual(headAsked.params, {targets: [`L${layer}H${head}`], kind: 'mean', token: 2});
+  await send(page, {type: 'queryResult', id: headAsked.id, error: NEEDS_MODEL_ERROR});
+  await headLine.locator('.needs-model').waitFor();
+  assert.match(await headLine.innerText(), /Ablating L\d+H\d+ needs the model — trace again \(Trace Selection with the daemon running; here: the trace's model is not loaded/);
+
+  // An FFN node and one of its neurons (the kind stays mean).
+  await page.locator('svg.graph .node.ffn[data-node="M0.2"]').dispatchEvent('click');
+  await page.locator('.details tr[data-neuron]').first().waitFor();
+  assert.equal((await inbox.next()).method, 'lmscope/component', 'the first neuron\'s card');
+  await page.locator('.details .ablate-line', {hasText: 'FFN block'}).locator('button.ablate-toggle').click();
+  let next = await inbox.next();
+  assert.deepEqual(next.params, {targets: ['L0.ffn@2'], kind: 'mean', token: 2});
+  await page.locator('.details tr[data-neuron="3"] button.ablate-toggle').click();
+  next = await inbox.next();
+  assert.deepEqual(next.params, {targets: ['L0.N3@2'], kind: 'mean', token: 2});
+  await send(page, {type: 'queryResult', id: next.id, result: ablateAnswer(next.params, ' to')});
+  await page.locator('.details tr.ablation-row .ablation-result').waitFor();
+  assert.match(await page.locator('.details tr.ablation-row').innerText(), /Δ log p −0\.26/);
+
+  // Without a live daemon trace nothing is asked: the note says why.
+  await send(page, {type: 'daemon', live: false, reason: 'the daemon has no model loaded'});
+  const asksBefore = inbox.count();
+  await page.locator('.details tr[data-neuron="1"] button.ablate-toggle').click();
+  await page.locator('.details tr.ablation-row .needs-model').waitFor();
+  assert.match(await page.locator('.details tr.ablation-row', {hasText: 'N1'}).innerText(), /Ablating L0\.N1@2 needs the model — trace again .*here: the daemon has no model loaded/);
+  assert.equal(inbox.count(), asksBefore);
+  assert.ok(posted.every((m) => m.type !== 'query' || !('handle' in m.params)));
+  await assertInert(page);
+  await page.close();
+});
+
+test('Verify route shows the faithfulness figure beside the edge count, drops it when τ or the token change, and says when it needs the model', {skip}, async () => {
+  const inbox = queryInbox();
+  const {page} = await openWebview(inbox.onMessage);
+  await send(page, {type: 'load', name: 'x.lmtrace', bytes: encodeBase64(encodeWire(syntheticWire())), settings: {threshold: 0.04, mode: 'renormalize'}});
+  await send(page, {type: 'daemon', live: true, reason: ''});
+  await page.locator('path.edge').first().waitFor({state: 'attached'});
+  const figure = page.locator('.headline .faithfulness');
+  const verified = {threshold: 0.04, kind: 'zero', position: 2, token: XSS, tokenId: 5, fullProb: 0.836, routeProb: 4.8e-9, kept: 5.7e-9, keptEdges: 70, totalEdges: 32400, keptFfn: 77, totalFfn: 450, randomProbs: [5.8e-12, 2.4e-11], randomKept: 1.8e-11, seed: 0};
+
+  await page.locator('button.verify-route').click();
+  const asked = await inbox.next();
+  assert.equal(asked.method, 'lmscope/verifyRoute');
+  assert.deepEqual(asked.params, {token: 2, threshold: 0.04, mode: 'renormalize', kind: 'zero'});
+  assert.equal(await figure.innerText(), 'verifying route (zero)…');
+  assert.equal(await page.locator('button.verify-route').getAttribute('aria-busy'), 'true');
+  await send(page, {type: 'queryResult', id: asked.id, result: verified});
+  await page.locator('.headline .faithfulness.verified').waitFor();
+  assert.equal(await figure.innerText(), 'kept p 5.7e-9 of full; random 1.8e-11 (seed 0)');
+  assert.ok(await page.evaluate<boolean>(`document.querySelector('.faithfulness').previousElementSibling === document.querySelector('.summary')`), 'beside the edge count');
+  assert.match(await page.locator('.summary').innerText(), /^\d+ edges/);
+  const title = (await figure.getAttribute('title')) ?? '';
+  assert.match(title, /^Verify route at τ 0\.04 \(renormalised, zero ablation\): keeping only the route — 70 of 32400 attention terms \(head, i←j\) and 77 of 450 FFN nodes/);
+  assert.match(title, /2 random sets of the same size \(seed 0\) keep 1\.8e-11 on average/);
+  assert.equal(await page.locator('button.verify-route').getAttribute('aria-busy'), null);
+
+  // Another τ: the figure goes.
+  await setThreshold(page, '0.1');
+  await page.locator('.headline .faithfulness[hidden]').waitFor({state: 'attached'});
+  // Verified again at 0.1; then another output token: it goes too, and a late answer is dropped.
+  await page.locator('button.verify-route').click();
+  const again = await inbox.next();
+  assert.deepEqual(again.params, {token: 2, threshold: 0.1, mode: 'renormalize', kind: 'zero'});
+  await page.evaluate(`(() => { const s = document.querySelector('#token'); s.value = '1'; s.dispatchEvent(new Event('change')); })()`);
+  await page.locator('.headline .faithfulness[hidden]').waitFor({state: 'attached'});
+  await send(page, {type: 'queryResult', id: again.id, result: {...verified, threshold: 0.1}});
+  // The daemon without the trace's model: the note, at the new token.
+  await page.locator('button.verify-route').click();
+  const third = await inbox.next();
+  assert.deepEqual(third.params, {token: 1, threshold: 0.1, mode: 'renormalize', kind: 'zero'});
+  await send(page, {type: 'queryResult', id: third.id, error: NEEDS_MODEL_ERROR});
+  await page.locator('.headline .faithfulness.needs-model').waitFor();
+  assert.equal(await figure.innerText(), 'verify route needs the model — trace again');
+  assert.match((await figure.getAttribute('title')) ?? '', /model is not loaded/);
+  // No live trace at all (a saved file): the note, and nothing asked.
+  await send(page, {type: 'daemon', live: false, reason: 'the daemon has no model loaded'});
+  await setThreshold(page, '0.05');
+  await page.locator('.headline .faithfulness[hidden]').waitFor({state: 'attached'});
+  await page.locator('button.verify-route').click();
+  await page.locator('.headline .faithfulness.needs-model').waitFor();
+  assert.match((await figure.getAttribute('title')) ?? '', /here the daemon has no model loaded/);
+  assert.equal(inbox.count(), 3);
+  await assertInert(page);
+  await page.close();
+});

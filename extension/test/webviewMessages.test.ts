@@ -16,6 +16,8 @@ test('well-formed messages pass their guards', () => {
   assert.ok(isHostToWebview({type: 'queryResult', id: 4, error: {message: 'needs the model', needsModel: true}}));
   assert.ok(isWebviewToHost({type: 'query', id: 1, method: 'lmscope/headMaps', params: {layer: 0, head: 1, position: 2}}));
   assert.ok(isWebviewToHost({type: 'query', id: 2, method: 'lmscope/projection', params: {node: {kind: 'ffn', layer: 0, position: 1}, kind: 'ffn_update'}}));
+  assert.ok(isWebviewToHost({type: 'query', id: 3, method: 'lmscope/ablate', params: {targets: ['L1H0:2<-1'], kind: 'mean', token: 2}}));
+  assert.ok(isWebviewToHost({type: 'query', id: 4, method: 'lmscope/verifyRoute', params: {token: 2, threshold: 0.04, mode: 'raw', kind: 'zero'}}));
 });
 
 test('malformed messages fail their guards', () => {
@@ -30,7 +32,9 @@ test('malformed messages fail their guards', () => {
   // Only the drill-down methods, and never a handle of the webview's choosing.
   for (const bad of [null, {type: 'load'}, {type: 'settingsChanged'}, {type: 'error', message: 3},
     {type: 'query', id: 1, method: 'lmscope/trace', params: {prompt: 'x'}}, {type: 'query', id: 1, method: 'lmscope/headMaps', params: {handle: 't1', layer: 0, head: 0}},
-    {type: 'query', method: 'lmscope/headMaps', params: {layer: 0, head: 0}}]) {
+    {type: 'query', method: 'lmscope/headMaps', params: {layer: 0, head: 0}},
+    // The host owns the progress of a causal check: no workDoneToken from the webview.
+    {type: 'query', id: 1, method: 'lmscope/verifyRoute', params: {threshold: 0.04, workDoneToken: 'x'}}]) {
     assert.equal(isWebviewToHost(bad), false, JSON.stringify(bad));
   }
   assert.equal(isGraphSettings({threshold: Infinity, mode: 'raw'}), false);

@@ -8,7 +8,7 @@
  * This module handles the host's messages and wires the page together: state.ts (what is
  * shown and saved), shell.ts (the fixed elements), legend.ts, controls.ts (the toolbar),
  * render.ts (drawing the route and its pinned labels), inspect.ts (hover cards and the split
- * details panel, with panels.ts and drill.ts), zoom.ts (zoom and pan, d3-zoom), export.ts (SVG
+ * details panel, with panels.ts and drill.ts), causal.ts (ablate toggles, Verify route), zoom.ts (zoom and pan, d3-zoom), export.ts (SVG
  * and PNG); dom.ts and layout.ts are their helpers.
  */
 
@@ -18,6 +18,7 @@ import {LmscopeError} from '../shared/errors';
 import {readTraceFile} from '../shared/traces/lmtrace';
 import {TraceQueries} from '../shared/traces/trace';
 import {decodeBase64, isHostToWebview, type HostToWebview} from '../shared/webviewMessages';
+import {clearVerification, followVerification, installVerify} from './causal';
 import {applySettings, installControls, populateTokens, syncControls} from './controls';
 import {DaemonLink} from './drill';
 import {installExport} from './export';
@@ -56,6 +57,7 @@ function load(message: Extract<HostToWebview, {type: 'load'}>, arrived: number, 
     return;
   }
   closeDetails();
+  clearVerification(); // the figure was of the route of the trace before
   shown.queries = queries;
   if (!restored) applySettings(message.settings);
   // A trace answers thresholds >= its minThreshold only.
@@ -132,8 +134,10 @@ legend.addEventListener('toggle', () => {
 installControls(() => {
   render();
   followRoute(link);
+  followVerification();
 });
 installInspection(link);
+installVerify(link);
 installZoom();
 installExport();
 window.addEventListener('error', (event) => post({type: 'error', message: String(event.message)}));

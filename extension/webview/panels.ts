@@ -3,6 +3,7 @@
  * TraceQueries), and the details panel (every head of an attention edge, then the chosen head's
  * maps and tokens; an FFN node's experts when its layer is a mixture of experts, its neurons,
  * paged, the chosen neuron's tokens and its block's; a residual node's logit lens). What the file cannot answer comes from the daemon (drill.ts).
+ * Heads, the edge, FFN nodes and dense neurons get ablate toggles (causal.ts).
  * Token strings go through `quoted` into textContent only.
  */
 
@@ -10,8 +11,12 @@ import type {FfnExpertsResult, FfnNeuronsResult, NodeId, RouteEdge, ThresholdMod
 import {byContribution, NeedsModelError, type TraceQueries} from '../shared/traces/trace';
 import {nodeLabel} from '../shared/graph/routes';
 import {el, fmt, quoted, tokenAt} from './dom';
+import {Ablations, ablationTarget} from './causal';
 import {fromDaemon, headSection, neuronSection, projectionSection, type DaemonLink} from './drill';
 import type {EdgePath, NodeBox} from './layout';
+
+const ABLATE_HEAD_TITLE = 'Ablate (⊘) the head’s term of this edge, A[h,i,j]·v[j], on the model: how log p of the traced prediction changes';
+const ABLATE_NEURON_TITLE = 'Ablate (⊘) the neuron’s activation at this token on the model: how log p of the traced prediction changes';
 
 /** Neurons per page in the FFN panel. */
 export const NEURON_PAGE = 10;
@@ -84,6 +89,8 @@ export function headsPanel(q: TraceQueries, link: DaemonLink, edge: RouteEdge, m
   const layer = edge.target.layer;
   details.append(el('h2', {}, `Heads of L${layer}: ${edge.source.position} ${tokenAt(q, edge.source.position)} → ${edge.target.position} ${tokenAt(q, edge.target.position)}`));
   const heads = q.edgeHeads(layer, edge.target.position, edge.source.position);
+  const ablations = new Ablations(link);
+  details.append(ablations.bar(), ablations.line(ablationTarget.edge(layer, edge.target.position, edge.source.position), 'the whole edge, through every head'));
   const scale = Math.max(...heads.map((h) => Math.abs(h.contribution)), 1e-9);
   const table = el('table', {class: 'list heads'});
   const head = el('tr');
@@ -98,6 +105,7 @@ export function headsPanel(q: TraceQueries, link: DaemonLink, edge: RouteEdge, m
     el('th', {class: 'num', title: rawTitle}, 'raw contribution'),
     el('th', {}, ''),
     el('th', {class: 'num', title: 'The head’s attention weight from the target token to the source token'}, 'attention'),
+    el('th', {title: ABLATE_HEAD_TITLE}, '⊘'),
   );
   table.append(head);
   const chosen = el('div', {class: 'head-detail'});
@@ -106,6 +114,7 @@ export function headsPanel(q: TraceQueries, link: DaemonLink, edge: RouteEdge, m
   const choose = (index: number, row: HTMLTableRowElement) => {
     rows.forEach((r) => r.setAttribute('aria-selected', String(r === row)));
     headSection(q, link, layer, index, position, chosen);
+    chosen.querySelector('.head-title')?.after(ablations.line(ablationTarget.head(layer, index), 'the head at every position'));
   };
   // As returned: by contribution, largest first (byContribution), the daemon's order too.
   for (const h of heads) {
@@ -119,6 +128,7 @@ export function headsPanel(q: TraceQueries, link: DaemonLink, edge: RouteEdge, m
       el('td', {class: 'num'}, fmt(h.contribution, 4)),
       barCell,
       el('td', {class: 'num'}, fmt(h.attention, 3)),
+      ablations.cell(ablationTarget.headEdge(layer, h.head, edge.target.position, edge.source.position), row),
     );
     row.addEventListener('click', () => choose(h.head, row));
     row.addEventListener('keydown', (event) => {
@@ -173,6 +183,10 @@ export function neuronsPanel(
   showPage: (offset: number) => void,
 ): void {
   details.append(el('h2', {}, `FFN ${nodeLabel(node)} · token ${node.position} ${tokenAt(q, node.position)}`));
+  const ablations = new Ablations(link);
+  details.append(ablations.bar(), ablations.line(ablationTarget.ffn(node.layer, node.position), `the FFN block’s update at token ${node.position}`));
+  // The daemon refuses neuron targets in a mixture-of-experts layer (ablate the FFN node).
+  const neuronAblations = q.isSparse(node.layer) ? null : ablations;
   const list = el('div', {class: 'neuron-list'});
   const chosen = el('div', {class: 'neuron-detail'});
   const block = el('div', {class: 'block-tokens'});
@@ -190,14 +204,14 @@ export function neuronsPanel(
     const available = stored >= total ? total : stored;
     const page = q.ffnNeurons(node.layer, node.position, offset, Math.max(0, Math.min(NEURON_PAGE, available - offset)));
     const more = available < total ? ` This file stores the top ${available}; the others need the model.` : '';
-    neuronTable(q, link, context, node, page, available, more, list, chosen, showPage);
+    neuronTable(q, link, neuronAblations, context, node, page, available, more, list, chosen, showPage);
   } catch (error) {
     if (!(error instanceof NeedsModelError)) throw error;
     // Not in the file: the live daemon has them all.
     if (!link.live) list.append(el('p', {class: 'note'}, error.message));
     else
       fromDaemon(link, list, `The neurons of ${nodeLabel(node)}`, 'lmscope/ffnNeurons', {layer: node.layer, position: node.position, offset, limit: NEURON_PAGE}, (page) =>
-        neuronTable(q, link, context, node, page, total, '', list, chosen, showPage),
+        neuronTable(q, link, neuronAblations, context, node, page, total, '', list, chosen, showPage),
       );
   }
   projectionSection(q, link, node, 'ffn_update', block, (p, into) =>
@@ -285,6 +299,7 @@ function expertTable(node: NodeId, found: FfnExpertsResult, into: HTMLElement, n
 function neuronTable(
   q: TraceQueries,
   link: DaemonLink,
+  ablations: Ablations | null,
   context: RouteContext,
   node: NodeId,
   page: FfnNeuronsResult,
@@ -299,6 +314,7 @@ function neuronTable(
   const table = el('table', {class: 'list'});
   const head = el('tr');
   head.append(el('th', {}, 'neuron'), el('th', {}, 'contribution'), el('th', {}, ''), el('th', {}, 'activation'));
+  if (ablations !== null) head.append(el('th', {title: ABLATE_NEURON_TITLE}, '⊘'));
   table.append(head);
   const rows: HTMLTableRowElement[] = [];
   const choose = (neuron: number, row: HTMLTableRowElement) => {
@@ -322,6 +338,7 @@ function neuronTable(
     barCell.append(bar(n.contribution, scale));
     const act = el('td', {class: `num ${n.activation >= 0 ? 'pos' : 'neg'}`}, (n.activation >= 0 ? '+' : '') + fmt(n.activation, 3));
     row.append(el('td', {}, label), el('td', {class: 'num'}, fmt(n.contribution, 4)), barCell, act);
+    if (ablations !== null) row.append(ablations.cell(ablationTarget.neuron(node.layer, n.neuron, node.position), row));
     table.append(row);
   }
   into.append(table);

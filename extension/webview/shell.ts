@@ -16,7 +16,9 @@ const headline = el('div', {class: 'headline'});
 export const title = el('span', {class: 'title'});
 export const liveBadge = el('span', {class: 'badge live-badge', hidden: ''});
 export const summary = el('span', {class: 'summary', 'aria-live': 'polite'});
-headline.append(title, liveBadge, summary);
+/** The route's faithfulness once verified (causal.ts), beside the edge count. */
+export const faithfulness = el('span', {class: 'faithfulness', 'aria-live': 'polite', hidden: ''});
+headline.append(title, liveBadge, summary, faithfulness);
 
 const controls = el('div', {class: 'controls'});
 const group = (...children: HTMLElement[]) => {
@@ -51,7 +53,12 @@ export const exportPng = el('button', {type: 'button', class: 'export-png', role
 exportMenu.append(exportSvg, exportPng);
 const exportGroup = group(exportButton, exportMenu);
 exportGroup.classList.add('export-group');
-controls.append(group(tokenLabel), group(thresholdLabel), group(modeLabel, collapseLabel), group(zoomOut, zoomIn, zoomFit), exportGroup);
+export const verifyButton = el(
+  'button',
+  {type: 'button', class: 'verify-route', title: 'Keep only the shown route on the model, ablate every other attention term and FFN node, and compare the prediction’s probability with the full model’s and with random sets of the same size'},
+  'Verify route',
+);
+controls.append(group(tokenLabel), group(thresholdLabel), group(modeLabel, collapseLabel), group(zoomOut, zoomIn, zoomFit), exportGroup, group(verifyButton));
 header.append(headline, controls);
 
 export const legend = buildLegend();
