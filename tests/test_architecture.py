@@ -119,6 +119,26 @@ def test_show_and_export_never_import_torch(saved_trace, tmp_path, argv):
     assert "HEAVY=\n" in result.stderr
 
 
+def test_run_summary_and_load_run_never_import_torch(tmp_path):
+    from lmscope.runner.corpus import RunSettings, read_checked_source, run_corpus
+    from lmscope.runner.local import LocalBackend
+
+    source = tmp_path / "c.prompts.txt"
+    source.write_text(TINY_PROMPT + "\n")
+    loaded = build_tiny("llama")
+    out = tmp_path / "run"
+    checked = read_checked_source(source, False)
+    run_corpus(checked, out, RunSettings(), lambda: LocalBackend(loaded), quiet=True)
+    body = (
+        "from lmscope.cli import main\n"
+        f"assert main(['run-summary', {str(out)!r}, '--component', 'L0H0']) == 0\n"
+        f"import lmscope\nlmscope.load_run({str(out)!r}).summary()"
+    )
+    result = run_without_torch_check(body, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "HEAVY=\n" in result.stderr
+
+
 def test_a_saved_trace_is_read_and_queried_without_torch(saved_trace, tmp_path):
     body = f"""
 import lmscope

@@ -9,12 +9,20 @@ t.save("ioi.lmtrace"); lmscope.load_trace("ioi.lmtrace")
 from lmscope.__about__ import __version__
 from lmscope.errors import LmscopeError
 
-__all__ = ["LmscopeError", "__version__", "import_json", "load_model", "load_trace", "trace"]
+__all__ = [
+    "LmscopeError",
+    "__version__",
+    "import_json",
+    "load_model",
+    "load_run",
+    "load_trace",
+    "trace",
+]
 
 
 def __getattr__(name: str):
     # Lazy: `import lmscope` stays cheap (no torch import) for the CLI's fast paths.
-    if name in ("trace", "load_trace", "load_model", "import_json"):
+    if name in ("trace", "load_trace", "load_model", "import_json", "load_run"):
         from lmscope import api
 
         return getattr(api, name)

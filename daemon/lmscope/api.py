@@ -1,4 +1,4 @@
-"""The notebook/experiment API: `trace`, `load_trace`, `load_model`, `import_json`.
+"""The notebook/experiment API: `trace`, `load_trace`, `load_model`, `import_json`, `load_run`.
 
 `trace(prompt, model="default")` keeps the most recently loaded model (one slot, keyed by spec,
 dtype and device) so a loop over prompts loads it once; pass a `LoadedModel` from `load_model`
@@ -22,6 +22,7 @@ from lmscope.traces.trace import Trace
 # torch and transformers load only when a model is needed: opening a saved trace stays fast.
 if TYPE_CHECKING:
     from lmscope.models.loading import LoadedModel, ProgressFn
+    from lmscope.runs.table import RunTable
 
 _last_model: tuple[tuple[str, str | None, str, str | None], LoadedModel] | None = None
 _lock = threading.Lock()
@@ -128,6 +129,15 @@ def trace(
 def load_trace(path: str | Path) -> Trace:
     """Open a saved `.lmtrace` file (no model needed)."""
     return Trace(read_trace(path))
+
+
+def load_run(path: str | Path) -> RunTable:
+    """Open a corpus run folder (`lmscope run`; no model needed): `.summary()`,
+    `.component_stats(...)`, `.head_matrix(...)`, the tables as pyarrow (`.components`,
+    `.prompts`, `.neurons`) or pandas (`.to_pandas(...)`)."""
+    from lmscope.runs.table import load_run as read_run  # pyarrow only when a run is read
+
+    return read_run(path)
 
 
 def import_json(text: str) -> Trace:

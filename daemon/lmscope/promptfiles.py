@@ -8,7 +8,8 @@ Three kinds, told apart by the file name (case-insensitive):
 | `*.prompts.txt`   | one prompt per line; blank lines and lines whose first non-blank         |
 |                   | character is `#` are skipped; the line is the prompt, spaces included    |
 | `*.prompts.jsonl` | one JSON object per line with a string field `prompt`; blank lines are   |
-|                   | skipped, and so is any line that is not such an object (`problems_in`)   |
+|                   | skipped, and so is any line that is not such an object (`problems_in`);  |
+|                   | optional `id` (string or number) and `tags` (list of strings)            |
 | `*.chat.jsonl`    | one conversation per line: `{"messages": [{"role", "content"}, ...]}`    |
 |                   | (optional `id` string and `tags` list of strings, for corpus runs),      |
 |                   | traced through the model's chat template (`lmscope.chats`); other lines  |
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
@@ -54,6 +55,10 @@ class PromptSpan:
     end: int
     prompt: str
     messages: tuple[Message, ...] | None = None  # a conversation (`*.chat.jsonl`)
+    # A jsonl line's optional "id" and "tags" (corpus runs name and group rows by them); not
+    # part of what a span is for the editor, so equality ignores them.
+    id: str | None = field(default=None, compare=False)
+    tags: tuple[str, ...] = field(default=(), compare=False)
 
 
 def prompt_file_kind(path_or_uri: str) -> PromptFileKind | None:
@@ -112,13 +117,17 @@ def _scan(text: str, path_or_uri: str) -> tuple[list[PromptSpan], list[tuple[int
             conversation, problem = _chat_line(body)
             if conversation is not None:
                 last = conversation[-1].content
-                spans.append(PromptSpan(number, start, len(line), last, tuple(conversation)))
+                label, tags = _id_and_tags(body)
+                spans.append(
+                    PromptSpan(number, start, len(line), last, tuple(conversation), label, tags)
+                )
             else:
                 problems.append((number, problem))
             continue
         found, problem = _jsonl_prompt(body)
         if found is not None:
-            spans.append(PromptSpan(number, start, len(line), found))
+            label, tags = _id_and_tags(body)
+            spans.append(PromptSpan(number, start, len(line), found, None, label, tags))
         else:
             problems.append((number, problem))
     return spans, problems
@@ -172,7 +181,20 @@ def _jsonl_prompt(body: str) -> tuple[str | None, str]:
         return None, f'"prompt" must be a string, not {_json_type(prompt)}'
     if not prompt.strip():
         return None, '"prompt" is empty'
+    tags = value.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+        return None, '"tags" must be a list of strings'
     return prompt, ""
+
+
+def _id_and_tags(body: str) -> tuple[str | None, tuple[str, ...]]:
+    """The optional "id" and "tags" of a jsonl line already found good (a number id, which
+    `.prompts.jsonl` lines have always been allowed, is named by its digits)."""
+    value = json.loads(body)
+    label = value.get("id")
+    if isinstance(label, int) and not isinstance(label, bool):
+        label = str(label)
+    return (label if isinstance(label, str) else None), tuple(value.get("tags", ()))
 
 
 def _json_type(value: object) -> str:

@@ -10,6 +10,7 @@ import {Commands} from './commands';
 import {compareWith} from './compare';
 import {Daemon} from './daemon';
 import {LiveTraces} from './liveTraces';
+import {RunViews} from './runView';
 import {createStatusBar} from './statusBar';
 import {PendingTimings} from './timing';
 import {TraceEditorProvider} from './traceEditor';
@@ -43,6 +44,9 @@ export function activate(context: vscode.ExtensionContext): void {
   register('lmscope.showLog', () => log.show());
   register('lmscope.showCommands', () => commands.showCommands());
   register('lmscope.compareWith', (clicked, selected) => compareWith(context, log, clicked, selected));
+  const runs = new RunViews(context, daemon, log);
+  context.subscriptions.push(runs);
+  register('lmscope.openRun', (clicked) => runs.open(clicked));
 
   context.subscriptions.push(
     vscode.workspace.onDidGrantWorkspaceTrust(() => {

@@ -101,3 +101,16 @@ test('the .vscodeignore is an allow-list', () => {
   assert.ok(lines.includes('!dist/extension.js') && lines.includes('!dist/webview.js'));
   assert.ok(lines.includes('!package.json'));
 });
+
+test('Open Run… is offered on a run.json (Explorer and editor title), its bundle ships, and it opens traces in the trace editor', () => {
+  for (const menu of ['explorer/context', 'editor/title']) {
+    const entry = manifest.contributes.menus[menu].find((m: {command: string}) => m.command === 'lmscope.openRun');
+    assert.equal(entry?.when, 'resourceFilename == run.json', menu);
+  }
+  assert.match(manifest.scripts['build:webview'], /\bwebview=extension\/webview\/main\.ts runView=extension\/webview\/runView\.ts\b/);
+  const shipped = fs.readFileSync(path.join(ROOT, '.vscodeignore'), 'utf8').split('\n').map((l) => l.trim());
+  assert.ok(shipped.includes('!dist/runView.js') && shipped.includes('!dist/runView.css'));
+  assert.match(source('runView.ts'), /joinPath\(dist, 'runView\.js'\)/);
+  assert.match(source('runView.ts'), /executeCommand\('vscode\.openWith', trace, TRACE_VIEW_TYPE/);
+  assert.equal(manifest.contributes.configuration.properties['lmscope.run'].default, '');
+});

@@ -147,6 +147,14 @@ export function prepareFixtures() {
     env: { ...process.env, HF_HUB_OFFLINE: "1", HF_HUB_DISABLE_PROGRESS_BARS: "1" },
     stdio: ["ignore", "ignore", "pipe"], // its stderr is in the error if it fails
   });
+  // A corpus run folder as `lmscope run` lays it out (tests/test_run_view.py builds it): the run
+  // view opens it.
+  const run = "import sys, pathlib; from tests.test_run_view import make_demo_run; make_demo_run(pathlib.Path(sys.argv[1]))";
+  execFileSync(python, ["-c", run, join(workspace, "runs", "demo")], {
+    cwd: root,
+    env: { ...process.env, HF_HUB_OFFLINE: "1", HF_HUB_DISABLE_PROGRESS_BARS: "1" },
+    stdio: ["ignore", "ignore", "pipe"],
+  });
   const settings = {
     "lmscope.python": python,
     "lmscope.model": useTinyModel ? model : "default",

@@ -56,6 +56,7 @@ from lmscope.cards.experts import fill_expert, fill_expert_neuron
 from lmscope.cards.markdown import card_markdown
 from lmscope.cards.parts import BUSY, stored_neuron
 from lmscope.cards.parts import context as _context
+from lmscope.cards.runs import RunStats, run_line
 from lmscope.components import ComponentRef
 from lmscope.errors import LmscopeError, ModelBusyError, NeedsModelError
 from lmscope.graph import (
@@ -104,6 +105,7 @@ class _Card:
     token_bytes: list[bytes | None] = field(default_factory=list)  # byte pieces' bytes
     vocabulary_bytes: dict[int, bytes] = field(default_factory=dict)
     predicted_bytes: bytes | None = None
+    run_line: str | None = None  # cards/runs.py
 
     def wire(self) -> dict[str, Any]:
         card: dict[str, Any] = {
@@ -123,6 +125,7 @@ class _Card:
             token_bytes=self.token_bytes,
             vocabulary_bytes=self.vocabulary_bytes,
             predicted_bytes=self.predicted_bytes,
+            run_line=self.run_line,
         )
         return card
 
@@ -161,13 +164,15 @@ def component_card(
     live: LiveQueries | None = None,
     handle: str | None = None,
     notes: Iterable[str] = (),
+    run: RunStats | None = None,
 ) -> dict[str, Any]:
     """The wire Card of `ref`, in the context of `trace`'s route of output `token` if given.
 
     `live` answers what needs the model: the trace's own live queries when it has them, else
     what the caller passes (the loaded model, matched to a saved trace, or with no prompt when
     there is no trace). `handle` is the trace's wire handle, copied into `context.handle`;
-    `notes` are the caller's (e.g. why the loaded model is not used).
+    `notes` are the caller's (e.g. why the loaded model is not used); `run`, a corpus run
+    whose line the card adds for a head or an FFN block of its model (cards/runs.py).
     """
     card = _Card(ref, notes=list(notes))
     if trace is not None and trace.live is not None:
@@ -224,6 +229,7 @@ def component_card(
             f"scores are pre-cap logits: the model caps its final logits at c·tanh(ℓ/c), "
             f"c = {cap:g} (same ranking)"
         )
+    card.run_line = run_line(ref, run, trace, runner)
     return card.wire()
 
 

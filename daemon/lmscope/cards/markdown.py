@@ -34,6 +34,7 @@ def card_markdown(
     token_bytes: list[bytes | None] | None = None,
     vocabulary_bytes: dict[int, bytes] | None = None,
     predicted_bytes: bytes | None = None,
+    run_line: str | None = None,
 ) -> str:
     """A Card (without "markdown") as Markdown; every piece of untrusted text is escaped.
 
@@ -41,6 +42,7 @@ def card_markdown(
     prediction, `pattern` a head's strongest attention (source, target, weight) on the route.
     `token_bytes`, `vocabulary_bytes` (by token id) and `predicted_bytes` are the stored bytes
     of byte pieces (`lmscope.traces.pieces`), shown as ⟨E2 80⟩ with a note saying what that is.
+    `run_line` is what a corpus run says of the component (`cards.runs`; its name is untrusted).
     """
     tokens = tokens or []
     pieces = token_bytes or []
@@ -83,6 +85,8 @@ def card_markdown(
             )
             more = f" and {len(edges) - TOP_EDGES} more" if len(edges) > TOP_EDGES else ""
             lines.append(f"route edges: {shown}{more}")
+    if run_line:
+        lines.append(md_text(run_line))
     if pattern:
         shown = ", ".join(f"{at(i)} ← {at(j)} {a:.2f}" for j, i, a in pattern)
         lines.append(f"attends most (attention weight): {shown}")

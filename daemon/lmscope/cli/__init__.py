@@ -6,6 +6,8 @@
     lmscope export FILE.lmtrace --format json|svg [--out FILE]
     lmscope diff A.lmtrace B.lmtrace [--threshold T] [--align-last K | --align PAIRS] [--json F]
     lmscope verify FILE.lmtrace [--threshold T] [--kind zero|mean] [--ablate L23H0,L5.ffn@14]
+    lmscope run PROMPTS.prompts.jsonl --out runs/NAME/ [--skip-bad] [--ray auto|ADDRESS]
+    lmscope run-summary runs/NAME/ [--tag T] [--component L23H0]
     lmscope bench [--model default] [--lengths 10,50,200,1000] [--json FILE]
     lmscope serve [--stdio | --tcp HOST:PORT] [--model SPEC]
 
@@ -14,7 +16,8 @@ every text that comes from a file, a model or a path is printed inert (`lmscope.
 no raw control, escape or bidi characters reach the terminal);
 files are written atomically, so an error or Ctrl-C never leaves half a file. Progress goes to
 stderr; results to stdout. Modules: `arguments` (the parser), `traces` (trace, show, export),
-`serve` (serve, bench), `output` (progress, atomic text files).
+`serve` (serve, bench), `runs` (run, run-summary), `output` (progress, atomic text
+files).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from typing import NoReturn
 from lmscope.__about__ import __version__
 from lmscope.chats import MAX_GENERATE, MAX_SEED
 from lmscope.cli.diff import cmd_diff
+from lmscope.cli.runs import cmd_run, cmd_run_summary
 from lmscope.cli.serve import cmd_bench, cmd_serve
 from lmscope.cli.traces import cmd_export, cmd_show, cmd_trace
 from lmscope.cli.verify import cmd_verify
@@ -163,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--json", type=Path, help="also write the whole diff as JSON here")
     diff.set_defaults(run=cmd_diff)
 
+    add_run_commands(commands)
+
     verify = commands.add_parser(
         "verify", help="causal checks on the model: verify a route, or ablate components"
     )
@@ -265,6 +268,57 @@ def _seed(text: str) -> int:
     if not 0 <= value <= MAX_SEED:
         raise argparse.ArgumentTypeError(f"must be within 0..{MAX_SEED}, got {value}")
     return value
+
+
+def add_run_commands(commands) -> None:
+    """`lmscope run` and `lmscope run-summary` (cli/runs.py; the folder: lmscope.runs)."""
+    run = commands.add_parser("run", help="trace every prompt of a file into a run folder")
+    run.add_argument(
+        "prompts", type=Path, help="a *.prompts.txt, *.prompts.jsonl or *.chat.jsonl file"
+    )
+    run.add_argument("--out", type=Path, required=True, help="the run folder (runs/NAME/)")
+    run.add_argument(
+        "--model",
+        default="default",
+        help="default | hub id | save_pretrained folder | PEFT adapter folder | .gguf",
+    )
+    run.add_argument("--adapter", metavar="FOLDER", help=ADAPTER_HELP)
+    run.add_argument("--dtype", choices=defaults.DTYPES, default=None)
+    run.add_argument("--device", default=defaults.DEVICE, help="cpu | cuda | cuda:N | auto")
+    run.add_argument(
+        "--device-map",
+        choices=defaults.DEVICE_MAP_PLANS,
+        help="split the model over GPUs/CPU/disk with accelerate (auto | balanced | sequential)",
+    )
+    run.add_argument("--no-bos", action="store_true", help="do not prepend the BOS token")
+    run.add_argument(
+        "--top-neurons", type=_positive, default=10, help="neurons kept per route FFN node"
+    )
+    run.add_argument("--skip-bad", action="store_true", help="run the good lines of a file")
+    run.add_argument("--threads", type=_positive, help="torch CPU threads (default: all)")
+    run.add_argument(
+        "--ray",
+        metavar="auto|ADDRESS",
+        help="shard the prompts over a Ray cluster, one model per worker (pip install "
+        "lmscope[ray])",
+    )
+    run.add_argument(
+        "--bench",
+        action="store_true",
+        help="measure: the run's time against the sum of single traces, and its memory",
+    )
+    run.add_argument("--json", type=Path, help="--bench: also write the figures as JSON here")
+    run.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    run.set_defaults(run=cmd_run)
+
+    summary = commands.add_parser(
+        "run-summary", help="heads and FFN blocks of a run folder by share (no model)"
+    )
+    summary.add_argument("folder", type=Path, help="the run folder (runs/NAME/)")
+    summary.add_argument("--tag", help="only the prompts with this tag")
+    summary.add_argument("--component", metavar="REF", help="one head or block: L23H0, L5.ffn")
+    summary.add_argument("--top", type=_positive, default=10, help="components listed")
+    summary.set_defaults(run=cmd_run_summary)
 
 
 def _tcp_address(text: str) -> tuple[str, int]:

@@ -8,6 +8,7 @@ from lsprotocol import types
 from lmscope.errors import LmscopeError
 from lmscope.server.app import LmscopeServer
 from lmscope.server.documents import open_document, path_of_uri
+from lmscope.server.runs import shelf_of
 
 
 def register_editor(server: LmscopeServer) -> None:
@@ -36,7 +37,9 @@ def register_editor(server: LmscopeServer) -> None:
             handle = session.latest_for(path_of_uri(params.text_document.uri))
             trace = session.traces.get(handle) if handle else None
             live, notes = session.live_for(trace)
-            card = component_card(ref, trace, live=live, handle=handle, notes=notes)
+            card = component_card(
+                ref, trace, live=live, handle=handle, notes=notes, run=shelf_of(server).cited()
+            )
             span = doc.position_codec.range_to_client_units(
                 doc.lines,
                 types.Range(types.Position(line_number, start), types.Position(line_number, end)),

@@ -30,6 +30,7 @@ from lmscope.errors import LmscopeError, ModelLoadError
 from lmscope.graph import RAW
 from lmscope.server.app import LmscopeServer, Progress, queued_traces, run_job
 from lmscope.server.documents import prompt_of
+from lmscope.server.runs import run, set_active_run, shelf_of
 from lmscope.server.wire import finite, model_wire, node_wire, summary_wire
 from lmscope.session import JobCancelled
 
@@ -261,6 +262,7 @@ def component(server: LmscopeServer, params: Params) -> dict[str, Any]:
         live=live,
         handle=handle,
         notes=notes,
+        run=shelf_of(server).cited(),
     )
 
 
@@ -357,5 +359,8 @@ HANDLERS: dict[str, Handler] = {
     "lmscope/projection": Handler(projection, LIVE),
     "lmscope/component": Handler(component, QUERY),
     "lmscope/headMaps": Handler(head_maps, LIVE),
+    # Corpus runs (server/runs.py): read from the run's tables, never the model.
+    "lmscope/run": Handler(run, QUERY),
+    "lmscope/setActiveRun": Handler(set_active_run, QUERY),
 }
 """Every client->server request of protocol/methods.json, and how it runs."""

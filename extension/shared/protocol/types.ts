@@ -1672,6 +1672,275 @@ export interface HeadMapsResult {
 }
 
 /**
+ * Params of lmscope/run: a corpus run folder (`lmscope run PROMPTS --out runs/NAME/`), answered from its tables alone (no model, no re-tracing): the run's facts, one statistic for every head (layers x heads) and every FFN block (layers), and, with `component`, that head's or FFN block's statistics and top prompts.
+ */
+export interface RunParams {
+  /**
+   * Absolute path of the run folder, or of its run.json.
+   */
+  path: string;
+  /**
+   * What `heads` and `ffn` hold: `meanShare`, the component's mean share of the last token's prediction over the prompts (at the run's shareThreshold, renormalised); `onRoute`, the fraction of prompts whose route has it at `threshold`.
+   *
+   * @default "meanShare"
+   */
+  stat?: "meanShare" | "onRoute";
+  /**
+   * The route threshold tau of `onRoute`: one of the thresholds a run records.
+   *
+   * @default 0.04
+   */
+  threshold?: 0.01 | 0.04 | 0.1;
+  /**
+   * Only the prompts with this tag (one of the run's `tags`); absent: every prompt.
+   */
+  tag?: string;
+  /**
+   * A head or a whole FFN block whose statistics and top prompts to add (`component` of the result); absent: none. Told apart by `kind`.
+   */
+  component?: RunComponent;
+}
+
+/**
+ * A head or a whole FFN block whose statistics and top prompts to add (`component` of the result); absent: none. Told apart by `kind`.
+ */
+export type RunComponent = RunHeadRef | RunFfnRef;
+
+/**
+ * An attention head.
+ */
+export interface RunHeadRef {
+  /**
+   * An attention head.
+   */
+  kind: "head";
+  /**
+   * Transformer block, from 0.
+   */
+  layer: number;
+  /**
+   * The head's index within the layer, from 0.
+   */
+  index: number;
+}
+
+/**
+ * The whole FFN block of a layer.
+ */
+export interface RunFfnRef {
+  /**
+   * An FFN block.
+   */
+  kind: "ffn";
+  /**
+   * Transformer block, from 0.
+   */
+  layer: number;
+}
+
+/**
+ * Result of lmscope/run: the run, the chosen statistic of every head and FFN block, and the asked component's statistics.
+ */
+export interface RunResult {
+  /**
+   * The run folder's facts (its run.json).
+   */
+  run: RunInfo;
+  /**
+   * What `heads` and `ffn` hold, as asked.
+   */
+  stat: "meanShare" | "onRoute";
+  /**
+   * The threshold tau of `onRoute`, as asked.
+   */
+  threshold: number;
+  /**
+   * The tag the prompts were filtered by; null: every prompt.
+   */
+  tag: string | null;
+  /**
+   * Prompts the statistics are over (the tag's, with `tag`).
+   */
+  nPrompts: number;
+  /**
+   * The statistic of head h of layer l at [l][h] (a share or a fraction, in [0, 1]).
+   */
+  heads: number[][];
+  /**
+   * The statistic of the FFN block of layer l at [l].
+   */
+  ffn: number[];
+  /**
+   * The asked component's statistics; null when none was asked.
+   */
+  component: RunComponentStats | null;
+}
+
+/**
+ * The run folder's facts (its run.json).
+ */
+export interface RunInfo {
+  /**
+   * The run folder, absolute.
+   */
+  path: string;
+  /**
+   * The run's name (its folder's name; untrusted text).
+   */
+  name: string;
+  /**
+   * The model every trace of the run was made with.
+   */
+  model: TraceModelRef;
+  /**
+   * Transformer blocks of the model: rows of `heads` and `ffn`.
+   */
+  nLayers: number;
+  /**
+   * Heads per layer: columns of `heads`.
+   */
+  nHeads: number;
+  /**
+   * How far the run got.
+   */
+  counts: RunCounts;
+  /**
+   * Every tag of the run's prompts, sorted (untrusted text).
+   */
+  tags: string[];
+  /**
+   * The thresholds tau whose on-route flags the run records.
+   */
+  thresholds: number[];
+  /**
+   * The threshold tau the shares are computed at.
+   */
+  shareThreshold: number;
+  /**
+   * When the run last wrote run.json (ISO 8601).
+   */
+  updated: string;
+}
+
+/**
+ * One head's or FFN block's statistics over the run's prompts (the tag's, with `tag`).
+ */
+export interface RunComponentStats {
+  /**
+   * The component, as asked.
+   */
+  component: RunComponent;
+  /**
+   * Prompts counted.
+   */
+  nPrompts: number;
+  /**
+   * Fraction of them whose route has it at tau 0.04 (the share threshold's route).
+   */
+  onRouteFraction: number;
+  /**
+   * Its mean share of the prediction.
+   */
+  meanShare: number;
+  /**
+   * The standard deviation of that share.
+   */
+  stdShare: number;
+  /**
+   * The prompts where it carries the most, largest share first (at most 10).
+   *
+   * Items: One prompt of the run and the component's share in it.
+   */
+  topPrompts: RunTopPrompt[];
+}
+
+/**
+ * How far the run got.
+ */
+export interface RunCounts {
+  /**
+   * Valid prompts of the source file.
+   */
+  prompts: number;
+  /**
+   * Prompts traced (the ones the statistics are over).
+   */
+  done: number;
+  /**
+   * Prompts whose trace failed.
+   */
+  failed: number;
+  /**
+   * Lines of the source file that were not prompts.
+   */
+  skippedBadLines: number;
+}
+
+/**
+ * One prompt of the run and the component's share in it.
+ */
+export interface RunTopPrompt {
+  /**
+   * Position among the source file's valid prompts, from 0.
+   */
+  index: number;
+  /**
+   * The prompt's id (the jsonl "id", or "line-N"; untrusted text).
+   */
+  id: string;
+  /**
+   * The component's share of the prediction in this prompt.
+   */
+  share: number;
+  /**
+   * The prompt's text (untrusted text).
+   */
+  text: string;
+  /**
+   * Its .lmtrace file, relative to the run folder.
+   */
+  trace: string;
+}
+
+/**
+ * Params of lmscope/setActiveRun: the corpus run hover cards cite ("across run NAME: on the route in 73% of 200 prompts, mean share 4.1%"), or none.
+ */
+export interface SetActiveRunParams {
+  /**
+   * Absolute path of the run folder (or its run.json); null: cite no run.
+   */
+  path: string | null;
+}
+
+/**
+ * Result of lmscope/setActiveRun: the run now cited, read and checked, or null.
+ */
+export interface SetActiveRunResult {
+  /**
+   * The cited run's name, folder and model; null: none.
+   */
+  run: ActiveRun | null;
+}
+
+/**
+ * A run hover cards cite: only on cards of its model (same contentHash).
+ */
+export interface ActiveRun {
+  /**
+   * The run's name (untrusted text).
+   */
+  name: string;
+  /**
+   * The run folder, absolute.
+   */
+  path: string;
+  /**
+   * The run's model.
+   */
+  model: TraceModelRef;
+}
+
+/**
  * Params of the lmscope/modelChanged notification: the daemon's model state.
  */
 export interface ModelChangedParams {
@@ -1774,6 +2043,8 @@ export const Methods = {
   projection: "lmscope/projection",
   component: "lmscope/component",
   headMaps: "lmscope/headMaps",
+  run: "lmscope/run",
+  setActiveRun: "lmscope/setActiveRun",
   modelChanged: "lmscope/modelChanged",
   traceChanged: "lmscope/traceChanged",
 } as const;
@@ -1796,6 +2067,8 @@ export interface RequestTypes {
   "lmscope/projection": {params: ProjectionParams; result: ProjectionResult};
   "lmscope/component": {params: ComponentParams; result: ComponentResult};
   "lmscope/headMaps": {params: HeadMapsParams; result: HeadMapsResult};
+  "lmscope/run": {params: RunParams; result: RunResult};
+  "lmscope/setActiveRun": {params: SetActiveRunParams; result: SetActiveRunResult};
 }
 
 /** Params of every notification (server -> client), keyed by method name. */
@@ -1861,4 +2134,6 @@ export const PARAM_DEFAULTS = {
   "lmscope/projection": {kind: "lens"},
   "lmscope/component": {token: -1, threshold: 0.04, mode: "renormalize"},
   "lmscope/headMaps": {position: -1},
+  "lmscope/run": {stat: "meanShare", threshold: 0.04},
+  "lmscope/setActiveRun": {},
 } as const satisfies {[M in keyof RequestTypes]: Partial<RequestTypes[M]['params']>};
