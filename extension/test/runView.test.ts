@@ -7,16 +7,13 @@
 // posted messages and selectors, never on sleeps.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import {createRequire} from 'node:module';
-import os from 'node:os';
 import path from 'node:path';
 import {after, before, test} from 'node:test';
-import {contentSecurityPolicy} from '../host/webviewHtml';
 import type {RunResult} from '../shared/protocol/types';
 import {componentLabel, isHostToRunView, isRunViewToHost, traceSegments, type HostToRunView, type RunViewToHost} from '../shared/runMessages';
 import {ROOT} from './helpers';
+import {buildPage, launchChromium, loadPlaywright, skipReason, type Browser} from './webviewPage';
 
-const CHROMIUM = process.env['CHROMIUM'] ?? '/usr/bin/chromium';
 const NONCE = 'runviewnoncerunviewnonce';
 const example = (name: string): RunResult => JSON.parse(fs.readFileSync(path.join(ROOT, 'protocol', 'examples', name), 'utf8'));
 /** An answer with a selected head (L1H0, two top prompts, one an HTML string), and one without. */
@@ -67,51 +64,16 @@ interface Page {
   goto(url: string): Promise<unknown>;
   close(): Promise<void>;
 }
-interface Browser {
-  newPage(options: {viewport: {width: number; height: number}}): Promise<Page>;
-  close(): Promise<void>;
-}
-interface Playwright {
-  chromium: {launch(options: {executablePath: string; headless: boolean; args: string[]}): Promise<Browser>};
-}
-
-function loadPlaywright(): Playwright | null {
-  try {
-    return createRequire(path.join(ROOT, 'tools', 'code-server', 'package.json'))('playwright-core') as Playwright;
-  } catch {
-    return null;
-  }
-}
-const playwright = loadPlaywright();
-const skip = !fs.existsSync(CHROMIUM) ? `no Chromium at ${CHROMIUM}` : playwright === null ? 'no playwright-core in tools/code-server (run tools/code-server/install.sh)' : false;
+const playwright = loadPlaywright<Page>();
+const skip = skipReason(playwright);
 
 let dir = '';
-let browser: Browser | null = null;
+let browser: Browser<Page> | null = null;
 
 before(async () => {
   if (skip) return;
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lmscope-runview-'));
-  const esbuild = await import('esbuild');
-  const bundle = await esbuild.build({
-    entryPoints: [path.join(ROOT, 'extension', 'webview', 'runView.ts')],
-    bundle: true, platform: 'browser', format: 'iife', target: 'es2022', write: false, outdir: 'out',
-  });
-  for (const file of bundle.outputFiles) fs.writeFileSync(path.join(dir, path.basename(file.path)), file.contents);
-  fs.writeFileSync(
-    path.join(dir, 'page.html'),
-    `<!DOCTYPE html><html><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="${contentSecurityPolicy('file:', NONCE)}">
-<link rel="stylesheet" href="runView.css" nonce="${NONCE}">
-<script nonce="${NONCE}">
-window.__alerts = []; window.__violations = []; window.__state = undefined;
-window.alert = (m) => window.__alerts.push(String(m));
-document.addEventListener('securitypolicyviolation', (e) => window.__violations.push(e.violatedDirective + ' ' + e.blockedURI));
-function acquireVsCodeApi() { return {postMessage: (m) => window.__toHost(m), getState: () => window.__state, setState: (s) => { window.__state = s; }}; }
-</script></head><body><div id="root"></div>
-<script nonce="${NONCE}" src="runView.js"></script>
-</body></html>`,
-  );
-  browser = await playwright!.chromium.launch({executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking']});
+  dir = await buildPage('runView', 'runView.css', NONCE, 'lmscope-runview-');
+  browser = await launchChromium(playwright!);
 });
 
 after(async () => {

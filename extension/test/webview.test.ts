@@ -12,18 +12,15 @@
 import assert from 'node:assert/strict';
 import {execFileSync, spawn} from 'node:child_process';
 import fs from 'node:fs';
-import {createRequire} from 'node:module';
-import os from 'node:os';
 import path from 'node:path';
 import {after, before, test} from 'node:test';
 import {createProtocolConnection, StreamMessageReader, StreamMessageWriter, type ProtocolConnection} from 'vscode-languageserver-protocol/node';
 import type {HostToWebview, WebviewToHost} from '../shared/webviewMessages';
 import {encodeBase64} from '../shared/webviewMessages';
-import {contentSecurityPolicy} from '../host/webviewHtml';
 import {encodeWire, f32, longWire, ROOT, syntheticWire} from './helpers';
 import {syntheticMoeWire} from './moeWire';
+import {buildPage, launchChromium, loadPlaywright, skipReason, type Browser} from './webviewPage';
 
-const CHROMIUM = process.env['CHROMIUM'] ?? '/usr/bin/chromium';
 const PYTHON = process.env['LMSCOPE_PYTHON'] ?? path.join(ROOT, '.venv', 'bin', 'python');
 const XSS = '<img src=x onerror=alert(1)>';
 const XSS_SHOWN = '<img·src=x·onerror=alert(1)>'; // displayToken makes spaces visible
@@ -52,51 +49,16 @@ interface Page {
   goto(url: string): Promise<unknown>;
   close(): Promise<void>;
 }
-interface Browser {
-  newPage(options: {viewport: {width: number; height: number}}): Promise<Page>;
-  close(): Promise<void>;
-}
-interface Playwright {
-  chromium: {launch(options: {executablePath: string; headless: boolean; args: string[]}): Promise<Browser>};
-}
-
-function loadPlaywright(): Playwright | null {
-  try {
-    return createRequire(path.join(ROOT, 'tools', 'code-server', 'package.json'))('playwright-core') as Playwright;
-  } catch {
-    return null;
-  }
-}
-const playwright = loadPlaywright();
-const skip = !fs.existsSync(CHROMIUM) ? `no Chromium at ${CHROMIUM}` : playwright === null ? 'no playwright-core in tools/code-server (run tools/code-server/install.sh)' : false;
+const playwright = loadPlaywright<Page>();
+const skip = skipReason(playwright);
 
 let dir = '';
-let browser: Browser | null = null;
+let browser: Browser<Page> | null = null;
 
 before(async () => {
   if (skip) return;
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lmscope-webview-'));
-  const esbuild = await import('esbuild');
-  const bundle = await esbuild.build({
-    entryPoints: [path.join(ROOT, 'extension', 'webview', 'main.ts')],
-    bundle: true, platform: 'browser', format: 'iife', target: 'es2022', write: false, outdir: 'out',
-  });
-  for (const file of bundle.outputFiles) fs.writeFileSync(path.join(dir, path.basename(file.path)), file.contents);
-  fs.writeFileSync(
-    path.join(dir, 'page.html'),
-    `<!DOCTYPE html><html><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="${contentSecurityPolicy('file:', NONCE)}">
-<link rel="stylesheet" href="main.css" nonce="${NONCE}">
-<script nonce="${NONCE}">
-window.__alerts = []; window.__violations = []; window.__state = undefined;
-window.alert = (m) => window.__alerts.push(String(m));
-document.addEventListener('securitypolicyviolation', (e) => window.__violations.push(e.violatedDirective + ' ' + e.blockedURI));
-function acquireVsCodeApi() { return {postMessage: (m) => window.__toHost(m), getState: () => window.__state, setState: (s) => { window.__state = s; }}; }
-</script></head><body><div id="root"></div>
-<script nonce="${NONCE}" src="main.js"></script>
-</body></html>`,
-  );
-  browser = await playwright!.chromium.launch({executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking']});
+  dir = await buildPage('main', 'main.css', NONCE, 'lmscope-webview-');
+  browser = await launchChromium(playwright!);
 });
 
 after(async () => {
