@@ -214,6 +214,26 @@ def test_a_stopped_run_resumes_tracing_each_prompt_once_and_gives_the_same_table
     assert json.loads((tmp_path / "out" / "run.json").read_text())["counts"]["done"] == 5
 
 
+def test_a_resume_removes_the_temp_files_of_writes_a_kill_cut_short(loaded, tmp_path):
+    source = write_jsonl(tmp_path / "corpus.prompts.jsonl", PROMPTS)
+    with pytest.raises(KeyboardInterrupt):
+        do_run(loaded, source, tmp_path / "out", [], stop_after=2)
+    cut = [  # as lmscope.files.atomic_write names its temp files
+        tmp_path / "out" / "parts" / ".00002.components.parquet.0a1b2c3d.tmp",
+        tmp_path / "out" / "traces" / ".00002-prompt.lmtrace.deadbeef.tmp",
+        tmp_path / "out" / ".run.json.01234567.tmp",
+    ]
+    for path in cut:
+        path.write_bytes(b"half")
+    kept = tmp_path / "out" / "traces" / "notes.tmp"  # not ours: left alone
+    kept.write_bytes(b"mine")
+    do_run(loaded, source, tmp_path / "out", [])
+    assert not any(path.exists() for path in cut)
+    assert kept.exists()
+    assert not (tmp_path / "out" / "parts").exists()
+    assert load_run(tmp_path / "out").n_prompts == len(PROMPTS)
+
+
 def test_a_resume_refuses_another_file_or_other_options(loaded, finished, tmp_path):
     other = write_jsonl(tmp_path / "other.prompts.jsonl", PROMPTS[:2])
     with pytest.raises(RunError, match="another prompt file"):

@@ -37,6 +37,7 @@ RUN_FORMAT = "lmscope-run"
 RUN_FORMAT_VERSION = 1
 RUN_JSON = "run.json"
 _PART = re.compile(r"(\d{5,})\.(prompts|components|neurons)\.parquet")
+_CUT_WRITE = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")  # atomic_write's temp file names
 
 
 class RunError(LmscopeError):
@@ -152,15 +153,25 @@ class RunFolder:
         return tables
 
     def compact(self) -> None:
-        """Fold the parts into the three tables, then remove the parts folded in."""
+        """Fold the parts into the three tables, then remove the parts folded in and the temp
+        files of writes a kill cut short."""
         parts = self._parts()
-        if not any(parts.values()):
-            return
-        tables = self.read_tables()
-        for name in TABLES:
-            write_table(self.table_path(name), tables[name])
-        for by_index in parts.values():
-            for path in by_index.values():
-                path.unlink(missing_ok=True)
+        if any(parts.values()):
+            tables = self.read_tables()
+            for name in TABLES:
+                write_table(self.table_path(name), tables[name])
+            for by_index in parts.values():
+                for path in by_index.values():
+                    path.unlink(missing_ok=True)
+        self._remove_cut_writes()
         with contextlib.suppress(OSError):  # gone when empty; a stray file keeps it
             (self.path / "parts").rmdir()
+
+    def _remove_cut_writes(self) -> None:
+        """The temp files `lmscope.files.atomic_write` leaves when the process is killed between
+        creating one and its rename. Only the runner compacts, and never while it writes."""
+        for folder in (self.path, self.path / "parts", self.path / "traces"):
+            if folder.is_dir():
+                for path in folder.iterdir():
+                    if _CUT_WRITE.fullmatch(path.name):
+                        path.unlink(missing_ok=True)
