@@ -15,6 +15,7 @@ Shapes: n tokens, d width, H heads, dh head width.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -51,6 +52,39 @@ class LayerContributions:
     residual_ffn: torch.Tensor | None  # [n]
 
 
+@dataclass
+class HeadParts:
+    """What the head parts z[h,i←j] = A[h,i,j] · u[h,j] are built from, for one layer.
+
+    `source_outputs` u = values · W_O is what the overshoot correction reads coordinate by
+    coordinate; the one matrix product of the proximity (sign(y_i) · u[h,j] for every target,
+    head and source) is factored through W_O instead, (sign(y_i) · W_O[h]ᵀ) · values[j, g(h)]:
+    H·n·(d + m)·dh multiply-adds per chunk of n targets and m sources instead of H·n·m·d
+    (9x fewer on SmolLM2 at long prompts, 32x on Llama-3-8B).
+    """
+
+    values: torch.Tensor  # [H, n, dh] each head's values (key-value heads repeated)
+    output_weights: torch.Tensor  # [H, dh, d] W_O per head, float32
+    source_outputs: torch.Tensor  # [H, n, d] u, contiguous
+    source_max: torch.Tensor  # [H, n] max_d |u[h, j, d]|, the reach of a unit weight
+
+    def signed_sums(self, sign: torch.Tensor, used: int) -> torch.Tensor:
+        """sign [b, d] (a sign, times a row scale) -> [b, H·used]: sign_b · u[h, j], j < used."""
+        through_w_o = torch.einsum("bd,hkd->hbk", sign, self.output_weights)  # [H, b, dh]
+        sums = through_w_o @ self.values[:, :used].transpose(1, 2)  # [H, b, used]
+        return sums.permute(1, 0, 2).reshape(len(sign), -1)
+
+
+def head_parts(
+    values: torch.Tensor, head_output_weights: torch.Tensor, kv_of_head: torch.Tensor
+) -> HeadParts:
+    """values: [n, H_kv, dh]; head_output_weights: [H, dh, d]; kv_of_head: [H] long."""
+    per_head = values[:, kv_of_head, :].float().permute(1, 0, 2).contiguous()  # [H, n, dh]
+    w_o = head_output_weights.float()
+    source_outputs = torch.bmm(per_head, w_o).contiguous()
+    return HeadParts(per_head, w_o, source_outputs, source_outputs.abs().amax(-1))
+
+
 def head_source_outputs(
     values: torch.Tensor, head_output_weights: torch.Tensor, kv_of_head: torch.Tensor
 ) -> torch.Tensor:
@@ -58,38 +92,44 @@ def head_source_outputs(
 
     values: [n, H_kv, dh]; head_output_weights: [H, dh, d]; kv_of_head: [H] long -> [H, n, d].
     """
-    per_head = values[:, kv_of_head, :]  # [n, H, dh]
-    return torch.einsum("nhk,hkd->hnd", per_head, head_output_weights.float())
+    return head_parts(values, head_output_weights, kv_of_head).source_outputs
 
 
 def _attention_edges(
     whole: torch.Tensor,
     probs: torch.Tensor,
-    source_outputs: torch.Tensor,
+    heads: HeadParts,
     other_prox: torch.Tensor,
     keep_above: float,
     attn_scale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Score every head part z[h,i←j] = A[h,i,j]·u[h,j] (j ≤ i) against the whole at i.
 
-    whole: [n, d]; probs: [H, n, n]; source_outputs u: [H, n, d]; other_prox: [n, P] floored
+    whole: [n, d]; probs: [H, n, n]; heads: the layer's `HeadParts`; other_prox: [n, P] floored
     proximities of the step's non-attention parts; attn_scale: [n, d] a post-norm's frozen D_i
     (parts D_i ⊙ z[h,i←j]) or None. Works on chunks of whole target rows within a
     fixed scratch budget, so the full [n, n, H, d] (or even [n, n, H]) tensor never exists.
     Returns (targets [e], sources [e], head contributions [e, H], step totals [n]).
     """
-    n_heads, n, d = source_outputs.shape
+    n_heads, n, _ = heads.source_outputs.shape
     per_device = budget_for(whole.device).targets_per_chunk
     chunk = max(1, min(per_device, SCRATCH_BYTES // max(1, n_heads * n * BYTES_PER_PART)))
     totals = torch.empty(n, dtype=torch.float32, device=whole.device)
-    targets, sources, heads = [], [], []
+    targets, sources, edge_heads = [], [], []
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         # Causal: targets in [start, stop) read sources [0, stop); later ones are masked.
         coef = probs[:, start:stop, :stop].permute(1, 0, 2).reshape(stop - start, -1)  # [b, H*m]
-        vectors = source_outputs[:, :stop].reshape(-1, d)  # [H*m, d]
         scale = None if attn_scale is None else attn_scale[start:stop]  # [b, d]
-        prox = scaled_parts_proximity(whole[start:stop], coef, vectors, scale)
+        prox = scaled_parts_proximity(
+            whole[start:stop],
+            coef,
+            heads.source_outputs,  # [H, n, d]: parts h · stop + j, j < stop
+            scale,
+            used=stop,
+            signed_sum=functools.partial(heads.signed_sums, used=stop),
+            part_max=heads.source_max,
+        )
         prox = prox.reshape(stop - start, n_heads, stop)  # [b, H, m]
         prox = prox.permute(0, 2, 1)  # [b, m, H]
         rows = torch.arange(start, stop, device=whole.device)
@@ -102,8 +142,8 @@ def _attention_edges(
         t_idx, s_idx = keep.nonzero(as_tuple=True)
         targets.append(t_idx + start)
         sources.append(s_idx)
-        heads.append(contrib[t_idx, s_idx])
-    return torch.cat(targets), torch.cat(sources), torch.cat(heads), totals
+        edge_heads.append(contrib[t_idx, s_idx])
+    return torch.cat(targets), torch.cat(sources), torch.cat(edge_heads), totals
 
 
 def attribute_sequential(
@@ -111,7 +151,7 @@ def attribute_sequential(
     resid_in: torch.Tensor,
     attn_out: torch.Tensor,
     probs: torch.Tensor,
-    source_outputs: torch.Tensor,
+    heads: HeadParts,
     ffn_out: torch.Tensor,
     resid_out: torch.Tensor,
     keep_above: float,
@@ -121,15 +161,15 @@ def attribute_sequential(
     and `ffn_out` are what the residual receives, after any output norm)."""
     mid = resid_in + attn_out  # x~_i  [n, d]
     residual = proximity(mid, resid_in.unsqueeze(1))  # [n, 1]
-    targets, sources, heads, totals = _attention_edges(
-        mid, probs, source_outputs, residual, keep_above, attn_scale
+    targets, sources, edge_heads, totals = _attention_edges(
+        mid, probs, heads, residual, keep_above, attn_scale
     )
     ffn_c = contributions(resid_out, torch.stack([ffn_out, mid], dim=1))  # [n, 2]
     return LayerContributions(
         layer=layer,
         edge_target=targets,
         edge_source=sources,
-        edge_heads=heads,
+        edge_heads=edge_heads,
         residual_attention=residual[:, 0] / totals,
         ffn=ffn_c[:, 0],
         residual_ffn=ffn_c[:, 1],
@@ -140,7 +180,7 @@ def attribute_parallel(
     layer: int,
     resid_in: torch.Tensor,
     probs: torch.Tensor,
-    source_outputs: torch.Tensor,
+    heads: HeadParts,
     ffn_out: torch.Tensor,
     resid_out: torch.Tensor,
     keep_above: float,
@@ -148,14 +188,14 @@ def attribute_parallel(
 ) -> LayerContributions:
     """Parallel block x' = x + attn + f: one step whose parts are every z, f_i and x_i."""
     others = proximity(resid_out, torch.stack([ffn_out, resid_in], dim=1))  # [n, 2]
-    targets, sources, heads, totals = _attention_edges(
-        resid_out, probs, source_outputs, others, keep_above, attn_scale
+    targets, sources, edge_heads, totals = _attention_edges(
+        resid_out, probs, heads, others, keep_above, attn_scale
     )
     return LayerContributions(
         layer=layer,
         edge_target=targets,
         edge_source=sources,
-        edge_heads=heads,
+        edge_heads=edge_heads,
         residual_attention=others[:, 1] / totals,
         ffn=others[:, 0] / totals,
         residual_ffn=None,

@@ -12,7 +12,10 @@ from dataclasses import dataclass
 
 import torch
 
+from lmscope.attribution import loops
 from lmscope.attribution.budget import budget_for
+
+BLOCK = 32  # scores per block in `_extremes` (32 measured fastest of 16-128 on a CPU)
 
 
 @dataclass
@@ -32,11 +35,38 @@ def logits(
 
 
 def token_lists(scores: torch.Tensor, k: int) -> TokenLists:
-    """Top and bottom k of scores [P, V]; ties resolved by torch.topk (deterministic on CPU)."""
+    """Top and bottom k of scores [P, V], best first. The values are exact; where several
+    tokens tie at the edge of a list, which of them are listed is deterministic but unspecified
+    (as with torch.topk)."""
     k = min(k, scores.shape[-1])
-    top = scores.topk(k, dim=-1)
-    bottom = scores.topk(k, dim=-1, largest=False)
-    return TokenLists(top.indices, top.values, bottom.indices, bottom.values)
+    top_ids, top_values = _extremes(scores, k, largest=True)
+    bottom_ids, bottom_values = _extremes(scores, k, largest=False)
+    return TokenLists(top_ids, top_values, bottom_ids, bottom_values)
+
+
+def _extremes(scores: torch.Tensor, k: int, largest: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest (or smallest) of each row of scores [P, V] -> (ids, values), each [P, k].
+
+    Exact, through blocks of BLOCK scores: the k blocks with the largest maxima hold every
+    value of the top k (if a top-k score lay in another block, the k chosen blocks' maxima would
+    be k scores at least as large), so only k · BLOCK candidates per row are ranked. One pass
+    of block maxima replaces a selection over all V (about 2x faster on a CPU than
+    torch.topk; on a GPU it stays a few kernels).
+    """
+    rows, vocab = scores.shape
+    whole = vocab // BLOCK * BLOCK
+    main = scores[:, :whole].reshape(rows, whole // BLOCK, BLOCK)  # a view: row stride is V
+    block = main.amax(-1) if largest else main.amin(-1)  # [P, blocks]
+    if whole < vocab:  # the last, shorter block
+        tail = scores[:, whole:]
+        block = torch.cat([block, (tail.amax(-1) if largest else tail.amin(-1))[:, None]], 1)
+    chosen = block.topk(min(k, block.shape[1]), dim=-1, largest=largest).indices
+    first = chosen.sort(dim=-1).values * BLOCK  # [P, c] ascending, so ids ascend below
+    ids = (first[:, :, None] + torch.arange(BLOCK, device=scores.device)).reshape(rows, -1)
+    values = scores.gather(1, ids.clamp_max(vocab - 1)).float()  # [P, c · BLOCK]
+    values = values.masked_fill(ids >= vocab, float("-inf") if largest else float("inf"))
+    order = values.sort(dim=-1, descending=largest, stable=True).indices[:, :k]  # ties: low id
+    return ids.gather(1, order), values.gather(1, order)
 
 
 def ranks_in_rows(
@@ -46,6 +76,18 @@ def ranks_in_rows(
 
     scores: [R, V]; rows: [P] long; token_ids: [P, k] -> [P, k] long.
     """
+    if scores.device.type == "cpu":  # one vectorised pass per chosen token, no temporaries
+        chosen = scores[rows.clamp_min(0).unsqueeze(1), token_ids].float()  # [P, k]
+        out = torch.empty(token_ids.shape, dtype=torch.long)
+        if loops.run(
+            "rank",
+            len(rows),
+            scores.float().contiguous().numpy(),
+            rows.contiguous().numpy(),
+            chosen.contiguous().numpy(),
+            out.numpy(),
+        ):
+            return out
     ranks = torch.full(token_ids.shape, -1, dtype=torch.long, device=scores.device)
     present = (rows >= 0).nonzero(as_tuple=True)[0]
     # A few rows at a time (budget.rank_rows): on a CPU the [rows, k, V] comparison then stays

@@ -10,10 +10,12 @@ Other p (the reference test vectors use p = 2) use the difference of p-norms.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
-from lmscope.attribution.budget import budget_for
+from lmscope.attribution import overshoot
 
 EPSILON = 1e-5
 
@@ -49,12 +51,18 @@ def scaled_parts_proximity(
     coef: torch.Tensor,
     vectors: torch.Tensor,
     row_scale: torch.Tensor | None = None,
+    *,
+    used: int | None = None,
+    signed_sum: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    part_max: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Floored L1 proximity of the parts z[b,p] = coef[b,p] · vectors[p] to whole[b].
 
     whole: [b, d]; coef: [b, P]; vectors: [P, d] -> [b, P] float32. Head parts
     (coef = attention weights, vectors = per-source head outputs) and neuron parts
-    (coef = activations, vectors = W_out rows) both have this shape.
+    (coef = activations, vectors = W_out rows) both have this shape. Grouped vectors
+    [G, N, d] with `used` ≤ N name the parts p = g · used + j (j < used) without copying a
+    slice: the attention step passes every head's source outputs and the sources it reads.
 
     row_scale [b, d], when given, is a per-row diagonal applied to every part of the row:
     z[b,p] = coef[b,p] · (row_scale[b] ⊙ vectors[p]). It is a post-norm block's frozen output
@@ -62,20 +70,28 @@ def scaled_parts_proximity(
     folded into `vectors`. None is the plain form (every other family), computed exactly as
     before.
 
+    `signed_sum`, when given, computes sign @ vectors.T ([b, d] -> [b, P]) some cheaper way
+    (the attention step factors it through W_O: see `decompose.HeadParts`); `part_max`
+    [G, ≥ used], when given, is max_d |vectors[p, d]| computed once for many calls.
+
     Exact rewrite of the coordinate-wise sum that never builds [b, P, d]: with s = sign(y)
     (+1 at 0) and w_d = z_d·s_d, each term is |y_d| − |y_d − z_d| = min(w_d, 2|y_d| − w_d)
     = w_d − 2·relu(w_d − |y_d|). Σ_d w_d is one matrix product. The relu term is non-zero only
     where the part overshoots the whole, |z_d| > |y_d|, which needs |y_d| < max_d|z_d|; so each
     part is corrected on the coordinates of the smallest |y| only, as many as are below its own
-    max|z| (most parts are small: attention weights and activations are mostly tiny). Each term
-    is computed without cancellation against |y_d|, so this is at least as accurate as the
-    literal form (checked against a float64 dense reference in the tests).
+    max|z| (most parts are small: attention weights and activations are mostly tiny; the sum
+    is `overshoot.correction`). Each term is computed without cancellation against |y_d|, so
+    this is at least as accurate as the literal form (checked against a float64 dense
+    reference in the tests).
     """
     whole = whole.float()
     coef = coef.float()
-    vectors = vectors.float()
+    table = vectors.float()
+    if table.dim() == 2:
+        table, used = table.unsqueeze(0), table.shape[0]
+    assert used is not None, "grouped vectors [G, N, d] need `used`"
     sign = torch.where(whole >= 0, 1.0, -1.0)  # [b, d]
-    reach = coef.abs() * vectors.abs().amax(1).unsqueeze(0)  # [b, P]: max_d |z[b,p,d]|
+    row_max = torch.ones(whole.shape[0], dtype=torch.float32, device=whole.device)  # [b]
     if row_scale is not None:
         # s ⊙ D folds the scale into the one matrix product and, sorted like s below, into the
         # correction. The reach bound max_d|D_b,d|·max_d|vectors[p,d]| ≥ max_d|D_b,d·vectors[p,d]|
@@ -83,36 +99,22 @@ def scaled_parts_proximity(
         # reach); |D| because a gain γ' may be negative in some coordinates.
         row_scale = row_scale.float()
         sign = sign * row_scale  # [b, d]
-        reach = reach * row_scale.abs().amax(1, keepdim=True)
-    prox = coef * (sign @ vectors.T)  # [b, P]
+        row_max = row_scale.abs().amax(1)
+    if signed_sum is None:
+        linear = torch.einsum("bd,gjd->bgj", sign, table[:, :used]).reshape(len(sign), -1)
+    else:
+        linear = signed_sum(sign)
+    prox = coef * linear  # [b, P]
     sorted_magnitude, order = _ascending(whole.abs())  # [b, d] each
-    # How many coordinates each part may overshoot: those with |y_d| < its max |z_d|.
-    counts = torch.searchsorted(sorted_magnitude, reach.contiguous())  # [b, P]
-    rows, parts = counts.nonzero(as_tuple=True)
-    if len(rows):
-        needed = counts[rows, parts]
-        correction = torch.zeros(len(rows), dtype=torch.float32, device=whole.device)
-        width = whole.shape[1]
-        elements = budget_for(whole.device).correction_elements
-        # Each row's sign (times its scale, if any) in the same ascending-|y| order, so a piece
-        # reads magnitudes and signs as row slices; only the vectors' coordinates need a
-        # scattered gather.
-        sorted_sign = sign.gather(1, order)  # [b, d]
-        low = 0
-        # Buckets of doubling width keep the padding (columns beyond a part's own count, where
-        # the relu is 0 anyway) under 2x while the loop stays short.
-        for high in _bucket_widths(width):
-            in_bucket = ((needed > low) & (needed <= high)).nonzero(as_tuple=True)[0]
-            low = high
-            for piece in in_bucket.split(max(1, elements // high)):
-                r, p = rows[piece], parts[piece]
-                cols = order[r, :high]  # [m, high] coordinates of the smallest |y| first
-                w = vectors[p.unsqueeze(1), cols] * (
-                    coef[r, p].unsqueeze(1) * sorted_sign[r, :high]
-                )
-                over = (w - sorted_magnitude[r, :high]).clamp_min(0.0)
-                correction[piece] = over.sum(1)
-        prox[rows, parts] -= 2.0 * correction
+    # Each row's sign (times its scale, if any) in the same ascending-|y| order, so the
+    # correction reads magnitudes and signs as row slices.
+    sorted_sign = sign.gather(1, order)  # [b, d]
+    if part_max is None:
+        part_max = table[:, :used].abs().amax(-1)  # [G, used]: max_d |vectors[p, d]|
+    part_max = part_max[:, :used].float()
+    prox -= 2.0 * overshoot.correction(
+        table, used, coef, part_max, row_max, sorted_magnitude, sorted_sign, order
+    )
     return prox.clamp_min(EPSILON)
 
 
@@ -125,11 +127,3 @@ def _ascending(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return values.sort(dim=1)
     order = torch.from_numpy(np.argsort(values.numpy(), axis=1)).long()
     return values.gather(1, order), order
-
-
-def _bucket_widths(width: int) -> list[int]:
-    widths, w = [], 4
-    while w < width:
-        widths.append(w)
-        w *= 2
-    return [*widths, width]

@@ -46,13 +46,13 @@ def attribute_layer(
         [adapter.kv_head_of(h) for h in range(adapter.n_heads)], device=captured.values.device
     )
     w_o = adapter.head_output_weights(layer).to(captured.values.device)
-    source_outputs = decompose.head_source_outputs(captured.values, w_o, kv_of_head)
+    heads = decompose.head_parts(captured.values, w_o, kv_of_head)
     if adapter.parallel_blocks:
         return decompose.attribute_parallel(
             layer,
             captured.resid_in,
             captured.attn_probs,
-            source_outputs,
+            heads,
             captured.ffn_out,
             captured.resid_out,
             keep_above,
@@ -63,7 +63,7 @@ def attribute_layer(
         captured.resid_in,
         captured.attn_out,
         captured.attn_probs,
-        source_outputs,
+        heads,
         captured.ffn_out,
         captured.resid_out,
         keep_above,

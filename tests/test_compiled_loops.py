@@ -1,0 +1,129 @@
+"""The compiled CPU loops (lmscope.attribution.loops) and their torch forms compute the same
+things, and both equal the literal formulas: overshoot corrections, ranks, top/bottom lists.
+
+Every test runs each form: `torch_form` switches the loops off with LMSCOPE_LOOPS=torch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lmscope.attribution import lens, loops
+from lmscope.attribution.proximity import EPSILON, scaled_parts_proximity
+from lmscope.tracing.engine import run_trace
+from tests.conftest import TINY_PROMPT, build_tiny
+
+
+@pytest.fixture(params=["compiled", "torch"])
+def form(request, monkeypatch):
+    if request.param == "torch":
+        monkeypatch.setenv(loops.FORCE_TORCH_ENV, "torch")
+    else:
+        monkeypatch.delenv(loops.FORCE_TORCH_ENV, raising=False)
+        assert loops.available(), "numba is a dependency: the compiled loops must load"
+    return request.param
+
+
+def literal(whole, coef, vectors, scale=None):
+    """Σ_d |y_d| − |y_d − z_d| in float64, z = coef · (D ⊙ v): [b, d], [b, P], [P, d]."""
+    v = vectors.double()[None]
+    if scale is not None:
+        v = v * scale.double()[:, None, :]
+    parts = coef.double()[:, :, None] * v  # [b, P, d]
+    y = whole.double()[:, None, :]
+    return (y.abs() - (y - parts).abs()).sum(-1).clamp_min(EPSILON)
+
+
+def random_case(seed: int, b: int = 9, groups: int = 3, n: int = 17, d: int = 48):
+    g = torch.Generator().manual_seed(seed)
+    whole = (
+        torch.randn(b, d, generator=g) * torch.logspace(-3, 2, d)[torch.randperm(d, generator=g)]
+    )
+    whole[0, :4] = 0.0  # exact zeros take the sign +1 path
+    table = torch.randn(groups, n, d, generator=g) * 3.0
+    return g, whole, table
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_grouped_parts_with_a_row_scale_equal_the_literal_sum(form, seed):
+    g, whole, table = random_case(seed)
+    used = 11  # parts read only the first `used` vectors of each group
+    coef = torch.rand(len(whole), 3 * used, generator=g) ** 4
+    coef[:, ::5] *= -2.0
+    coef[2] = 0.0  # a row whose parts are all zero: floored, no correction
+    scale = torch.rand(len(whole), whole.shape[1], generator=g) * 2 - 0.5  # some gains < 0
+    got = scaled_parts_proximity(whole, coef, table, scale, used=used).double()
+    expected = literal(whole, coef, table[:, :used].reshape(-1, whole.shape[1]), scale)
+    norm = whole.abs().sum(-1, keepdim=True).double()
+    assert ((got - expected).abs() / norm).max() < 1e-6
+    assert (got[2] == torch.tensor(EPSILON).double()).all()
+
+
+def test_the_two_forms_give_the_same_proximities():
+    _, whole, table = random_case(7, b=33, n=40, d=96)
+    coef = torch.rand(33, 120) ** 3
+    forms = {}
+    for name in ("compiled", "torch"):
+        with pytest.MonkeyPatch.context() as patch:
+            if name == "torch":
+                patch.setenv(loops.FORCE_TORCH_ENV, "torch")
+            forms[name] = scaled_parts_proximity(whole, coef, table, used=40)
+    torch.testing.assert_close(forms["compiled"], forms["torch"], rtol=1e-5, atol=1e-5)
+
+
+def test_ranks_count_the_strictly_larger_scores_of_the_previous_row(form):
+    g = torch.Generator().manual_seed(3)
+    scores = torch.randn(5, 300, generator=g)
+    scores[1, 40:60] = scores[1, 7]  # ties with a chosen token do not count
+    rows = torch.tensor([1, -1, 0, 4])
+    ids = torch.tensor([[7, 0, 299], [1, 2, 3], [5, 5, 6], [100, 200, 250]])
+    got = lens.ranks_in_rows(scores, rows, ids)
+    for p, row in enumerate(rows.tolist()):
+        for q, token in enumerate(ids[p].tolist()):
+            expected = -1 if row < 0 else int((scores[row] > scores[row, token]).sum())
+            assert got[p, q].item() == expected
+
+
+@pytest.mark.parametrize("vocab", [5, 40, 320, 1000, 1037])
+def test_token_lists_are_the_exact_extremes(form, vocab):
+    g = torch.Generator().manual_seed(vocab)
+    scores = torch.randn(6, vocab, generator=g)
+    scores[0] = 1.0  # every score equal
+    scores[1, vocab // 2 :] = scores[1].max() + 1  # a tie across blocks at the top
+    k = min(10, vocab)
+    lists = lens.token_lists(scores, 10)
+    assert lists.top_ids.shape == (6, k)
+    for row in range(6):
+        values = scores[row].numpy()
+        top = sorted(range(vocab), key=lambda t: (-values[t], t))[:k]
+        bottom = sorted(range(vocab), key=lambda t: (values[t], t))[:k]
+        for ids, listed, expected in (
+            (lists.top_ids, lists.top_logits, top),
+            (lists.bottom_ids, lists.bottom_logits, bottom),
+        ):
+            np.testing.assert_array_equal(listed[row].numpy(), values[expected])
+            chosen = ids[row].tolist()
+            assert len(set(chosen)) == k  # distinct tokens, each with its listed score
+            np.testing.assert_array_equal(values[chosen], listed[row].numpy())
+            if row >= 2:  # no ties: the very tokens
+                assert chosen == expected
+
+
+def test_a_trace_is_the_same_with_either_form(monkeypatch):
+    loaded = build_tiny("llama")
+    compiled = run_trace(loaded, TINY_PROMPT)
+    monkeypatch.setenv(loops.FORCE_TORCH_ENV, "torch")
+    plain = run_trace(loaded, TINY_PROMPT)
+    for name in ("layer", "target", "source"):
+        np.testing.assert_array_equal(getattr(compiled.edges, name), getattr(plain.edges, name))
+    np.testing.assert_allclose(
+        compiled.edges.head_contributions, plain.edges.head_contributions, atol=1e-6
+    )
+    np.testing.assert_allclose(compiled.blocks.ffn, plain.blocks.ffn, atol=1e-6)
+    np.testing.assert_array_equal(compiled.neurons.index, plain.neurons.index)
+    np.testing.assert_array_equal(
+        compiled.projections.top_prev_rank, plain.projections.top_prev_rank
+    )
+    np.testing.assert_array_equal(compiled.projections.top_ids, plain.projections.top_ids)
