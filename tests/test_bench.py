@@ -129,3 +129,42 @@ def test_bench_command_refuses_bad_lengths():
     )  # fmt: skip
     assert result.returncode == 2
     assert "expected positive token counts" in result.stderr
+
+
+def test_every_shape_has_the_published_dimensions_and_known_family():
+    from lmscope.benchmark.shapes import SHAPES, parameter_bytes
+
+    billions = {
+        name: parameter_bytes(s.config(), torch.bfloat16) / 2 / 1e9 for name, s in SHAPES.items()
+    }
+    assert 7.9 < billions["llama3-8b"] < 8.1  # 8.03 B
+    assert 6.6 < billions["llama2-7b"] < 6.8  # 6.74 B
+    assert 7.1 < billions["mistral-7b"] < 7.3  # 7.24 B
+    assert 7.5 < billions["qwen2.5-7b"] < 7.7  # 7.62 B
+    assert 0.13 < billions["smollm2"] < 0.14  # 135 M
+    assert 0.12 < billions["gpt2"] < 0.13  # 124 M
+
+
+def test_a_shaped_model_traces_with_its_synthetic_tokenizer():
+    from lmscope.benchmark.shapes import shaped_model
+
+    loaded = shaped_model("gpt2", torch.float32, "cpu", bench_run.TEXT)
+    prompt = bench_run.prompt_of_length(loaded, 40)
+    ids = tokenize(loaded, prompt, True, 1024)
+    assert len(ids) == 40 and len(set(ids)) > 20  # varied ids, no unknown words
+    assert loaded.tokenizer.unk_token_id not in ids
+    report = bench_run.run_bench(loaded, [12], repeats=1, dense=True, cold_start=False)
+    (figures,) = report.lengths
+    assert report.model["d_model"] == 768 and report.model["vocab_size"] == 50257
+    assert figures.max_abs_diff < 1e-5
+
+
+def test_bench_shape_refuses_unknown_names_and_what_does_not_fit(monkeypatch):
+    from lmscope.benchmark import shapes
+    from lmscope.errors import LmscopeError
+
+    with pytest.raises(LmscopeError, match=r"unknown shape 'llama9'.*llama3-8b"):
+        shapes.shaped_model("llama9", torch.float32, "cpu", "text")
+    monkeypatch.setattr(shapes, "available_bytes", lambda _device: 2**30)
+    with pytest.raises(LmscopeError, match=r"llama2-7b in bfloat16 needs 12\.6 GiB.*1\.0 GiB free"):
+        shapes.shaped_model("llama2-7b", torch.bfloat16, "cpu", "text")

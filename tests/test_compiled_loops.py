@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from lmscope.attribution import lens, loops
+from lmscope.attribution import lens, loops, screen
 from lmscope.attribution.proximity import EPSILON, scaled_parts_proximity
 from lmscope.tracing.engine import run_trace
 from tests.conftest import TINY_PROMPT, build_tiny
@@ -127,3 +127,62 @@ def test_a_trace_is_the_same_with_either_form(monkeypatch):
         compiled.projections.top_prev_rank, plain.projections.top_prev_rank
     )
     np.testing.assert_array_equal(compiled.projections.top_ids, plain.projections.top_ids)
+
+
+needs_screen = pytest.mark.skipif(
+    not screen.available(torch.device("cpu")), reason="needs a CPU with bf16 matrix units"
+)
+
+
+def exact_scores(normed, with_bias, unembedding, bias):
+    scores = normed @ unembedding.T
+    return scores + with_bias[:, None].float() * bias[None]
+
+
+@needs_screen
+@pytest.mark.parametrize("seed", range(3))
+def test_the_bf16_screen_gives_the_exact_lists_and_ranks(seed):
+    g = torch.Generator().manual_seed(seed)
+    vocab, d, rows, k = 3000, 64, 40, 10
+    unembedding = torch.randn(vocab, d, generator=g) * (1 + torch.rand(vocab, 1, generator=g))
+    bias = torch.randn(vocab, generator=g) * 0.1
+    normed = torch.randn(rows, d, generator=g) * 3
+    normed[5] = 0.0  # every score equal: more candidates than fit, scored whole
+    with_bias = torch.rand(rows, generator=g) < 0.5
+    with_bias[5] = False
+    exact = exact_scores(normed, with_bias, unembedding, bias)
+    ranked_rows = torch.tensor([0, 1, 2, 3, 5, 7])
+    chosen = exact[ranked_rows + 10].topk(k).indices  # other rows' top tokens: mostly in the tail
+    chosen[3, 4] = exact[3].argsort()[vocab // 2]  # one deep in the bulk: that row scored whole
+    w_max = float(torch.linalg.vector_norm(unembedding.double(), dim=1).max()) * (1 + 2**-20)
+    screened = screen.Screen(normed, with_bias, unembedding, bias, unembedding.bfloat16(), w_max)
+    whole: list[int] = []
+    scored_whole = screened._whole
+    screened._whole = lambda rows: whole.extend(rows.tolist()) or scored_whole(rows)
+    lists = screened.lists(k)
+    assert whole == [5]  # the degenerate row only; every other row from its candidates
+    expected = lens.token_lists(exact, k)
+    assert torch.equal(lists.top_ids, expected.top_ids)
+    assert torch.equal(lists.bottom_ids, expected.bottom_ids)
+    torch.testing.assert_close(lists.top_logits, expected.top_logits, rtol=0, atol=1e-5)
+    torch.testing.assert_close(lists.bottom_logits, expected.bottom_logits, rtol=0, atol=1e-5)
+    ranks = screened.ranks(ranked_rows, chosen)
+    assert 3 in whole[1:]  # the row with a bulk token was ranked whole
+    assert torch.equal(ranks, lens.ranks_in_rows(exact, ranked_rows, chosen))
+    assert ranks[3, 4] >= vocab // 2 - 1  # the bulk token's rank came from the whole row
+
+
+@needs_screen
+def test_a_trace_with_the_screen_equals_one_without(monkeypatch):
+    loaded = build_tiny("gpt2")  # lens rows and update rows, a LayerNorm before the unembedding
+    monkeypatch.setattr(screen, "MIN_ROWS", 1)  # screen even the tiny model's few rows
+    screened = run_trace(loaded, TINY_PROMPT)
+    monkeypatch.setattr(screen, "available", lambda _device: False)
+    plain = run_trace(loaded, TINY_PROMPT)
+    for name in ("top_ids", "bottom_ids", "top_prev_rank"):
+        np.testing.assert_array_equal(
+            getattr(screened.projections, name), getattr(plain.projections, name)
+        )
+    np.testing.assert_allclose(
+        screened.projections.top_logits, plain.projections.top_logits, atol=1e-5
+    )

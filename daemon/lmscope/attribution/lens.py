@@ -15,7 +15,7 @@ import torch
 from lmscope.attribution import loops
 from lmscope.attribution.budget import budget_for
 
-BLOCK = 32  # scores per block in `_extremes` (32 measured fastest of 16-128 on a CPU)
+BLOCK = 32  # scores per block in `extremes` (32 measured fastest of 16-128 on a CPU)
 
 
 @dataclass
@@ -39,20 +39,13 @@ def token_lists(scores: torch.Tensor, k: int) -> TokenLists:
     tokens tie at the edge of a list, which of them are listed is deterministic but unspecified
     (as with torch.topk)."""
     k = min(k, scores.shape[-1])
-    top_ids, top_values = _extremes(scores, k, largest=True)
-    bottom_ids, bottom_values = _extremes(scores, k, largest=False)
+    top_ids, top_values = extremes(scores, k, largest=True)
+    bottom_ids, bottom_values = extremes(scores, k, largest=False)
     return TokenLists(top_ids, top_values, bottom_ids, bottom_values)
 
 
-def _extremes(scores: torch.Tensor, k: int, largest: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k largest (or smallest) of each row of scores [P, V] -> (ids, values), each [P, k].
-
-    Exact, through blocks of BLOCK scores: the k blocks with the largest maxima hold every
-    value of the top k (if a top-k score lay in another block, the k chosen blocks' maxima would
-    be k scores at least as large), so only k · BLOCK candidates per row are ranked. One pass
-    of block maxima replaces a selection over all V (about 2x faster on a CPU than
-    torch.topk; on a GPU it stays a few kernels).
-    """
+def block_extremes(scores: torch.Tensor, largest: bool) -> torch.Tensor:
+    """The max (or min) of each block of BLOCK scores of each row: [P, V] -> [P, ⌈V/BLOCK⌉]."""
     rows, vocab = scores.shape
     whole = vocab // BLOCK * BLOCK
     main = scores[:, :whole].reshape(rows, whole // BLOCK, BLOCK)  # a view: row stride is V
@@ -60,6 +53,23 @@ def _extremes(scores: torch.Tensor, k: int, largest: bool) -> tuple[torch.Tensor
     if whole < vocab:  # the last, shorter block
         tail = scores[:, whole:]
         block = torch.cat([block, (tail.amax(-1) if largest else tail.amin(-1))[:, None]], 1)
+    return block
+
+
+def extremes(
+    scores: torch.Tensor, k: int, largest: bool, block: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest (or smallest) of each row of scores [P, V] -> (ids, values), each [P, k].
+
+    Exact, through blocks of BLOCK scores (`block_extremes`, or `block` when already known):
+    the k blocks with the largest maxima hold every value of the top k (if a top-k score lay in
+    another block, the k chosen blocks' maxima would be k scores at least as large), so only
+    k · BLOCK candidates per row are ranked. One pass of block maxima replaces a selection over
+    all V (about 2x faster on a CPU than torch.topk; on a GPU it stays a few kernels).
+    """
+    rows, vocab = scores.shape
+    if block is None:
+        block = block_extremes(scores, largest)
     chosen = block.topk(min(k, block.shape[1]), dim=-1, largest=largest).indices
     first = chosen.sort(dim=-1).values * BLOCK  # [P, c] ascending, so ids ascend below
     ids = (first[:, :, None] + torch.arange(BLOCK, device=scores.device)).reshape(rows, -1)

@@ -37,6 +37,8 @@ def neuron_contributions(
     (no output norm) -> contributions of every neuron and of the rest part."""
     n_nodes, d_ffn = activations.shape
     d = output_weights.shape[1]
+    output_weights = output_weights.float()  # often a transposed view: read in place
+    reach = output_weights.abs().amax(1)[None]  # [1, d_ffn] once for every chunk
     prox = torch.empty(n_nodes, d_ffn, dtype=torch.float32, device=activations.device)
     per_device = budget_for(activations.device).nodes_per_chunk
     chunk = max(1, min(per_device, SCRATCH_BYTES // max(1, d_ffn * d * 4)))
@@ -44,7 +46,7 @@ def neuron_contributions(
         stop = min(n_nodes, start + chunk)
         scale = None if ffn_scale is None else ffn_scale[start:stop]  # [c, d]
         prox[start:stop] = scaled_parts_proximity(
-            whole[start:stop], activations[start:stop], output_weights, scale
+            whole[start:stop], activations[start:stop], output_weights, scale, part_max=reach
         )
     rest_prox = (whole.abs() - (whole - rest).abs()).sum(-1).clamp_min(EPSILON)  # [F]
     total = prox.sum(-1) + rest_prox

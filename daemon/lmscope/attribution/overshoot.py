@@ -50,7 +50,7 @@ def correction(
         if loops.run(
             "overshoot",
             len(coef),
-            table.contiguous().numpy(),
+            table.numpy(),  # strided is fine (a transposed W_out is read in place)
             used,
             coef.contiguous().numpy(),
             part_max.contiguous().numpy(),

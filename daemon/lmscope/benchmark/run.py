@@ -3,8 +3,10 @@ dense reference, with memory, file size, open and route times; then the daemon's
 
 Every timed figure is the median of `repeats` runs after a warm-up at that length (for the dense
 reference, the run that checks its agreement with lmscope). lmscope's peak memory is measured on
-its warm-up run, apart from the timed runs (the CPU sampler thread would cost them time); the
-dense reference's on its first timed run (one run takes seconds, the sampler's cost is noise).
+one warm run (after the warm-up, whose one-off costs such as loading the compiled loops belong
+to the process, not to a trace), apart from the timed runs (the CPU sampler thread would cost
+them time); the dense reference's on its first timed run (one run takes seconds, the sampler's
+cost is noise).
 """
 
 from __future__ import annotations
@@ -243,7 +245,9 @@ class _Bench:
         )
 
         say(f"{n} tokens: trace")
-        with PeakMemory(self.device) as peak:  # also the warm-up
+        data, path = self.trace_once(prompt)  # warm-up: one-off costs (the compiled loops' load)
+        del data
+        with PeakMemory(self.device) as peak:  # a warm trace's working memory
             data, path = self.trace_once(prompt)
         del data
         stage_runs: list[dict[str, float]] = []

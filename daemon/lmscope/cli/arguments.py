@@ -186,7 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser(
         "bench", help="measure trace speed and memory against a forward pass and LM-TT's way"
     )
-    bench.add_argument("--model", default="default", help="model spec (default: embedded)")
+    which = bench.add_mutually_exclusive_group()
+    which.add_argument("--model", default="default", help="model spec (default: embedded)")
+    which.add_argument(
+        "--shape",
+        metavar="NAME",
+        help="a random-init model of a published shape instead (llama3-8b, llama2-7b, "
+        "mistral-7b, qwen2.5-7b, smollm2, gpt2): the figures without the weights",
+    )
     bench.add_argument("--adapter", metavar="FOLDER", help=ADAPTER_HELP)
     bench.add_argument(
         "--lengths", type=_lengths, default=[10, 50, 200, 1000], help="prompt lengths in tokens"

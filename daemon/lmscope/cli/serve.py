@@ -21,9 +21,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    progress = Progress(enabled=not args.quiet)
-    loaded = load_model_from(args, progress)
-    progress.close()
+    if args.shape is not None:
+        from lmscope.benchmark.run import TEXT
+        from lmscope.benchmark.shapes import shaped_model
+
+        if args.adapter is not None or args.device_map is not None:
+            raise LmscopeError("--shape builds its own model: no --adapter or --device-map")
+        if args.responsiveness is not None:
+            raise LmscopeError("--responsiveness starts a daemon, which cannot load a --shape")
+        loaded = shaped_model(args.shape, getattr(torch, args.dtype), args.device, TEXT)
+    else:
+        progress = Progress(enabled=not args.quiet)
+        loaded = load_model_from(args, progress)
+        progress.close()
 
     def say(message: str) -> None:
         if not args.quiet:
@@ -37,7 +47,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         args.lengths,
         repeats=args.repeats,
         dense=not args.no_dense,
-        cold_start=not args.no_cold_start,
+        cold_start=not args.no_cold_start and args.shape is None,  # a daemon loads specs
         responsiveness_tokens=args.responsiveness,
         progress=say,
         on_length=done,

@@ -243,12 +243,22 @@ def detail_nodes(graph: ContributionGraph, options: TraceOptions) -> set[Node]:
 
 
 # --- predictions, facts ----------------------------------------------------------------------
+PREDICTION_ROWS = 64  # positions normalised at once: a [rows, V] temporary, not [n, V]
+
+
 def _predictions(logits: torch.Tensor, k: int) -> Predictions:
-    probs = torch.softmax(logits, dim=-1)
-    top = probs.topk(min(k, probs.shape[-1]), dim=-1)
+    """The k most probable next tokens at every position: logits [n, V] -> [n, k] each.
+
+    p = exp(logit − logsumexp(row)) for the top logits only, a block of rows at a time, so no
+    [n, V] copy of probabilities is made (the logits are the forward pass's own)."""
+    ids, probs = [], []
+    for rows in logits.split(PREDICTION_ROWS):
+        top = rows.topk(min(k, rows.shape[-1]), dim=-1)
+        ids.append(top.indices)
+        probs.append(torch.exp(top.values - torch.logsumexp(rows, dim=-1, keepdim=True)))
     return Predictions(
-        ids=top.indices.cpu().numpy().astype(np.int32),
-        probs=top.values.cpu().numpy().astype(np.float32),
+        ids=torch.cat(ids).cpu().numpy().astype(np.int32),
+        probs=torch.cat(probs).cpu().numpy().astype(np.float32),
     )
 
 

@@ -9,13 +9,14 @@ node, from a pass that kept only its token's row): it scores only the rows asked
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from lmscope.attribution import lens
+from lmscope.attribution import lens, screen
 from lmscope.attribution.budget import budget_for
 from lmscope.graph.nodes import EMBEDDING, FFN, POST_ATTENTION, RESIDUAL, Node
 from lmscope.models.adapter import ArchitectureAdapter
@@ -83,9 +84,8 @@ def project_nodes(
     Two passes. (1) Chunks of positions build every projection vector of those positions (the
     final norm applied per layer in one batch) and keep only the rows asked for plus, for each
     lens row, its previous residual node's lens (for the rank change). (2) Those rows are
-    scored in chunks of at most `projection_bytes` of logits: each chunk holds its wanted rows
-    and their previous rows, so a chunk reads the unembedding once for many rows and no row is
-    scored that is not needed.
+    scored once each, in chunks of at most `projection_bytes` of logits, so a chunk reads the
+    unembedding once for many rows and no row is scored that is not needed or scored twice.
     """
     w_u = adapter.unembedding_weight()
     b_u = adapter.unembedding_bias()
@@ -103,6 +103,7 @@ def project_nodes(
     meta: list[tuple[str, Node]] = []  # one per wanted row, in output order
     vectors: list[torch.Tensor] = []  # [?, d] pieces of the needed rows
     is_lens: list[bool] = []  # per needed row: the unembedding bias applies
+    depth: list[int] = []  # per needed row: its block's number (a previous row's is lower)
     wanted: list[int] = []  # per wanted row: its index among the needed rows
     prev_of: list[int] = []  # per wanted row: the needed row of its previous lens, or -1
     for start in range(0, len(positions), vector_rows):
@@ -111,10 +112,11 @@ def project_nodes(
         c = len(where)
         picked: dict[int, int] = {}  # row in this chunk's stack -> needed row
 
-        def pick(row: int, lens_row: bool, picked: dict[int, int] = picked) -> int:
+        def pick(row: int, lens_row: bool, picked: dict[int, int] = picked, width: int = c) -> int:
             if row not in picked:
                 picked[row] = len(is_lens)
                 is_lens.append(lens_row)
+                depth.append(row // width)
             return picked[row]
 
         for number, block in enumerate(blocks):
@@ -130,46 +132,81 @@ def project_nodes(
             stack = torch.cat([b.vectors.to(w_u.device) for b in blocks])
             vectors.append(stack[torch.tensor(list(picked), device=stack.device)])
 
-    # Pass 2: score wanted rows with their previous rows, a chunk at a time.
-    rows_per_chunk = max(2, budget.projection_bytes // (4 * adapter.vocab_size))
+    # Pass 2: score every needed row once, a chunk at a time, deepest blocks first: a wanted
+    # row's lists are then known by the time its previous row (a lower block) is scored, and
+    # its ranks are counted there.
+    rows_per_chunk = max(1, budget.projection_bytes // (4 * adapter.vocab_size))
     needed = torch.cat(vectors) if vectors else torch.zeros(0, adapter.d_model)
     lens_rows = torch.tensor(is_lens, dtype=torch.bool, device=needed.device)
-    chunks: list[tuple[lens.TokenLists, torch.Tensor]] = []
-    for start in range(0, len(wanted), rows_per_chunk // 2):
-        mine = wanted[start : start + rows_per_chunk // 2]
-        prevs = prev_of[start : start + rows_per_chunk // 2]
-        rows = sorted(set(mine) | {p for p in prevs if p >= 0})
-        local = {row: n for n, row in enumerate(rows)}
-        index = torch.tensor(rows, device=needed.device)
-        scores = lens.logits(needed[index], w_u, None)  # [r, V]
-        if b_u is not None:  # the unembedding bias belongs to the lens, not to updates
-            scores[lens_rows[index]] += b_u.float()
-        # Rank and list every row in place, then keep the wanted ones (copying [r, V] score
-        # rows would cost more than the extra top-k on the few previous rows).
-        all_lists = lens.token_lists(scores, k)
-        keep = torch.tensor([local[row] for row in mine], device=scores.device)
-        lists = lens.TokenLists(
-            all_lists.top_ids[keep],
-            all_lists.top_logits[keep],
-            all_lists.bottom_ids[keep],
-            all_lists.bottom_logits[keep],
-        )
-        prev = torch.tensor([local.get(p, -1) for p in prevs], device=scores.device)
-        chunks.append((lists, lens.ranks_in_rows(scores, prev, lists.top_ids)))
+    shape = (len(needed), k)
+    top_ids = torch.zeros(shape, dtype=torch.long, device=needed.device)
+    top_logits = torch.zeros(shape, dtype=torch.float32, device=needed.device)
+    bottom_ids, bottom_logits = torch.zeros_like(top_ids), torch.zeros_like(top_logits)
+    ranks = torch.full((len(wanted), k), -1, dtype=torch.long, device=needed.device)
+    ranked_at: dict[int, list[int]] = {}  # needed row -> the wanted entries it is previous to
+    for entry, prev in enumerate(prev_of):
+        if prev >= 0:
+            ranked_at.setdefault(prev, []).append(entry)
+    order = sorted(range(len(needed)), key=lambda row: -depth[row])
+    bf16 = _bf16_unembedding(adapter) if len(needed) >= screen.MIN_ROWS else None
+    wanted_rows = torch.tensor(wanted, dtype=torch.long, device=needed.device)
+    for start in range(0, len(order), rows_per_chunk):
+        rows = order[start : start + rows_per_chunk]
+        index = torch.tensor(rows, dtype=torch.long, device=needed.device)
+        entries = [(entry, n) for n, row in enumerate(rows) for entry in ranked_at.get(row, [])]
+        which = torch.tensor([entry for entry, _ in entries], dtype=torch.long)
+        local = torch.tensor([n for _, n in entries], dtype=torch.long, device=needed.device)
+        if bf16 is not None:
+            screened = screen.Screen(needed[index], lens_rows[index], w_u, b_u, *bf16)
+            lists = screened.lists(k)
+        else:
+            scores = lens.logits(needed[index], w_u, None)  # [r, V]
+            if b_u is not None:  # the unembedding bias belongs to the lens, not to updates
+                scores[lens_rows[index]] += b_u.float()
+            lists = lens.token_lists(scores, k)
+        top_ids[index], top_logits[index] = lists.top_ids, lists.top_logits
+        bottom_ids[index], bottom_logits[index] = lists.bottom_ids, lists.bottom_logits
+        if entries:  # the wanted rows' lists are known now: theirs are deeper or in this chunk
+            chosen = top_ids[wanted_rows[which.to(needed.device)]]  # [m, k]
+            if bf16 is not None:
+                ranks[which] = screened.ranks(local, chosen)
+            else:
+                ranks[which] = lens.ranks_in_rows(scores, local, chosen)
+    keep = torch.tensor(wanted, dtype=torch.long, device=needed.device)
 
-    def cat(values: list[torch.Tensor], dtype: type) -> np.ndarray:
-        if not values:
-            return np.zeros((0, k), dtype=dtype)
-        return torch.cat(values).cpu().numpy().astype(dtype)
+    def out(values: torch.Tensor, dtype: type) -> np.ndarray:
+        return values.cpu().numpy().astype(dtype)
 
     return Projections(
         kind=[kind for kind, _ in meta],
         node_kind=[node.kind for _, node in meta],
         layer=np.asarray([node.layer for _, node in meta], dtype=np.int32),
         position=np.asarray([node.position for _, node in meta], dtype=np.int32),
-        top_ids=cat([c[0].top_ids for c in chunks], np.int32),
-        top_logits=cat([c[0].top_logits for c in chunks], np.float32),
-        bottom_ids=cat([c[0].bottom_ids for c in chunks], np.int32),
-        bottom_logits=cat([c[0].bottom_logits for c in chunks], np.float32),
-        top_prev_rank=cat([c[1] for c in chunks], np.int32),
+        top_ids=out(top_ids[keep], np.int32),
+        top_logits=out(top_logits[keep], np.float32),
+        bottom_ids=out(bottom_ids[keep], np.int32),
+        bottom_logits=out(bottom_logits[keep], np.float32),
+        top_prev_rank=out(ranks, np.int32),
     )
+
+
+# The unembedding's bf16 copy and an upper bound of its row norms, for the screen: kept with the
+# model's output embedding module (V·d·2 bytes: 56 MB for SmolLM2-135M, a tenth of its float32
+# weights), made on the first trace that screens.
+_BF16_COPIES: weakref.WeakKeyDictionary[torch.nn.Module, tuple[int, torch.Tensor, float]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _bf16_unembedding(adapter: ArchitectureAdapter) -> tuple[torch.Tensor, float] | None:
+    """(W_U in bf16, max_u ‖W_u‖ rounded up) where `screen` runs on this model, else None."""
+    w_u = adapter.unembedding_weight()
+    if not screen.available(w_u.device):
+        return None
+    head = adapter.model.get_output_embeddings()
+    cached = _BF16_COPIES.get(head)
+    if cached is None or cached[0] != w_u.data_ptr():
+        norm = float(torch.linalg.vector_norm(w_u.double(), dim=1).max()) * (1 + 2**-20)
+        cached = (w_u.data_ptr(), w_u.to(torch.bfloat16), norm)
+        _BF16_COPIES[head] = cached
+    return cached[1], cached[2]

@@ -1,0 +1,199 @@
+"""Exact vocabulary lists and ranks from a bfloat16 screen (docs/method.md, "Vocabulary
+projections": the lists are of the exact float32 scores; this only finds them with less work).
+
+A projection row needs its top and bottom k tokens and, for a lens row's previous row, the
+rank there of the row's top tokens: the whole [V] row of scores is read, but only a few dozen
+of its entries matter. On CPUs with bf16 matrix units the bf16 product is ~4x cheaper than the
+float32 one, and every screened score s_u is within β of the exact one e_u:
+
+    |s_u − e_u| ≤ c · Σ_d |v_d|·|W_ud| ≤ c · ‖v‖ · max_u ‖W_u‖ = β            (`screen_error`)
+
+So, with L the k-th largest screened score, no token below L − 2β can be in the exact top k
+(k tokens score at least L − β exactly); no token below e_t − β can score above a chosen token
+t (so a rank counts only tokens at or above that). Each row's candidates, the tokens past the
+lower of those thresholds (and the mirror image for the bottom list), are scored exactly in
+float32 and ranked among themselves: the lists and ranks are those of the exact scores.
+A row with more candidates than MAX_CANDIDATES (a degenerate row, a chosen token ranked deep in
+the bulk) is scored whole in float32 instead.
+
+Shapes: r rows, d width, V vocabulary, k tokens a list, m ranked entries, C candidates.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lmscope.attribution import loops
+from lmscope.attribution.lens import (
+    BLOCK,
+    TokenLists,
+    block_extremes,
+    extremes,
+    ranks_in_rows,
+    token_lists,
+)
+
+MAX_CANDIDATES = 256  # per row and side; a row with more is scored whole (a few percent)
+MIN_ROWS = 32  # the screen's setup pays off over this many rows (a live query scores few)
+
+
+def screen_error(d: int) -> float:
+    """c with |bf16 score − float32 score| ≤ c · Σ_d |v_d|·|W_ud| for rows of width d.
+
+    The bf16 product rounds both inputs (2^-9 each, relative), accumulates in float32 (d·2^-24)
+    and rounds its output to bf16 (2^-9 of |score| ≤ the sum); the float32 score itself is
+    within d·2^-24 of the true one. 1% slack on top. (cuBLAS may reduce bf16 products in bf16,
+    which this does not cover: the screen runs on CPUs only.)
+    """
+    return (2**-8 + 2**-9 + 2**-16 + 2 * d * 2**-24) * 1.01
+
+
+def available(device: torch.device) -> bool:
+    """A CPU whose bf16 matrix products are fast (oneDNN with bf16 units) and the select loop."""
+    return (
+        device.type == "cpu"
+        and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        and loops.available()
+    )
+
+
+class Screen:
+    """One chunk of rows screened in bf16: exact lists of every row (`lists`), then exact
+    ranks of chosen tokens in some rows (`ranks`).
+
+    normed: [r, d] float32; with_bias: [r] bool (b_U applies: lens rows); unembedding: [V, d];
+    bias: [V] or None; unembedding_bf16: [V, d]; max_row_norm ≥ max_u ‖W_u‖. A row with more
+    candidates than MAX_CANDIDATES is scored whole in float32, as `lens` does without a screen.
+    """
+
+    def __init__(
+        self,
+        normed: torch.Tensor,
+        with_bias: torch.Tensor,
+        unembedding: torch.Tensor,
+        bias: torch.Tensor | None,
+        unembedding_bf16: torch.Tensor,
+        max_row_norm: float,
+    ) -> None:
+        self.normed = normed.float()
+        self.with_bias = with_bias
+        self.unembedding = unembedding
+        self.bias = bias
+        self.scores = (self.normed.to(torch.bfloat16) @ unembedding_bf16.T).float()  # [r, V]
+        if bias is not None:
+            self.scores += with_bias[:, None].float() * bias.float()[None]
+        width = normed.shape[1]
+        self.beta = (
+            screen_error(width) * torch.linalg.vector_norm(self.normed, dim=1) * max_row_norm
+        )  # [r]
+        self.block_max = block_extremes(self.scores, largest=True)  # [r, blocks]
+        self.block_min = block_extremes(self.scores, largest=False)
+
+    def lists(self, k: int) -> TokenLists:
+        """The exact top and bottom k of every row: [r, k] each."""
+        rows = len(self.normed)
+        k = min(k, self.scores.shape[1])
+        high = extremes(self.scores, k, True, self.block_max)[1][:, -1] - 2 * self.beta
+        low = extremes(self.scores, k, False, self.block_min)[1][:, -1] + 2 * self.beta
+        (top, top_n), (bottom, bottom_n) = self._select(torch.arange(rows), high, low)
+        whole = (top_n > MAX_CANDIDATES) | (bottom_n > MAX_CANDIDATES)  # [r]
+        kept = (~whole).nonzero(as_tuple=True)[0]
+        out = TokenLists(
+            torch.empty(rows, k, dtype=torch.long), torch.empty(rows, k),
+            torch.empty(rows, k, dtype=torch.long), torch.empty(rows, k),
+        )  # fmt: skip
+        if len(kept):
+            for ids, count, largest in ((top, top_n, True), (bottom, bottom_n, False)):
+                ids, values, _ = self._exact_candidates(kept, ids[kept], count[kept], largest)
+                order = values.sort(dim=-1, descending=largest, stable=True).indices[:, :k]
+                if largest:  # equal scores: the lower id first (candidates ascend)
+                    out.top_ids[kept], out.top_logits[kept] = (
+                        ids.gather(1, order),
+                        values.gather(1, order),
+                    )
+                else:
+                    out.bottom_ids[kept] = ids.gather(1, order)
+                    out.bottom_logits[kept] = values.gather(1, order)
+        full = whole.nonzero(as_tuple=True)[0]
+        if len(full):
+            exact = token_lists(self._whole(full), k)
+            out.top_ids[full], out.top_logits[full] = exact.top_ids, exact.top_logits
+            out.bottom_ids[full], out.bottom_logits[full] = exact.bottom_ids, exact.bottom_logits
+        return out
+
+    def ranks(self, at_rows: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+        """#{u: e[row, u] > e[row, t]} for the chosen tokens t [m, k] of rows at_rows [m]."""
+        if not len(at_rows):
+            return chosen[:, :0]
+        # No token below e_t − β can score above t: those above are the row's candidates.
+        high = self._exact(at_rows, chosen).amin(1) - 1.01 * self.beta[at_rows]  # ulps apart
+        low = torch.full_like(high, float("-inf"))
+        (top, top_n), _ = self._select(at_rows, high, low)
+        ranks = torch.empty(chosen.shape, dtype=torch.long)
+        kept = (top_n <= MAX_CANDIDATES).nonzero(as_tuple=True)[0]
+        if len(kept):
+            ids, values, valid = self._exact_candidates(at_rows[kept], top[kept], top_n[kept], True)
+            # The chosen token's own value is read from the same product as the candidates'.
+            is_chosen = ids[:, None, :] == chosen[kept][:, :, None]  # [e, k, c]
+            own = torch.where(is_chosen, values[:, None, :], float("-inf")).amax(-1)  # [e, k]
+            ranks[kept] = ((values[:, None, :] > own[:, :, None]) & valid[:, None, :]).sum(-1)
+            lost = kept[(own == float("-inf")).any(1)]  # cannot happen within the bound
+            top_n[lost] = MAX_CANDIDATES + 1
+        full = (top_n > MAX_CANDIDATES).nonzero(as_tuple=True)[0]
+        if len(full):
+            scores = self._whole(at_rows[full])
+            ranks[full] = ranks_in_rows(scores, torch.arange(len(full)), chosen[full])
+        return ranks
+
+    def _select(
+        self, rows: torch.Tensor, high: torch.Tensor, low: torch.Tensor
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per side: candidate ids [n, MAX_CANDIDATES] (ascending) and how many there are."""
+        n = len(rows)
+        found = [
+            (torch.empty(n, MAX_CANDIDATES, dtype=torch.long), torch.empty(n, dtype=torch.long))
+            for _ in range(2)
+        ]
+        every = n == len(self.scores)
+        arrays = [
+            (t if every else t[rows]).contiguous()
+            for t in (self.scores, self.block_max, self.block_min)
+        ]
+        loops.run(
+            "select",
+            n,
+            *(a.numpy() for a in arrays),
+            BLOCK,
+            high.float().contiguous().numpy(),
+            low.float().contiguous().numpy(),
+            *(t.numpy() for t in (*found[0], *found[1])),
+        )
+        return found
+
+    def _exact_candidates(
+        self, rows: torch.Tensor, ids: torch.Tensor, count: torch.Tensor, largest: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Candidates [n, c] (padding masked to ∓inf), their exact scores, and which are real."""
+        c = max(1, int(count.max()))
+        valid = torch.arange(c)[None, :] < count[:, None]  # [n, c]
+        ids = torch.where(valid, ids[:, :c], 0)  # padding: any id, masked below
+        values = self._exact(rows, ids).masked_fill(
+            ~valid, float("-inf") if largest else float("inf")
+        )
+        return ids, values, valid
+
+    def _exact(self, rows: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Float32 scores of ids [n, c] in rows [n], through one product over the union of the
+        ids (one summation order for every value compared with another)."""
+        columns, where = ids.unique(return_inverse=True)  # sorted ids; ids = columns[where]
+        scores = self.normed[rows] @ self.unembedding[columns].float().T  # [n, U]
+        if self.bias is not None:
+            scores += self.with_bias[rows, None].float() * self.bias[columns].float()[None]
+        return scores.gather(1, where)
+
+    def _whole(self, rows: torch.Tensor) -> torch.Tensor:
+        """Exact float32 scores of whole rows [f] -> [f, V]."""
+        scores = self.normed[rows] @ self.unembedding.float().T
+        if self.bias is not None:
+            scores += self.with_bias[rows, None].float() * self.bias.float()[None]
+        return scores
