@@ -25,7 +25,7 @@ class Budget:
 CPU = Budget(
     targets_per_chunk=128,
     nodes_per_chunk=8,
-    projection_bytes=32 * 2**20,
+    projection_bytes=16 * 2**20,
     rank_rows=4,
     correction_elements=4 * 2**20,
 )

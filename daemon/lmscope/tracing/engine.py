@@ -184,6 +184,9 @@ def run_trace(
     with loaded.lock, capture_layers(adapter, on_layer):
         logits = run_forward(loaded.model, input_ids)  # [n, V]
     mark("forward")
+    predictions = _predictions(logits, options.prediction_top_k)
+    del logits  # the pass's largest tensor: freed before the detail stages allocate theirs
+    mark("finish")
 
     blocks, edges = stack_contributions(contributions, attention_weights)
     mark("attention")
@@ -197,7 +200,6 @@ def run_trace(
     report("vocabulary projections", None)
     projections = project_nodes(adapter, states, detailed, options.projection_top_k)
     mark("projections")
-    predictions = _predictions(logits, options.prediction_top_k)
 
     data = TraceData(
         model=loaded.facts,
