@@ -186,3 +186,31 @@ def test_a_trace_with_the_screen_equals_one_without(monkeypatch):
     np.testing.assert_allclose(
         screened.projections.top_logits, plain.projections.top_logits, atol=1e-5
     )
+
+
+def test_a_bf16_model_keeps_its_layer_states_in_bf16_and_traces_the_same(monkeypatch):
+    import dataclasses
+
+    from lmscope.tracing import engine
+    from lmscope.tracing.layers import LayerState
+
+    tiny = build_tiny("gemma2")  # output norms: scales lmscope computes stay float32
+    tiny.model.to(torch.bfloat16)
+    loaded = dataclasses.replace(tiny, dtype=torch.bfloat16)
+    kept: list[LayerState] = []
+    compact = LayerState.compact
+    monkeypatch.setattr(LayerState, "compact", lambda c, d: kept.append(compact(c, d)) or kept[-1])
+    small = run_trace(loaded, TINY_PROMPT)
+    assert {s.resid_out.dtype for s in kept} == {torch.bfloat16}
+    assert {s.ffn_act.dtype for s in kept} == {torch.bfloat16}
+    assert all(s.attn_scale is None or s.attn_scale.dtype == torch.float32 for s in kept)
+    full = engine.LayerState  # the float32 states of before, for comparison
+    monkeypatch.setattr(full, "compact", lambda c, d: compact(c, torch.float32))
+    wide = run_trace(loaded, TINY_PROMPT)
+    for name in ("top_ids", "bottom_ids", "top_prev_rank", "top_logits"):
+        np.testing.assert_array_equal(
+            getattr(small.projections, name), getattr(wide.projections, name)
+        )
+    np.testing.assert_array_equal(small.neurons.index, wide.neurons.index)
+    np.testing.assert_array_equal(small.neurons.contribution, wide.neurons.contribution)
+    np.testing.assert_array_equal(small.edges.head_contributions, wide.edges.head_contributions)

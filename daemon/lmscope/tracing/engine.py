@@ -166,18 +166,7 @@ def run_trace(
         contributions.append(result)
         weights = captured.attn_probs[:, result.edge_target, result.edge_source]  # [H, e]
         attention_weights.append(weights.T.cpu().numpy())
-        states.append(
-            LayerState(
-                captured.resid_in,
-                captured.attn_out,
-                captured.ffn_act,
-                captured.ffn_out,
-                captured.resid_out,
-                attn_scale=captured.attn_scale,
-                ffn_scale=captured.ffn_scale,
-                moe=captured.moe,
-            )
-        )
+        states.append(LayerState.compact(captured, loaded.dtype))  # half size for bf16 models
         report(f"layer {captured.layer + 1}/{adapter.n_layers}", len(states) / adapter.n_layers)
         mark("attention")
 

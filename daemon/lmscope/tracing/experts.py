@@ -256,7 +256,12 @@ def expert_table(
             continue
         rows = torch.tensor(where, device=state.resid_out.device)
         found = node_experts(
-            adapter, layer, state.moe, rows, state.resid_out[rows], state.ffn_out[rows]
+            adapter,
+            layer,
+            state.moe,
+            rows,
+            state.resid_out[rows].float(),
+            state.ffn_out[rows].float(),
         )
         # Strongest contribution first, ties by slot (the order cards and tables show).
         order = torch.sort(found.contribution, dim=1, descending=True, stable=True).indices

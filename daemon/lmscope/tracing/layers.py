@@ -24,7 +24,8 @@ from lmscope.tracing.experts import MoeCapture, node_neuron_width, node_neurons
 
 @dataclass
 class LayerState:
-    """What later stages need from one layer (float32, on the layer's device)."""
+    """What later stages need from one layer, on the layer's device. The tensors may be kept in
+    the model's dtype (`compact`); readers take rows and convert them to float32 (`rows`)."""
 
     resid_in: torch.Tensor  # [n, d]
     attn_out: torch.Tensor  # [n, d]
@@ -35,6 +36,35 @@ class LayerState:
     attn_scale: torch.Tensor | None = None
     ffn_scale: torch.Tensor | None = None
     moe: MoeCapture | None = None  # a mixture-of-experts layer (then ffn_act is [n, 0])
+
+    @staticmethod
+    def rows(tensor: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+        """tensor[at] in float32: [n, *] -> [len(at), *] (every reader of a state goes here)."""
+        return tensor[at].float()
+
+    @classmethod
+    def compact(cls, captured: LayerCapture, dtype: torch.dtype) -> LayerState:
+        """The state of a captured layer, its activations kept in `dtype` (the model's) where
+        that loses nothing: the captured float32 copies of a bf16 model's activations hold bf16
+        values, so half the memory holds the same numbers. A tensor that does not round-trip
+        (an output norm's scale lmscope computed in float32) stays float32."""
+
+        def keep(tensor: torch.Tensor) -> torch.Tensor:
+            if dtype == torch.float32 or tensor.dtype != torch.float32:
+                return tensor
+            narrow = tensor.to(dtype)
+            return narrow if torch.equal(narrow.float(), tensor) else tensor
+
+        return cls(
+            keep(captured.resid_in),
+            keep(captured.attn_out),
+            keep(captured.ffn_act),
+            keep(captured.ffn_out),
+            keep(captured.resid_out),
+            attn_scale=captured.attn_scale,
+            ffn_scale=captured.ffn_scale,
+            moe=captured.moe,
+        )
 
 
 def attribute_layer(
@@ -115,17 +145,18 @@ def neuron_table(
             continue
         state = states[layer]
         rows = torch.tensor(where, device=state.resid_out.device)
-        whole = state.resid_out[rows]
+        whole = LayerState.rows(state.resid_out, rows)
+        ffn_out = LayerState.rows(state.ffn_out, rows)
         if state.moe is not None:  # the experts' neurons, flat ids (docs/method.md, "Experts")
-            found = node_neurons(adapter, layer, state.moe, rows, whole, state.ffn_out[rows])  # type: ignore[arg-type]
+            found = node_neurons(adapter, layer, state.moe, rows, whole, ffn_out)  # type: ignore[arg-type]
             order, top_c, top_a = neurons.top_neurons(found.contribution, found.activation, k)
             top_index, result = found.index.gather(1, order), found
         else:
-            act = state.ffn_act[rows]
+            act = LayerState.rows(state.ffn_act, rows)
             w_out = adapter.ffn_output_weights(layer).to(whole.device)
             scale = None if state.ffn_scale is None else state.ffn_scale[rows]  # [F, d]
             result = neurons.neuron_contributions(  # type: ignore[assignment]
-                act, w_out, whole, whole - state.ffn_out[rows], scale
+                act, w_out, whole, whole - ffn_out, scale
             )
             top_index, top_c, top_a = neurons.top_neurons(result.contribution, act, k)
         layers.append(np.full(len(where), layer, dtype=np.int32))

@@ -47,17 +47,21 @@ def _projection_blocks(
     """Every projection of the positions `idx` [c], all layers, bottom to top, batched."""
     frozen = adapter.frozen_final_norm
     blocks = [
-        _ProjectionBlock(PROJ_LENS, EMBEDDING, 0, lens_vectors(states[0].resid_in[idx]), None)
+        _ProjectionBlock(
+            PROJ_LENS, EMBEDDING, 0, lens_vectors(LayerState.rows(states[0].resid_in, idx)), None
+        )
     ]
     prev = 0
     for layer, state in enumerate(states):
         rows = idx.to(state.resid_in.device)
-        attn, ffn_out, resid_out = state.attn_out[rows], state.ffn_out[rows], state.resid_out[rows]
+        attn, ffn_out, resid_out = (
+            LayerState.rows(t, rows) for t in (state.attn_out, state.ffn_out, state.resid_out)
+        )
         if adapter.parallel_blocks:
             update = frozen(attn, resid_out)
             blocks.append(_ProjectionBlock(PROJ_ATTENTION_UPDATE, RESIDUAL, layer, update, None))
         else:
-            mid = state.resid_in[rows] + attn
+            mid = LayerState.rows(state.resid_in, rows) + attn
             update = frozen(attn, mid)
             blocks.append(
                 _ProjectionBlock(PROJ_ATTENTION_UPDATE, POST_ATTENTION, layer, update, None)
