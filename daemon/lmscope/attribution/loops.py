@@ -24,6 +24,7 @@ FORCE_TORCH_ENV = "LMSCOPE_LOOPS"
 
 _compiled: dict[str, Callable[..., Any]] = {}
 _numba_missing = False
+_broken: set[str] = set()  # loops numba could not compile on this machine
 
 
 def run(name: str, n_rows: int, *args: Any) -> bool:
@@ -33,8 +34,20 @@ def run(name: str, n_rows: int, *args: Any) -> bool:
     loop = _loop(name)
     if loop is None:
         return False
-    loop(*args, 0, n_rows)
+    try:
+        loop(*args, 0, n_rows)
+    except Exception as error:  # numba failed to compile it here: the torch form from now on
+        if not _is_numba_error(error):
+            raise
+        _broken.add(name)
+        return False
     return True
+
+
+def _is_numba_error(error: Exception) -> bool:
+    import numba.core.errors
+
+    return isinstance(error, numba.core.errors.NumbaError)
 
 
 def available() -> bool:
@@ -45,7 +58,7 @@ def available() -> bool:
 def _loop(name: str) -> Callable[..., Any] | None:
     """The compiled loop, compiled on first use, or None."""
     global _numba_missing
-    if os.environ.get(FORCE_TORCH_ENV) == "torch" or _numba_missing:
+    if os.environ.get(FORCE_TORCH_ENV) == "torch" or _numba_missing or name in _broken:
         return None
     if name not in _compiled:
         try:  # imported here: numba costs ~0.3 s to import, and a CLI that never traces skips it

@@ -8,14 +8,14 @@ order), a part is corrected on the first `count` coordinates only, count = #{q: 
 (docs/method.md, "Importance of a part"; `proximity.scaled_parts_proximity` holds the rest).
 
 Two implementations of one sum:
-- on a CPU, one compiled loop (`loops.overshoot_loop`, numba) that finds each part's count
-  by binary search and sums its terms in float64: no index tensors, no padding, about a
-  nanosecond a term;
+- on a CPU, one compiled loop (`loops.overshoot_loop`, numba) that walks each part's
+  coordinates in ascending |y| until one is past its reach, summing in float64: count and sum
+  in one pass, no index tensors, no padding;
 - elsewhere (GPUs), or where numba cannot be imported, the torch form: parts bucketed by count
   and their coordinates gathered in pieces of a fixed size.
 
-Both return the same sums up to float32 rounding (tests/test_overshoot.py holds them to each
-other and to a float64 dense reference).
+Both return the same sums up to float32 rounding (tests/test_compiled_loops.py holds them to
+each other and to a float64 dense reference).
 
 Shapes: b rows, d width, parts p = g · used + j of a table [G, N, d] (j < used ≤ N): heads g
 and source tokens j for attention, one group of neurons for an FFN node.

@@ -95,8 +95,9 @@ class Screen:
         k = min(k, self.scores.shape[1])
         high = extremes(self.scores, k, True, self.block_max)[1][:, -1] - 2 * self.beta
         low = extremes(self.scores, k, False, self.block_min)[1][:, -1] + 2 * self.beta
-        (top, top_n), (bottom, bottom_n) = self._select(torch.arange(rows), high, low)
+        (top, top_n), (bottom, bottom_n) = self._select(None, high, low)
         whole = (top_n > MAX_CANDIDATES) | (bottom_n > MAX_CANDIDATES)  # [r]
+        whole |= ~(torch.isfinite(high) & torch.isfinite(low))  # a row the bound cannot hold
         kept = (~whole).nonzero(as_tuple=True)[0]
         out = TokenLists(
             torch.empty(rows, k, dtype=torch.long), torch.empty(rows, k),
@@ -130,6 +131,7 @@ class Screen:
         low = torch.full_like(high, float("-inf"))
         (top, top_n), _ = self._select(at_rows, high, low)
         ranks = torch.empty(chosen.shape, dtype=torch.long)
+        top_n[~torch.isfinite(high)] = MAX_CANDIDATES + 1  # scored whole below
         kept = (top_n <= MAX_CANDIDATES).nonzero(as_tuple=True)[0]
         if len(kept):
             ids, values, valid = self._exact_candidates(at_rows[kept], top[kept], top_n[kept], True)
@@ -146,20 +148,20 @@ class Screen:
         return ranks
 
     def _select(
-        self, rows: torch.Tensor, high: torch.Tensor, low: torch.Tensor
+        self, rows: torch.Tensor | None, high: torch.Tensor, low: torch.Tensor
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per side: candidate ids [n, MAX_CANDIDATES] (ascending) and how many there are."""
-        n = len(rows)
+        """Per side: candidate ids [n, MAX_CANDIDATES] (ascending) and how many there are, for
+        `rows` [n] (None: every row) with thresholds high, low [n]."""
+        n = len(high)
         found = [
             (torch.empty(n, MAX_CANDIDATES, dtype=torch.long), torch.empty(n, dtype=torch.long))
             for _ in range(2)
         ]
-        every = n == len(self.scores)
         arrays = [
-            (t if every else t[rows]).contiguous()
+            (t if rows is None else t[rows]).contiguous()
             for t in (self.scores, self.block_max, self.block_min)
         ]
-        loops.run(
+        done = loops.run(
             "select",
             n,
             *(a.numpy() for a in arrays),
@@ -168,6 +170,9 @@ class Screen:
             low.float().contiguous().numpy(),
             *(t.numpy() for t in (*found[0], *found[1])),
         )
+        if not done:  # no compiled loop after all: every row is scored whole
+            for _, count in found:
+                count.fill_(MAX_CANDIDATES + 1)
         return found
 
     def _exact_candidates(

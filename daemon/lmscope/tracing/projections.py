@@ -197,6 +197,7 @@ def project_nodes(
 # The unembedding's bf16 copy and an upper bound of its row norms, for the screen: kept with the
 # model's output embedding module (V·d·2 bytes: 56 MB for SmolLM2-135M, a tenth of its float32
 # weights), made on the first trace that screens.
+NORM_ROWS = 8192
 _BF16_COPIES: weakref.WeakKeyDictionary[torch.nn.Module, tuple[int, torch.Tensor, float]] = (
     weakref.WeakKeyDictionary()
 )
@@ -210,7 +211,12 @@ def _bf16_unembedding(adapter: ArchitectureAdapter) -> tuple[torch.Tensor, float
     head = adapter.model.get_output_embeddings()
     cached = _BF16_COPIES.get(head)
     if cached is None or cached[0] != w_u.data_ptr():
-        norm = float(torch.linalg.vector_norm(w_u.double(), dim=1).max()) * (1 + 2**-20)
+        # float32 norms a block of rows at a time (no float64 or float32 copy of a big W_U),
+        # rounded up by their own worst error, d·2^-23 relative
+        norm = max(
+            float(torch.linalg.vector_norm(block.float(), dim=1).max())
+            for block in w_u.split(NORM_ROWS)
+        ) * (1 + w_u.shape[1] * 2**-23)
         cached = (w_u.data_ptr(), w_u.to(torch.bfloat16), norm)
         _BF16_COPIES[head] = cached
     return cached[1], cached[2]
