@@ -1,5 +1,5 @@
-"""Loops compiled for CPUs with numba: the two steps of a trace that torch can only express
-as gathers and comparisons over temporaries many times the data they read.
+"""Loops compiled for CPUs with numba: the steps of a trace that torch can only express as
+gathers and comparisons over temporaries many times the data they read.
 
 - `overshoot_loop`: the overshoot correction of scaled parts (`overshoot.correction`);
 - `rank_loop`: the rank of chosen tokens within rows of logits (`lens.ranks_in_rows`);
@@ -7,7 +7,8 @@ as gathers and comparisons over temporaries many times the data they read.
 
 Each has a torch form next to its caller, used on GPUs, where numba cannot be imported, or
 when LMSCOPE_LOOPS=torch (the tests run both and compare). A loop is compiled on first use
-and cached on disk by numba (compiling takes ~1 s once; a later process loads it in ~0.1 s).
+and cached on disk by numba (compiling takes ~1 s once; a later process loads them in ~0.5 s,
+numba's import included).
 The compiled loops release the GIL (`nogil`), so the daemon answers other requests while one
 runs. The Python bodies below are the specification numba compiles; they are never run as
 Python in a trace.

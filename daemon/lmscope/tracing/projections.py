@@ -158,7 +158,9 @@ def project_nodes(
         rows = order[start : start + rows_per_chunk]
         index = torch.tensor(rows, dtype=torch.long, device=needed.device)
         entries = [(entry, n) for n, row in enumerate(rows) for entry in ranked_at.get(row, [])]
-        which = torch.tensor([entry for entry, _ in entries], dtype=torch.long)
+        which = torch.tensor(
+            [entry for entry, _ in entries], dtype=torch.long, device=needed.device
+        )
         local = torch.tensor([n for _, n in entries], dtype=torch.long, device=needed.device)
         if bf16 is not None:
             screened = screen.Screen(needed[index], lens_rows[index], w_u, b_u, *bf16)
@@ -171,7 +173,7 @@ def project_nodes(
         top_ids[index], top_logits[index] = lists.top_ids, lists.top_logits
         bottom_ids[index], bottom_logits[index] = lists.bottom_ids, lists.bottom_logits
         if entries:  # the wanted rows' lists are known now: theirs are deeper or in this chunk
-            chosen = top_ids[wanted_rows[which.to(needed.device)]]  # [m, k]
+            chosen = top_ids[wanted_rows[which]]  # [m, k]
             if bf16 is not None:
                 ranks[which] = screened.ranks(local, chosen)
             else:
