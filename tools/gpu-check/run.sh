@@ -20,7 +20,7 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 
-python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_compiled_loops.py \
+python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_compiled_loops.py tests/test_triton_kernel.py \
     2>&1 | tee "$out/tests.log" | tail -3
 
 bench() {  # name, then lmscope bench arguments

@@ -7,21 +7,26 @@ sorted by ascending |y| (`sorted_mag`, `order`, and `sorted_sign` = the signs, t
 order), a part is corrected on the first `count` coordinates only, count = #{q: |y|_q < reach}
 (docs/method.md, "Importance of a part"; `proximity.scaled_parts_proximity` holds the rest).
 
-Two implementations of one sum:
+Three implementations of one sum:
+- on a GPU, one Triton kernel (`kernels.py`): a program per row, head and block of parts
+  walks the coordinates in registers; no index tensors;
 - on a CPU, one compiled loop (`loops.overshoot_loop`, numba) that walks each part's
   coordinates in ascending |y| until one is past its reach, summing in float64: count and sum
   in one pass, no index tensors, no padding;
-- elsewhere (GPUs), or where numba cannot be imported, the torch form: parts bucketed by count
-  and their coordinates gathered in pieces of a fixed size.
+- elsewhere (a GPU without triton, a CPU without numba, or LMSCOPE_LOOPS=torch), the torch
+  form: parts bucketed by count and their coordinates gathered in pieces of a fixed size.
 
-Both return the same sums up to float32 rounding (tests/test_compiled_loops.py holds them to
-each other and to a float64 dense reference).
+All return the same sums up to float32 rounding (tests/test_compiled_loops.py and
+tests/test_triton_kernel.py hold them to each other and to a float64 dense reference).
 
 Shapes: b rows, d width, parts p = g · used + j of a table [G, N, d] (j < used ≤ N): heads g
 and source tokens j for attention, one group of neurons for an FFN node.
 """
 
 from __future__ import annotations
+
+import os
+from types import ModuleType
 
 import torch
 
@@ -45,6 +50,11 @@ def correction(
     max_d |table|; row_max: [b] max_d |D_b| (ones without a row scale); sorted_mag,
     sorted_sign: [b, d] float32; order: [b, d] long.
     """
+    kernels = _kernels(table.device)
+    if kernels is not None:
+        return kernels.correction(
+            table, used, coef, part_max, row_max, sorted_mag, sorted_sign, order
+        )
     if table.device.type == "cpu":
         out = torch.zeros(coef.shape, dtype=torch.float32)
         if loops.run(
@@ -62,6 +72,26 @@ def correction(
         ):
             return out
     return _torch_correction(table, used, coef, part_max, row_max, sorted_mag, sorted_sign, order)
+
+
+_triton_missing = False
+
+
+def _kernels(device: torch.device) -> ModuleType | None:
+    """The Triton kernel's module where it runs: a GPU with triton, or the CPU under Triton's
+    interpreter (TRITON_INTERPRET=1, how the tests check it without a GPU). None elsewhere,
+    where triton cannot be imported, and under LMSCOPE_LOOPS=torch."""
+    global _triton_missing
+    if os.environ.get(loops.FORCE_TORCH_ENV) == "torch" or _triton_missing:
+        return None
+    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        return None
+    try:  # imported here: triton is heavy, and only GPUs (or the interpreter's tests) want it
+        from lmscope.attribution import kernels
+    except ImportError:
+        _triton_missing = True
+        return None
+    return kernels
 
 
 def _torch_correction(

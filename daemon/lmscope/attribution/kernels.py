@@ -1,0 +1,137 @@
+"""The overshoot correction as one Triton kernel, for GPUs (`overshoot.correction` picks it).
+
+The torch form of the correction (`overshoot._torch_correction`) needs a searchsorted, a
+nonzero, and gathers bucketed by count: a dozen launches and index tensors many times the
+parts per chunk. Here one program takes one target row, one group (a head) and a block of
+BLOCK_J parts (source tokens) and does the whole sum in registers:
+
+1. reach_j = |coef_j| · part_max_j · row_max (as every form computes it, in float32);
+2. count = #{q: |y|_q < max_j reach_j} by a binary search of the row's ascending magnitudes;
+3. for the first `count` coordinates, BLOCK_Q at a time: w = table[g, j, order_q] · coef_j ·
+   sign_q, and Σ relu(w − |y|_q) over the q with |y|_q < reach_j, summed in float32.
+
+No part vector, index tensor or padding exists outside the program. The numba loop
+(`loops.overshoot_loop`) is the specification; tests/test_triton_kernel.py holds this kernel to
+it and to the literal float64 sum, under Triton's interpreter on CPUs (so CI checks it) and
+compiled where a GPU is present.
+
+This module imports triton; it is imported only where triton is wanted.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+BLOCK_J = 64  # parts per program
+BLOCK_Q = 16  # coordinates per step of a program's walk
+
+
+def _correction_kernel(  # pragma: no cover - Triton compiles (or interprets) it
+    table_ptr,
+    table_stride_g,
+    table_stride_n,
+    table_stride_d,
+    coef_ptr,
+    part_max_ptr,
+    row_max_ptr,
+    mag_ptr,
+    sign_ptr,
+    order_ptr,
+    out_ptr,
+    used,
+    width,
+    SEARCH_STEPS: tl.constexpr,
+    BLOCK_J: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+):
+    """One (row r, group g, block of parts j) program. coef, out: [b, G·used]; part_max:
+    [G, used]; mag, sign, order: [b, width]; all contiguous; table: [G, N, width] strided."""
+    r = tl.program_id(0)
+    g = tl.program_id(1)
+    j = tl.program_id(2) * BLOCK_J + tl.arange(0, BLOCK_J)  # [BLOCK_J]
+    in_j = j < used
+    row_parts = r.to(tl.int64) * tl.num_programs(1) * used + g * used
+    c = tl.load(coef_ptr + row_parts + j, mask=in_j, other=0.0)
+    reach = tl.abs(c) * tl.load(part_max_ptr + g * used + j, mask=in_j, other=0.0)
+    reach = reach * tl.load(row_max_ptr + r)
+    top = tl.max(reach, 0)
+    row = r.to(tl.int64) * width
+    # count = #{q: mag[q] < top}. Invariant: mag[q] < top below lo, ≥ top from hi on.
+    lo = tl.zeros([], dtype=tl.int32)
+    hi = tl.zeros([], dtype=tl.int32) + width
+    for _ in range(SEARCH_STEPS):
+        active = lo < hi
+        mid = (lo + hi) // 2
+        below = tl.load(mag_ptr + row + mid, mask=active, other=float("inf")) < top
+        lo = tl.where(active & below, mid + 1, lo)
+        hi = tl.where(active & ~below, mid, hi)
+    total = tl.zeros([BLOCK_J], dtype=tl.float32)
+    parts = table_ptr + g * table_stride_g + j.to(tl.int64) * table_stride_n  # [BLOCK_J]
+    for start in range(0, lo, BLOCK_Q):
+        q = start + tl.arange(0, BLOCK_Q)  # [BLOCK_Q]
+        in_q = q < lo
+        magnitude = tl.load(mag_ptr + row + q, mask=in_q, other=float("inf"))
+        sign = tl.load(sign_ptr + row + q, mask=in_q, other=0.0)
+        coordinate = tl.load(order_ptr + row + q, mask=in_q, other=0)
+        corrected = (magnitude[:, None] < reach[None, :]) & in_j[None, :]  # [BLOCK_Q, BLOCK_J]
+        values = tl.load(
+            parts[None, :] + coordinate[:, None] * table_stride_d, mask=corrected, other=0.0
+        )
+        over = values * (c[None, :] * sign[:, None]) - magnitude[:, None]
+        total += tl.sum(tl.where(corrected & (over > 0.0), over, 0.0), 0)
+    tl.store(out_ptr + row_parts + j, total, mask=in_j)
+
+
+# Compiled for the GPU, or, under TRITON_INTERPRET=1 (set before triton is imported: the
+# interpreter replaces triton.language's functions then), run by Triton's interpreter on CPU
+# tensors, which is how CI checks it.
+_correction = triton.jit(_correction_kernel)
+
+
+def interpreted() -> bool:
+    """Whether Triton runs kernels in its interpreter here (TRITON_INTERPRET=1)."""
+    return bool(triton.knobs.runtime.interpret)
+
+
+def correction(
+    table: torch.Tensor,
+    used: int,
+    coef: torch.Tensor,
+    part_max: torch.Tensor,
+    row_max: torch.Tensor,
+    sorted_mag: torch.Tensor,
+    sorted_sign: torch.Tensor,
+    order: torch.Tensor,
+) -> torch.Tensor:
+    """Σ_q<count relu(w_q − |y|_q) of every part of every row -> [b, G·used] float32.
+
+    The arguments of `overshoot.correction`, on a GPU (or on the CPU under the interpreter).
+    """
+    rows, width = sorted_mag.shape
+    groups = table.shape[0]
+    out = torch.empty(coef.shape, dtype=torch.float32, device=coef.device)
+    if out.numel() == 0:
+        return out
+    table = table.float()
+    grid = (rows, groups, triton.cdiv(used, BLOCK_J))
+    _correction[grid](
+        table,
+        table.stride(0),
+        table.stride(1),
+        table.stride(2),
+        coef.float().contiguous(),
+        part_max[:, :used].float().contiguous(),
+        row_max.float().contiguous(),
+        sorted_mag.float().contiguous(),
+        sorted_sign.float().contiguous(),
+        order.contiguous(),
+        out,
+        used,
+        width,
+        SEARCH_STEPS=max(1, width.bit_length()),
+        BLOCK_J=BLOCK_J,
+        BLOCK_Q=BLOCK_Q,
+    )
+    return out

@@ -1,0 +1,161 @@
+"""The Triton kernel of the overshoot correction (lmscope.attribution.kernels) computes what the
+torch form and the numba loop compute, and a trace through it has the same routes.
+
+Where a GPU is present the kernel is compiled and run on it. Without one (CI), Triton's
+interpreter runs the same kernel on CPU tensors; it must be switched on (TRITON_INTERPRET=1)
+before triton is imported, so `test_the_kernel_is_checked_by_the_interpreter_without_a_gpu`
+runs this file again in a child pytest with it set, and requires every check there to pass.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lmscope.attribution import loops, overshoot
+from lmscope.attribution.proximity import EPSILON, scaled_parts_proximity
+from lmscope.tracing.engine import run_trace
+from tests.conftest import TINY_PROMPT, build_tiny
+from tests.test_compiled_loops import literal, random_case
+
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+KERNEL_DEVICE = "cuda" if torch.cuda.is_available() else "cpu" if INTERPRETED else None
+
+kernel_checks = pytest.mark.skipif(
+    KERNEL_DEVICE is None, reason="runs on a GPU, or in the child pytest under the interpreter"
+)
+
+
+@pytest.fixture
+def with_kernel(monkeypatch):
+    """The kernel runs (LMSCOPE_LOOPS unset) and is the one `overshoot.correction` picks."""
+    monkeypatch.delenv(loops.FORCE_TORCH_ENV, raising=False)
+    assert overshoot._kernels(torch.device(KERNEL_DEVICE)) is not None, "triton must import"
+
+
+def correction_inputs(seed: int, b: int, groups: int, n: int, used: int, d: int, scaled: bool):
+    """Random arguments of `overshoot.correction` on CPU: wholes spread over five decades,
+    weights with zeros, negatives and a row of zeros, optionally a row scale with gains < 0."""
+    g, whole, table = random_case(seed, b=b, groups=groups, n=n, d=d)
+    coef = torch.rand(b, groups * used, generator=g) ** 4
+    coef[:, ::5] *= -2.0
+    coef[min(1, b - 1)] = 0.0
+    sign = torch.where(whole >= 0, 1.0, -1.0)
+    row_max = torch.ones(b)
+    if scaled:
+        scale = torch.rand(b, d, generator=g) * 2 - 0.5
+        sign, row_max = sign * scale, scale.abs().amax(1)
+    magnitude, order = whole.abs().sort(dim=1)
+    part_max = table.abs().amax(-1)[:, :used]
+    return table, used, coef, part_max, row_max, magnitude, sign.gather(1, order), order
+
+
+@kernel_checks
+@pytest.mark.parametrize(
+    ("b", "groups", "n", "used", "d", "scaled"),
+    [
+        (9, 3, 17, 11, 48, False),  # fewer parts than a block, parts read a prefix of N
+        (5, 2, 150, 150, 37, True),  # several blocks of parts, an odd width, a row scale
+        (3, 4, 70, 65, 20, False),  # one part past a block
+        (1, 1, 1, 1, 1, True),  # one row, one part, one coordinate
+    ],
+)
+def test_the_kernel_sums_what_the_torch_form_sums(with_kernel, b, groups, n, used, d, scaled):
+    from lmscope.attribution import kernels
+
+    args = correction_inputs(b * 7 + d, b, groups, n, used, d, scaled)
+    expected = overshoot._torch_correction(*args)
+    on_device = [a.to(KERNEL_DEVICE) if isinstance(a, torch.Tensor) else a for a in args]
+    got = kernels.correction(*on_device).cpu()
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert (got[min(1, b - 1)] == 0).all()  # zero weights overshoot nothing
+
+
+@kernel_checks
+def test_the_kernel_reads_a_strided_table_in_place(with_kernel):
+    """The neuron step passes W_out transposed, a view: the kernel follows its strides."""
+    from lmscope.attribution import kernels
+
+    table, used, coef, part_max, row_max, magnitude, sign, order = correction_inputs(
+        3, 6, 1, 90, 90, 40, False
+    )
+    strided = table[0].t().contiguous().t().unsqueeze(0)  # same values, strides (1, d)
+    assert strided.stride() != table.stride()
+    args = (used, coef, part_max, row_max, magnitude, sign, order)
+    on_device = [a.to(KERNEL_DEVICE) if isinstance(a, torch.Tensor) else a for a in args]
+    got = kernels.correction(strided.to(KERNEL_DEVICE), *on_device).cpu()
+    torch.testing.assert_close(got, overshoot._torch_correction(table, *args))
+
+
+@kernel_checks
+def test_proximities_through_the_kernel_equal_the_literal_sum(with_kernel):
+    _, whole, table = random_case(11, b=12, groups=3, n=30, d=64)
+    coef = torch.rand(12, 3 * 30) ** 3
+    scale = torch.rand(12, 64) * 2 - 0.5
+    device = KERNEL_DEVICE
+    got = scaled_parts_proximity(
+        whole.to(device), coef.to(device), table.to(device), scale.to(device), used=30
+    )
+    expected = literal(whole, coef, table.reshape(-1, 64), scale)
+    norm = whole.abs().sum(-1, keepdim=True).double()
+    assert ((got.cpu().double() - expected).abs() / norm).max() < 1e-6
+    assert got.min() >= torch.tensor(EPSILON)  # floored in float32
+
+
+@kernel_checks
+@pytest.mark.parametrize("family", ["llama", "gemma2", "mixtral"])
+def test_a_trace_through_the_kernel_has_the_routes_of_the_cpu_loops(family, monkeypatch):
+    """The CPU loops' trace against one whose correction runs in the kernel (under the
+    interpreter the trace stays on the CPU, so only the correction differs)."""
+    monkeypatch.setattr(overshoot, "_kernels", lambda device: None)
+    reference = run_trace(build_tiny(family), TINY_PROMPT)
+    monkeypatch.undo()
+    monkeypatch.delenv(loops.FORCE_TORCH_ENV, raising=False)
+    loaded = build_tiny(family)
+    if KERNEL_DEVICE == "cuda":
+        import dataclasses
+
+        loaded.model.to("cuda")
+        loaded = dataclasses.replace(loaded, device="cuda:0")
+    traced = run_trace(loaded, TINY_PROMPT)
+    reference_edges = set(
+        zip(reference.edges.layer, reference.edges.target, reference.edges.source)
+    )
+    traced_edges = set(zip(traced.edges.layer, traced.edges.target, traced.edges.source))
+    if KERNEL_DEVICE == "cpu":  # the same forward: the same edges, contributions to rounding
+        assert traced_edges == reference_edges
+        np.testing.assert_allclose(
+            traced.edges.head_contributions, reference.edges.head_contributions, atol=1e-6
+        )
+    else:  # a GPU's forward rounds differently: edges right at the threshold may differ
+        assert len(traced_edges & reference_edges) >= 0.95 * len(reference_edges)
+    np.testing.assert_allclose(traced.blocks.ffn, reference.blocks.ffn, atol=1e-4)
+
+
+@pytest.mark.skipif(INTERPRETED, reason="this is the parent run")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU runs the checks themselves")
+def test_the_kernel_is_checked_by_the_interpreter_without_a_gpu():
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    env.pop(loops.FORCE_TORCH_ENV, None)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(Path(__file__))],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    # Every kernel check ran and passed; only this test and the GPU-only ones are skipped.
+    passed = re.search(r"(\d+) passed", summary)
+    assert passed and int(passed.group(1)) == 9, summary
+    assert "failed" not in summary and "error" not in summary, summary
