@@ -441,6 +441,10 @@ def _damaged(tmp_path: Path, change) -> str:
         (lambda w: w["edges"].__setitem__("layer", "abc"), "edges.layer: 'abc' is not of type"),
         (lambda w: w["tokens"].__setitem__("strings", 5), "tokens.strings: 5 is not of type"),
         (lambda w: w["model"].__setitem__("family", "bert"), "model.family: 'bert' is not one of"),
+        (  # enumerated lists are checked by their distinct values; errors keep the item's index
+            lambda w: w["projections"]["kind"].__setitem__(-1, "logit"),
+            "projections.kind[{last}]: 'logit' is not one of",
+        ),
         (lambda w: w.__setitem__("formatVersion", "1"), "formatVersion is '1'"),
         (lambda w: w["model"].__setitem__("name", b"xx"), "model.name: <binary, 2 bytes> is not"),
         (lambda w: w["model"].__setitem__("extraKey", 1), "'extraKey' was unexpected"),
@@ -454,6 +458,7 @@ def _damaged(tmp_path: Path, change) -> str:
 )
 def test_wrong_types_name_the_field(tmp_path, change, expected):
     message = _damaged(tmp_path, change)
+    expected = expected.replace("{last}", str(len(make_trace().projections.kind) - 1))
     assert message.startswith(f"corrupt trace file {tmp_path / 'bad.lmtrace'}: ")
     assert expected in message
 

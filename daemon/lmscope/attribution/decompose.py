@@ -29,6 +29,7 @@ from lmscope.attribution.proximity import contributions, proximity, scaled_parts
 # materialises) never exists, nor does any [targets, H * sources, d] one.
 SCRATCH_BYTES = 64 * 2**20
 BYTES_PER_PART = 32
+MIN_TARGETS = 32  # the per-chunk work of a handful of rows would cost more than a cache miss
 
 
 @dataclass
@@ -112,8 +113,10 @@ def _attention_edges(
     Returns (targets [e], sources [e], head contributions [e, H], step totals [n]).
     """
     n_heads, n, _ = heads.source_outputs.shape
-    per_device = budget_for(whole.device).targets_per_chunk
-    chunk = max(1, min(per_device, SCRATCH_BYTES // max(1, n_heads * n * BYTES_PER_PART)))
+    budget = budget_for(whole.device)
+    in_cache = max(MIN_TARGETS, budget.parts_per_chunk // max(1, n_heads * n))
+    in_scratch = SCRATCH_BYTES // max(1, n_heads * n * BYTES_PER_PART)
+    chunk = max(1, min(budget.targets_per_chunk, in_cache, in_scratch))
     totals = torch.empty(n, dtype=torch.float32, device=whole.device)
     targets, sources, edge_heads = [], [], []
     for start in range(0, n, chunk):

@@ -21,14 +21,15 @@ Shapes: r rows, d width, V vocabulary, k tokens a list, m ranked entries, C cand
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 
 from lmscope.attribution import loops
 from lmscope.attribution.lens import (
     BLOCK,
     TokenLists,
-    block_extremes,
-    extremes,
     ranks_in_rows,
     token_lists,
 )
@@ -57,6 +58,19 @@ def available(device: torch.device) -> bool:
     )
 
 
+@dataclass
+class ScreenScratch:
+    """The buffer of a screen's bf16 product, for up to `rows` rows: one per `project_nodes`
+    call, reused by each of its chunks (fresh [r, V] tensors cost more in page faults than the
+    product itself: measured 80-170 ms a trace against 80 ms of products)."""
+
+    product: torch.Tensor  # [rows, V] bfloat16
+
+    @classmethod
+    def for_rows(cls, rows: int, vocab: int) -> ScreenScratch:
+        return cls(torch.empty(rows, vocab, dtype=torch.bfloat16))
+
+
 class Screen:
     """One chunk of rows screened in bf16: exact lists of every row (`lists`), then exact
     ranks of chosen tokens in some rows (`ranks`).
@@ -64,6 +78,10 @@ class Screen:
     normed: [r, d] float32; with_bias: [r] bool (b_U applies: lens rows); unembedding: [V, d];
     bias: [V] or None; unembedding_bf16: [V, d]; max_row_norm ≥ max_u ‖W_u‖. A row with more
     candidates than MAX_CANDIDATES is scored whole in float32, as `lens` does without a screen.
+    `scratch` holds the product (valid until the next screen reuses it); None: a buffer of its
+    own. The screened scores s = product (+ b_U on lens rows) are read by the compiled loops
+    (`loops.screen_loop`, `loops.select_loop`) straight from the bf16 product: no float32 copy
+    of [r, V] is made.
     """
 
     def __init__(
@@ -74,30 +92,72 @@ class Screen:
         bias: torch.Tensor | None,
         unembedding_bf16: torch.Tensor,
         max_row_norm: float,
+        scratch: ScreenScratch | None = None,
     ) -> None:
         self.normed = normed.float()
         self.with_bias = with_bias
         self.unembedding = unembedding
         self.bias = bias
-        self.scores = (self.normed.to(torch.bfloat16) @ unembedding_bf16.T).float()  # [r, V]
-        if bias is not None:
-            self.scores += with_bias[:, None].float() * bias.float()[None]
+        rows, vocab = len(self.normed), len(unembedding_bf16)
+        if scratch is None or scratch.product.shape[0] < rows or scratch.product.shape[1] != vocab:
+            scratch = ScreenScratch.for_rows(rows, vocab)
+        product = torch.mm(
+            self.normed.to(torch.bfloat16), unembedding_bf16.T, out=scratch.product[:rows]
+        )
+        self.bits = product.view(torch.int16).numpy()  # [r, V]: the loops read bf16 as bits
+        self.bias_values = (
+            np.zeros(0, dtype=np.float32) if bias is None else bias.float().contiguous().numpy()
+        )
+        self.biased = with_bias.contiguous().numpy()
         width = normed.shape[1]
         self.beta = (
             screen_error(width) * torch.linalg.vector_norm(self.normed, dim=1) * max_row_norm
         )  # [r]
-        self.block_max = block_extremes(self.scores, largest=True)  # [r, blocks]
-        self.block_min = block_extremes(self.scores, largest=False)
+        blocks = -(-vocab // BLOCK)
+        self.block_max = np.empty((rows, blocks), dtype=np.float32)  # filled by `lists`
+        self.block_min = np.empty((rows, blocks), dtype=np.float32)
+        self.cell = np.empty(BLOCK, dtype=np.uint32)  # the loops' scratch
 
     def lists(self, k: int) -> TokenLists:
-        """The exact top and bottom k of every row: [r, k] each."""
-        rows = len(self.normed)
-        k = min(k, self.scores.shape[1])
-        high = extremes(self.scores, k, True, self.block_max)[1][:, -1] - 2 * self.beta
-        low = extremes(self.scores, k, False, self.block_min)[1][:, -1] + 2 * self.beta
-        (top, top_n), (bottom, bottom_n) = self._select(None, high, low)
+        """The exact top and bottom k of every row: [r, k] each. Called first (it computes
+        the block extremes that `ranks` reads)."""
+        rows, vocab = self.bits.shape
+        k = min(k, vocab)
+        top, bottom = (torch.empty(rows, MAX_CANDIDATES, dtype=torch.long) for _ in range(2))
+        top_n, bottom_n = (torch.empty(rows, dtype=torch.long) for _ in range(2))
+        bad = np.empty(rows, dtype=np.bool_)
+        shared = (self.bits, self.bias_values, self.biased)
+        done = loops.run(
+            "blocks",
+            rows,
+            *shared,
+            BLOCK,
+            self.block_max,
+            self.block_min,
+            bad,
+            np.empty(vocab, dtype=np.uint32),
+        ) and loops.run(
+            "screen",
+            rows,
+            *shared,
+            bad,
+            self.beta.float().contiguous().numpy(),
+            k,
+            BLOCK,
+            self.block_max,
+            self.block_min,
+            self.cell,
+            np.empty(k, dtype=np.float32),
+            top.numpy(),
+            top_n.numpy(),
+            bottom.numpy(),
+            bottom_n.numpy(),
+        )
+        if not done:  # no compiled loop after all: every row is scored whole
+            top_n.fill_(MAX_CANDIDATES + 1)
+            self.block_max.fill(np.inf)  # `ranks` then reads every block
+        # A row past the buffers (or one the bound cannot hold: a NaN, an infinity) is whole.
         whole = (top_n > MAX_CANDIDATES) | (bottom_n > MAX_CANDIDATES)  # [r]
-        whole |= ~(torch.isfinite(high) & torch.isfinite(low))  # a row the bound cannot hold
         kept = (~whole).nonzero(as_tuple=True)[0]
         out = TokenLists(
             torch.empty(rows, k, dtype=torch.long), torch.empty(rows, k),
@@ -128,8 +188,7 @@ class Screen:
             return chosen[:, :0]
         # No token below e_t − β can score above t: those above are the row's candidates.
         high = self._exact(at_rows, chosen).amin(1) - 1.01 * self.beta[at_rows]  # ulps apart
-        low = torch.full_like(high, float("-inf"))
-        (top, top_n), _ = self._select(at_rows, high, low)
+        top, top_n = self._select(at_rows, high)
         ranks = torch.empty(chosen.shape, dtype=torch.long)
         top_n[~torch.isfinite(high)] = MAX_CANDIDATES + 1  # scored whole below
         kept = (top_n <= MAX_CANDIDATES).nonzero(as_tuple=True)[0]
@@ -147,33 +206,29 @@ class Screen:
             ranks[full] = ranks_in_rows(scores, torch.arange(len(full)), chosen[full])
         return ranks
 
-    def _select(
-        self, rows: torch.Tensor | None, high: torch.Tensor, low: torch.Tensor
-    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per side: candidate ids [n, MAX_CANDIDATES] (ascending) and how many there are, for
-        `rows` [n] (None: every row) with thresholds high, low [n]."""
-        n = len(high)
-        found = [
-            (torch.empty(n, MAX_CANDIDATES, dtype=torch.long), torch.empty(n, dtype=torch.long))
-            for _ in range(2)
-        ]
-        arrays = [
-            (t if rows is None else t[rows]).contiguous()
-            for t in (self.scores, self.block_max, self.block_min)
-        ]
+    def _select(self, rows: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Candidate ids [n, MAX_CANDIDATES] (ascending) with s ≥ high, and how many there
+        are, for `rows` [n] with thresholds high [n]."""
+        n = len(rows)
+        ids = torch.empty(n, MAX_CANDIDATES, dtype=torch.long)
+        count = torch.empty(n, dtype=torch.long)
         done = loops.run(
             "select",
             n,
-            *(a.numpy() for a in arrays),
+            self.bits,
+            self.bias_values,
+            self.biased,
+            rows.contiguous().numpy(),
+            self.block_max,
             BLOCK,
             high.float().contiguous().numpy(),
-            low.float().contiguous().numpy(),
-            *(t.numpy() for t in (*found[0], *found[1])),
+            self.cell,
+            ids.numpy(),
+            count.numpy(),
         )
         if not done:  # no compiled loop after all: every row is scored whole
-            for _, count in found:
-                count.fill_(MAX_CANDIDATES + 1)
-        return found
+            count.fill_(MAX_CANDIDATES + 1)
+        return ids, count
 
     def _exact_candidates(
         self, rows: torch.Tensor, ids: torch.Tensor, count: torch.Tensor, largest: bool
@@ -182,14 +237,35 @@ class Screen:
         c = max(1, int(count.max()))
         valid = torch.arange(c)[None, :] < count[:, None]  # [n, c]
         ids = torch.where(valid, ids[:, :c], 0)  # padding: any id, masked below
-        values = self._exact(rows, ids).masked_fill(
+        values = self._exact(rows, ids, count).masked_fill(
             ~valid, float("-inf") if largest else float("inf")
         )
         return ids, values, valid
 
-    def _exact(self, rows: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """Float32 scores of ids [n, c] in rows [n], through one product over the union of the
-        ids (one summation order for every value compared with another)."""
+    def _exact(
+        self, rows: torch.Tensor, ids: torch.Tensor, count: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Float32 scores of ids [n, c] in rows [n] (only the first count[p] of row p; None:
+        all), every value summed in one order: a compiled loop of dot products over a float32
+        unembedding, else one product over the union of the ids."""
+        n, c = ids.shape
+        if count is None:
+            count = torch.full((n,), c, dtype=torch.long)
+        if self.unembedding.dtype == torch.float32:
+            out = torch.zeros(n, c)
+            if loops.run(
+                "exact",
+                n,
+                self.normed.contiguous().numpy(),
+                self.unembedding.detach().numpy(),
+                self.bias_values,
+                self.biased,
+                rows.contiguous().numpy(),
+                ids.contiguous().numpy(),
+                count.contiguous().numpy(),
+                out.numpy(),
+            ):
+                return out
         columns, where = ids.unique(return_inverse=True)  # sorted ids; ids = columns[where]
         scores = self.normed[rows] @ self.unembedding[columns].float().T  # [n, U]
         if self.bias is not None:

@@ -153,7 +153,14 @@ def project_nodes(
             ranked_at.setdefault(prev, []).append(entry)
     order = sorted(range(len(needed)), key=lambda row: -depth[row])
     bf16 = _bf16_unembedding(adapter) if len(needed) >= screen.MIN_ROWS else None
+    if bf16 is not None:  # a screened chunk's scores are bf16: twice the rows in the budget
+        rows_per_chunk = max(1, budget.projection_bytes // (2 * len(bf16[0])))
     wanted_rows = torch.tensor(wanted, dtype=torch.long, device=needed.device)
+    scratch = (
+        None
+        if bf16 is None
+        else screen.ScreenScratch.for_rows(min(rows_per_chunk, len(order)), len(bf16[0]))
+    )
     for start in range(0, len(order), rows_per_chunk):
         rows = order[start : start + rows_per_chunk]
         index = torch.tensor(rows, dtype=torch.long, device=needed.device)
@@ -163,7 +170,7 @@ def project_nodes(
         )
         local = torch.tensor([n for _, n in entries], dtype=torch.long, device=needed.device)
         if bf16 is not None:
-            screened = screen.Screen(needed[index], lens_rows[index], w_u, b_u, *bf16)
+            screened = screen.Screen(needed[index], lens_rows[index], w_u, b_u, *bf16, scratch)
             lists = screened.lists(k)
         else:
             scores = lens.logits(needed[index], w_u, None)  # [r, V]
