@@ -15,7 +15,7 @@ import torch
 
 from lmscope.benchmark import run as bench_run
 from lmscope.benchmark.dense import dense_bytes, dense_layer, max_abs_difference
-from lmscope.benchmark.memory import PeakMemory, resident_bytes
+from lmscope.benchmark.memory import PeakMemory, in_use_bytes
 from lmscope.models.adapter import adapter_for
 from lmscope.tracing.capture import capture_layers, run_forward
 from lmscope.tracing.layers import attribute_layer
@@ -77,7 +77,7 @@ def test_dense_layer_size_is_lm_tt_s_n_n_h_d_tensor():
 def test_peak_memory_sees_an_allocation_held_inside_the_block():
     size = 256 * 2**20
     with PeakMemory(torch.device("cpu"), interval_s=0.001) as peak:
-        before = resident_bytes()
+        before = in_use_bytes()
         block = torch.ones(size // 4)  # touched: resident
         deadline = time.monotonic() + 10
         while peak._peak < before + size // 2 and time.monotonic() < deadline:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from lmscope.allocator import keep_freed_memory
 from lmscope.cli.arguments import build_parser, check_trace_arguments
 from lmscope.errors import LmscopeError
 from lmscope.traces.text import inert
@@ -33,6 +34,7 @@ __all__ = ["build_parser", "main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    keep_freed_memory()  # lmscope's own process: reuse freed blocks (lmscope.allocator)
     args = build_parser().parse_args(argv)
     if args.command == "trace":
         check_trace_arguments(args.usage, args)
