@@ -169,6 +169,36 @@ def capture_layers(adapter: ArchitectureAdapter, on_layer: LayerCallback) -> Ite
         parts.clear()
 
 
+class FinalRows:
+    """What `last_logits_only` saw: the unembedding's input, the final normed states."""
+
+    hidden: torch.Tensor | None = None  # [n, d] in the model's dtype
+
+
+@contextmanager
+def last_logits_only(model: Any) -> Iterator[FinalRows]:
+    """Within the block, the model's unembedding (its output embeddings) keeps its input, the
+    final normed states [n, d], and computes logits for the last position only: a trace takes
+    its predictions from those states a block of rows at a time (`engine._predictions`), so
+    the forward's [n, V] logits (n · V · 4 bytes: 39 MB for SmolLM2 at 200 tokens, 2 GB for
+    Llama-3-8B at 4,000) never exist. The only change to what the model computes is which
+    rows of the unembedding it evaluates; the hook is always removed.
+    """
+    head = model.get_output_embeddings()
+    seen = FinalRows()
+
+    def keep_last(_module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        hidden = args[0]  # [1, n, d]
+        seen.hidden = hidden[0]
+        return (hidden[:, -1:], *args[1:])
+
+    handle = head.register_forward_pre_hook(keep_last)
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
 def run_forward(model: Any, input_ids: torch.Tensor) -> torch.Tensor:
     """One forward pass of a batch of one: input_ids [n] -> logits [n, V] in float32.
 

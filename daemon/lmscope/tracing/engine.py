@@ -44,7 +44,13 @@ from lmscope.traces.data import (
     TraceData,
 )
 from lmscope.traces.experts import EXPERTS_KEY
-from lmscope.tracing.capture import LayerCapture, capture_layers, run_forward
+from lmscope.tracing.capture import (
+    CaptureError,
+    LayerCapture,
+    capture_layers,
+    last_logits_only,
+    run_forward,
+)
 from lmscope.tracing.experts import expert_table
 from lmscope.tracing.inputs import TraceSource, prepare_input
 from lmscope.tracing.layers import LayerState, attribute_layer, neuron_table, stack_contributions
@@ -170,11 +176,19 @@ def run_trace(
         report(f"layer {captured.layer + 1}/{adapter.n_layers}", len(states) / adapter.n_layers)
         mark("attention")
 
-    with loaded.lock, capture_layers(adapter, on_layer):
-        logits = run_forward(loaded.model, input_ids)  # [n, V]
+    with loaded.lock, capture_layers(adapter, on_layer), last_logits_only(loaded.model) as final:
+        run_forward(loaded.model, input_ids)  # the last position's logits only
     mark("forward")
-    predictions = _predictions(logits, options.prediction_top_k)
-    del logits  # the pass's largest tensor: freed before the detail stages allocate theirs
+    if final.hidden is None:
+        raise CaptureError("the model's output embeddings never ran")
+    with loaded.lock:
+        predictions = _predictions(
+            final.hidden,
+            loaded.model.get_output_embeddings(),
+            adapter.final_logit_softcap,
+            options.prediction_top_k,
+        )
+    del final
     mark("finish")
 
     blocks, edges = stack_contributions(contributions, attention_weights)
@@ -237,16 +251,25 @@ def detail_nodes(graph: ContributionGraph, options: TraceOptions) -> set[Node]:
 PREDICTION_ROWS = 64  # positions normalised at once: a [rows, V] temporary, not [n, V]
 
 
-def _predictions(logits: torch.Tensor, k: int) -> Predictions:
-    """The k most probable next tokens at every position: logits [n, V] -> [n, k] each.
+def _predictions(
+    hidden: torch.Tensor, head: torch.nn.Module, softcap: float | None, k: int
+) -> Predictions:
+    """The k most probable next tokens at every position, from the final normed states
+    hidden [n, d] (`capture.last_logits_only`) -> [n, k] each.
 
-    p = exp(logit − logsumexp(row)) for the top logits only, a block of rows at a time, so no
-    [n, V] copy of probabilities is made (the logits are the forward pass's own)."""
+    A block of rows at a time: the unembedding module itself (its weights, bias, device map)
+    makes the block's logits, soft-capped as the model's forward caps them (Gemma 2/3), then
+    p = exp(logit − logsumexp(row)) for the top ones. No [n, V] tensor is made."""
     ids, probs = [], []
-    for rows in logits.split(PREDICTION_ROWS):
-        top = rows.topk(min(k, rows.shape[-1]), dim=-1)
-        ids.append(top.indices)
-        probs.append(torch.exp(top.values - torch.logsumexp(rows, dim=-1, keepdim=True)))
+    with torch.inference_mode():
+        for rows in hidden.split(PREDICTION_ROWS):
+            logits = head(rows[None])[0]  # [rows, V] in the model's dtype
+            if softcap is not None:  # the model's own order of operations
+                logits = torch.tanh(logits / softcap) * softcap
+            logits = logits.float()
+            top = logits.topk(min(k, logits.shape[-1]), dim=-1)
+            ids.append(top.indices)
+            probs.append(torch.exp(top.values - torch.logsumexp(logits, dim=-1, keepdim=True)))
     return Predictions(
         ids=torch.cat(ids).cpu().numpy().astype(np.int32),
         probs=torch.cat(probs).cpu().numpy().astype(np.float32),
