@@ -110,9 +110,13 @@ def test_opt_with_projected_embeddings_keeps_the_invariants_of_every_family():
             0, result.edge_target, result.edge_heads.sum(-1)
         )
         assert torch.allclose(per_target + result.residual_attention, torch.ones(len(ids)))
-    assert run_trace(
-        dataclasses.replace(build_tiny("opt"), model=model), TINY_PROMPT
-    ).edges.layer.size
+    data = run_trace(dataclasses.replace(build_tiny("opt"), model=model), TINY_PROMPT)
+    assert data.edges.layer.size
+    # predictions through the unembedding's own input (after project_out), as the model's
+    logits = run_forward(model, torch.tensor(data.tokens.ids.tolist()))
+    top = torch.softmax(logits, -1).topk(data.predictions.ids.shape[1], dim=-1)
+    assert data.predictions.ids.tolist() == top.indices.tolist()
+    assert torch.allclose(torch.from_numpy(data.predictions.probs), top.values, atol=1e-6)
 
 
 def test_bloom_s_embedding_node_is_the_stream_after_the_embedding_layernorm():

@@ -179,10 +179,11 @@ class FinalRows:
 def last_logits_only(model: Any) -> Iterator[FinalRows]:
     """Within the block, the model's unembedding (its output embeddings) keeps its input, the
     final normed states [n, d], and computes logits for the last position only: a trace takes
-    its predictions from those states a block of rows at a time (`engine._predictions`), so
-    the forward's [n, V] logits (n · V · 4 bytes: 39 MB for SmolLM2 at 200 tokens, 2 GB for
-    Llama-3-8B at 4,000) never exist. The only change to what the model computes is which
-    rows of the unembedding it evaluates; the hook is always removed.
+    its predictions from those states a block of the vocabulary at a time
+    (`engine._predictions`), so the forward's [n, V] logits (n · V · 4 bytes: 39 MB for
+    SmolLM2 at 200 tokens, 2 GB for Llama-3-8B at 4,000) never exist. The only change to what
+    the model computes is which rows of the unembedding it evaluates; the hook is always
+    removed.
     """
     head = model.get_output_embeddings()
     seen = FinalRows()

@@ -30,9 +30,10 @@ import transformers
 
 from lmscope.__about__ import __version__
 from lmscope.attribution import decompose
+from lmscope.attribution.budget import budget_for
 from lmscope.errors import LmscopeError
 from lmscope.graph import RENORMALIZE, ContributionGraph, Node
-from lmscope.models.adapter import adapter_for
+from lmscope.models.adapter import adapter_for, param
 from lmscope.models.loading import LoadedModel
 from lmscope.protocol import defaults
 from lmscope.traces.data import (
@@ -181,10 +182,12 @@ def run_trace(
     mark("forward")
     if final.hidden is None:
         raise CaptureError("the model's output embeddings never ran")
+    head = loaded.model.get_output_embeddings()  # what the hook saw the input of
     with loaded.lock:
         predictions = _predictions(
             final.hidden,
-            loaded.model.get_output_embeddings(),
+            param(head),  # the module's own weights (not the adapter's W_U: OPT's project_out)
+            param(head, "bias") if hasattr(head, "bias") else None,
             adapter.final_logit_softcap,
             options.prediction_top_k,
         )
@@ -248,31 +251,53 @@ def detail_nodes(graph: ContributionGraph, options: TraceOptions) -> set[Node]:
 
 
 # --- predictions, facts ----------------------------------------------------------------------
-PREDICTION_ROWS = 64  # positions normalised at once: a [rows, V] temporary, not [n, V]
 
 
 def _predictions(
-    hidden: torch.Tensor, head: torch.nn.Module, softcap: float | None, k: int
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    softcap: float | None,
+    k: int,
 ) -> Predictions:
     """The k most probable next tokens at every position, from the final normed states
-    hidden [n, d] (`capture.last_logits_only`) -> [n, k] each.
+    hidden [n, d] (`capture.last_logits_only`) and the unembedding W_U [V, d] (+ b_U [V]) ->
+    [n, k] each.
 
-    A block of rows at a time: the unembedding module itself (its weights, bias, device map)
-    makes the block's logits, soft-capped as the model's forward caps them (Gemma 2/3), then
-    p = exp(logit − logsumexp(row)) for the top ones. No [n, V] tensor is made."""
-    ids, probs = [], []
+    A block of the vocabulary at a time: the block's logits [n, c] are made as the model's
+    unembedding makes them (its dtype; soft-capped as Gemma 2/3's forward caps them), merged
+    into the running top k, and folded into a running log-sum-exp (p = exp(logit − lse)). W_U
+    is read once and no [n, V] tensor is made (the projection budget bounds a block)."""
+    n, vocab = len(hidden), int(weight.shape[0])
+    k = min(k, vocab)
+    hidden = hidden.to(weight.device)
+    # a block's logits and their exp: two [n, c] float32 tensors within the budget
+    columns = max(k, budget_for(weight.device).projection_bytes // (8 * max(1, n)))
+    top_values = torch.empty(n, 0, device=weight.device)
+    top_ids = torch.empty(n, 0, dtype=torch.long, device=weight.device)
+    largest = torch.full((n, 1), float("-inf"), device=weight.device)  # running max
+    total = torch.zeros(n, 1, dtype=torch.float64, device=weight.device)  # Σ exp(x − largest)
     with torch.inference_mode():
-        for rows in hidden.split(PREDICTION_ROWS):
-            logits = head(rows[None])[0]  # [rows, V] in the model's dtype
+        for start in range(0, vocab, columns):
+            stop = min(vocab, start + columns)
+            piece_bias = None if bias is None else bias[start:stop]
+            logits = torch.nn.functional.linear(hidden, weight[start:stop], piece_bias)
             if softcap is not None:  # the model's own order of operations
                 logits = torch.tanh(logits / softcap) * softcap
-            logits = logits.float()
-            top = logits.topk(min(k, logits.shape[-1]), dim=-1)
-            ids.append(top.indices)
-            probs.append(torch.exp(top.values - torch.logsumexp(logits, dim=-1, keepdim=True)))
+            logits = logits.float()  # [n, c]
+            block = logits.topk(min(k, stop - start), dim=-1)
+            merged = torch.cat([top_values, block.values], 1).topk(k, dim=-1)
+            top_ids = torch.cat([top_ids, block.indices + start], 1).gather(1, merged.indices)
+            top_values = merged.values
+            new_largest = torch.maximum(largest, logits.amax(1, keepdim=True))
+            total = total * torch.exp(largest - new_largest).double() + torch.exp(
+                logits - new_largest
+            ).sum(1, keepdim=True, dtype=torch.float64)
+            largest = new_largest
+    log_total = (largest.double() + torch.log(total)).float()  # [n, 1] log-sum-exp
     return Predictions(
-        ids=torch.cat(ids).cpu().numpy().astype(np.int32),
-        probs=torch.cat(probs).cpu().numpy().astype(np.float32),
+        ids=top_ids.cpu().numpy().astype(np.int32),
+        probs=torch.exp(top_values - log_total).cpu().numpy().astype(np.float32),
     )
 
 

@@ -24,7 +24,7 @@ from lmscope.traces.data import PROJ_ATTENTION_UPDATE, PROJ_FFN_UPDATE, PROJ_LEN
 from lmscope.tracing.layers import LayerState
 
 # Projection vectors built at once: (1 + 4 L) per position, [rows, d] float32.
-VECTOR_BYTES = 64 * 2**20
+VECTOR_BYTES = 16 * 2**20
 
 
 @dataclass
@@ -132,9 +132,14 @@ def project_nodes(
                     prev_of.append(
                         -1 if block.prev is None else pick(block.prev * c + offset, True)
                     )
-        if picked:
-            stack = torch.cat([b.vectors.to(w_u.device) for b in blocks])
-            vectors.append(stack[torch.tensor(list(picked), device=stack.device)])
+        if picked:  # the picked rows of each block, in the order they were picked
+            piece = torch.empty(len(picked), adapter.d_model, device=w_u.device)
+            at = torch.tensor(list(picked))  # [p] row numbers number · c + offset
+            for number in at.div(c, rounding_mode="floor").unique().tolist():
+                mine = (at // c == number).nonzero(as_tuple=True)[0]  # places in the piece
+                rows_of = (at[mine] % c).to(blocks[number].vectors.device)
+                piece[mine.to(w_u.device)] = blocks[number].vectors[rows_of].to(w_u.device)
+            vectors.append(piece)
 
     # Pass 2: score every needed row once, a chunk at a time, deepest blocks first: a wanted
     # row's lists are then known by the time its previous row (a lower block) is scored, and
