@@ -111,6 +111,25 @@ def test_proximities_through_the_kernel_equal_the_literal_sum(with_kernel):
 
 
 @kernel_checks
+def test_a_kernel_triton_cannot_build_falls_back_to_the_torch_form(with_kernel, monkeypatch):
+    from triton.errors import TritonError
+
+    from lmscope.attribution import kernels
+
+    def broken(*_args):
+        raise TritonError("no such instruction on this GPU")
+
+    monkeypatch.setattr(kernels, "correction", broken)
+    monkeypatch.setattr(overshoot, "_triton_missing", False)  # restored after the test
+    args = correction_inputs(5, 4, 2, 20, 20, 16, False)
+    on_device = [a.to(KERNEL_DEVICE) if isinstance(a, torch.Tensor) else a for a in args]
+    with pytest.warns(RuntimeWarning, match="using the torch form"):
+        got = overshoot.correction(*on_device).cpu()
+    torch.testing.assert_close(got, overshoot._torch_correction(*args))
+    assert overshoot._kernels(torch.device(KERNEL_DEVICE)) is None  # not tried again
+
+
+@kernel_checks
 @pytest.mark.parametrize("family", ["llama", "gemma2", "mixtral"])
 def test_a_trace_through_the_kernel_has_the_routes_of_the_cpu_loops(family, monkeypatch):
     """The CPU loops' trace against one whose correction runs in the kernel (under the
@@ -157,5 +176,5 @@ def test_the_kernel_is_checked_by_the_interpreter_without_a_gpu():
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     # Every kernel check ran and passed; only this test and the GPU-only ones are skipped.
     passed = re.search(r"(\d+) passed", summary)
-    assert passed and int(passed.group(1)) == 9, summary
+    assert passed and int(passed.group(1)) == 10, summary
     assert "failed" not in summary and "error" not in summary, summary

@@ -90,6 +90,13 @@ def _correction_kernel(  # pragma: no cover - Triton compiles (or interprets) it
 _correction = triton.jit(_correction_kernel)
 
 
+def is_triton_error(error: Exception) -> bool:
+    """Whether `error` is Triton failing to build or run the kernel (not a CUDA error)."""
+    from triton.errors import TritonError
+
+    return isinstance(error, TritonError)
+
+
 def interpreted() -> bool:
     """Whether Triton runs kernels in its interpreter here (TRITON_INTERPRET=1)."""
     return bool(triton.knobs.runtime.interpret)

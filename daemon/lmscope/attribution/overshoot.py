@@ -26,6 +26,7 @@ and source tokens j for attention, one group of neurons for an FFN node.
 from __future__ import annotations
 
 import os
+import warnings
 from types import ModuleType
 
 import torch
@@ -52,9 +53,21 @@ def correction(
     """
     kernels = _kernels(table.device)
     if kernels is not None:
-        return kernels.correction(
-            table, used, coef, part_max, row_max, sorted_mag, sorted_sign, order
-        )
+        try:
+            return kernels.correction(
+                table, used, coef, part_max, row_max, sorted_mag, sorted_sign, order
+            )
+        except Exception as error:  # Triton could not build it here: the torch form from now on
+            if not kernels.is_triton_error(error):
+                raise
+            global _triton_missing
+            _triton_missing = True
+            warnings.warn(
+                f"the Triton kernel of the overshoot correction failed ({error!r:.200}); "
+                "using the torch form",
+                RuntimeWarning,
+                stacklevel=2,
+            )
     if table.device.type == "cpu":
         out = torch.zeros(coef.shape, dtype=torch.float32)
         if loops.run(
