@@ -10,8 +10,8 @@ gathers and comparisons over temporaries many times the data they read.
 The first two have a torch form next to their caller, used on GPUs, where numba cannot be
 imported, or when LMSCOPE_LOOPS=torch (the tests run both and compare); without the screen's
 loops the screen is not used (`screen.available`), and rows are scored in float32. A loop is
-compiled on first use and cached on disk by numba (compiling takes ~1 s once; a later process
-loads them in ~0.5 s, numba's import included).
+compiled on first use and cached on disk by numba (compiling them all takes ~3.5 s once; a
+later process loads them in ~0.4 s, numba's import included).
 The compiled loops release the GIL (`nogil`), so the daemon answers other requests while one
 runs. The Python bodies below are the specification numba compiles; they are never run as
 Python in a trace.
