@@ -215,3 +215,51 @@ def test_a_bf16_model_keeps_its_layer_states_in_bf16_and_traces_the_same(monkeyp
     np.testing.assert_array_equal(small.neurons.index, wide.neurons.index)
     np.testing.assert_array_equal(small.neurons.contribution, wide.neurons.contribution)
     np.testing.assert_array_equal(small.edges.head_contributions, wide.edges.head_contributions)
+
+
+@needs_screen
+def test_screened_rows_with_an_infinity_or_a_nan_are_scored_whole_like_the_plain_path():
+    g = torch.Generator().manual_seed(5)
+    vocab, d, rows, k = 700, 32, 6, 5
+    unembedding = torch.randn(vocab, d, generator=g)
+    normed = torch.randn(rows, d, generator=g)
+    normed[1, 0] = 3e38  # its bf16 product overflows to ±inf
+    normed[4, 3] = float("nan")
+    with_bias = torch.zeros(rows, dtype=torch.bool)
+    w_max = float(torch.linalg.vector_norm(unembedding.double(), dim=1).max()) * (1 + 2**-20)
+    screened = screen.Screen(normed, with_bias, unembedding, None, unembedding.bfloat16(), w_max)
+    whole: list[int] = []
+    scored_whole = screened._whole
+    screened._whole = lambda r: whole.extend(r.tolist()) or scored_whole(r)
+    lists = screened.lists(k)
+    assert whole == [1, 4]
+    expected = lens.token_lists(normed @ unembedding.T, k)
+    assert torch.equal(lists.top_ids, expected.top_ids)
+    assert torch.equal(lists.bottom_ids, expected.bottom_ids)
+
+
+@needs_screen
+def test_a_bf16_model_s_screen_scores_its_candidates_through_the_union_product(monkeypatch):
+    """A bf16 unembedding has no compiled dot-product loop: the candidates' exact scores come
+    from one product over their union, with the same lists as the unscreened path."""
+    import dataclasses
+
+    tiny = build_tiny("llama")
+    tiny.model.to(torch.bfloat16)
+    loaded = dataclasses.replace(tiny, dtype=torch.bfloat16)
+    monkeypatch.setattr(screen, "MIN_ROWS", 1)
+    exact_calls: list[torch.dtype] = []
+    exact = screen.Screen._exact
+    monkeypatch.setattr(
+        screen.Screen,
+        "_exact",
+        lambda self, *a: exact_calls.append(self.unembedding.dtype) or exact(self, *a),
+    )
+    screened = run_trace(loaded, TINY_PROMPT)
+    assert exact_calls and set(exact_calls) == {torch.bfloat16}
+    monkeypatch.setattr(screen, "available", lambda _device: False)
+    plain = run_trace(loaded, TINY_PROMPT)
+    for name in ("top_ids", "bottom_ids", "top_prev_rank"):
+        np.testing.assert_array_equal(
+            getattr(screened.projections, name), getattr(plain.projections, name)
+        )
