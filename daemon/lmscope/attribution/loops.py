@@ -172,10 +172,16 @@ def block_loop(  # pragma: no cover - numba compiles it (with fastmath: see belo
             first = b * block
             high = scores[first]
             low = high
-            for u in range(first + 1, min(vocab, first + block)):
-                x = scores[u]
-                high = max(high, x)
-                low = min(low, x)
+            if first + block <= vocab:  # a whole block: a fixed trip count, which vectorises
+                for i in range(block):
+                    x = scores[first + i]
+                    high = max(high, x)
+                    low = min(low, x)
+            else:  # the last, shorter block
+                for u in range(first, vocab):
+                    x = scores[u]
+                    high = max(high, x)
+                    low = min(low, x)
             block_max[r, b] = high
             block_min[r, b] = low
 
