@@ -159,6 +159,31 @@ def test_a_trace_through_the_kernel_has_the_routes_of_the_cpu_loops(family, monk
     np.testing.assert_allclose(traced.blocks.ffn, reference.blocks.ffn, atol=1e-4)
 
 
+@pytest.mark.skipif(INTERPRETED, reason="the interpreter has no compiler")
+@pytest.mark.parametrize("capability", [80, 90])  # A100, H100/H200
+def test_the_kernel_compiles_to_a_cuda_binary_without_a_gpu(capability):
+    """Triton's own compiler (the wheel carries ptxas) builds the kernel for a GPU that is not
+    here: what the interpreter cannot check (types of loop-carried values, lowering) is."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from lmscope.attribution import kernels
+
+    pointers = ("table_ptr", "coef_ptr", "part_max_ptr", "row_max_ptr", "mag_ptr", "sign_ptr")
+    signature = {name: "*fp32" for name in (*pointers, "out_ptr")}
+    signature.update({"order_ptr": "*i64", "used": "i32", "width": "i32"})
+    signature.update({f"table_stride_{axis}": "i64" for axis in "gnd"})
+    constants = {"SEARCH_STEPS": 10, "BLOCK_J": kernels.BLOCK_J, "BLOCK_Q": kernels.BLOCK_Q}
+    signature.update(dict.fromkeys(constants, "constexpr"))
+    source = ASTSource(fn=kernels._correction, signature=signature, constexprs=constants)
+    compiled = triton.compile(
+        source, target=GPUTarget("cuda", capability, 32), options={"enable_fp_fusion": False}
+    )
+    assert compiled.asm["cubin"]  # a binary for that architecture
+    assert ".entry _correction_kernel" in compiled.asm["ptx"]
+
+
 @pytest.mark.skipif(INTERPRETED, reason="this is the parent run")
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU runs the checks themselves")
 def test_the_kernel_is_checked_by_the_interpreter_without_a_gpu():

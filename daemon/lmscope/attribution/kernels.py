@@ -140,5 +140,7 @@ def correction(
         SEARCH_STEPS=max(1, width.bit_length()),
         BLOCK_J=BLOCK_J,
         BLOCK_Q=BLOCK_Q,
+        # no fused multiply-adds: each term rounds as the numba loop and the torch form round
+        enable_fp_fusion=False,
     )
     return out
