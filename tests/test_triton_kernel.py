@@ -144,7 +144,23 @@ def test_a_trace_through_the_kernel_has_the_routes_of_the_cpu_loops(family, monk
 
         loaded.model.to("cuda")
         loaded = dataclasses.replace(loaded, device="cuda:0")
+    from lmscope.attribution import kernels
+
+    layouts: list[tuple[int, tuple[int, ...]]] = []
+    correction = kernels.correction
+
+    def spy(table, *args):
+        layouts.append((table.shape[0], table.stride()))
+        return correction(table, *args)
+
+    monkeypatch.setattr(kernels, "correction", spy)
     traced = run_trace(loaded, TINY_PROMPT)
+    # the attention step's tables (one group per head) are laid out sources-fastest, so a
+    # program's loads at one coordinate are adjacent
+    heads = [
+        stride for groups, stride in layouts if groups == loaded.model.config.num_attention_heads
+    ]
+    assert heads and all(stride[1] == 1 for stride in heads)
     reference_edges = set(
         zip(reference.edges.layer, reference.edges.target, reference.edges.source)
     )

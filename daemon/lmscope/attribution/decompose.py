@@ -66,7 +66,7 @@ class HeadParts:
 
     values: torch.Tensor  # [H, n, dh] each head's values (key-value heads repeated)
     output_weights: torch.Tensor  # [H, dh, d] W_O per head, float32
-    source_outputs: torch.Tensor  # [H, n, d] u, contiguous
+    source_outputs: torch.Tensor  # [H, n, d] u, contiguous (or [H, d, n] in memory: head_parts)
     source_max: torch.Tensor  # [H, n] max_d |u[h, j, d]|, the reach of a unit weight
 
     def signed_sums(self, sign: torch.Tensor, used: int) -> torch.Tensor:
@@ -77,12 +77,23 @@ class HeadParts:
 
 
 def head_parts(
-    values: torch.Tensor, head_output_weights: torch.Tensor, kv_of_head: torch.Tensor
+    values: torch.Tensor,
+    head_output_weights: torch.Tensor,
+    kv_of_head: torch.Tensor,
+    sources_fastest: bool = False,
 ) -> HeadParts:
-    """values: [n, H_kv, dh]; head_output_weights: [H, dh, d]; kv_of_head: [H] long."""
+    """values: [n, H_kv, dh]; head_output_weights: [H, dh, d]; kv_of_head: [H] long.
+
+    sources_fastest: `source_outputs` laid out [H, d, n] in memory (a [H, n, d] view with
+    strides (d·n, 1, n)), for the Triton kernel: the sources a program reads at one coordinate
+    are then adjacent (coalesced loads). The CPU loop walks one source's coordinates, so it
+    keeps [H, n, d]."""
     per_head = values[:, kv_of_head, :].float().permute(1, 0, 2).contiguous()  # [H, n, dh]
     w_o = head_output_weights.float()
-    source_outputs = torch.bmm(per_head, w_o).contiguous()
+    if sources_fastest:
+        source_outputs = torch.bmm(w_o.transpose(1, 2), per_head.transpose(1, 2)).transpose(1, 2)
+    else:
+        source_outputs = torch.bmm(per_head, w_o).contiguous()
     return HeadParts(per_head, w_o, source_outputs, source_outputs.abs().amax(-1))
 
 

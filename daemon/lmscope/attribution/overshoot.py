@@ -107,6 +107,11 @@ def _kernels(device: torch.device) -> ModuleType | None:
     return kernels
 
 
+def kernel_runs(device: torch.device) -> bool:
+    """Whether the correction on `device` runs the Triton kernel (see `_kernels`)."""
+    return _kernels(device) is not None
+
+
 def _torch_correction(
     table: torch.Tensor,
     used: int,

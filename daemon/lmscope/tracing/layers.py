@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lmscope.attribution import decompose, neurons
+from lmscope.attribution import decompose, neurons, overshoot
 from lmscope.graph.nodes import FFN, Node
 from lmscope.models.adapter import ArchitectureAdapter
 from lmscope.traces.data import AttentionEdges, BlockContributions, NeuronTable
@@ -76,7 +76,8 @@ def attribute_layer(
         [adapter.kv_head_of(h) for h in range(adapter.n_heads)], device=captured.values.device
     )
     w_o = adapter.head_output_weights(layer).to(captured.values.device)
-    heads = decompose.head_parts(captured.values, w_o, kv_of_head)
+    device = captured.values.device
+    heads = decompose.head_parts(captured.values, w_o, kv_of_head, overshoot.kernel_runs(device))
     if adapter.parallel_blocks:
         return decompose.attribute_parallel(
             layer,
