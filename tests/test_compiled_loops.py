@@ -139,6 +139,16 @@ def exact_scores(normed, with_bias, unembedding, bias):
     return scores + with_bias[:, None].float() * bias[None]
 
 
+def screened_recording_whole_rows(normed, with_bias, unembedding, bias):
+    """A screen of the rows, and the list it fills with the rows it scores whole."""
+    w_max = float(torch.linalg.vector_norm(unembedding.double(), dim=1).max()) * (1 + 2**-20)
+    screened = screen.Screen(normed, with_bias, unembedding, bias, unembedding.bfloat16(), w_max)
+    whole: list[int] = []
+    scored_whole = screened._whole
+    screened._whole = lambda rows: whole.extend(rows.tolist()) or scored_whole(rows)
+    return screened, whole
+
+
 @needs_screen
 @pytest.mark.parametrize("seed", range(3))
 def test_the_bf16_screen_gives_the_exact_lists_and_ranks(seed):
@@ -154,11 +164,7 @@ def test_the_bf16_screen_gives_the_exact_lists_and_ranks(seed):
     ranked_rows = torch.tensor([0, 1, 2, 3, 5, 7])
     chosen = exact[ranked_rows + 10].topk(k).indices  # other rows' top tokens: mostly in the tail
     chosen[3, 4] = exact[3].argsort()[vocab // 2]  # one deep in the bulk: that row scored whole
-    w_max = float(torch.linalg.vector_norm(unembedding.double(), dim=1).max()) * (1 + 2**-20)
-    screened = screen.Screen(normed, with_bias, unembedding, bias, unembedding.bfloat16(), w_max)
-    whole: list[int] = []
-    scored_whole = screened._whole
-    screened._whole = lambda rows: whole.extend(rows.tolist()) or scored_whole(rows)
+    screened, whole = screened_recording_whole_rows(normed, with_bias, unembedding, bias)
     lists = screened.lists(k)
     assert whole == [5]  # the degenerate row only; every other row from its candidates
     expected = lens.token_lists(exact, k)
@@ -226,11 +232,7 @@ def test_screened_rows_with_an_infinity_or_a_nan_are_scored_whole_like_the_plain
     normed[1, 0] = 3e38  # its bf16 product overflows to ±inf
     normed[4, 3] = float("nan")
     with_bias = torch.zeros(rows, dtype=torch.bool)
-    w_max = float(torch.linalg.vector_norm(unembedding.double(), dim=1).max()) * (1 + 2**-20)
-    screened = screen.Screen(normed, with_bias, unembedding, None, unembedding.bfloat16(), w_max)
-    whole: list[int] = []
-    scored_whole = screened._whole
-    screened._whole = lambda r: whole.extend(r.tolist()) or scored_whole(r)
+    screened, whole = screened_recording_whole_rows(normed, with_bias, unembedding, None)
     lists = screened.lists(k)
     assert whole == [1, 4]
     expected = lens.token_lists(normed @ unembedding.T, k)
