@@ -6,6 +6,8 @@ Every test runs each form: `torch_form` switches the loops off with LMSCOPE_LOOP
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -206,13 +208,19 @@ def test_a_bf16_model_keeps_its_layer_states_in_bf16_and_traces_the_same(monkeyp
     loaded = dataclasses.replace(tiny, dtype=torch.bfloat16)
     kept: list[LayerState] = []
     compact = LayerState.compact
-    monkeypatch.setattr(LayerState, "compact", lambda c, d: kept.append(compact(c, d)) or kept[-1])
+    monkeypatch.setattr(
+        LayerState, "compact", lambda c, d, p=None: kept.append(compact(c, d, p)) or kept[-1]
+    )
     small = run_trace(loaded, TINY_PROMPT)
     assert {s.resid_out.dtype for s in kept} == {torch.bfloat16}
-    assert {s.ffn_act.dtype for s in kept} == {torch.bfloat16}
+    # the FFN's input is kept rather than its activations (d < d_ffn), in the model's dtype
+    assert {s.ffn_act for s in kept} == {None}
+    assert {s.ffn_input.dtype for s in kept} == {torch.bfloat16}
+    # a layer's input is the previous layer's output: one bf16 copy of it is kept, not two
+    assert all(later.resid_in is earlier.resid_out for earlier, later in itertools.pairwise(kept))
     assert all(s.attn_scale is None or s.attn_scale.dtype == torch.float32 for s in kept)
     full = engine.LayerState  # the float32 states of before, for comparison
-    monkeypatch.setattr(full, "compact", lambda c, d: compact(c, torch.float32))
+    monkeypatch.setattr(full, "compact", lambda c, d, p=None: compact(c, torch.float32, p))
     wide = run_trace(loaded, TINY_PROMPT)
     for name in ("top_ids", "bottom_ids", "top_prev_rank", "top_logits"):
         np.testing.assert_array_equal(

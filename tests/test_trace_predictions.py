@@ -15,10 +15,10 @@ from lmscope.tracing.engine import run_trace
 from tests.conftest import FAMILIES, TINY_PROMPT, build_tiny
 
 
-def columns_per_block(monkeypatch, n: int, columns: int) -> None:
-    """Predictions scored `columns` tokens of the vocabulary a block, for n positions (the
-    projection budget sets it)."""
-    small = dataclasses.replace(budget.CPU, projection_bytes=8 * n * columns)
+def columns_per_block(monkeypatch, n: int, d: int, columns: int) -> None:
+    """Predictions scored `columns` tokens of the vocabulary a block, for n positions of
+    width d (the projection budget sets it)."""
+    small = dataclasses.replace(budget.CPU, projection_bytes=8 * (n + d) * columns)
     monkeypatch.setattr(budget, "CPU", small)
 
 
@@ -26,7 +26,8 @@ def columns_per_block(monkeypatch, n: int, columns: int) -> None:
 def test_predictions_equal_the_top_of_the_models_full_logits(family, monkeypatch):
     loaded = build_tiny(family)
     n = len(loaded.tokenizer(TINY_PROMPT)["input_ids"]) + 1  # with a BOS, at most
-    columns_per_block(monkeypatch, n, 37)  # several blocks, the last one short
+    d = loaded.model.get_output_embeddings().weight.shape[1]
+    columns_per_block(monkeypatch, n, d, 37)  # several blocks, the last one short
     data = run_trace(loaded, TINY_PROMPT)
     ids = torch.tensor(data.tokens.ids.tolist())
     logits = run_forward(loaded.model, ids)  # [n, V], after the trace: its hook is gone

@@ -100,6 +100,15 @@ class ArchitectureAdapter(ABC):
         """The FFN's output projection: its *input* [1, n, d_ffn] (or [n, d_ffn]) are the neuron
         activations."""
 
+    def ffn_block(self, layer: int) -> nn.Module | None:
+        """The dense FFN as one module whose input [1, n, d] is the normed x̂ and whose forward
+        runs `ffn_down`: the neuron activations of any rows can be recomputed by running it on
+        those rows of x̂ (`capture.recompute_activations`). None where the FFN has no such
+        module (OPT and BLOOM name `ffn_down` as `ffn`); a mixture-of-experts layer has no
+        dense neurons at all."""
+        module = self.ffn(layer)
+        return None if module is self.ffn_down(layer) else module
+
     # --- weights -----------------------------------------------------------------------------
     def split_heads(self, output_projection: nn.Module) -> torch.Tensor:
         """W_O of a Linear output projection (weight [d, H·dh]) split per head: [H, dh, d]."""

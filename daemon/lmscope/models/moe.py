@@ -144,6 +144,9 @@ class MoeAdapter(LlamaAdapter):
         return self._moe(layer).experts.act_fn
 
     # --- the dense FFN interface: dense layers only ----------------------------------------------
+    def ffn_block(self, layer: int) -> nn.Module | None:
+        return None if self.moe_layer(layer) is not None else super().ffn_block(layer)
+
     def ffn_down(self, layer: int) -> nn.Module:
         if self.moe_layer(layer) is not None:
             raise UnsupportedModelError(f"layer {layer} is a mixture of experts: no one down_proj")

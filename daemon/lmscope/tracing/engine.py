@@ -54,7 +54,13 @@ from lmscope.tracing.capture import (
 )
 from lmscope.tracing.experts import expert_table
 from lmscope.tracing.inputs import TraceSource, prepare_input
-from lmscope.tracing.layers import LayerState, attribute_layer, neuron_table, stack_contributions
+from lmscope.tracing.layers import (
+    LayerState,
+    attribute_layer,
+    narrow_states,
+    neuron_table,
+    stack_contributions,
+)
 from lmscope.tracing.projections import project_nodes
 from lmscope.tracing.tokens import add_token_bytes, display_strings
 
@@ -173,7 +179,8 @@ def run_trace(
         contributions.append(result)
         weights = captured.attn_probs[:, result.edge_target, result.edge_source]  # [H, e]
         attention_weights.append(weights.T.cpu().numpy())
-        states.append(LayerState.compact(captured, loaded.dtype))  # half size for bf16 models
+        previous = states[-1] if states else None
+        states.append(LayerState.compact(captured, loaded.dtype, previous))  # bf16: half size
         report(f"layer {captured.layer + 1}/{adapter.n_layers}", len(states) / adapter.n_layers)
         mark("attention")
 
@@ -199,12 +206,15 @@ def run_trace(
     graph = ContributionGraph(blocks, edges, adapter.n_layers, len(ids), adapter.parallel_blocks)
     report("finding route nodes", None)
     detailed = detail_nodes(graph, options)
+    detail = narrow_states(states, detailed)  # frees the other token rows of every layer
     mark("routes")
     report("neurons", None)
-    neurons = neuron_table(adapter, states, detailed, options.top_neurons)
+    neurons = neuron_table(adapter, detail.states, detail.nodes, options.top_neurons)
+    neurons.position = detail.token_positions(neurons.position)
     mark("neurons")
     report("vocabulary projections", None)
-    projections = project_nodes(adapter, states, detailed, options.projection_top_k)
+    projections = project_nodes(adapter, detail.states, detail.nodes, options.projection_top_k)
+    projections.position = detail.token_positions(projections.position)
     mark("projections")
 
     data = TraceData(
@@ -224,7 +234,7 @@ def run_trace(
         neurons=neurons,
         projections=projections,
     )
-    experts = expert_table(adapter, states, detailed)  # None: a dense model
+    experts = expert_table(adapter, detail.states, detail.nodes, detail.positions)
     if experts is not None:
         data.extra[EXPERTS_KEY] = experts
     data.vocabulary = _vocabulary(loaded, data)
@@ -271,8 +281,10 @@ def _predictions(
     n, vocab = len(hidden), int(weight.shape[0])
     k = min(k, vocab)
     hidden = hidden.to(weight.device)
-    # a block's logits and their exp: two [n, c] float32 tensors within the budget
-    columns = max(k, budget_for(weight.device).projection_bytes // (8 * max(1, n)))
+    # A block's logits [n, c] float32 (exp is taken in place) and the copy of its W_U rows
+    # [c, d] a CPU matrix product may pack: half the budget together.
+    d = int(weight.shape[1])
+    columns = max(k, budget_for(weight.device).projection_bytes // (8 * (max(1, n) + d)))
     top_values = torch.empty(n, 0, device=weight.device)
     top_ids = torch.empty(n, 0, dtype=torch.long, device=weight.device)
     largest = torch.full((n, 1), float("-inf"), device=weight.device)  # running max
@@ -290,9 +302,8 @@ def _predictions(
             top_ids = torch.cat([top_ids, block.indices + start], 1).gather(1, merged.indices)
             top_values = merged.values
             new_largest = torch.maximum(largest, logits.amax(1, keepdim=True))
-            total = total * torch.exp(largest - new_largest).double() + torch.exp(
-                logits - new_largest
-            ).sum(1, keepdim=True, dtype=torch.float64)
+            block_total = logits.sub_(new_largest).exp_().sum(1, keepdim=True, dtype=torch.float64)
+            total = total * torch.exp(largest - new_largest).double() + block_total
             largest = new_largest
     log_total = (largest.double() + torch.log(total)).float()  # [n, 1] log-sum-exp
     return Predictions(

@@ -242,10 +242,12 @@ def node_experts(
 
 
 def expert_table(
-    adapter: object, states: Sequence[Any], detailed: set[Node]
+    adapter: object, states: Sequence[Any], detailed: set[Node], positions: np.ndarray
 ) -> dict[str, Any] | None:
     """The `extra["lmscope.experts"]` value of a trace: the expert step of every detailed FFN
-    node of a sparse layer (`states`: the engine's LayerStates), or None for a dense model."""
+    node of a sparse layer (`states`: the engine's LayerStates, narrowed to some token rows;
+    node positions index those rows and `positions` [p] maps them to token positions), or None
+    for a dense model."""
     if not isinstance(adapter, MoeAdapter):
         return None
     layout: ExpertLayout = adapter.expert_layout
@@ -266,7 +268,7 @@ def expert_table(
         # Strongest contribution first, ties by slot (the order cards and tables show).
         order = torch.sort(found.contribution, dim=1, descending=True, stable=True).indices
         columns["layer"].append(np.full(len(where), layer, dtype=np.int32))
-        columns["position"].append(np.asarray(where, dtype=np.int32))
+        columns["position"].append(positions[where].astype(np.int32))
         for key in ("slot", "gate", "contribution"):
             column = "expert" if key == "slot" else key
             columns[column].append(getattr(found, key).gather(1, order).cpu().numpy())

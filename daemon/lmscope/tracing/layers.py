@@ -18,36 +18,67 @@ from lmscope.attribution import decompose, neurons, overshoot
 from lmscope.graph.nodes import FFN, Node
 from lmscope.models.adapter import ArchitectureAdapter
 from lmscope.traces.data import AttentionEdges, BlockContributions, NeuronTable
-from lmscope.tracing.capture import LayerCapture
+from lmscope.tracing.capture import CaptureError, LayerCapture, recompute_activations
 from lmscope.tracing.experts import MoeCapture, node_neuron_width, node_neurons
 
 
 @dataclass
 class LayerState:
     """What later stages need from one layer, on the layer's device. The tensors may be kept in
-    the model's dtype (`compact`); readers take rows and convert them to float32 (`rows`)."""
+    the model's dtype (`compact`); readers take rows and convert them to float32 (`rows`).
+
+    The neuron activations are kept as themselves (`ffn_act`) or, where the FFN can recompute
+    them and its input is the narrower (d < d_ffn), as that input x̂ (`ffn_input`): only the
+    detailed nodes' rows are ever read (`activations`), so [n, d] is kept instead of
+    [n, d_ffn], 2.7x less on SmolLM2 and 3.5x on Llama-3-8B."""
 
     resid_in: torch.Tensor  # [n, d]
     attn_out: torch.Tensor  # [n, d]
-    ffn_act: torch.Tensor  # [n, d_ffn]
+    ffn_act: torch.Tensor | None  # [n, d_ffn]; None when ffn_input is kept instead
     ffn_out: torch.Tensor  # [n, d]
     resid_out: torch.Tensor  # [n, d]
     # Post-norm blocks: the output norms' frozen scales D [n, d] (LayerCapture); else None.
     attn_scale: torch.Tensor | None = None
     ffn_scale: torch.Tensor | None = None
     moe: MoeCapture | None = None  # a mixture-of-experts layer (then ffn_act is [n, 0])
+    ffn_input: torch.Tensor | None = None  # [n, d] x̂ as the FFN received it (LayerCapture)
 
     @staticmethod
     def rows(tensor: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
         """tensor[at] in float32: [n, *] -> [len(at), *] (every reader of a state goes here)."""
         return tensor[at].float()
 
+    def keep_rows(self, at: torch.Tensor) -> LayerState:
+        """The state of token rows `at` [p] only (copies: the whole tensors can be freed)."""
+
+        def take(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            return None if tensor is None else tensor[at.to(tensor.device)]
+
+        def take_kept(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor[at.to(tensor.device)]
+
+        return LayerState(
+            take_kept(self.resid_in),
+            take_kept(self.attn_out),
+            take(self.ffn_act),
+            take_kept(self.ffn_out),
+            take_kept(self.resid_out),
+            attn_scale=take(self.attn_scale),
+            ffn_scale=take(self.ffn_scale),
+            moe=None if self.moe is None else self.moe.rows(at.to(self.moe.normed.device)),
+            ffn_input=take(self.ffn_input),
+        )
+
     @classmethod
-    def compact(cls, captured: LayerCapture, dtype: torch.dtype) -> LayerState:
+    def compact(
+        cls, captured: LayerCapture, dtype: torch.dtype, previous: LayerState | None = None
+    ) -> LayerState:
         """The state of a captured layer, its activations kept in `dtype` (the model's) where
         that loses nothing: the captured float32 copies of a bf16 model's activations hold bf16
         values, so half the memory holds the same numbers. A tensor that does not round-trip
-        (an output norm's scale lmscope computed in float32) stays float32."""
+        (an output norm's scale lmscope computed in float32) stays float32. The layer's input
+        is the `previous` layer's kept output where the two are equal (a float32 model's are
+        one tensor already; a bf16 model's are two copies of it), so it is kept once."""
 
         def keep(tensor: torch.Tensor) -> torch.Tensor:
             if dtype == torch.float32 or tensor.dtype != torch.float32:
@@ -55,16 +86,77 @@ class LayerState:
             narrow = tensor.to(dtype)
             return narrow if torch.equal(narrow.float(), tensor) else tensor
 
+        recomputable = (
+            captured.moe is None
+            and captured.ffn_input is not None
+            and captured.ffn_input.shape[-1] < captured.ffn_act.shape[-1]
+        )
+        resid_in = keep(captured.resid_in)
+        if previous is not None and _same_values(previous.resid_out, resid_in):
+            resid_in = previous.resid_out
         return cls(
-            keep(captured.resid_in),
+            resid_in,
             keep(captured.attn_out),
-            keep(captured.ffn_act),
+            None if recomputable else keep(captured.ffn_act),
             keep(captured.ffn_out),
             keep(captured.resid_out),
             attn_scale=captured.attn_scale,
             ffn_scale=captured.ffn_scale,
             moe=captured.moe,
+            ffn_input=captured.ffn_input if recomputable else None,
         )
+
+
+def _same_values(kept: torch.Tensor, tensor: torch.Tensor) -> bool:
+    """Whether `tensor` holds exactly `kept`'s values (the same memory, or equal copies)."""
+    if (kept.shape, kept.dtype, kept.device) != (tensor.shape, tensor.dtype, tensor.device):
+        return False
+    same_memory = kept.data_ptr() == tensor.data_ptr() and kept.stride() == tensor.stride()
+    return same_memory or torch.equal(kept, tensor)
+
+
+@dataclass
+class DetailRows:
+    """The layer states narrowed to the token rows the detail stages read (`narrow_states`)."""
+
+    states: list[LayerState]  # every tensor [p, *]: row r is token position `positions[r]`
+    nodes: set[Node]  # the detailed nodes, their positions renumbered to those rows
+    positions: np.ndarray  # int32 [p] ascending: the token position of each kept row
+
+    def token_positions(self, rows: np.ndarray) -> np.ndarray:
+        """Row numbers of the narrowed states -> the token positions they hold (int32)."""
+        return self.positions[rows].astype(np.int32)
+
+
+def narrow_states(states: list[LayerState], nodes: set[Node]) -> DetailRows:
+    """Keep of every layer's state only the token rows of `nodes` (the detail stages read
+    nothing else), and free the rest: a route touches few positions (24 of 200 and 18 of 1000
+    on the embedded model), so the states shrink ~10x before the projections' scratch is made.
+    `states` is emptied as each layer is narrowed, so the whole and the narrowed copy of all
+    layers never exist at once."""
+    kept = sorted({node.position for node in nodes})
+    row_of = {position: row for row, position in enumerate(kept)}
+    at = torch.tensor(kept, dtype=torch.long)
+    narrowed = []
+    while states:
+        narrowed.append(states.pop(0).keep_rows(at))
+    return DetailRows(
+        narrowed,
+        {Node(node.kind, node.layer, row_of[node.position]) for node in nodes},
+        np.asarray(kept, dtype=np.int32),
+    )
+
+
+def activations(
+    adapter: ArchitectureAdapter, layer: int, state: LayerState, at: torch.Tensor
+) -> torch.Tensor:
+    """The neuron activations of rows `at` of a dense layer: [len(at), d_ffn] float32, kept or
+    recomputed from the kept FFN input (`capture.recompute_activations`)."""
+    if state.ffn_act is not None:
+        return LayerState.rows(state.ffn_act, at)
+    if state.ffn_input is None:
+        raise CaptureError(f"layer {layer} kept neither its activations nor its FFN input")
+    return recompute_activations(adapter, layer, state.ffn_input[at])
 
 
 def attribute_layer(
@@ -153,7 +245,7 @@ def neuron_table(
             order, top_c, top_a = neurons.top_neurons(found.contribution, found.activation, k)
             top_index, result = found.index.gather(1, order), found
         else:
-            act = LayerState.rows(state.ffn_act, rows)
+            act = activations(adapter, layer, state, rows)
             w_out = adapter.ffn_output_weights(layer).to(whole.device)
             scale = None if state.ffn_scale is None else state.ffn_scale[rows]  # [F, d]
             result = neurons.neuron_contributions(  # type: ignore[assignment]

@@ -281,7 +281,7 @@ class LiveModel:
         def keep_row(c: LayerCapture) -> None:
             states.append(
                 LayerState(
-                    c.resid_in[at], c.attn_out[at], c.ffn_act[at], c.ffn_out[at], c.resid_out[at],
+                    c.resid_in[at], c.attn_out[at], None, c.ffn_out[at], c.resid_out[at],
                     attn_scale=None if c.attn_scale is None else c.attn_scale[at],
                     ffn_scale=None if c.ffn_scale is None else c.ffn_scale[at],
                 )

@@ -140,12 +140,14 @@ def project_nodes(
                 rows_of = (at[mine] % c).to(blocks[number].vectors.device)
                 piece[mine.to(w_u.device)] = blocks[number].vectors[rows_of].to(w_u.device)
             vectors.append(piece)
+    blocks = []  # the last chunk's vectors (up to VECTOR_BYTES) are not kept through pass 2
 
     # Pass 2: score every needed row once, a chunk at a time, deepest blocks first: a wanted
     # row's lists are then known by the time its previous row (a lower block) is scored, and
     # its ranks are counted there.
     rows_per_chunk = max(1, budget.projection_bytes // (4 * adapter.vocab_size))
     needed = torch.cat(vectors) if vectors else torch.zeros(0, adapter.d_model)
+    del vectors
     lens_rows = torch.tensor(is_lens, dtype=torch.bool, device=needed.device)
     shape = (len(needed), k)
     top_ids = torch.zeros(shape, dtype=torch.long, device=needed.device)

@@ -1,0 +1,156 @@
+"""What a trace keeps of each layer for its detail stages (tracing/layers.py): the FFN's input
+in place of its wider activations, recomputed for the rows read; and, once the routes are known,
+only the token rows of the detailed nodes. Neither changes what the file stores."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from lmscope.models.adapter import ArchitectureAdapter, adapter_for
+from lmscope.traces.experts import EXPERTS_KEY
+from lmscope.tracing import engine
+from lmscope.tracing.capture import capture_layers, recompute_activations
+from lmscope.tracing.engine import TraceOptions, run_trace
+from lmscope.tracing.layers import DetailRows, LayerState, narrow_states
+from lmscope.tracing.tokens import tokenize
+from tests.conftest import FAMILIES, TINY_PROMPT, build_tiny
+
+NO_FFN_MODULE = {"opt", "bloom"}  # their FFN is inline in the layer: activations are kept
+
+
+def captured_layers(loaded, adapter: ArchitectureAdapter | None = None):
+    adapter = adapter or adapter_for(loaded.model)
+    ids = torch.tensor(tokenize(loaded, TINY_PROMPT, True, adapter.context_length))
+    layers = []
+    with torch.inference_mode(), capture_layers(adapter, layers.append):
+        loaded.model(input_ids=ids[None], use_cache=False)
+    return adapter, layers
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_recomputed_activations_are_the_forwards(family):
+    adapter, layers = captured_layers(build_tiny(family))
+    dense = [c for c in layers if c.moe is None]
+    if family in NO_FFN_MODULE:
+        assert dense and all(c.ffn_input is None for c in dense)
+        return
+    if not dense:  # every layer a mixture of experts: no dense neurons to recompute
+        assert all(c.ffn_input is None for c in layers)
+        return
+    for captured in dense:
+        assert captured.ffn_input is not None
+        n = len(captured.ffn_act)
+        # all rows: the forward's own product shapes, so the very same numbers
+        everything = recompute_activations(adapter, captured.layer, captured.ffn_input)
+        assert torch.equal(everything, captured.ffn_act)
+        scale = float(captured.ffn_act.abs().max())
+        for rows in ([n - 1], [0, n // 2], list(range(1, n, 2))):
+            at = torch.tensor(rows)
+            some = recompute_activations(adapter, captured.layer, captured.ffn_input[at])
+            assert some.shape == (len(rows), captured.ffn_act.shape[1])
+            torch.testing.assert_close(some, captured.ffn_act[at], rtol=0, atol=1e-6 * scale)
+
+
+def test_a_layer_keeps_the_narrower_of_its_ffn_input_and_its_activations():
+    """Keeping x̂ [n, d] saves memory only where d < d_ffn; otherwise the activations stay."""
+    _adapter, layers = captured_layers(build_tiny("llama"))  # d 48 < d_ffn 96
+    wide = LayerState.compact(layers[0], torch.float32)
+    assert wide.ffn_act is None and wide.ffn_input is layers[0].ffn_input
+    d = layers[0].ffn_input.shape[1]
+    narrow = dataclasses.replace(layers[0], ffn_act=layers[0].ffn_act[:, :d])  # d_ffn = d
+    kept = LayerState.compact(narrow, torch.float32)
+    assert kept.ffn_input is None and kept.ffn_act is narrow.ffn_act
+
+
+def kept_states(monkeypatch) -> list[LayerState]:
+    kept: list[LayerState] = []
+    compact = LayerState.compact
+    monkeypatch.setattr(
+        LayerState, "compact", lambda c, d, p=None: kept.append(compact(c, d, p)) or kept[-1]
+    )
+    return kept
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2", "gptj", "phi3"])
+def test_neurons_from_the_kept_ffn_input_equal_those_from_kept_activations(family, monkeypatch):
+    loaded = build_tiny(family)
+    options = TraceOptions(detail="all")
+    kept = kept_states(monkeypatch)
+    from_input = run_trace(loaded, TINY_PROMPT, options)
+    assert kept and all(s.ffn_act is None for s in kept)
+    assert {tuple(s.ffn_input.shape[1:]) for s in kept} == {(loaded.model.config.hidden_size,)}
+    monkeypatch.setattr(ArchitectureAdapter, "ffn_block", lambda _self, _layer: None)
+    kept.clear()
+    from_act = run_trace(loaded, TINY_PROMPT, options)
+    assert kept and all(s.ffn_act is not None and s.ffn_input is None for s in kept)
+    ours, theirs = from_input.neurons, from_act.neurons
+    assert len(ours.position) > 0
+    np.testing.assert_array_equal(ours.layer, theirs.layer)
+    np.testing.assert_array_equal(ours.position, theirs.position)
+    np.testing.assert_array_equal(ours.index, theirs.index)
+    np.testing.assert_allclose(ours.contribution, theirs.contribution, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(ours.activation, theirs.activation, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(ours.rest_contribution, theirs.rest_contribution, atol=1e-6)
+
+
+def keep_every_row(states: list[LayerState], nodes) -> DetailRows:
+    n = len(states[0].resid_out)
+    return DetailRows(list(states), set(nodes), np.arange(n, dtype=np.int32))
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2", "gptj", "opt", "mixtral", "qwen2_moe"])
+@pytest.mark.parametrize("detail", ["route", "all"])
+def test_the_detail_from_narrowed_states_is_the_detail_from_every_row(family, detail, monkeypatch):
+    loaded = build_tiny(family)
+    options = TraceOptions(detail=detail, detail_threshold=0.2)
+    narrowed: list[DetailRows] = []
+
+    def recording(states, nodes):
+        n = len(states[0].resid_out)
+        rows = narrow_states(states, nodes)
+        narrowed.append(rows)
+        assert states == []  # the whole states are let go
+        assert len(rows.positions) == len({node.position for node in nodes}) <= n
+        assert all(len(s.resid_out) == len(rows.positions) for s in rows.states)
+        return rows
+
+    monkeypatch.setattr(engine, "narrow_states", recording)
+    small = run_trace(loaded, TINY_PROMPT, options)
+    monkeypatch.setattr(engine, "narrow_states", keep_every_row)
+    whole = run_trace(loaded, TINY_PROMPT, options)
+    assert narrowed
+    for table in ("neurons", "projections"):
+        ours, theirs = getattr(small, table), getattr(whole, table)
+        for name, value in vars(ours).items():
+            np.testing.assert_array_equal(value, getattr(theirs, name), err_msg=f"{table}.{name}")
+    assert (EXPERTS_KEY in small.extra) == (EXPERTS_KEY in whole.extra)
+    if EXPERTS_KEY in small.extra:
+        ours_e, theirs_e = small.extra[EXPERTS_KEY], whole.extra[EXPERTS_KEY]
+        assert ours_e.keys() == theirs_e.keys()
+        for key in ours_e:
+            np.testing.assert_array_equal(np.asarray(ours_e[key]), np.asarray(theirs_e[key]))
+
+
+def test_a_route_through_few_positions_keeps_few_rows(monkeypatch):
+    """On a prompt longer than its route's reach, the narrowed states hold fewer rows than
+    there are tokens (the point of narrowing)."""
+    loaded = build_tiny("llama")
+    prompt = " ".join([TINY_PROMPT] * 3)
+    sizes: list[tuple[int, int]] = []
+
+    def recording(states, nodes):
+        n = len(states[0].resid_out)
+        rows = narrow_states(states, nodes)
+        sizes.append((len(rows.positions), n))
+        return rows
+
+    monkeypatch.setattr(engine, "narrow_states", recording)
+    data = run_trace(loaded, prompt, TraceOptions(detail_threshold=0.3))
+    ((kept, n),) = sizes
+    assert n == len(data.tokens.ids)
+    stored = set(data.projections.position.tolist()) | set(data.neurons.position.tolist())
+    assert kept == len(stored) < n
