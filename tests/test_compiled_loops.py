@@ -182,10 +182,33 @@ def test_the_bf16_screen_gives_the_exact_lists_and_ranks(seed):
 
 
 @needs_screen
-def test_a_trace_with_the_screen_equals_one_without(monkeypatch):
+@pytest.mark.parametrize("candidates", [screen.MAX_CANDIDATES, 3])
+def test_a_trace_with_the_screen_equals_one_without(candidates, monkeypatch):
+    """Also where rows and ranks are left to whole rows (few candidates allowed), over several
+    chunks: the ranks left over are counted after the last chunk."""
+    import dataclasses
+
+    from lmscope.attribution import budget
+
     loaded = build_tiny("gpt2")  # lens rows and update rows, a LayerNorm before the unembedding
     monkeypatch.setattr(screen, "MIN_ROWS", 1)  # screen even the tiny model's few rows
+    monkeypatch.setattr(screen, "MAX_CANDIDATES", candidates)
+    vocab = loaded.model.get_output_embeddings().weight.shape[0]
+    few_rows = dataclasses.replace(budget.CPU, projection_bytes=2 * vocab * 7)  # 7 rows a chunk
+    monkeypatch.setattr(budget, "CPU", few_rows)
+    deferred: list[int] = []
+    screened_ranks = screen.Screen.screened_ranks
+
+    def recording(self, at_rows, chosen):
+        ranks, full = screened_ranks(self, at_rows, chosen)
+        deferred.append(len(full))
+        return ranks, full
+
+    monkeypatch.setattr(screen.Screen, "screened_ranks", recording)
     screened = run_trace(loaded, TINY_PROMPT)
+    assert len(deferred) > 1  # several chunks ranked
+    if candidates == 3:
+        assert sum(deferred) > 0
     monkeypatch.setattr(screen, "available", lambda _device: False)
     plain = run_trace(loaded, TINY_PROMPT)
     for name in ("top_ids", "bottom_ids", "top_prev_rank"):

@@ -145,7 +145,8 @@ def project_nodes(
     # Pass 2: score every needed row once, a chunk at a time, deepest blocks first: a wanted
     # row's lists are then known by the time its previous row (a lower block) is scored, and
     # its ranks are counted there.
-    rows_per_chunk = max(1, budget.projection_bytes // (4 * adapter.vocab_size))
+    whole_rows = max(1, budget.projection_bytes // (4 * adapter.vocab_size))  # float32 [r, V]
+    rows_per_chunk = whole_rows
     needed = torch.cat(vectors) if vectors else torch.zeros(0, adapter.d_model)
     del vectors
     lens_rows = torch.tensor(is_lens, dtype=torch.bool, device=needed.device)
@@ -163,6 +164,9 @@ def project_nodes(
     if bf16 is not None:  # a screened chunk's scores are bf16: twice the rows in the budget
         rows_per_chunk = max(1, budget.projection_bytes // (2 * len(bf16[0])))
     wanted_rows = torch.tensor(wanted, dtype=torch.long, device=needed.device)
+    # ranks the screen leaves to whole rows: (wanted entries [f], their needed rows [f], the
+    # chosen tokens [f, k]), counted together after the loop (one read of W_U for them all)
+    deferred: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     scratch = (
         None
         if bf16 is None
@@ -180,18 +184,24 @@ def project_nodes(
             screened = screen.Screen(needed[index], lens_rows[index], w_u, b_u, *bf16, scratch)
             lists = screened.lists(k)
         else:
-            scores = lens.logits(needed[index], w_u, None)  # [r, V]
-            if b_u is not None:  # the unembedding bias belongs to the lens, not to updates
-                scores[lens_rows[index]] += b_u.float()
+            scores = _scores(needed[index], lens_rows[index], w_u, b_u)  # [r, V]
             lists = lens.token_lists(scores, k)
         top_ids[index], top_logits[index] = lists.top_ids, lists.top_logits
         bottom_ids[index], bottom_logits[index] = lists.bottom_ids, lists.bottom_logits
         if entries:  # the wanted rows' lists are known now: theirs are deeper or in this chunk
             chosen = top_ids[wanted_rows[which]]  # [m, k]
             if bf16 is not None:
-                ranks[which] = screened.ranks(local, chosen)
+                ranks[which], full = screened.screened_ranks(local, chosen)
+                if len(full):
+                    deferred.append((which[full], index[local[full]], chosen[full]))
             else:
                 ranks[which] = lens.ranks_in_rows(scores, local, chosen)
+    if deferred:
+        which, at, chosen = (torch.cat(column) for column in zip(*deferred, strict=True))
+        for start in range(0, len(at), whole_rows):
+            part = slice(start, start + whole_rows)
+            scores = _scores(needed[at[part]], lens_rows[at[part]], w_u, b_u)
+            ranks[which[part]] = lens.ranks_in_rows(scores, torch.arange(len(scores)), chosen[part])
     keep = torch.tensor(wanted, dtype=torch.long, device=needed.device)
 
     def out(values: torch.Tensor, dtype: type) -> np.ndarray:
@@ -208,6 +218,18 @@ def project_nodes(
         bottom_logits=out(bottom_logits[keep], np.float32),
         top_prev_rank=out(ranks, np.int32),
     )
+
+
+def _scores(
+    normed: torch.Tensor, with_bias: torch.Tensor, w_u: torch.Tensor, b_u: torch.Tensor | None
+) -> torch.Tensor:
+    """Exact float32 scores of rows normed [r, d] against the whole vocabulary: [r, V]; the
+    unembedding bias b_U is added to the rows with_bias [r] (lens rows: it belongs to the
+    lens, not to block updates)."""
+    scores = lens.logits(normed, w_u, None)
+    if b_u is not None:
+        scores[with_bias] += b_u.float()
+    return scores
 
 
 # The unembedding's bf16 copy and an upper bound of its row norms, for the screen: kept with the
