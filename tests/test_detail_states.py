@@ -1,6 +1,7 @@
-"""What a trace keeps of each layer for its detail stages (tracing/layers.py): the FFN's input
-in place of its wider activations, recomputed for the rows read; and, once the routes are known,
-only the token rows of the detailed nodes. Neither changes what the file stores."""
+"""What a trace keeps of each layer (tracing/capture.py, tracing/layers.py): the attention
+probabilities in the model's dtype; for the detail stages the FFN's input in place of its wider
+activations, recomputed for the rows read, and, once the routes are known, only the token rows
+of the detailed nodes. None of it changes what the file stores."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from lmscope.traces.experts import EXPERTS_KEY
 from lmscope.tracing import engine
 from lmscope.tracing.capture import capture_layers, recompute_activations
 from lmscope.tracing.engine import TraceOptions, run_trace
-from lmscope.tracing.layers import DetailRows, LayerState, narrow_states
+from lmscope.tracing.layers import DetailRows, LayerState, attribute_layer, narrow_states
+from lmscope.tracing.live import LiveModel
 from lmscope.tracing.tokens import tokenize
 from tests.conftest import FAMILIES, TINY_PROMPT, build_tiny
 
@@ -154,3 +156,40 @@ def test_a_route_through_few_positions_keeps_few_rows(monkeypatch):
     assert n == len(data.tokens.ids)
     stored = set(data.projections.position.tolist()) | set(data.neurons.position.tolist())
     assert kept == len(stored) < n
+
+
+def bf16_tiny(family: str):
+    loaded = build_tiny(family)
+    loaded.model.to(torch.bfloat16)
+    return dataclasses.replace(loaded, dtype=torch.bfloat16)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2", "gptj"])
+def test_attention_probabilities_stay_in_the_models_dtype_and_attribute_the_same(family):
+    """A bf16 model's [H, n, n] probabilities are not copied to float32 (the biggest capture);
+    the attention step reads them a chunk at a time, to the same contributions."""
+    adapter, layers = captured_layers(bf16_tiny(family))
+    for captured in layers:
+        assert captured.attn_probs.dtype == torch.bfloat16
+        ours = attribute_layer(adapter, captured, keep_above=-1.0)
+        wide = dataclasses.replace(captured, attn_probs=captured.attn_probs.float())
+        theirs = attribute_layer(adapter, wide, keep_above=-1.0)
+        assert torch.equal(ours.edge_target, theirs.edge_target)
+        assert torch.equal(ours.edge_source, theirs.edge_source)
+        assert torch.equal(ours.edge_heads, theirs.edge_heads)
+
+
+def test_live_attention_queries_of_a_bf16_model_answer_in_float32():
+    loaded = bf16_tiny("llama")
+    data = run_trace(loaded, TINY_PROMPT)
+    live = LiveModel(loaded, [int(i) for i in data.tokens.ids])
+    _adapter, layers = captured_layers(loaded)
+    pattern = live.attention_pattern(1, 2)
+    assert pattern.dtype == np.float32
+    np.testing.assert_array_equal(pattern, layers[1].attn_probs[2].float().numpy())
+    n = len(data.tokens.ids)
+    heads = live.edge_heads(1, n - 1, 0)
+    assert [h["attention"] for h in heads] == layers[1].attn_probs[:, n - 1, 0].float().tolist()
+    output, residual = live.head_output(1, 2, n - 1)
+    assert output.dtype == torch.float32 and output.shape == residual.shape
+    assert torch.isfinite(output).all()

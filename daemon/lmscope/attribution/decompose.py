@@ -117,10 +117,11 @@ def _attention_edges(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Score every head part z[h,i←j] = A[h,i,j]·u[h,j] (j ≤ i) against the whole at i.
 
-    whole: [n, d]; probs: [H, n, n]; heads: the layer's `HeadParts`; other_prox: [n, P] floored
-    proximities of the step's non-attention parts; attn_scale: [n, d] a post-norm's frozen D_i
-    (parts D_i ⊙ z[h,i←j]) or None. Works on chunks of whole target rows within a
-    fixed scratch budget, so the full [n, n, H, d] (or even [n, n, H]) tensor never exists.
+    whole: [n, d]; probs: [H, n, n] in any float dtype (a chunk is read as float32); heads: the
+    layer's `HeadParts`; other_prox: [n, P] floored proximities of the step's non-attention
+    parts; attn_scale: [n, d] a post-norm's frozen D_i (parts D_i ⊙ z[h,i←j]) or None. Works
+    on chunks of whole target rows within a fixed scratch budget, so the full [n, n, H, d] (or
+    even [n, n, H]) tensor never exists.
     Returns (targets [e], sources [e], head contributions [e, H], step totals [n]).
     """
     n_heads, n, _ = heads.source_outputs.shape
@@ -133,7 +134,7 @@ def _attention_edges(
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         # Causal: targets in [start, stop) read sources [0, stop); later ones are masked.
-        coef = probs[:, start:stop, :stop].permute(1, 0, 2).reshape(stop - start, -1)  # [b, H*m]
+        coef = probs[:, start:stop, :stop].permute(1, 0, 2).reshape(stop - start, -1).float()
         scale = None if attn_scale is None else attn_scale[start:stop]  # [b, d]
         prox = scaled_parts_proximity(
             whole[start:stop],

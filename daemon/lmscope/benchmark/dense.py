@@ -52,7 +52,7 @@ def dense_layer(adapter: ArchitectureAdapter, captured: LayerCapture) -> DenseLa
     )
     w_o = adapter.head_output_weights(captured.layer).to(captured.values.device)
     u = head_source_outputs(captured.values, w_o, kv_of_head)  # [H, n, d]
-    probs = captured.attn_probs  # [H, n, n]
+    probs = captured.attn_probs.float()  # [H, n, n]
     n = probs.shape[-1]
     causal = torch.ones(n, n, dtype=torch.bool, device=probs.device).tril()  # [i, j]
     # z[i, j, h, :] = A[h, i, j] · u[h, j, :]  -> [n, n, H, d], all of it at once.

@@ -177,7 +177,7 @@ def run_trace(
         mark("forward")
         result = attribute_layer(adapter, captured, options.min_threshold)
         contributions.append(result)
-        weights = captured.attn_probs[:, result.edge_target, result.edge_source]  # [H, e]
+        weights = captured.attn_probs[:, result.edge_target, result.edge_source].float()  # [H, e]
         attention_weights.append(weights.T.cpu().numpy())
         previous = states[-1] if states else None
         states.append(LayerState.compact(captured, loaded.dtype, previous))  # bf16: half size

@@ -133,7 +133,7 @@ class LiveModel:
         ]
 
     def attention_pattern(self, layer: int, head: int) -> np.ndarray:
-        return self.layer(layer).attn_probs[head].cpu().numpy()
+        return self.layer(layer).attn_probs[head].float().cpu().numpy()
 
     def contribution_map(self, layer: int, head: int) -> np.ndarray:
         result = attribute_layer(self.adapter, self.layer(layer), keep_above=-1.0)
@@ -156,7 +156,7 @@ class LiveModel:
         with torch.inference_mode():
             values = captured.values[:, adapter.kv_head_of(head), :]  # [n, dh]
             w_o = adapter.head_output_weights(layer)[head].to(values.device).float()  # [dh, d]
-            output = captured.attn_probs[head, position] @ values @ w_o  # [d]
+            output = captured.attn_probs[head, position].float() @ values @ w_o  # [d]
             if captured.attn_scale is not None:
                 output = output * captured.attn_scale[position]
             if adapter.parallel_blocks:
