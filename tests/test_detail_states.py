@@ -193,3 +193,21 @@ def test_live_attention_queries_of_a_bf16_model_answer_in_float32():
     output, residual = live.head_output(1, 2, n - 1)
     assert output.dtype == torch.float32 and output.shape == residual.shape
     assert torch.isfinite(output).all()
+
+
+def test_activations_are_recomputed_under_the_models_lock(monkeypatch):
+    """The recompute runs the model's own FFN modules: a live query's capture hooks on them
+    (another thread) must not see those rows, nor the recompute see that query's pass."""
+    from lmscope.tracing import layers
+
+    loaded = build_tiny("llama")
+    held: list[bool] = []
+    recompute = layers.recompute_activations
+
+    def checking(adapter, layer, normed):
+        held.append(loaded.lock._is_owned())  # type: ignore[attr-defined]
+        return recompute(adapter, layer, normed)
+
+    monkeypatch.setattr(layers, "recompute_activations", checking)
+    run_trace(loaded, TINY_PROMPT, TraceOptions(detail="all"))
+    assert held and all(held)

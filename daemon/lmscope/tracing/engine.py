@@ -209,7 +209,8 @@ def run_trace(
     detail = narrow_states(states, detailed)  # frees the other token rows of every layer
     mark("routes")
     report("neurons", None)
-    neurons = neuron_table(adapter, detail.states, detail.nodes, options.top_neurons)
+    with loaded.lock:  # activations are recomputed by the model's FFN modules: no other pass
+        neurons = neuron_table(adapter, detail.states, detail.nodes, options.top_neurons)
     neurons.position = detail.token_positions(neurons.position)
     mark("neurons")
     report("vocabulary projections", None)
