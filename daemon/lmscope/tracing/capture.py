@@ -139,7 +139,8 @@ def capture_layers(adapter: ArchitectureAdapter, on_layer: LayerCallback) -> Ite
         ffn_block = adapter.ffn_block(index)
 
         def ffn_block_input(_module, args):
-            parts["ffn_input"] = _token_rows(args[0]).detach()
+            if args and isinstance(args[0], torch.Tensor):  # else the activations are kept
+                parts["ffn_input"] = _token_rows(args[0]).detach()
 
         def layer_output(_module, _args, output):
             if moe is not None and "moe" in parts:  # no dense neurons (see LayerCapture.moe)
