@@ -27,11 +27,21 @@ class TokenLists:
 
 
 def logits(
-    normed: torch.Tensor, unembedding: torch.Tensor, bias: torch.Tensor | None
+    normed: torch.Tensor,
+    unembedding: torch.Tensor,
+    bias: torch.Tensor | None,
+    with_bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """normed: [P, d] (already through the final norm) -> [P, V] float32."""
+    """normed: [P, d] (already through the final norm) -> [P, V] float32. The bias b_U is
+    added to the rows with_bias [P] bool (lens rows: it belongs to the lens, not to block
+    updates); None: to every row."""
     out = normed.float() @ unembedding.float().T
-    return out if bias is None else out + bias.float()
+    if bias is None:
+        return out
+    if with_bias is None:
+        return out + bias.float()
+    out[with_bias] += bias.float()
+    return out
 
 
 def token_lists(scores: torch.Tensor, k: int) -> TokenLists:

@@ -30,6 +30,7 @@ from lmscope.attribution import loops
 from lmscope.attribution.lens import (
     BLOCK,
     TokenLists,
+    logits,
     ranks_in_rows,
     token_lists,
 )
@@ -287,7 +288,4 @@ class Screen:
 
     def _whole(self, rows: torch.Tensor) -> torch.Tensor:
         """Exact float32 scores of whole rows [f] -> [f, V]."""
-        scores = self.normed[rows] @ self.unembedding.float().T
-        if self.bias is not None:
-            scores += self.with_bias[rows, None].float() * self.bias.float()[None]
-        return scores
+        return logits(self.normed[rows], self.unembedding, self.bias, self.with_bias[rows])

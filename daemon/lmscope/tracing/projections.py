@@ -184,7 +184,7 @@ def project_nodes(
             screened = screen.Screen(needed[index], lens_rows[index], w_u, b_u, *bf16, scratch)
             lists = screened.lists(k)
         else:
-            scores = _scores(needed[index], lens_rows[index], w_u, b_u)  # [r, V]
+            scores = lens.logits(needed[index], w_u, b_u, lens_rows[index])  # [r, V]
             lists = lens.token_lists(scores, k)
         top_ids[index], top_logits[index] = lists.top_ids, lists.top_logits
         bottom_ids[index], bottom_logits[index] = lists.bottom_ids, lists.bottom_logits
@@ -200,7 +200,7 @@ def project_nodes(
         which, at, chosen = (torch.cat(column) for column in zip(*deferred, strict=True))
         for start in range(0, len(at), whole_rows):
             part = slice(start, start + whole_rows)
-            scores = _scores(needed[at[part]], lens_rows[at[part]], w_u, b_u)
+            scores = lens.logits(needed[at[part]], w_u, b_u, lens_rows[at[part]])
             ranks[which[part]] = lens.ranks_in_rows(scores, torch.arange(len(scores)), chosen[part])
     keep = torch.tensor(wanted, dtype=torch.long, device=needed.device)
 
@@ -218,18 +218,6 @@ def project_nodes(
         bottom_logits=out(bottom_logits[keep], np.float32),
         top_prev_rank=out(ranks, np.int32),
     )
-
-
-def _scores(
-    normed: torch.Tensor, with_bias: torch.Tensor, w_u: torch.Tensor, b_u: torch.Tensor | None
-) -> torch.Tensor:
-    """Exact float32 scores of rows normed [r, d] against the whole vocabulary: [r, V]; the
-    unembedding bias b_U is added to the rows with_bias [r] (lens rows: it belongs to the
-    lens, not to block updates)."""
-    scores = lens.logits(normed, w_u, None)
-    if b_u is not None:
-        scores[with_bias] += b_u.float()
-    return scores
 
 
 # The unembedding's bf16 copy and an upper bound of its row norms, for the screen: kept with the
