@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 
 import numpy as np
 import pytest
 import torch
 
+from lmscope.attribution import budget, decompose
+from lmscope.attribution import neurons as neuron_step
+from lmscope.attribution.neurons import neuron_contributions
 from lmscope.graph import (
     EMBEDDING,
     FFN,
@@ -96,6 +100,49 @@ def test_contributions_of_each_target_sum_to_one(tiny_model):
             total = per_target + result.residual_attention
             assert torch.allclose(result.ffn + result.residual_ffn, torch.ones(n), atol=1e-5)
         assert torch.allclose(total, torch.ones(n), atol=1e-5)
+
+
+CHUNKINGS = {
+    "gpu": budget.GPU,  # every target row and node in one chunk
+    "one row": dataclasses.replace(
+        budget.CPU, targets_per_chunk=1, parts_per_chunk=1, nodes_per_chunk=1, scratch_bytes=1
+    ),
+}
+
+
+@pytest.mark.parametrize("chunking", sorted(CHUNKINGS))
+def test_contributions_do_not_depend_on_how_rows_are_chunked(tiny_model, chunking, monkeypatch):
+    """The attention and neuron steps work on chunks of target rows (nodes) sized by the
+    device's budget; chunks of one row and of every row give the CPU budget's numbers."""
+    adapter, _ids, layers = captured_layers(tiny_model)
+
+    def attribute_all():
+        edges, neurons = [], []
+        for cap in layers:
+            edges.append(attribute_layer(adapter, cap, keep_above=-1.0))
+            if cap.moe is None:
+                w_out = adapter.ffn_output_weights(cap.layer)
+                whole, rest = cap.resid_out, cap.resid_out - cap.ffn_out
+                neurons.append(neuron_contributions(cap.ffn_act, w_out, whole, rest, cap.ffn_scale))
+        return edges, neurons
+
+    edges, neurons = attribute_all()
+    chunks = []
+    for module in (decompose, neuron_step):
+        monkeypatch.setattr(module, "budget_for", lambda _device: chunks.append(1) or chosen)
+    chosen = CHUNKINGS[chunking]
+    other_edges, other_neurons = attribute_all()
+    assert chunks  # the patched budget was read
+    for ours, theirs in zip(edges, other_edges, strict=True):
+        assert torch.equal(ours.edge_target, theirs.edge_target)
+        assert torch.equal(ours.edge_source, theirs.edge_source)
+        torch.testing.assert_close(ours.edge_heads, theirs.edge_heads, rtol=0, atol=1e-6)
+        torch.testing.assert_close(
+            ours.residual_attention, theirs.residual_attention, rtol=0, atol=1e-6
+        )
+    for ours, theirs in zip(neurons, other_neurons, strict=True):
+        torch.testing.assert_close(ours.contribution, theirs.contribution, rtol=0, atol=1e-6)
+        torch.testing.assert_close(ours.rest, theirs.rest, rtol=0, atol=1e-6)
 
 
 def test_contributions_match_a_dense_float64_reference(tiny_model):

@@ -25,6 +25,11 @@ class Budget:
     projection_bytes: int  # size of one [rows, V] float32 block of logits
     rank_rows: int  # rows ranked together (a [rows, k, V] comparison)
     correction_elements: int  # overshoot correction: elements of one [m, width] piece
+    # attention and neuron steps: bytes of one chunk's [rows, parts] tensors (~BYTES_PER_PART
+    # an entry). A CPU keeps them near its caches; a GPU takes thousands of parts a row at once,
+    # since each chunk costs ~35 kernel launches and a host sync whatever its size (the 8B shape
+    # at 4,000 tokens: 16 target rows a chunk, 8,000 chunks, with 64 MiB; 262 rows with 1 GiB)
+    scratch_bytes: int
 
 
 CPU = Budget(
@@ -34,6 +39,7 @@ CPU = Budget(
     projection_bytes=16 * 2**20,
     rank_rows=4,
     correction_elements=4 * 2**20,
+    scratch_bytes=64 * 2**20,
 )
 GPU = Budget(
     targets_per_chunk=512,
@@ -42,7 +48,16 @@ GPU = Budget(
     projection_bytes=1024 * 2**20,
     rank_rows=256,
     correction_elements=64 * 2**20,
+    scratch_bytes=2**30,
 )
+
+
+# What `scaled_parts_proximity` and its caller hold per part of a chunk at their peak: the
+# coefficients, the matrix product (and its permuted copy), the proximities, the correction and
+# its doubled copy, the masked proximities, the contributions (~20 bytes counted), rounded up.
+# The torch form of the correction (a GPU without triton) adds its reach, counts and index
+# tensors: up to ~40 bytes more per part, so about twice the scratch there.
+BYTES_PER_PART = 32
 
 
 def budget_for(device: torch.device) -> Budget:

@@ -20,15 +20,12 @@ from dataclasses import dataclass
 
 import torch
 
-from lmscope.attribution.budget import budget_for
+from lmscope.attribution.budget import BYTES_PER_PART, budget_for
 from lmscope.attribution.proximity import contributions, proximity, scaled_parts_proximity
 
-# Scratch memory for one chunk of targets: `scaled_parts_proximity` keeps a handful of
-# [targets, H * sources] tensors (coefficients, proximities, reach, counts; ~32 bytes an
-# entry) and caps its own correction pieces. The full [n, n, H, d] tensor (what LM-TT
-# materialises) never exists, nor does any [targets, H * sources, d] one.
-SCRATCH_BYTES = 64 * 2**20
-BYTES_PER_PART = 32
+# One chunk of targets holds a handful of [targets, H * sources] tensors (`budget.scratch_bytes`
+# in all, BYTES_PER_PART an entry); the correction caps its own pieces. The full [n, n, H, d]
+# tensor (what LM-TT materialises) never exists, nor does any [targets, H * sources, d] one.
 MIN_TARGETS = 32  # the per-chunk work of a handful of rows would cost more than a cache miss
 
 
@@ -127,7 +124,7 @@ def _attention_edges(
     n_heads, n, _ = heads.source_outputs.shape
     budget = budget_for(whole.device)
     in_cache = max(MIN_TARGETS, budget.parts_per_chunk // max(1, n_heads * n))
-    in_scratch = SCRATCH_BYTES // max(1, n_heads * n * BYTES_PER_PART)
+    in_scratch = budget.scratch_bytes // max(1, n_heads * n * BYTES_PER_PART)
     chunk = max(1, min(budget.targets_per_chunk, in_cache, in_scratch))
     totals = torch.empty(n, dtype=torch.float32, device=whole.device)
     targets, sources, edge_heads = [], [], []

@@ -13,10 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from lmscope.attribution.budget import budget_for
+from lmscope.attribution.budget import BYTES_PER_PART, budget_for
 from lmscope.attribution.proximity import EPSILON, scaled_parts_proximity
-
-SCRATCH_BYTES = 64 * 2**20  # worst case of scaled_parts_proximity: [nodes, d_ffn, d]
 
 
 @dataclass
@@ -36,12 +34,14 @@ def neuron_contributions(
     rest x' − f: [F, d]; ffn_scale: [F, d] the FFN output norm's frozen D^ffn per node, or None
     (no output norm) -> contributions of every neuron and of the rest part."""
     n_nodes, d_ffn = activations.shape
-    d = output_weights.shape[1]
     output_weights = output_weights.float()  # often a transposed view: read in place
     reach = output_weights.abs().amax(1)[None]  # [1, d_ffn] once for every chunk
     prox = torch.empty(n_nodes, d_ffn, dtype=torch.float32, device=activations.device)
-    per_device = budget_for(activations.device).nodes_per_chunk
-    chunk = max(1, min(per_device, SCRATCH_BYTES // max(1, d_ffn * d * 4)))
+    budget = budget_for(activations.device)
+    # a node's parts are its d_ffn neurons: [nodes, d_ffn] tensors, never [nodes, d_ffn, d]
+    chunk = max(
+        1, min(budget.nodes_per_chunk, budget.scratch_bytes // max(1, d_ffn * BYTES_PER_PART))
+    )
     for start in range(0, n_nodes, chunk):
         stop = min(n_nodes, start + chunk)
         scale = None if ffn_scale is None else ffn_scale[start:stop]  # [c, d]
