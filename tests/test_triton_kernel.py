@@ -80,6 +80,30 @@ def test_the_kernel_sums_what_the_torch_form_sums(with_kernel, b, groups, n, use
 
 
 @kernel_checks
+@pytest.mark.parametrize("d", [1, 37, 64, 65, 192])
+def test_the_kernel_counts_every_prefix_of_a_row(with_kernel, d):
+    """A program corrects the coordinates whose |y| lies below its parts' largest reach:
+    one part per group, with reaches falling on, between, below and past every |y| of a row
+    (so every count from 0 to d, and the ends of the kernel's two-level count, are met)."""
+    from lmscope.attribution import kernels
+
+    magnitude = torch.arange(d, dtype=torch.float32)[None]  # [1, d] ascending |y|
+    reach = torch.cat([torch.arange(d + 1) - 0.5, torch.arange(d) + 0.0, torch.tensor([1e30])])
+    groups = len(reach)
+    # part g is reach_g in every coordinate: it overshoots exactly the |y| below its reach
+    table = reach[:, None, None].expand(groups, 1, d).contiguous()
+    order = torch.randperm(d, generator=torch.Generator().manual_seed(d))[None]
+    args = (table, 1, torch.ones(1, groups), reach[:, None], torch.ones(1))
+    args = (*args, magnitude, torch.ones(1, d), order)
+    expected = overshoot._torch_correction(*args)
+    on_device = [a.to(KERNEL_DEVICE) if isinstance(a, torch.Tensor) else a for a in args]
+    got = kernels.correction(*on_device).cpu()
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=0)
+    counts = torch.searchsorted(magnitude[0], reach.clamp_max(1e30))
+    assert set(counts.tolist()) == set(range(d + 1))  # every prefix length was met
+
+
+@kernel_checks
 def test_the_kernel_reads_a_strided_table_in_place(with_kernel):
     """The neuron step passes W_out transposed, a view: the kernel follows its strides."""
     from lmscope.attribution import kernels
@@ -190,7 +214,12 @@ def test_the_kernel_compiles_to_a_cuda_binary_without_a_gpu(capability):
     signature = {name: "*fp32" for name in (*pointers, "out_ptr")}
     signature.update({"order_ptr": "*i64", "used": "i32", "width": "i32"})
     signature.update({f"table_stride_{axis}": "i64" for axis in "gnd"})
-    constants = {"SEARCH_STEPS": 10, "BLOCK_J": kernels.BLOCK_J, "BLOCK_Q": kernels.BLOCK_Q}
+    constants = {
+        "SAMPLES": kernels.SAMPLES,
+        "STRIDE": kernels.sample_stride(4096),
+        "BLOCK_J": kernels.BLOCK_J,
+        "BLOCK_Q": kernels.BLOCK_Q,
+    }
     signature.update(dict.fromkeys(constants, "constexpr"))
     source = ASTSource(fn=kernels._correction, signature=signature, constexprs=constants)
     compiled = triton.compile(
@@ -217,5 +246,5 @@ def test_the_kernel_is_checked_by_the_interpreter_without_a_gpu():
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     # Every kernel check ran and passed; only this test and the GPU-only ones are skipped.
     passed = re.search(r"(\d+) passed", summary)
-    assert passed and int(passed.group(1)) == 10, summary
+    assert passed and int(passed.group(1)) == 15, summary
     assert "failed" not in summary and "error" not in summary, summary
