@@ -153,7 +153,12 @@ def screened_recording_whole_rows(normed, with_bias, unembedding, bias):
 
 @needs_screen
 @pytest.mark.parametrize("seed", range(3))
-def test_the_bf16_screen_gives_the_exact_lists_and_ranks(seed):
+@pytest.mark.parametrize("exact_rows", [0.0, 100.0])
+def test_the_bf16_screen_gives_the_exact_lists_and_ranks(seed, exact_rows, monkeypatch):
+    """With no candidates past the buffers allowed, rows past them are scored whole; with
+    plenty, the degenerate row's list is screened again with wider buffers and the deep
+    token's rank counted from its band. The same exact lists and ranks either way."""
+    monkeypatch.setattr(screen, "EXACT_ROWS", exact_rows)
     g = torch.Generator().manual_seed(seed)
     vocab, d, rows, k = 3000, 64, 40, 10
     unembedding = torch.randn(vocab, d, generator=g) * (1 + torch.rand(vocab, 1, generator=g))
@@ -168,24 +173,33 @@ def test_the_bf16_screen_gives_the_exact_lists_and_ranks(seed):
     chosen[3, 4] = exact[3].argsort()[vocab // 2]  # one deep in the bulk: that row scored whole
     screened, whole = screened_recording_whole_rows(normed, with_bias, unembedding, bias)
     lists = screened.lists(k)
-    assert whole == [5]  # the degenerate row only; every other row from its candidates
+    # the degenerate row only, unless screened again; every other row from its candidates
+    assert whole == ([5] if exact_rows == 0 else [])
     expected = lens.token_lists(exact, k)
-    assert torch.equal(lists.top_ids, expected.top_ids)
-    assert torch.equal(lists.bottom_ids, expected.bottom_ids)
+    tied = torch.arange(rows) == 5  # every score of the degenerate row ties: any k are right
+    assert torch.equal(lists.top_ids[~tied], expected.top_ids[~tied])
+    assert torch.equal(lists.bottom_ids[~tied], expected.bottom_ids[~tied])
+    for ids in (lists.top_ids[5], lists.bottom_ids[5]):
+        assert len(set(ids.tolist())) == k and (exact[5, ids] == 0).all()
     # The same float32 scores, summed in another order: a few ulps apart at most.
     torch.testing.assert_close(lists.top_logits, expected.top_logits, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(lists.bottom_logits, expected.bottom_logits, rtol=1e-6, atol=1e-6)
+    whole.clear()
     ranks = screened.ranks(ranked_rows, chosen)
-    assert 3 in whole[1:]  # the row with a bulk token was ranked whole
+    # the row with a bulk token is ranked whole, or from its band
+    assert (3 in whole) == (exact_rows == 0)
     assert torch.equal(ranks, lens.ranks_in_rows(exact, ranked_rows, chosen))
-    assert ranks[3, 4] >= vocab // 2 - 1  # the bulk token's rank came from the whole row
+    assert ranks[3, 4] >= vocab // 2 - 1  # the bulk token ranks deep
 
 
 @needs_screen
-@pytest.mark.parametrize("candidates", [screen.MAX_CANDIDATES, 3])
-def test_a_trace_with_the_screen_equals_one_without(candidates, monkeypatch):
-    """Also where rows and ranks are left to whole rows (few candidates allowed), over several
-    chunks: the ranks left over are counted after the last chunk."""
+@pytest.mark.parametrize(
+    ("candidates", "exact_rows"), [(screen.MAX_CANDIDATES, screen.EXACT_ROWS), (3, 0.0), (3, 1e3)]
+)
+def test_a_trace_with_the_screen_equals_one_without(candidates, exact_rows, monkeypatch):
+    """Also where rows and ranks are left to whole rows (few candidates allowed, none past
+    them), over several chunks: the ranks left over are counted after the last chunk; and
+    where rows past their buffers are screened again and deep ranks counted from bands."""
     import dataclasses
 
     from lmscope.attribution import budget
@@ -193,6 +207,7 @@ def test_a_trace_with_the_screen_equals_one_without(candidates, monkeypatch):
     loaded = build_tiny("gpt2")  # lens rows and update rows, a LayerNorm before the unembedding
     monkeypatch.setattr(screen, "MIN_ROWS", 1)  # screen even the tiny model's few rows
     monkeypatch.setattr(screen, "MAX_CANDIDATES", candidates)
+    monkeypatch.setattr(screen, "EXACT_ROWS", exact_rows)
     vocab = loaded.model.get_output_embeddings().weight.shape[0]
     few_rows = dataclasses.replace(budget.CPU, projection_bytes=2 * vocab * 7)  # 7 rows a chunk
     monkeypatch.setattr(budget, "CPU", few_rows)
@@ -207,8 +222,8 @@ def test_a_trace_with_the_screen_equals_one_without(candidates, monkeypatch):
     monkeypatch.setattr(screen.Screen, "screened_ranks", recording)
     screened = run_trace(loaded, TINY_PROMPT)
     assert len(deferred) > 1  # several chunks ranked
-    if candidates == 3:
-        assert sum(deferred) > 0
+    if candidates == 3:  # many rows past their buffers: whole, or all screened again
+        assert (sum(deferred) > 0) == (exact_rows == 0)
     monkeypatch.setattr(screen, "available", lambda _device: False)
     plain = run_trace(loaded, TINY_PROMPT)
     for name in ("top_ids", "bottom_ids", "top_prev_rank"):

@@ -3,9 +3,9 @@ gathers and comparisons over temporaries many times the data they read.
 
 - `overshoot_loop`: the overshoot correction of scaled parts (`overshoot.correction`);
 - `rank_loop`: the rank of chosen tokens within rows of logits (`lens.ranks_in_rows`);
-- `block_loop`, `screen_loop`, `select_loop`: the bf16 screen of vocabulary projections
-  (`screen.py`): block extremes, thresholds and the tokens past them, read straight from the
-  bf16 product.
+- `block_loop`, `screen_loop`, `select_loop`, `band_loop`, `exact_loop`: the bf16 screen of
+  vocabulary projections (`screen.py`): block extremes, thresholds, the tokens past them or
+  within a band, read straight from the bf16 product, and candidates' exact scores.
 
 The first two have a torch form next to their caller, used on GPUs, where numba cannot be
 imported, or when LMSCOPE_LOOPS=torch (the tests run both and compare); without the screen's
@@ -333,6 +333,53 @@ def select_loop(  # pragma: no cover - numba compiles it
         count[p] = n
 
 
+def band_loop(  # pragma: no cover - numba compiles it
+    bits, bias, with_bias, rows, block_max, block, low, high, cell, above, ids, count, start, stop
+):
+    """For p in [start, stop) and each chosen token q of it: above[p, q] = #{u: s > high[p, q]}
+    and the ids u with low[p, q] ≤ s ≤ high[p, q] (ascending) into ids[p, q], with how many
+    there are in count[p, q] (past the buffer's width: some did not fit; a width of 0 counts
+    only), s = the screen's scores of row rows[p] as in `block_loop`. Only blocks whose max
+    reaches the lowest low are read: a token of another block is neither above nor within.
+
+    bits: [R, V] int16; bias: [V] float32 (empty: none); with_bias: [R] bool; rows: [P] int64;
+    block_max: [R, ⌈V/block⌉] float32; low, high: [P, k] float64; cell: [block] uint32 scratch;
+    above: [P, k] int64; ids: [P, k, width] int64; count: [P, k] int64.
+    """
+    width = ids.shape[2]
+    k = low.shape[1]
+    vocab = bits.shape[1]
+    n_blocks = block_max.shape[1]
+    values = cell.view(np.float32)
+    for p in range(start, stop):
+        r = rows[p]
+        biased = len(bias) > 0 and with_bias[r]
+        floor = low[p, 0]
+        for q in range(k):
+            above[p, q] = 0
+            count[p, q] = 0
+            floor = min(floor, low[p, q])
+        for b in range(n_blocks):
+            if not block_max[r, b] >= floor:
+                continue
+            first = b * block
+            for i in range(min(vocab, first + block) - first):
+                cell[i] = np.uint32(np.uint16(bits[r, first + i])) << np.uint32(16)
+                if biased:
+                    values[i] += bias[first + i]
+                x = np.float64(values[i])
+                if not x >= floor:
+                    continue
+                for q in range(k):
+                    if x > high[p, q]:
+                        above[p, q] += 1
+                    elif x >= low[p, q]:
+                        n = count[p, q]
+                        if n < width:
+                            ids[p, q, n] = first + i
+                        count[p, q] = n + 1
+
+
 def exact_loop(  # pragma: no cover - numba compiles it (with reassociation: see below)
     normed, unembedding, bias, with_bias, rows, ids, count, out, start, stop
 ):
@@ -366,5 +413,6 @@ _LOOPS = {
     "blocks": block_loop,
     "screen": screen_loop,
     "select": select_loop,
+    "band": band_loop,
     "exact": exact_loop,
 }

@@ -13,8 +13,11 @@ So, with L the k-th largest screened score, no token below L − 2β can be in t
 t (so a rank counts only tokens at or above that). Each row's candidates, the tokens past the
 lower of those thresholds (and the mirror image for the bottom list), are scored exactly in
 float32 and ranked among themselves: the lists and ranks are those of the exact scores.
-A row with more candidates than MAX_CANDIDATES (a degenerate row, a chosen token ranked deep in
-the bulk) is scored whole in float32 instead.
+A chosen token ranked deep in the bulk has thousands of tokens above it: its rank counts the
+tokens above e_t + β from the screen and scores only those within β of e_t exactly. Rows
+with more candidates than MAX_CANDIDATES are screened again with wider buffers while the
+chunk's candidates stay within EXACT_ROWS whole rows' worth of dot products; past that (a
+degenerate row, ranks of many deep tokens) rows are scored whole in float32.
 
 Shapes: r rows, d width, V vocabulary, k tokens a list, m ranked entries, C candidates.
 """
@@ -41,6 +44,13 @@ from lmscope.attribution.lens import (
 # passes win: the projections took 20% less with 512 than with 256.
 MAX_CANDIDATES = 512
 MIN_ROWS = 32  # the screen's setup pays off over this many rows (a live query scores few)
+# Candidates past the buffers a chunk scores exactly rather than in whole rows, in whole rows'
+# worth (V dot products each): the compiled dot products take ~0.2 µs a candidate, a pass of
+# whole rows reads the float32 unembedding whatever its rows (~10 ms for SmolLM2's 113 MB, and
+# as much again for the 49,152 dot products of one row). On the embedded model at 10 tokens
+# this spares both whole-row passes (a list row and three deep ranks, ~5,000 candidates); at
+# 200 tokens the deep ranks' bands hold ~400,000 tokens, and one shared pass stays cheaper.
+EXACT_ROWS = 1.0
 
 
 def screen_error(d: int) -> float:
@@ -122,6 +132,8 @@ class Screen:
         self.block_max = np.empty((rows, blocks), dtype=np.float32)  # filled by `lists`
         self.block_min = np.empty((rows, blocks), dtype=np.float32)
         self.cell = np.empty(BLOCK, dtype=np.uint32)  # the loops' scratch
+        self.bad = np.ones(rows, dtype=np.bool_)  # rows with a NaN or an infinity (`lists`)
+        self.exact_left = int(EXACT_ROWS * vocab)  # candidates this chunk may still score
 
     def lists(self, k: int) -> TokenLists:
         """The exact top and bottom k of every row: [r, k] each. Called first (it computes
@@ -130,7 +142,7 @@ class Screen:
         k = min(k, vocab)
         top, bottom = (torch.empty(rows, MAX_CANDIDATES, dtype=torch.long) for _ in range(2))
         top_n, bottom_n = (torch.empty(rows, dtype=torch.long) for _ in range(2))
-        bad = np.empty(rows, dtype=np.bool_)
+        bad = self.bad
         shared = (self.bits, self.bias_values, self.biased)
         done = loops.run(
             "blocks",
@@ -160,8 +172,11 @@ class Screen:
         )
         if not done:  # no compiled loop after all: every row is scored whole
             top_n.fill_(MAX_CANDIDATES + 1)
+            bottom_n.fill_(MAX_CANDIDATES + 1)
+            bad.fill(True)
             self.block_max.fill(np.inf)  # `ranks` then reads every block
-        # A row past the buffers (or one the bound cannot hold: a NaN, an infinity) is whole.
+        # A row past the buffers (or one the bound cannot hold: a NaN, an infinity) is whole,
+        # unless it is screened again below with buffers as wide as its (exact) counts.
         whole = (top_n > MAX_CANDIDATES) | (bottom_n > MAX_CANDIDATES)  # [r]
         kept = (~whole).nonzero(as_tuple=True)[0]
         out = TokenLists(
@@ -169,23 +184,77 @@ class Screen:
             torch.empty(rows, k, dtype=torch.long), torch.empty(rows, k),
         )  # fmt: skip
         if len(kept):
-            for ids, count, largest in ((top, top_n, True), (bottom, bottom_n, False)):
-                ids, values, _ = self._exact_candidates(kept, ids[kept], count[kept], largest)
-                order = values.sort(dim=-1, descending=largest, stable=True).indices[:, :k]
-                if largest:  # equal scores: the lower id first (candidates ascend)
-                    out.top_ids[kept], out.top_logits[kept] = (
-                        ids.gather(1, order),
-                        values.gather(1, order),
-                    )
-                else:
-                    out.bottom_ids[kept] = ids.gather(1, order)
-                    out.bottom_logits[kept] = values.gather(1, order)
+            self._exact_lists(out, kept, top[kept], top_n[kept], bottom[kept], bottom_n[kept])
+        over = (whole & ~torch.from_numpy(bad)).nonzero(as_tuple=True)[0]
+        wide = self._affordable(over, top_n[over] + bottom_n[over])
+        if len(wide):
+            width = int(torch.maximum(top_n[wide], bottom_n[wide]).max())
+            at = wide.numpy()
+            top, bottom = (torch.empty(len(wide), width, dtype=torch.long) for _ in range(2))
+            top_n, bottom_n = (torch.empty(len(wide), dtype=torch.long) for _ in range(2))
+            loops.run(
+                "screen",
+                len(wide),
+                self.bits[at],
+                self.bias_values,
+                self.biased[at],
+                bad[at],
+                self.beta[wide].float().contiguous().numpy(),
+                k,
+                BLOCK,
+                self.block_max[at],
+                self.block_min[at],
+                self.cell,
+                np.empty(k, dtype=np.float32),
+                top.numpy(),
+                top_n.numpy(),
+                bottom.numpy(),
+                bottom_n.numpy(),
+            )
+            fits = ((top_n <= width) & (bottom_n <= width)).nonzero(as_tuple=True)[0]
+            self._exact_lists(out, wide[fits], top[fits], top_n[fits], bottom[fits], bottom_n[fits])
+            whole[wide[fits]] = False
         full = whole.nonzero(as_tuple=True)[0]
         if len(full):
             exact = token_lists(self._whole(full), k)
             out.top_ids[full], out.top_logits[full] = exact.top_ids, exact.top_logits
             out.bottom_ids[full], out.bottom_logits[full] = exact.bottom_ids, exact.bottom_logits
         return out
+
+    def _exact_lists(
+        self,
+        out: TokenLists,
+        rows: torch.Tensor,
+        top: torch.Tensor,
+        top_n: torch.Tensor,
+        bottom: torch.Tensor,
+        bottom_n: torch.Tensor,
+    ) -> None:
+        """Fill the lists of `rows` [n] in `out` from their candidates: ids [n, w] ascending,
+        the first count [n] of each row real."""
+        if not len(rows):
+            return
+        k = out.top_ids.shape[1]
+        for ids, count, largest in ((top, top_n, True), (bottom, bottom_n, False)):
+            ids, values, _ = self._exact_candidates(rows, ids, count, largest)
+            order = values.sort(dim=-1, descending=largest, stable=True).indices[:, :k]
+            if largest:  # equal scores: the lower id first (candidates ascend)
+                out.top_ids[rows] = ids.gather(1, order)
+                out.top_logits[rows] = values.gather(1, order)
+            else:
+                out.bottom_ids[rows] = ids.gather(1, order)
+                out.bottom_logits[rows] = values.gather(1, order)
+
+    def _affordable(self, items: torch.Tensor, cost: torch.Tensor) -> torch.Tensor:
+        """The items [n] (ascending) whose candidates, `cost` [n] each, fit what this chunk
+        may still score exactly (`EXACT_ROWS`), cheapest first; their cost is spent."""
+        order = cost.argsort(stable=True)
+        spent = cost[order].cumsum(0)
+        within = spent <= self.exact_left
+        if not bool(within.any()):
+            return items[:0]
+        self.exact_left -= int(spent[within][-1])
+        return items[order[within]].sort().values
 
     def ranks(self, at_rows: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
         """#{u: e[row, u] > e[row, t]} for the chosen tokens t [m, k] of rows at_rows [m]."""
@@ -205,11 +274,21 @@ class Screen:
         if not len(at_rows):
             return chosen[:, :0], torch.zeros(0, dtype=torch.long)
         # No token below e_t − β can score above t: those above are the row's candidates.
-        high = self._exact(at_rows, chosen).amin(1) - 1.01 * self.beta[at_rows]  # ulps apart
+        own_values = self._exact(at_rows, chosen)  # [m, k] e_t
+        high = own_values.amin(1) - 1.01 * self.beta[at_rows]  # ulps apart
         top, top_n = self._select(at_rows, high)
         ranks = torch.full(chosen.shape, -1, dtype=torch.long)
         top_n[~torch.isfinite(high)] = MAX_CANDIDATES + 1  # counted in whole rows
         kept = (top_n <= MAX_CANDIDATES).nonzero(as_tuple=True)[0]
+        deep = (
+            (top_n > MAX_CANDIDATES)
+            & torch.isfinite(own_values).all(1)
+            & ~torch.from_numpy(self.bad)[at_rows]
+        ).nonzero(as_tuple=True)[0]
+        if len(deep):  # thousands above: counted from the screen, a band around e_t scored
+            banded, resolved = self._band_ranks(at_rows[deep], chosen[deep], own_values[deep])
+            ranks[deep[resolved]] = banded[resolved]
+            top_n[deep[resolved]] = 0
         if len(kept):
             ids, values, valid = self._exact_candidates(at_rows[kept], top[kept], top_n[kept], True)
             # The chosen token's own value is read from the same product as the candidates'.
@@ -219,6 +298,51 @@ class Screen:
             lost = kept[(own == float("-inf")).any(1)]  # cannot happen within the bound
             top_n[lost] = MAX_CANDIDATES + 1
         return ranks, (top_n > MAX_CANDIDATES).nonzero(as_tuple=True)[0]
+
+    def _band_ranks(
+        self, rows: torch.Tensor, chosen: torch.Tensor, own_values: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ranks of chosen tokens [f, k] (exact scores own_values [f, k]) in rows [f], and
+        which entries [f] are resolved. #{u: e_u > e_t} = #{u: s_u > e_t + β} (each such
+        e_u ≥ s_u − β > e_t) + #{u: |s_u − e_t| ≤ β, e_u > e_t} (no other u can score above t):
+        only the band is scored exactly, for the entries whose bands the chunk can afford."""
+        f, k = chosen.shape
+        ranks = torch.full((f, k), -1, dtype=torch.long)
+        resolved = torch.zeros(f, dtype=torch.bool)
+        margin = 1.01 * self.beta[rows].double()[:, None]  # ulps apart, as `high` above
+        low = (own_values.double() - margin).numpy()
+        high = (own_values.double() + margin).numpy()
+        at = rows.contiguous().numpy()
+        above, count = (torch.empty(f, k, dtype=torch.long) for _ in range(2))
+        shared = (self.bits, self.bias_values, self.biased)
+        counted = loops.run(  # how wide each band is, first
+            "band", f, *shared, at, self.block_max, BLOCK, low, high, self.cell,
+            above.numpy(), np.empty((f, k, 0), dtype=np.int64), count.numpy(),
+        )  # fmt: skip
+        if not counted:
+            return ranks, resolved
+        take = self._affordable(torch.arange(f), count.sum(1))
+        if not len(take):
+            return ranks, resolved
+        t = len(take)
+        width = max(1, int(count[take].max()))
+        ids = torch.empty(t, k, width, dtype=torch.long)
+        above, count = (torch.empty(t, k, dtype=torch.long) for _ in range(2))
+        picked = take.numpy()
+        loops.run(  # the same bands again, into buffers as wide as the widest
+            "band", t, *shared, at[picked], self.block_max, BLOCK, low[picked], high[picked],
+            self.cell, above.numpy(), ids.numpy(), count.numpy(),
+        )  # fmt: skip
+        each = rows[take].repeat_interleave(k)  # one entry per chosen token: [t·k]
+        ids, values, valid = self._exact_candidates(
+            each, ids.reshape(-1, width), count.reshape(-1), True
+        )
+        is_chosen = ids == chosen[take].reshape(-1, 1)  # [t·k, c]
+        own = torch.where(is_chosen, values, float("-inf")).amax(-1)  # read like the band's
+        inside = ((values > own[:, None]) & valid).sum(-1)
+        ranks[take] = (above.reshape(-1) + inside).reshape(t, k)
+        resolved[take] = (own > float("-inf")).reshape(t, k).all(1)  # within the bound
+        return ranks, resolved
 
     def _select(self, rows: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Candidate ids [n, MAX_CANDIDATES] (ascending) with s ≥ high, and how many there
