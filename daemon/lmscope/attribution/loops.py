@@ -334,17 +334,34 @@ def select_loop(  # pragma: no cover - numba compiles it
 
 
 def band_loop(  # pragma: no cover - numba compiles it
-    bits, bias, with_bias, rows, block_max, block, low, high, cell, above, ids, count, start, stop
+    bits,
+    bias,
+    with_bias,
+    rows,
+    block_max,
+    block,
+    low,
+    high,
+    most,
+    cell,
+    above,
+    ids,
+    count,
+    start,
+    stop,
 ):
     """For p in [start, stop) and each chosen token q of it: above[p, q] = #{u: s > high[p, q]}
     and the ids u with low[p, q] ≤ s ≤ high[p, q] (ascending) into ids[p, q], with how many
     there are in count[p, q] (past the buffer's width: some did not fit; a width of 0 counts
     only), s = the screen's scores of row rows[p] as in `block_loop`. Only blocks whose max
     reaches the lowest low are read: a token of another block is neither above nor within.
+    Once the bands hold more than `most` tokens in all, the loop stops there, the counts then
+    partial (their sum past `most`; zero for the entries not reached): the caller would not
+    score that many.
 
     bits: [R, V] int16; bias: [V] float32 (empty: none); with_bias: [R] bool; rows: [P] int64;
-    block_max: [R, ⌈V/block⌉] float32; low, high: [P, k] float64; cell: [block] uint32 scratch;
-    above: [P, k] int64; ids: [P, k, width] int64; count: [P, k] int64.
+    block_max: [R, ⌈V/block⌉] float32; low, high: [P, k] float64; most: int; cell: [block]
+    uint32 scratch; above: [P, k] int64; ids: [P, k, width] int64; count: [P, k] int64.
     """
     width = ids.shape[2]
     k = low.shape[1]
@@ -352,14 +369,19 @@ def band_loop(  # pragma: no cover - numba compiles it
     n_blocks = block_max.shape[1]
     values = cell.view(np.float32)
     for p in range(start, stop):
+        for q in range(k):
+            above[p, q] = 0
+            count[p, q] = 0
+    total = 0
+    for p in range(start, stop):
         r = rows[p]
         biased = len(bias) > 0 and with_bias[r]
         floor = low[p, 0]
         for q in range(k):
-            above[p, q] = 0
-            count[p, q] = 0
             floor = min(floor, low[p, q])
         for b in range(n_blocks):
+            if total > most:
+                return
             if not block_max[r, b] >= floor:
                 continue
             first = b * block
@@ -378,6 +400,7 @@ def band_loop(  # pragma: no cover - numba compiles it
                         if n < width:
                             ids[p, q, n] = first + i
                         count[p, q] = n + 1
+                        total += 1
 
 
 def exact_loop(  # pragma: no cover - numba compiles it (with reassociation: see below)

@@ -305,7 +305,9 @@ class Screen:
         """Ranks of chosen tokens [f, k] (exact scores own_values [f, k]) in rows [f], and
         which entries [f] are resolved. #{u: e_u > e_t} = #{u: s_u > e_t + β} (each such
         e_u ≥ s_u − β > e_t) + #{u: |s_u − e_t| ≤ β, e_u > e_t} (no other u can score above t):
-        only the band is scored exactly, for the entries whose bands the chunk can afford."""
+        only the band is scored exactly. All or none: if the bands are past what the chunk can
+        afford, the entries go to the whole rows counted after the last chunk, whose one pass
+        then costs about the same with them or without them."""
         f, k = chosen.shape
         ranks = torch.full((f, k), -1, dtype=torch.long)
         resolved = torch.zeros(f, dtype=torch.bool)
@@ -315,33 +317,29 @@ class Screen:
         at = rows.contiguous().numpy()
         above, count = (torch.empty(f, k, dtype=torch.long) for _ in range(2))
         shared = (self.bits, self.bias_values, self.biased)
-        counted = loops.run(  # how wide each band is, first
-            "band", f, *shared, at, self.block_max, BLOCK, low, high, self.cell,
-            above.numpy(), np.empty((f, k, 0), dtype=np.int64), count.numpy(),
+        counted = loops.run(  # how wide each band is, first (or that it is past the budget)
+            "band", f, *shared, at, self.block_max, BLOCK, low, high, self.exact_left,
+            self.cell, above.numpy(), np.empty((f, k, 0), dtype=np.int64), count.numpy(),
         )  # fmt: skip
-        if not counted:
+        cost = int(count.sum())
+        if not counted or cost > self.exact_left:
             return ranks, resolved
-        take = self._affordable(torch.arange(f), count.sum(1))
-        if not len(take):
-            return ranks, resolved
-        t = len(take)
-        width = max(1, int(count[take].max()))
-        ids = torch.empty(t, k, width, dtype=torch.long)
-        above, count = (torch.empty(t, k, dtype=torch.long) for _ in range(2))
-        picked = take.numpy()
+        self.exact_left -= cost
+        width = max(1, int(count.max()))
+        ids = torch.empty(f, k, width, dtype=torch.long)
         loops.run(  # the same bands again, into buffers as wide as the widest
-            "band", t, *shared, at[picked], self.block_max, BLOCK, low[picked], high[picked],
-            self.cell, above.numpy(), ids.numpy(), count.numpy(),
+            "band", f, *shared, at, self.block_max, BLOCK, low, high, cost, self.cell,
+            above.numpy(), ids.numpy(), count.numpy(),
         )  # fmt: skip
-        each = rows[take].repeat_interleave(k)  # one entry per chosen token: [t·k]
+        each = rows.repeat_interleave(k)  # one entry per chosen token: [f·k]
         ids, values, valid = self._exact_candidates(
             each, ids.reshape(-1, width), count.reshape(-1), True
         )
-        is_chosen = ids == chosen[take].reshape(-1, 1)  # [t·k, c]
+        is_chosen = ids == chosen.reshape(-1, 1)  # [f·k, c]
         own = torch.where(is_chosen, values, float("-inf")).amax(-1)  # read like the band's
         inside = ((values > own[:, None]) & valid).sum(-1)
-        ranks[take] = (above.reshape(-1) + inside).reshape(t, k)
-        resolved[take] = (own > float("-inf")).reshape(t, k).all(1)  # within the bound
+        ranks = (above.reshape(-1) + inside).reshape(f, k)
+        resolved = (own > float("-inf")).reshape(f, k).all(1)  # within the bound: always
         return ranks, resolved
 
     def _select(self, rows: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
