@@ -92,7 +92,8 @@ class Screen:
 
     normed: [r, d] float32; with_bias: [r] bool (b_U applies: lens rows); unembedding: [V, d];
     bias: [V] or None; unembedding_bf16: [V, d]; max_row_norm ≥ max_u ‖W_u‖. A row with more
-    candidates than MAX_CANDIDATES is scored whole in float32, as `lens` does without a screen.
+    candidates than MAX_CANDIDATES is screened again with wider buffers, or, past what the chunk
+    scores exactly (EXACT_ROWS), scored whole in float32, as `lens` does without a screen.
     `scratch` holds the product (valid until the next screen reuses it); None: a buffer of its
     own. The screened scores s = product (+ b_U on lens rows) are read by the compiled loops
     (`loops.screen_loop`, `loops.select_loop`) straight from the bf16 product: no float32 copy
@@ -187,19 +188,19 @@ class Screen:
             self._exact_lists(out, kept, top[kept], top_n[kept], bottom[kept], bottom_n[kept])
         over = (whole & ~torch.from_numpy(bad)).nonzero(as_tuple=True)[0]
         wide = self._affordable(over, top_n[over] + bottom_n[over])
-        if len(wide):
-            width = int(torch.maximum(top_n[wide], bottom_n[wide]).max())
-            at = wide.numpy()
-            top, bottom = (torch.empty(len(wide), width, dtype=torch.long) for _ in range(2))
-            top_n, bottom_n = (torch.empty(len(wide), dtype=torch.long) for _ in range(2))
+        for row in wide.tolist():  # one at a time: buffers as wide as this row's counts
+            width = int(max(top_n[row], bottom_n[row]))
+            at = slice(row, row + 1)
+            top, bottom = (torch.empty(1, width, dtype=torch.long) for _ in range(2))
+            count = torch.empty(2, dtype=torch.long)
             loops.run(
                 "screen",
-                len(wide),
+                1,
                 self.bits[at],
                 self.bias_values,
                 self.biased[at],
                 bad[at],
-                self.beta[wide].float().contiguous().numpy(),
+                self.beta[at].float().numpy(),
                 k,
                 BLOCK,
                 self.block_max[at],
@@ -207,13 +208,13 @@ class Screen:
                 self.cell,
                 np.empty(k, dtype=np.float32),
                 top.numpy(),
-                top_n.numpy(),
+                count[:1].numpy(),
                 bottom.numpy(),
-                bottom_n.numpy(),
+                count[1:].numpy(),
             )
-            fits = ((top_n <= width) & (bottom_n <= width)).nonzero(as_tuple=True)[0]
-            self._exact_lists(out, wide[fits], top[fits], top_n[fits], bottom[fits], bottom_n[fits])
-            whole[wide[fits]] = False
+            if bool((count <= width).all()):  # else a threshold was not finite: whole
+                self._exact_lists(out, torch.tensor([row]), top, count[:1], bottom, count[1:])
+                whole[row] = False
         full = whole.nonzero(as_tuple=True)[0]
         if len(full):
             exact = token_lists(self._whole(full), k)
@@ -325,21 +326,20 @@ class Screen:
         if not counted or cost > self.exact_left:
             return ranks, resolved
         self.exact_left -= cost
-        width = max(1, int(count.max()))
-        ids = torch.empty(f, k, width, dtype=torch.long)
-        loops.run(  # the same bands again, into buffers as wide as the widest
-            "band", f, *shared, at, self.block_max, BLOCK, low, high, cost, self.cell,
-            above.numpy(), ids.numpy(), count.numpy(),
-        )  # fmt: skip
-        each = rows.repeat_interleave(k)  # one entry per chosen token: [f·k]
-        ids, values, valid = self._exact_candidates(
-            each, ids.reshape(-1, width), count.reshape(-1), True
-        )
-        is_chosen = ids == chosen.reshape(-1, 1)  # [f·k, c]
-        own = torch.where(is_chosen, values, float("-inf")).amax(-1)  # read like the band's
-        inside = ((values > own[:, None]) & valid).sum(-1)
-        ranks = (above.reshape(-1) + inside).reshape(f, k)
-        resolved = (own > float("-inf")).reshape(f, k).all(1)  # within the bound: always
+        for p in range(f):  # one entry at a time: its k bands in buffers as wide as its widest
+            width = max(1, int(count[p].max()))
+            ids = torch.empty(1, k, width, dtype=torch.long)
+            band = (slice(p, p + 1),)
+            loops.run(
+                "band", 1, *shared, at[band], self.block_max, BLOCK, low[band], high[band],
+                cost, self.cell, above[band].numpy(), ids.numpy(), count[band].numpy(),
+            )  # fmt: skip
+            each = rows[band].expand(k)  # one row of candidates per chosen token: [k]
+            ids, values, valid = self._exact_candidates(each, ids[0], count[p], True)
+            is_chosen = ids == chosen[p, :, None]  # [k, c]
+            own = torch.where(is_chosen, values, float("-inf")).amax(-1)  # read like the band's
+            ranks[p] = above[p] + ((values > own[:, None]) & valid).sum(-1)
+            resolved[p] = bool((own > float("-inf")).all())  # within the bound: always
         return ranks, resolved
 
     def _select(self, rows: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
