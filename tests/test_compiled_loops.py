@@ -154,20 +154,24 @@ def screened_recording_whole_rows(normed, with_bias, unembedding, bias):
 @needs_screen
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("exact_rows", [0.0, 100.0])
-def test_the_bf16_screen_gives_the_exact_lists_and_ranks(seed, exact_rows, monkeypatch):
+@pytest.mark.parametrize("weights", [torch.float32, torch.bfloat16])
+def test_the_bf16_screen_gives_the_exact_lists_and_ranks(seed, exact_rows, weights, monkeypatch):
     """With no candidates past the buffers allowed, rows past them are scored whole; with
     plenty, the degenerate row's list is screened again with wider buffers and the deep
-    token's rank counted from its band. The same exact lists and ranks either way."""
+    token's rank counted from its band. The same exact lists and ranks either way, also for
+    a bf16 model's unembedding (its exact scores: the float32 products of the bf16 weights,
+    through one product over the candidates' union)."""
     monkeypatch.setattr(screen, "EXACT_ROWS", exact_rows)
     g = torch.Generator().manual_seed(seed)
     vocab, d, rows, k = 3000, 64, 40, 10
     unembedding = torch.randn(vocab, d, generator=g) * (1 + torch.rand(vocab, 1, generator=g))
+    unembedding = unembedding.to(weights)
     bias = torch.randn(vocab, generator=g) * 0.1
     normed = torch.randn(rows, d, generator=g) * 3
     normed[5] = 0.0  # every score equal: more candidates than fit, scored whole
     with_bias = torch.rand(rows, generator=g) < 0.5
     with_bias[5] = False
-    exact = exact_scores(normed, with_bias, unembedding, bias)
+    exact = exact_scores(normed, with_bias, unembedding.float(), bias)
     ranked_rows = torch.tensor([0, 1, 2, 3, 5, 7])
     chosen = exact[ranked_rows + 10].topk(k).indices  # other rows' top tokens: mostly in the tail
     chosen[3, 4] = exact[3].argsort()[vocab // 2]  # one deep in the bulk: that row scored whole
