@@ -63,6 +63,21 @@ def test_grouped_parts_with_a_row_scale_equal_the_literal_sum(form, seed):
     assert (got[2] == torch.tensor(EPSILON).double()).all()
 
 
+@pytest.mark.parametrize("first_row", [0, 4, 30])
+def test_a_causal_mask_zeroes_the_future_sources_and_keeps_the_rest(form, first_row):
+    """Row b is target first_row + b: its parts of sources j > first_row + b are 0, the others
+    the unmasked proximities (floored as ever)."""
+    g, whole, table = random_case(5, b=9, groups=3, n=17, d=48)
+    used = 12
+    coef = torch.rand(len(whole), 3 * used, generator=g) ** 4
+    plain = scaled_parts_proximity(whole, coef, table, used=used)
+    masked = scaled_parts_proximity(whole, coef, table, used=used, first_row=first_row)
+    future = torch.arange(used)[None, :] > torch.arange(first_row, first_row + 9)[:, None]
+    future = future[:, None, :].expand(9, 3, used).reshape(9, -1)  # [b, G·used]
+    assert (masked[future] == 0).all()
+    assert torch.equal(masked[~future], plain[~future])
+
+
 def test_the_two_forms_give_the_same_proximities():
     _, whole, table = random_case(7, b=33, n=40, d=96)
     coef = torch.rand(33, 120) ** 3

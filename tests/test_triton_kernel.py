@@ -35,14 +35,15 @@ kernel_checks = pytest.mark.skipif(
 
 @pytest.fixture
 def with_kernel(monkeypatch):
-    """The kernel runs (LMSCOPE_LOOPS unset) and is the one `overshoot.correction` picks."""
+    """The kernel runs (LMSCOPE_LOOPS unset) and is the one `overshoot.proximities` picks."""
     monkeypatch.delenv(loops.FORCE_TORCH_ENV, raising=False)
     assert overshoot._kernels(torch.device(KERNEL_DEVICE)) is not None, "triton must import"
 
 
-def correction_inputs(seed: int, b: int, groups: int, n: int, used: int, d: int, scaled: bool):
-    """Random arguments of `overshoot.correction` on CPU: wholes spread over five decades,
-    weights with zeros, negatives and a row of zeros, optionally a row scale with gains < 0."""
+def proximity_inputs(seed: int, b: int, groups: int, n: int, used: int, d: int, scaled: bool):
+    """Random arguments of `overshoot.proximities` on CPU (epsilon and first_row left out):
+    wholes spread over five decades, weights with zeros, negatives and a row of zeros,
+    optionally a row scale with gains < 0."""
     g, whole, table = random_case(seed, b=b, groups=groups, n=n, d=d)
     coef = torch.rand(b, groups * used, generator=g) ** 4
     coef[:, ::5] *= -2.0
@@ -52,31 +53,45 @@ def correction_inputs(seed: int, b: int, groups: int, n: int, used: int, d: int,
     if scaled:
         scale = torch.rand(b, d, generator=g) * 2 - 0.5
         sign, row_max = sign * scale, scale.abs().amax(1)
+    linear = torch.einsum("bd,gjd->bgj", sign, table[:, :used]).reshape(b, -1)
     magnitude, order = whole.abs().sort(dim=1)
     part_max = table.abs().amax(-1)[:, :used]
-    return table, used, coef, part_max, row_max, magnitude, sign.gather(1, order), order
+    return table, used, coef, linear, part_max, row_max, magnitude, sign.gather(1, order), order
+
+
+def on_kernel_device(args):
+    return [a.to(KERNEL_DEVICE) if isinstance(a, torch.Tensor) else a for a in args]
 
 
 @kernel_checks
 @pytest.mark.parametrize(
-    ("b", "groups", "n", "used", "d", "scaled"),
+    ("b", "groups", "n", "used", "d", "scaled", "first_row"),
     [
-        (9, 3, 17, 11, 48, False),  # fewer parts than a block, parts read a prefix of N
-        (5, 2, 150, 150, 37, True),  # several blocks of parts, an odd width, a row scale
-        (3, 4, 70, 65, 20, False),  # one part past a block
-        (1, 1, 1, 1, 1, True),  # one row, one part, one coordinate
+        (9, 3, 17, 11, 48, False, 3),  # fewer parts than a block, a prefix of N, causal
+        (5, 2, 150, 150, 37, True, 140),  # several blocks of parts, an odd width, a row scale
+        (3, 4, 70, 65, 20, False, None),  # one part past a block, no mask
+        (1, 1, 1, 1, 1, True, 0),  # one row, one part, one coordinate
     ],
 )
-def test_the_kernel_sums_what_the_torch_form_sums(with_kernel, b, groups, n, used, d, scaled):
+def test_the_kernel_writes_what_the_torch_form_computes(
+    with_kernel, b, groups, n, used, d, scaled, first_row
+):
+    """The proximities max(coef · linear − 2 · correction, ε), 0 past the causal bound."""
     from lmscope.attribution import kernels
 
-    args = correction_inputs(b * 7 + d, b, groups, n, used, d, scaled)
-    expected = overshoot._torch_correction(*args)
-    on_device = [a.to(KERNEL_DEVICE) if isinstance(a, torch.Tensor) else a for a in args]
-    got = kernels.correction(*on_device).cpu()
+    args = (*proximity_inputs(b * 7 + d, b, groups, n, used, d, scaled), EPSILON, first_row)
+    expected = overshoot.torch_proximities(*args)
+    got = kernels.proximities(*on_kernel_device(args)).cpu()
     assert got.shape == expected.shape
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-    assert (got[min(1, b - 1)] == 0).all()  # zero weights overshoot nothing
+    scale = float(expected.abs().max())
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6 * scale)
+    zero_row = got[min(1, b - 1)].view(groups, used)  # zero weights: floored, or masked
+    if first_row is None:
+        assert (zero_row == EPSILON).all()
+    else:
+        sources = torch.arange(used)
+        read = sources <= first_row + min(1, b - 1)
+        assert (zero_row[:, read] == EPSILON).all() and (zero_row[:, ~read] == 0).all()
 
 
 @kernel_checks
@@ -84,7 +99,8 @@ def test_the_kernel_sums_what_the_torch_form_sums(with_kernel, b, groups, n, use
 def test_the_kernel_counts_every_prefix_of_a_row(with_kernel, d):
     """A program corrects the coordinates whose |y| lies below its parts' largest reach:
     one part per group, with reaches falling on, between, below and past every |y| of a row
-    (so every count from 0 to d, and the ends of the kernel's two-level count, are met)."""
+    (so every count from 0 to d, and the ends of the kernel's two-level count, are met). No
+    linear term and no floor: the kernel writes −2 · the correction itself."""
     from lmscope.attribution import kernels
 
     magnitude = torch.arange(d, dtype=torch.float32)[None]  # [1, d] ascending |y|
@@ -93,11 +109,10 @@ def test_the_kernel_counts_every_prefix_of_a_row(with_kernel, d):
     # part g is reach_g in every coordinate: it overshoots exactly the |y| below its reach
     table = reach[:, None, None].expand(groups, 1, d).contiguous()
     order = torch.randperm(d, generator=torch.Generator().manual_seed(d))[None]
-    args = (table, 1, torch.ones(1, groups), reach[:, None], torch.ones(1))
-    args = (*args, magnitude, torch.ones(1, d), order)
-    expected = overshoot._torch_correction(*args)
-    on_device = [a.to(KERNEL_DEVICE) if isinstance(a, torch.Tensor) else a for a in args]
-    got = kernels.correction(*on_device).cpu()
+    args = (table, 1, torch.ones(1, groups), torch.zeros(1, groups), reach[:, None])
+    args = (*args, torch.ones(1), magnitude, torch.ones(1, d), order, float("-inf"))
+    expected = overshoot.torch_proximities(*args)
+    got = kernels.proximities(*on_kernel_device(args)).cpu()
     torch.testing.assert_close(got, expected, rtol=1e-6, atol=0)
     counts = torch.searchsorted(magnitude[0], reach.clamp_max(1e30))
     assert set(counts.tolist()) == set(range(d + 1))  # every prefix length was met
@@ -108,15 +123,12 @@ def test_the_kernel_reads_a_strided_table_in_place(with_kernel):
     """The neuron step passes W_out transposed, a view: the kernel follows its strides."""
     from lmscope.attribution import kernels
 
-    table, used, coef, part_max, row_max, magnitude, sign, order = correction_inputs(
-        3, 6, 1, 90, 90, 40, False
-    )
+    table, *rest = proximity_inputs(3, 6, 1, 90, 90, 40, False)
     strided = table[0].t().contiguous().t().unsqueeze(0)  # same values, strides (1, d)
     assert strided.stride() != table.stride()
-    args = (used, coef, part_max, row_max, magnitude, sign, order)
-    on_device = [a.to(KERNEL_DEVICE) if isinstance(a, torch.Tensor) else a for a in args]
-    got = kernels.correction(strided.to(KERNEL_DEVICE), *on_device).cpu()
-    torch.testing.assert_close(got, overshoot._torch_correction(table, *args))
+    args = (*rest, EPSILON)
+    got = kernels.proximities(strided.to(KERNEL_DEVICE), *on_kernel_device(args)).cpu()
+    torch.testing.assert_close(got, overshoot.torch_proximities(table, *args))
 
 
 @kernel_checks
@@ -143,13 +155,12 @@ def test_a_kernel_triton_cannot_build_falls_back_to_the_torch_form(with_kernel, 
     def broken(*_args):
         raise TritonError("no such instruction on this GPU")
 
-    monkeypatch.setattr(kernels, "correction", broken)
+    monkeypatch.setattr(kernels, "proximities", broken)
     monkeypatch.setattr(overshoot, "_triton_missing", False)  # restored after the test
-    args = correction_inputs(5, 4, 2, 20, 20, 16, False)
-    on_device = [a.to(KERNEL_DEVICE) if isinstance(a, torch.Tensor) else a for a in args]
+    args = (*proximity_inputs(5, 4, 2, 20, 20, 16, False), EPSILON, 2)
     with pytest.warns(RuntimeWarning, match="using the torch form"):
-        got = overshoot.correction(*on_device).cpu()
-    torch.testing.assert_close(got, overshoot._torch_correction(*args))
+        got = overshoot.proximities(*on_kernel_device(args)).cpu()
+    torch.testing.assert_close(got, overshoot.torch_proximities(*args))
     assert overshoot._kernels(torch.device(KERNEL_DEVICE)) is None  # not tried again
 
 
@@ -171,13 +182,13 @@ def test_a_trace_through_the_kernel_has_the_routes_of_the_cpu_loops(family, monk
     from lmscope.attribution import kernels
 
     layouts: list[tuple[int, tuple[int, ...]]] = []
-    correction = kernels.correction
+    proximities = kernels.proximities
 
     def spy(table, *args):
         layouts.append((table.shape[0], table.stride()))
-        return correction(table, *args)
+        return proximities(table, *args)
 
-    monkeypatch.setattr(kernels, "correction", spy)
+    monkeypatch.setattr(kernels, "proximities", spy)
     traced = run_trace(loaded, TINY_PROMPT)
     # the attention step's tables (one group per head) are laid out sources-fastest, so a
     # program's loads at one coordinate are adjacent
@@ -201,7 +212,8 @@ def test_a_trace_through_the_kernel_has_the_routes_of_the_cpu_loops(family, monk
 
 @pytest.mark.skipif(INTERPRETED, reason="the interpreter has no compiler")
 @pytest.mark.parametrize("capability", [80, 90])  # A100, H100/H200
-def test_the_kernel_compiles_to_a_cuda_binary_without_a_gpu(capability):
+@pytest.mark.parametrize("causal", [True, False])  # the attention step, the neuron step
+def test_the_kernel_compiles_to_a_cuda_binary_without_a_gpu(capability, causal):
     """Triton's own compiler (the wheel carries ptxas) builds the kernel for a GPU that is not
     here: what the interpreter cannot check (types of loop-carried values, lowering) is."""
     import triton
@@ -210,23 +222,25 @@ def test_the_kernel_compiles_to_a_cuda_binary_without_a_gpu(capability):
 
     from lmscope.attribution import kernels
 
-    pointers = ("table_ptr", "coef_ptr", "part_max_ptr", "row_max_ptr", "mag_ptr", "sign_ptr")
-    signature = {name: "*fp32" for name in (*pointers, "out_ptr")}
+    pointers = ("table_ptr", "coef_ptr", "linear_ptr", "part_max_ptr", "row_max_ptr")
+    signature = {name: "*fp32" for name in (*pointers, "mag_ptr", "sign_ptr", "out_ptr")}
     signature.update({"order_ptr": "*i64", "used": "i32", "width": "i32"})
+    signature.update({"epsilon": "fp32", "first_row": "i32"})
     signature.update({f"table_stride_{axis}": "i64" for axis in "gnd"})
     constants = {
+        "CAUSAL": causal,
         "SAMPLES": kernels.SAMPLES,
         "STRIDE": kernels.sample_stride(4096),
         "BLOCK_J": kernels.BLOCK_J,
         "BLOCK_Q": kernels.BLOCK_Q,
     }
     signature.update(dict.fromkeys(constants, "constexpr"))
-    source = ASTSource(fn=kernels._correction, signature=signature, constexprs=constants)
+    source = ASTSource(fn=kernels._proximities, signature=signature, constexprs=constants)
     compiled = triton.compile(
         source, target=GPUTarget("cuda", capability, 32), options={"enable_fp_fusion": False}
     )
     assert compiled.asm["cubin"]  # a binary for that architecture
-    assert ".entry _correction_kernel" in compiled.asm["ptx"]
+    assert ".entry _proximity_kernel" in compiled.asm["ptx"]
 
 
 @pytest.mark.skipif(INTERPRETED, reason="this is the parent run")

@@ -141,12 +141,12 @@ def _attention_edges(
             used=stop,
             signed_sum=functools.partial(heads.signed_sums, used=stop),
             part_max=heads.source_max,
+            first_row=start,  # future sources' proximities are 0
         )
         prox = prox.reshape(stop - start, n_heads, stop)  # [b, H, m]
         prox = prox.permute(0, 2, 1)  # [b, m, H]
         rows = torch.arange(start, stop, device=whole.device)
         causal = torch.arange(stop, device=whole.device)[None, :] <= rows[:, None]  # [b, m]
-        prox = prox * causal.unsqueeze(-1)
         total = prox.sum((1, 2)) + other_prox[start:stop].sum(-1)  # [b]
         totals[start:stop] = total
         contrib = prox / total[:, None, None]

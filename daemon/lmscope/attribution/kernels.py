@@ -1,4 +1,4 @@
-"""The overshoot correction as one Triton kernel, for GPUs (`overshoot.correction` picks it).
+"""The overshoot correction as one Triton kernel, for GPUs (`overshoot.proximities` picks it).
 
 The torch form of the correction (`overshoot._torch_correction`) needs a searchsorted, a
 nonzero, and gathers bucketed by count: a dozen launches and index tensors many times the
@@ -11,12 +11,15 @@ BLOCK_J parts (source tokens) and does the whole sum in registers:
    that stretch's STRIDE magnitudes give it exactly (a binary search is log2(d) dependent
    scalar loads, 12 on a 4096-wide model, each a round trip to L2, in every program);
 3. for the first `count` coordinates, BLOCK_Q at a time: w = table[g, j, order_q] · coef_j ·
-   sign_q, and Σ relu(w − |y|_q) over the q with |y|_q < reach_j, summed in float32.
+   sign_q, and Σ relu(w − |y|_q) over the q with |y|_q < reach_j, summed in float32;
+4. the part's floored proximity max(coef_j · linear_j − 2 · sum, ε), or 0 past the causal
+   bound (j > first_row + r), written in place of the sum: the torch form's product, doubled
+   correction, difference, floor and mask are five passes over [rows, parts] more.
 
 No part vector, index tensor or padding exists outside the program. The numba loop
 (`loops.overshoot_loop`) is the specification; tests/test_triton_kernel.py holds this kernel to
-it and to the literal float64 sum, under Triton's interpreter on CPUs (so CI checks it) and
-compiled where a GPU is present.
+it, to the torch form and to the literal float64 sum, under Triton's interpreter on CPUs (so CI
+checks it) and compiled where a GPU is present.
 
 This module imports triton; it is imported only where triton is wanted.
 """
@@ -32,12 +35,13 @@ BLOCK_Q = 16  # coordinates per step of a program's walk
 SAMPLES = 64  # magnitudes of the count's first load (a power of two)
 
 
-def _correction_kernel(  # pragma: no cover - Triton compiles (or interprets) it
+def _proximity_kernel(  # pragma: no cover - Triton compiles (or interprets) it
     table_ptr,
     table_stride_g,
     table_stride_n,
     table_stride_d,
     coef_ptr,
+    linear_ptr,
     part_max_ptr,
     row_max_ptr,
     mag_ptr,
@@ -46,14 +50,17 @@ def _correction_kernel(  # pragma: no cover - Triton compiles (or interprets) it
     out_ptr,
     used,
     width,
+    epsilon,
+    first_row,
+    CAUSAL: tl.constexpr,
     SAMPLES: tl.constexpr,
     STRIDE: tl.constexpr,
     BLOCK_J: tl.constexpr,
     BLOCK_Q: tl.constexpr,
 ):
-    """One (row r, group g, block of parts j) program. coef, out: [b, G·used]; part_max:
-    [G, used]; mag, sign, order: [b, width]; all contiguous; table: [G, N, width] strided.
-    SAMPLES · STRIDE ≥ width, both powers of two."""
+    """One (row r, group g, block of parts j) program. coef, linear, out: [b, G·used];
+    part_max: [G, used]; mag, sign, order: [b, width]; all contiguous; table: [G, N, width]
+    strided. SAMPLES · STRIDE ≥ width, both powers of two. CAUSAL: mask j > first_row + r."""
     r = tl.program_id(0)
     g = tl.program_id(1)
     j = tl.program_id(2) * BLOCK_J + tl.arange(0, BLOCK_J)  # [BLOCK_J]
@@ -89,13 +96,18 @@ def _correction_kernel(  # pragma: no cover - Triton compiles (or interprets) it
         )
         over = values * (c[None, :] * sign[:, None]) - magnitude[:, None]
         total += tl.sum(tl.where(corrected & (over > 0.0), over, 0.0), 0)
-    tl.store(out_ptr + row_parts + j, total, mask=in_j)
+    # rounded as the torch form rounds: the product, the doubled sum, the difference, the floor
+    value = c * tl.load(linear_ptr + row_parts + j, mask=in_j, other=0.0) - 2.0 * total
+    value = tl.where(value < epsilon, epsilon, value)  # a NaN stays NaN, as in clamp_min
+    if CAUSAL:
+        value = tl.where(j <= first_row + r, value, 0.0)
+    tl.store(out_ptr + row_parts + j, value, mask=in_j)
 
 
 # Compiled for the GPU, or, under TRITON_INTERPRET=1 (set before triton is imported: the
 # interpreter replaces triton.language's functions then), run by Triton's interpreter on CPU
 # tensors, which is how CI checks it.
-_correction = triton.jit(_correction_kernel)
+_proximities = triton.jit(_proximity_kernel)
 
 
 def is_triton_error(error: Exception) -> bool:
@@ -115,20 +127,22 @@ def sample_stride(width: int) -> int:
     return triton.next_power_of_2(max(1, -(-width // SAMPLES)))
 
 
-def correction(
+def proximities(
     table: torch.Tensor,
     used: int,
     coef: torch.Tensor,
+    linear: torch.Tensor,
     part_max: torch.Tensor,
     row_max: torch.Tensor,
     sorted_mag: torch.Tensor,
     sorted_sign: torch.Tensor,
     order: torch.Tensor,
+    epsilon: float,
+    first_row: int | None = None,
 ) -> torch.Tensor:
-    """Σ_q<count relu(w_q − |y|_q) of every part of every row -> [b, G·used] float32.
-
-    The arguments of `overshoot.correction`, on a GPU (or on the CPU under the interpreter).
-    """
+    """The floored (and causally masked) proximities of every part of every row -> [b, G·used]
+    float32: the arguments of `overshoot.proximities`, on a GPU (or on the CPU under the
+    interpreter)."""
     rows, width = sorted_mag.shape
     groups = table.shape[0]
     out = torch.empty(coef.shape, dtype=torch.float32, device=coef.device)
@@ -136,12 +150,13 @@ def correction(
         return out
     table = table.float()
     grid = (rows, groups, triton.cdiv(used, BLOCK_J))
-    _correction[grid](
+    _proximities[grid](
         table,
         table.stride(0),
         table.stride(1),
         table.stride(2),
         coef.float().contiguous(),
+        linear.float().contiguous(),
         part_max[:, :used].float().contiguous(),
         row_max.float().contiguous(),
         sorted_mag.float().contiguous(),
@@ -150,6 +165,9 @@ def correction(
         out,
         used,
         width,
+        epsilon,
+        0 if first_row is None else first_row,
+        CAUSAL=first_row is not None,
         SAMPLES=SAMPLES,
         STRIDE=sample_stride(width),
         BLOCK_J=BLOCK_J,

@@ -1,7 +1,8 @@
 """Loops compiled for CPUs with numba: the steps of a trace that torch can only express as
 gathers and comparisons over temporaries many times the data they read.
 
-- `overshoot_loop`: the overshoot correction of scaled parts (`overshoot.correction`);
+- `overshoot_loop`: the floored proximities of scaled parts, their overshoot correction
+  included (`overshoot.proximities`);
 - `rank_loop`: the rank of chosen tokens within rows of logits (`lens.ranks_in_rows`);
 - `block_loop`, `screen_loop`, `select_loop`, `band_loop`, `exact_loop`: the bf16 screen of
   vocabulary projections (`screen.py`): block extremes, thresholds, the tokens past them or
@@ -80,36 +81,63 @@ def _loop(name: str) -> Callable[..., Any] | None:
 
 
 def overshoot_loop(  # pragma: no cover - numba compiles it; this Python form is the spec
-    table, used, coef, part_max, row_max, sorted_mag, sorted_sign, order, out, start, stop
+    table,
+    used,
+    coef,
+    linear,
+    part_max,
+    row_max,
+    sorted_mag,
+    sorted_sign,
+    order,
+    epsilon,
+    first_row,
+    out,
+    start,
+    stop,
 ):
-    """For each row in [start, stop) and each part p = g · used + j: the sum of
-    relu(w_q − |y|_q) over the coordinates q, smallest |y| first, while |y|_q < reach.
+    """For each row r in [start, stop) and each part p = g · used + j: its floored proximity
+    max(coef · linear − 2 · Σ relu(w_q − |y|_q), epsilon), the sum over the coordinates q,
+    smallest |y| first, while |y|_q < reach; 0 where j > first_row + r (a causal mask: row r
+    is target first_row + r; a first_row ≥ used masks nothing).
 
-    The walk stops at the first coordinate past the part's reach, so the count and the sum are
-    one pass (a binary search for the count cost more than the short sums themselves: most
-    parts are corrected on a handful of coordinates). Nested loops over g and j, not p // used:
-    an integer division per part cost a third of the time.
+    Each value is rounded as the torch form rounds it (float32 product, the float64 sum taken
+    to float32, doubled, subtracted, floored). The walk stops at the first coordinate past the
+    part's reach, so the count and the sum are one pass (a binary search for the count cost
+    more than the short sums themselves: most parts are corrected on a handful of coordinates).
+    Nested loops over g and j, not p // used: an integer division per part cost a third of the
+    time. Writing the proximities here, not the correction, spares the torch form's five
+    passes over [rows, parts] (product, doubled correction, difference, floor, mask).
     """
     width = sorted_mag.shape[1]
     groups = table.shape[0]
+    two = np.float32(2.0)
     for r in range(start, stop):
         smallest = sorted_mag[r, 0]
         scale = row_max[r]
+        last = first_row + r  # the last source a causal row reads
         for g in range(groups):
             for j in range(used):
-                c = coef[r, g * used + j]
+                p = g * used + j
+                if j > last:
+                    out[r, p] = np.float32(0.0)
+                    continue
+                c = coef[r, p]
+                value = c * linear[r, p]  # float32
                 reach = abs(c) * part_max[g, j] * scale  # float32, as the torch form computes
-                if not reach > smallest:
-                    continue  # no coordinate can overshoot (zero weights, masked sources)
-                total = 0.0
-                for q in range(width):
-                    magnitude = sorted_mag[r, q]
-                    if not magnitude < reach:
-                        break
-                    over = table[g, j, order[r, q]] * (c * sorted_sign[r, q]) - magnitude
-                    if over > 0.0:
-                        total += over
-                out[r, g * used + j] = total
+                if reach > smallest:  # else no coordinate can overshoot (zero weights)
+                    total = 0.0
+                    for q in range(width):
+                        magnitude = sorted_mag[r, q]
+                        if not magnitude < reach:
+                            break
+                        over = table[g, j, order[r, q]] * (c * sorted_sign[r, q]) - magnitude
+                        if over > 0.0:
+                            total += over
+                    value = value - two * np.float32(total)
+                if value < epsilon:  # a NaN stays NaN, as in clamp_min
+                    value = epsilon
+                out[r, p] = value
 
 
 def rank_loop(scores, rows, chosen, out, start, stop):  # pragma: no cover

@@ -7,16 +7,18 @@ sorted by ascending |y| (`sorted_mag`, `order`, and `sorted_sign` = the signs, t
 order), a part is corrected on the first `count` coordinates only, count = #{q: |y|_q < reach}
 (docs/method.md, "Importance of a part"; `proximity.scaled_parts_proximity` holds the rest).
 
-Three implementations of one sum:
+`proximities` returns each part's floored proximity, the correction subtracted from the
+matrix product's term (and a causal mask applied), in one of three implementations:
 - on a GPU, one Triton kernel (`kernels.py`): a program per row, head and block of parts
-  walks the coordinates in registers; no index tensors;
+  walks the coordinates in registers and writes the proximities; no index tensors;
 - on a CPU, one compiled loop (`loops.overshoot_loop`, numba) that walks each part's
-  coordinates in ascending |y| until one is past its reach, summing in float64: count and sum
-  in one pass, no index tensors, no padding;
+  coordinates in ascending |y| until one is past its reach, summing in float64: count, sum and
+  proximity in one pass, no index tensors, no padding;
 - elsewhere (a GPU without triton, a CPU without numba, or LMSCOPE_LOOPS=torch), the torch
-  form: parts bucketed by count and their coordinates gathered in pieces of a fixed size.
+  form (`torch_proximities`): parts bucketed by count and their coordinates gathered in
+  pieces of a fixed size, then the product, correction, floor and mask as torch steps.
 
-All return the same sums up to float32 rounding (tests/test_compiled_loops.py and
+All return the same values up to float32 rounding (tests/test_compiled_loops.py and
 tests/test_triton_kernel.py hold them to each other and to a float64 dense reference).
 
 Shapes: b rows, d width, parts p = g · used + j of a table [G, N, d] (j < used ≤ N): heads g
@@ -29,34 +31,41 @@ import os
 import warnings
 from types import ModuleType
 
+import numpy as np
 import torch
 
 from lmscope.attribution import loops
 from lmscope.attribution.budget import budget_for
 
 
-def correction(
+def proximities(
     table: torch.Tensor,
     used: int,
     coef: torch.Tensor,
+    linear: torch.Tensor,
     part_max: torch.Tensor,
     row_max: torch.Tensor,
     sorted_mag: torch.Tensor,
     sorted_sign: torch.Tensor,
     order: torch.Tensor,
+    epsilon: float,
+    first_row: int | None = None,
 ) -> torch.Tensor:
-    """Σ_q<count relu(w_q − |y|_q) of every part of every row -> [b, G·used] float32.
+    """The floored proximities max(coef · linear − 2 · correction, epsilon) of every part of
+    every row -> [b, G·used] float32, with 0 for the parts (g, j) with j > first_row + r when
+    first_row is given (the attention step's causal mask: row r is target first_row + r).
 
-    table: [G, N, d] float32 part vectors; coef: [b, G·used] float32; part_max: [G, used]
-    max_d |table|; row_max: [b] max_d |D_b| (ones without a row scale); sorted_mag,
-    sorted_sign: [b, d] float32; order: [b, d] long.
+    table: [G, N, d] float32 part vectors; coef, linear: [b, G·used] float32 (linear: the
+    matrix product Σ_d s_d · vectors[p, d]); part_max: [G, used] max_d |table|; row_max: [b]
+    max_d |D_b| (ones without a row scale); sorted_mag, sorted_sign: [b, d] float32; order:
+    [b, d] long. The kernel and the compiled loop write the proximities themselves (one pass);
+    the torch form adds its correction to the product as separate steps.
     """
+    args = (table, used, coef, linear, part_max, row_max, sorted_mag, sorted_sign, order)
     kernels = _kernels(table.device)
     if kernels is not None:
         try:
-            return kernels.correction(
-                table, used, coef, part_max, row_max, sorted_mag, sorted_sign, order
-            )
+            return kernels.proximities(*args, epsilon, first_row)
         except Exception as error:  # Triton could not build it here: the torch form from now on
             if not kernels.is_triton_error(error):
                 raise
@@ -68,23 +77,55 @@ def correction(
                 RuntimeWarning,
                 stacklevel=2,
             )
+    masked_after = used if first_row is None else first_row  # j > first_row + r: masked
     if table.device.type == "cpu":
-        out = torch.zeros(coef.shape, dtype=torch.float32)
+        out = torch.empty(coef.shape, dtype=torch.float32)
         if loops.run(
             "overshoot",
             len(coef),
             table.numpy(),  # strided is fine (a transposed W_out is read in place)
             used,
             coef.contiguous().numpy(),
+            linear.contiguous().numpy(),
             part_max.contiguous().numpy(),
             row_max.contiguous().numpy(),
             sorted_mag.contiguous().numpy(),
             sorted_sign.contiguous().numpy(),
             order.contiguous().numpy(),
+            np.float32(epsilon),
+            masked_after,
             out.numpy(),
         ):
             return out
-    return _torch_correction(table, used, coef, part_max, row_max, sorted_mag, sorted_sign, order)
+    return torch_proximities(*args, epsilon, first_row)
+
+
+def torch_proximities(
+    table: torch.Tensor,
+    used: int,
+    coef: torch.Tensor,
+    linear: torch.Tensor,
+    part_max: torch.Tensor,
+    row_max: torch.Tensor,
+    sorted_mag: torch.Tensor,
+    sorted_sign: torch.Tensor,
+    order: torch.Tensor,
+    epsilon: float,
+    first_row: int | None = None,
+) -> torch.Tensor:
+    """`proximities` as torch steps: the product, the doubled correction subtracted, the
+    floor, the causal mask. The specification the kernel and the compiled loop are held to."""
+    prox = coef * linear  # [b, P]
+    prox -= 2.0 * _torch_correction(
+        table, used, coef, part_max, row_max, sorted_mag, sorted_sign, order
+    )
+    prox = prox.clamp_min(epsilon)
+    if first_row is not None:
+        rows = torch.arange(first_row, first_row + len(prox), device=prox.device)
+        causal = torch.arange(used, device=prox.device)[None, :] <= rows[:, None]  # [b, used]
+        groups = prox.shape[1] // used
+        prox = (prox.view(len(prox), groups, used) * causal[:, None, :]).view(len(prox), -1)
+    return prox
 
 
 _triton_missing = False

@@ -55,6 +55,7 @@ def scaled_parts_proximity(
     used: int | None = None,
     signed_sum: Callable[[torch.Tensor], torch.Tensor] | None = None,
     part_max: torch.Tensor | None = None,
+    first_row: int | None = None,
 ) -> torch.Tensor:
     """Floored L1 proximity of the parts z[b,p] = coef[b,p] · vectors[p] to whole[b].
 
@@ -73,6 +74,8 @@ def scaled_parts_proximity(
     `signed_sum`, when given, computes sign @ vectors.T ([b, d] -> [b, P]) some cheaper way
     (the attention step factors it through W_O: see `decompose.HeadParts`); `part_max`
     [G, ≥ used], when given, is max_d |vectors[p, d]| computed once for many calls.
+    `first_row`, when given, masks the grouped parts causally: row b is target first_row + b
+    and reads sources j ≤ first_row + b; the others' proximities are 0 (not floored).
 
     Exact rewrite of the coordinate-wise sum that never builds [b, P, d]: with s = sign(y)
     (+1 at 0) and w_d = z_d·s_d, each term is |y_d| − |y_d − z_d| = min(w_d, 2|y_d| − w_d)
@@ -80,9 +83,9 @@ def scaled_parts_proximity(
     where the part overshoots the whole, |z_d| > |y_d|, which needs |y_d| < max_d|z_d|; so each
     part is corrected on the coordinates of the smallest |y| only, as many as are below its own
     max|z| (most parts are small: attention weights and activations are mostly tiny; the sum
-    is `overshoot.correction`). Each term is computed without cancellation against |y_d|, so
-    this is at least as accurate as the literal form (checked against a float64 dense
-    reference in the tests).
+    is the overshoot correction, subtracted where `overshoot.proximities` floors the result).
+    Each term is computed without cancellation against |y_d|, so this is at least as accurate
+    as the literal form (checked against a float64 dense reference in the tests).
     """
     whole = whole.float()
     coef = coef.float()
@@ -104,7 +107,6 @@ def scaled_parts_proximity(
         linear = torch.einsum("bd,gjd->bgj", sign, table[:, :used]).reshape(len(sign), -1)
     else:
         linear = signed_sum(sign)
-    prox = coef * linear  # [b, P]
     sorted_magnitude, order = _ascending(whole.abs())  # [b, d] each
     # Each row's sign (times its scale, if any) in the same ascending-|y| order, so the
     # correction reads magnitudes and signs as row slices.
@@ -112,10 +114,20 @@ def scaled_parts_proximity(
     if part_max is None:
         part_max = table[:, :used].abs().amax(-1)  # [G, used]: max_d |vectors[p, d]|
     part_max = part_max[:, :used].float()
-    prox -= 2.0 * overshoot.correction(
-        table, used, coef, part_max, row_max, sorted_magnitude, sorted_sign, order
+    # max(coef · linear − 2 · correction, ε), in one pass where a kernel or loop runs
+    return overshoot.proximities(
+        table,
+        used,
+        coef,
+        linear,
+        part_max,
+        row_max,
+        sorted_magnitude,
+        sorted_sign,
+        order,
+        EPSILON,
+        first_row,
     )
-    return prox.clamp_min(EPSILON)
 
 
 def _ascending(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
