@@ -96,8 +96,7 @@ class Screen:
     scores exactly (EXACT_ROWS), scored whole in float32, as `lens` does without a screen.
     `scratch` holds the product (valid until the next screen reuses it); None: a buffer of its
     own. The screened scores s = product (+ b_U on lens rows) are read by the compiled loops
-    (`loops.screen_loop`, `loops.select_loop`) straight from the bf16 product: no float32 copy
-    of [r, V] is made.
+    (`screen_loops.py`) straight from the bf16 product: no float32 copy of [r, V] is made.
     """
 
     def __init__(
