@@ -102,6 +102,24 @@ def test_contributions_of_each_target_sum_to_one(tiny_model):
         assert torch.allclose(total, torch.ones(n), atol=1e-5)
 
 
+@pytest.mark.parametrize("keep_above", [0.0, 0.01, 0.05, 0.3])
+def test_the_kept_edges_are_those_whose_head_contributions_sum_past_the_threshold(
+    tiny_model, keep_above
+):
+    """A layer lists the edges whose summed head contributions exceed keep_above, with the
+    same contributions as the list of every causal edge (edges are decided on those sums,
+    not on a sum rounded otherwise)."""
+    adapter, _ids, layers = captured_layers(tiny_model)
+    for cap in layers:
+        every = attribute_layer(adapter, cap, keep_above=-1.0)
+        kept = attribute_layer(adapter, cap, keep_above=keep_above)
+        past = every.edge_heads.sum(-1) > keep_above
+        assert torch.equal(kept.edge_target, every.edge_target[past])
+        assert torch.equal(kept.edge_source, every.edge_source[past])
+        assert torch.equal(kept.edge_heads, every.edge_heads[past])
+        assert torch.equal(kept.residual_attention, every.residual_attention)
+
+
 CHUNKINGS = {
     "gpu": budget.GPU,  # every target row and node in one chunk
     "one row": dataclasses.replace(

@@ -128,6 +128,7 @@ def _attention_edges(
     chunk = max(1, min(budget.targets_per_chunk, in_cache, in_scratch))
     totals = torch.empty(n, dtype=torch.float32, device=whole.device)
     targets, sources, edge_heads = [], [], []
+    loosened = keep_above - 1e-4 * abs(keep_above)  # the edges near the threshold, too
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         # Causal: targets in [start, stop) read sources [0, stop); later ones are masked.
@@ -144,17 +145,21 @@ def _attention_edges(
             first_row=start,  # future sources' proximities are 0
         )
         prox = prox.reshape(stop - start, n_heads, stop)  # [b, H, m]
-        prox = prox.permute(0, 2, 1)  # [b, m, H]
         rows = torch.arange(start, stop, device=whole.device)
         causal = torch.arange(stop, device=whole.device)[None, :] <= rows[:, None]  # [b, m]
-        total = prox.sum((1, 2)) + other_prox[start:stop].sum(-1)  # [b]
+        edge_prox = prox.sum(1)  # [b, m] Σ_h prox
+        total = edge_prox.sum(1) + other_prox[start:stop].sum(-1)  # [b]
         totals[start:stop] = total
-        contrib = prox / total[:, None, None]
-        keep = causal & (contrib.sum(-1) > keep_above)
-        t_idx, s_idx = keep.nonzero(as_tuple=True)
-        targets.append(t_idx + start)
-        sources.append(s_idx)
-        edge_heads.append(contrib[t_idx, s_idx])
+        # An edge is kept when Σ_h (prox_h / total) > keep_above. Only the edges near or past
+        # that (Σ_h prox_h / total rounds otherwise: 1e-4 of slack) get their head
+        # contributions computed and the sum decided: no [b, m, H] tensor of contributions.
+        near = causal & (edge_prox > loosened * total[:, None])
+        t_idx, s_idx = near.nonzero(as_tuple=True)
+        contrib = prox[t_idx, :, s_idx] / total[t_idx, None]  # [e, H]
+        kept = (contrib.sum(-1) > keep_above).nonzero(as_tuple=True)[0]  # [e'] (one sync)
+        targets.append(t_idx[kept] + start)
+        sources.append(s_idx[kept])
+        edge_heads.append(contrib[kept])
     return torch.cat(targets), torch.cat(sources), torch.cat(edge_heads), totals
 
 
