@@ -1,4 +1,5 @@
-"""The overshoot correction as one Triton kernel, for GPUs (`overshoot.proximities` picks it).
+"""The overshoot correction, and the floored proximities it completes, as one Triton kernel
+for GPUs (`overshoot.proximities` picks it).
 
 The torch form of the correction (`overshoot._torch_correction`) needs a searchsorted, a
 nonzero, and gathers bucketed by count: a dozen launches and index tensors many times the
@@ -106,8 +107,9 @@ def _proximity_kernel(  # pragma: no cover - Triton compiles (or interprets) it
 
 # Compiled for the GPU, or, under TRITON_INTERPRET=1 (set before triton is imported: the
 # interpreter replaces triton.language's functions then), run by Triton's interpreter on CPU
-# tensors, which is how CI checks it.
-_proximities = triton.jit(_proximity_kernel)
+# tensors, which is how CI checks it. Triton specialises integer arguments by value (1, or a
+# multiple of 16): first_row, a new value each chunk, would compile up to three variants.
+_proximities = triton.jit(_proximity_kernel, do_not_specialize=["first_row"])
 
 
 def is_triton_error(error: Exception) -> bool:
