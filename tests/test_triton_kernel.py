@@ -165,6 +165,31 @@ def test_a_kernel_triton_cannot_build_falls_back_to_the_torch_form(with_kernel, 
 
 
 @kernel_checks
+def test_the_block_sweep_of_the_gpu_check_runs_and_agrees(with_kernel):
+    """tools/gpu-check/kernel_sweep.py (timed on a GPU to tune the block shapes) builds a
+    chunk of a layer and gets the shipped configuration's proximities from every other."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "tools" / "gpu-check" / "kernel_sweep.py"
+    spec = importlib.util.spec_from_file_location("kernel_sweep", path)
+    assert spec is not None and spec.loader is not None
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    grid = [(32, 8, 4), (128, 32, 2)]
+    rows = sweep.sweep([40], sweep.TINY, grid, KERNEL_DEVICE, repeats=1, rows_cap=3)
+    assert len(rows) == 2 and all(row["same"] and row["rows"] == 3 for row in rows)
+    args = sweep.chunk_inputs(3, 40, 2, 24, KERNEL_DEVICE)
+    got = sweep.launch(args, 64, 16, 4).cpu()  # what the trace's own launch writes
+    from lmscope.attribution import kernels
+
+    table, used, coef, linear, part_max, row_max, magnitude, sign, order, first_row = args
+    expected = kernels.proximities(
+        table, used, coef, linear, part_max, row_max, magnitude, sign, order, EPSILON, first_row
+    )
+    assert torch.equal(got, expected.cpu())
+
+
+@kernel_checks
 @pytest.mark.parametrize("family", ["llama", "gemma2", "mixtral"])
 def test_a_trace_through_the_kernel_has_the_routes_of_the_cpu_loops(family, monkeypatch):
     """The CPU loops' trace against one whose correction runs in the kernel (under the
@@ -260,5 +285,5 @@ def test_the_kernel_is_checked_by_the_interpreter_without_a_gpu():
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     # Every kernel check ran and passed; only this test and the GPU-only ones are skipped.
     passed = re.search(r"(\d+) passed", summary)
-    assert passed and int(passed.group(1)) == 15, summary
+    assert passed and int(passed.group(1)) == 16, summary
     assert "failed" not in summary and "error" not in summary, summary

@@ -2,7 +2,9 @@
 # The GPU check of "Performance and memory" (README), as one short script: the CUDA tests, then
 # `lmscope bench` on random-init models of real shapes (no weights needed):
 #   Llama-3-8B shape, bfloat16: 200, 1000, 2000 tokens (median of 3), then 4000 (one run);
-#   SmolLM2-135M shape, float32: 4000 tokens (one run).
+#   SmolLM2-135M shape, float32: 4000 tokens (one run);
+# then the attention kernel's block shapes timed on one chunk of the 8B shape at 1000 and 4000
+# tokens (kernel_sweep.py: which BLOCK_J, BLOCK_Q and warps to ship).
 # Logs and JSON go to $OUT (the device tool's folder) or ./gpu-check-out.
 #
 # Run from the repository root on a machine with CUDA, PyTorch, transformers, numba and pyarrow
@@ -32,3 +34,5 @@ bench() {  # name, then lmscope bench arguments
 bench llama3-8b --shape llama3-8b --dtype bfloat16 --lengths 200,1000,2000 --repeats 3
 bench llama3-8b-4000 --shape llama3-8b --dtype bfloat16 --lengths 4000 --repeats 1
 bench smollm2-4000 --shape smollm2 --dtype float32 --lengths 4000 --repeats 1
+python3 tools/gpu-check/kernel_sweep.py --lengths 1000,4000 --json "$out/kernel-sweep.json" 2>&1 \
+    | tee "$out/kernel-sweep.txt" | tail -4
