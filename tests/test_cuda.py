@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from lmscope.tracing.engine import run_trace
+from lmscope.tracing.engine import TraceOptions, run_trace
 from tests.conftest import FAMILIES, TINY_PROMPT, build_tiny
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -49,6 +49,40 @@ def test_half_precision_models_attribute_in_float32(family):
         per_target, (data.edges.layer, data.edges.target), data.edges.head_contributions.sum(-1)
     )
     assert (per_target + data.blocks.residual_attention <= 1.0 + 1e-4).all()
+
+
+def test_a_gpu_trace_holds_its_layer_states_on_the_host_and_traces_the_same(monkeypatch):
+    """Until the routes are known a GPU layer's state waits in pinned host memory, a layer's
+    input shared with the previous output there too; the rows the detail stages read come
+    back to the GPU. The trace is the one made with every state kept on the GPU."""
+    import itertools
+
+    from lmscope.tracing import engine
+    from lmscope.tracing.layers import LayerState
+
+    loaded = on_device("llama", torch.bfloat16)
+    options = TraceOptions(detail="all")
+    held: list[LayerState] = []
+    narrow = engine.narrow_states
+
+    def recording(states, nodes):
+        held.extend(states)
+        rows = narrow(states, nodes)
+        assert all(state.resid_out.device.type == "cuda" for state in rows.states)
+        return rows
+
+    monkeypatch.setattr(engine, "narrow_states", recording)
+    on_host = run_trace(loaded, TINY_PROMPT, options)
+    assert len(held) == loaded.model.config.num_hidden_layers
+    assert all(s.resid_out.device.type == "cpu" and s.home.type == "cuda" for s in held)
+    assert all(s.resid_out.is_pinned() for s in held)
+    assert all(later.resid_in is earlier.resid_out for earlier, later in itertools.pairwise(held))
+    monkeypatch.setattr(LayerState, "to_host", lambda self, shared=None: (self, None))
+    on_gpu = run_trace(loaded, TINY_PROMPT, options)
+    for table in ("edges", "neurons", "projections"):
+        ours, theirs = getattr(on_host, table), getattr(on_gpu, table)
+        for name, value in vars(ours).items():
+            np.testing.assert_array_equal(value, getattr(theirs, name), err_msg=f"{table}.{name}")
 
 
 def test_gpu_with_a_layer_offloaded_to_cpu_traces_like_the_cpu_model(tmp_path):

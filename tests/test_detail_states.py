@@ -6,6 +6,7 @@ of the detailed nodes. None of it changes what the file stores."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
@@ -55,6 +56,47 @@ def test_recomputed_activations_are_the_forwards(family):
             some = recompute_activations(adapter, captured.layer, captured.ffn_input[at])
             assert some.shape == (len(rows), captured.ffn_act.shape[1])
             torch.testing.assert_close(some, captured.ffn_act[at], rtol=0, atol=1e-6 * scale)
+
+
+def test_a_cpu_layer_s_state_stays_where_it_is():
+    """Only a GPU layer's state waits in host memory (`LayerState.to_host`; tests/test_cuda.py
+    checks that path); a CPU one is already there."""
+    _adapter, layers = captured_layers(build_tiny("llama"))
+    state = LayerState.compact(layers[0], torch.float32)
+    assert state.to_host() == (state, None) and state.home is None and state.copied is None
+    rows = state.keep_rows(torch.tensor([0, 2]))
+    assert torch.equal(rows.resid_out, state.resid_out[[0, 2]])
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2", "opt", "mixtral"])
+def test_states_held_on_the_host_until_the_routes_trace_the_same(family, monkeypatch):
+    """The GPU path of `LayerState.to_host` played on the CPU (copies, no CUDA event): every
+    layer's state is a host copy when the routes are known, a layer's input shared with the
+    previous output there too, each waited for once; the trace is the one made without."""
+    from lmscope.tracing import layers
+
+    loaded = build_tiny(family)
+    options = TraceOptions(detail="all")
+    kept = run_trace(loaded, TINY_PROMPT, options)
+    waits: list[int] = []
+
+    class Queued:  # stands in for the CUDA event behind a layer's copies
+        def synchronize(self) -> None:
+            waits.append(1)
+
+    monkeypatch.setattr(layers, "_waits_on_host", lambda device: True)
+    monkeypatch.setattr(layers, "_copies_queued", lambda device: Queued())
+    held: list[LayerState] = []
+    narrow = engine.narrow_states
+    monkeypatch.setattr(engine, "narrow_states", lambda s, n: held.extend(s) or narrow(s, n))
+    moved = run_trace(loaded, TINY_PROMPT, options)
+    assert len(held) == loaded.model.config.num_hidden_layers == len(waits)
+    assert all(state.home == torch.device("cpu") for state in held)
+    assert all(later.resid_in is earlier.resid_out for earlier, later in itertools.pairwise(held))
+    for table in ("edges", "neurons", "projections"):
+        ours, theirs = getattr(moved, table), getattr(kept, table)
+        for name, value in vars(ours).items():
+            np.testing.assert_array_equal(value, getattr(theirs, name), err_msg=f"{table}.{name}")
 
 
 def test_a_layer_keeps_the_narrower_of_its_ffn_input_and_its_activations():

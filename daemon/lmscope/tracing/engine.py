@@ -170,6 +170,9 @@ def run_trace(
     states: list[LayerState] = []
     contributions: list[decompose.LayerContributions] = []
     attention_weights: list[np.ndarray] = []
+    # a GPU layer's state goes to host memory once the next layer's input was compared with
+    # its output (`LayerState.to_host`); this is the last one moved: (GPU output, host copy)
+    moved: list[tuple[torch.Tensor, torch.Tensor] | None] = [None]
 
     def on_layer(captured: LayerCapture) -> None:
         if should_cancel is not None and should_cancel():
@@ -181,11 +184,16 @@ def run_trace(
         attention_weights.append(weights.T.cpu().numpy())
         previous = states[-1] if states else None
         states.append(LayerState.compact(captured, loaded.dtype, previous))  # bf16: half size
+        if previous is not None:
+            states[-2], moved[0] = previous.to_host(moved[0])
         report(f"layer {captured.layer + 1}/{adapter.n_layers}", len(states) / adapter.n_layers)
         mark("attention")
 
     with loaded.lock, capture_layers(adapter, on_layer), last_logits_only(loaded.model) as final:
         run_forward(loaded.model, input_ids)  # the last position's logits only
+    if states:
+        states[-1], _ = states[-1].to_host(moved[0])
+    moved.clear()
     mark("forward")
     if final.hidden is None:
         raise CaptureError("the model's output embeddings never ran")

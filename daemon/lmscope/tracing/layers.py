@@ -42,6 +42,11 @@ class LayerState:
     ffn_scale: torch.Tensor | None = None
     moe: MoeCapture | None = None  # a mixture-of-experts layer (then ffn_act is [n, 0])
     ffn_input: torch.Tensor | None = None  # [n, d] x̂ as the FFN received it (LayerCapture)
+    # A GPU layer's state held in host memory until the routes are known (`to_host`): `home`
+    # is the GPU, `copied` the CUDA event after which the host copies hold its values (the
+    # copies run on the GPU's stream, behind the layer's own work). None, None: not moved.
+    home: torch.device | None = None
+    copied: torch.cuda.Event | None = None
 
     @staticmethod
     def rows(tensor: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
@@ -49,13 +54,18 @@ class LayerState:
         return tensor[at].float()
 
     def keep_rows(self, at: torch.Tensor) -> LayerState:
-        """The state of token rows `at` [p] only (copies: the whole tensors can be freed)."""
-
-        def take(tensor: torch.Tensor | None) -> torch.Tensor | None:
-            return None if tensor is None else tensor[at.to(tensor.device)]
+        """The state of token rows `at` [p] only (copies: the whole tensors can be freed), on
+        the layer's own device (back on its GPU if the state was held on the host)."""
+        if self.copied is not None:
+            self.copied.synchronize()  # the host copies hold the layer's values from here on
+        home = self.home
 
         def take_kept(tensor: torch.Tensor) -> torch.Tensor:
-            return tensor[at.to(tensor.device)]
+            rows = tensor[at.to(tensor.device)]
+            return rows if home is None else rows.to(home)
+
+        def take(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            return None if tensor is None else take_kept(tensor)
 
         return LayerState(
             take_kept(self.resid_in),
@@ -68,6 +78,52 @@ class LayerState:
             moe=None if self.moe is None else self.moe.rows(at.to(self.moe.normed.device)),
             ffn_input=take(self.ffn_input),
         )
+
+    def to_host(
+        self, shared: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[LayerState, tuple[torch.Tensor, torch.Tensor] | None]:
+        """This state held in pinned host memory if it is on a GPU (else itself), and the pair
+        (GPU output, its host copy) for the next layer's call: its input is that output, so
+        the next state shares the host copy (`shared`) as it shared the GPU tensor.
+
+        Until the routes are known every layer's state is kept, b · n · 4d bytes a layer (4.2
+        GB for the Llama-3-8B shape in bf16 at 4,000 tokens), but read only at the few detailed
+        positions (`keep_rows`). The copies are queued on the GPU's stream, not waited for: the
+        forward goes on while they run. Where pinned memory cannot be had the state stays."""
+        device = self.resid_out.device
+        if not _waits_on_host(device):
+            return self, None
+        copies: dict[int, torch.Tensor] = {}  # one copy of a tensor the state holds twice
+        pinned = device.type == "cuda"  # page-locked: the GPU copies into it asynchronously
+
+        def host_kept(tensor: torch.Tensor) -> torch.Tensor:
+            if shared is not None and tensor is shared[0]:
+                return shared[1]
+            if id(tensor) not in copies:
+                copy = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=pinned)
+                copies[id(tensor)] = copy.copy_(tensor, non_blocking=True)
+            return copies[id(tensor)]
+
+        def host(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            return None if tensor is None else host_kept(tensor)
+
+        try:
+            moved = LayerState(
+                host_kept(self.resid_in),
+                host_kept(self.attn_out),
+                host(self.ffn_act),
+                host_kept(self.ffn_out),
+                host_kept(self.resid_out),
+                attn_scale=host(self.attn_scale),
+                ffn_scale=host(self.ffn_scale),
+                moe=self.moe,  # routing and expert rows: kept where they are
+                ffn_input=host(self.ffn_input),
+                home=device,
+                copied=_copies_queued(device),
+            )
+        except RuntimeError:  # no pinned memory to be had: the state stays on its GPU
+            return self, None
+        return moved, (self.resid_out, moved.resid_out)
 
     @classmethod
     def compact(
@@ -105,6 +161,19 @@ class LayerState:
             moe=captured.moe,
             ffn_input=captured.ffn_input if recomputable else None,
         )
+
+
+def _waits_on_host(device: torch.device) -> bool:
+    """Whether a layer state on `device` waits in host memory for the routes (a GPU's)."""
+    return device.type == "cuda"
+
+
+def _copies_queued(device: torch.device) -> torch.cuda.Event:
+    """An event on `device`'s stream behind the copies queued so far: once it has happened,
+    their host memory holds the values."""
+    event = torch.cuda.Event()
+    event.record(torch.cuda.current_stream(device))
+    return event
 
 
 def _same_values(kept: torch.Tensor, tensor: torch.Tensor) -> bool:
