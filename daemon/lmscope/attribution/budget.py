@@ -53,10 +53,10 @@ GPU = Budget(
 
 
 # What `scaled_parts_proximity` and its caller hold per part of a chunk at their peak: the
-# coefficients, the matrix product (and its permuted copy), the proximities, the correction and
-# its doubled copy, the masked proximities, the contributions (~20 bytes counted), rounded up.
-# The torch form of the correction (a GPU without triton) adds its reach, counts and index
-# tensors: up to ~40 bytes more per part, so about twice the scratch there.
+# coefficients (and the model-dtype copy they are read from), the matrix product (and its
+# permuted copy) and the proximities the kernel or loop writes (~20 bytes), rounded up. The
+# torch form (a GPU without triton, LMSCOPE_LOOPS=torch) adds its correction, the product's
+# steps and its reach, counts and index tensors: up to ~40 bytes more per part there.
 BYTES_PER_PART = 32
 
 

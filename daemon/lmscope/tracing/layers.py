@@ -9,6 +9,7 @@ ranks the neurons of chosen FFN nodes ("Neuron step").
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,23 +61,32 @@ class LayerState:
             self.copied.synchronize()  # the host copies hold the layer's values from here on
         home = self.home
 
-        def take_kept(tensor: torch.Tensor) -> torch.Tensor:
+        def take(tensor: torch.Tensor) -> torch.Tensor:
             rows = tensor[at.to(tensor.device)]
             return rows if home is None else rows.to(home)
 
-        def take(tensor: torch.Tensor | None) -> torch.Tensor | None:
-            return None if tensor is None else take_kept(tensor)
+        moe = None if self.moe is None else self.moe.rows(at.to(self.moe.normed.device))
+        return self._with_tensors(take, moe)
+
+    def _with_tensors(
+        self, move: Callable[[torch.Tensor], torch.Tensor], moe: MoeCapture | None
+    ) -> LayerState:
+        """A state of `move` applied to every tensor this one holds (None stays None), with
+        `moe` for its mixture-of-experts capture: the one list of the state's tensors."""
+
+        def optional(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            return None if tensor is None else move(tensor)
 
         return LayerState(
-            take_kept(self.resid_in),
-            take_kept(self.attn_out),
-            take(self.ffn_act),
-            take_kept(self.ffn_out),
-            take_kept(self.resid_out),
-            attn_scale=take(self.attn_scale),
-            ffn_scale=take(self.ffn_scale),
-            moe=None if self.moe is None else self.moe.rows(at.to(self.moe.normed.device)),
-            ffn_input=take(self.ffn_input),
+            move(self.resid_in),
+            move(self.attn_out),
+            optional(self.ffn_act),
+            move(self.ffn_out),
+            move(self.resid_out),
+            attn_scale=optional(self.attn_scale),
+            ffn_scale=optional(self.ffn_scale),
+            moe=moe,
+            ffn_input=optional(self.ffn_input),
         )
 
     def to_host(
@@ -96,7 +106,7 @@ class LayerState:
         copies: dict[int, torch.Tensor] = {}  # one copy of a tensor the state holds twice
         pinned = device.type == "cuda"  # page-locked: the GPU copies into it asynchronously
 
-        def host_kept(tensor: torch.Tensor) -> torch.Tensor:
+        def host(tensor: torch.Tensor) -> torch.Tensor:
             if shared is not None and tensor is shared[0]:
                 return shared[1]
             if id(tensor) not in copies:
@@ -104,23 +114,10 @@ class LayerState:
                 copies[id(tensor)] = copy.copy_(tensor, non_blocking=True)
             return copies[id(tensor)]
 
-        def host(tensor: torch.Tensor | None) -> torch.Tensor | None:
-            return None if tensor is None else host_kept(tensor)
-
         try:
-            moved = LayerState(
-                host_kept(self.resid_in),
-                host_kept(self.attn_out),
-                host(self.ffn_act),
-                host_kept(self.ffn_out),
-                host_kept(self.resid_out),
-                attn_scale=host(self.attn_scale),
-                ffn_scale=host(self.ffn_scale),
-                moe=self.moe,  # routing and expert rows: kept where they are
-                ffn_input=host(self.ffn_input),
-                home=device,
-                copied=_copies_queued(device),
-            )
+            moved = self._with_tensors(host, self.moe)  # routing, expert rows: kept where they are
+            moved.home = device
+            moved.copied = _copies_queued(device)  # behind every copy queued above
         except RuntimeError:  # no pinned memory to be had: the state stays on its GPU
             return self, None
         return moved, (self.resid_out, moved.resid_out)
