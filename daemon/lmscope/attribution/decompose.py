@@ -126,8 +126,7 @@ def _attention_edges(
     in_cache = max(MIN_TARGETS, budget.parts_per_chunk // max(1, n_heads * n))
     in_scratch = budget.scratch_bytes // max(1, n_heads * n * BYTES_PER_PART)
     chunk = max(1, min(budget.targets_per_chunk, in_cache, in_scratch))
-    totals = torch.empty(n, dtype=torch.float32, device=whole.device)
-    targets, sources, edge_heads = [], [], []
+    targets, sources, edge_heads, totals = [], [], [], []
     loosened = keep_above - 1e-4 * abs(keep_above)  # the edges near the threshold, too
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
@@ -145,22 +144,26 @@ def _attention_edges(
             first_row=start,  # future sources' proximities are 0
         )
         prox = prox.reshape(stop - start, n_heads, stop)  # [b, H, m]
-        rows = torch.arange(start, stop, device=whole.device)
-        causal = torch.arange(stop, device=whole.device)[None, :] <= rows[:, None]  # [b, m]
         edge_prox = prox.sum(1)  # [b, m] Σ_h prox
         total = edge_prox.sum(1) + other_prox[start:stop].sum(-1)  # [b]
-        totals[start:stop] = total
+        totals.append(total)
         # An edge is kept when Σ_h (prox_h / total) > keep_above. Only the edges near or past
         # that (Σ_h prox_h / total rounds otherwise: 1e-4 of slack) get their head
         # contributions computed and the sum decided: no [b, m, H] tensor of contributions.
-        near = causal & (edge_prox > loosened * total[:, None])
+        # Future sources have proximity 0 (masked above), so no positive threshold keeps them.
+        near = edge_prox > loosened * total[:, None]
+        if loosened <= 0:
+            rows = torch.arange(start, stop, device=whole.device)
+            near &= torch.arange(stop, device=whole.device)[None, :] <= rows[:, None]  # causal
         t_idx, s_idx = near.nonzero(as_tuple=True)
         contrib = prox[t_idx, :, s_idx] / total[t_idx, None]  # [e, H]
         kept = (contrib.sum(-1) > keep_above).nonzero(as_tuple=True)[0]  # [e'] (one sync)
         targets.append(t_idx[kept] + start)
         sources.append(s_idx[kept])
         edge_heads.append(contrib[kept])
-    return torch.cat(targets), torch.cat(sources), torch.cat(edge_heads), totals
+    if len(targets) == 1:  # one chunk (prompts up to 512 tokens on a GPU): nothing to join
+        return targets[0], sources[0], edge_heads[0], totals[0]
+    return torch.cat(targets), torch.cat(sources), torch.cat(edge_heads), torch.cat(totals)
 
 
 def attribute_sequential(

@@ -54,6 +54,29 @@ class LayerState:
         """tensor[at] in float32: [n, *] -> [len(at), *] (every reader of a state goes here)."""
         return tensor[at].float()
 
+    @staticmethod
+    def stacked_rows(picks: list[tuple[torch.Tensor, int]], device: torch.device) -> torch.Tensor:
+        """Each (tensor, row) of `picks` (one or more) as tensor[row], stacked on `device` in
+        float32: [len(picks), d].
+
+        One copy per device the rows live on rather than one per row: many scattered rows (the
+        projections read a few of every layer) cost a handful of GPU launches, not hundreds."""
+        by_device: dict[torch.device, list[int]] = {}
+        for slot, (tensor, _) in enumerate(picks):
+            by_device.setdefault(tensor.device, []).append(slot)
+
+        def stack(slots: list[int]) -> torch.Tensor:
+            views = [picks[slot][0][picks[slot][1]] for slot in slots]
+            return torch.stack(views).to(device).float()
+
+        if len(by_device) == 1:
+            return stack(list(range(len(picks))))
+        first, at = picks[0]
+        stacked = torch.empty((len(picks), *first[at].shape), device=device)
+        for slots in by_device.values():  # layers spread over devices (a device map)
+            stacked[torch.tensor(slots, device=device)] = stack(slots)
+        return stacked
+
     def keep_rows(self, at: torch.Tensor) -> LayerState:
         """The state of token rows `at` [p] only (copies: the whole tensors can be freed), on
         the layer's own device (back on its GPU if the state was held on the host)."""

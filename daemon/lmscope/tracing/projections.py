@@ -23,58 +23,106 @@ from lmscope.models.adapter import ArchitectureAdapter
 from lmscope.traces.data import PROJ_ATTENTION_UPDATE, PROJ_FFN_UPDATE, PROJ_LENS, Projections
 from lmscope.tracing.layers import LayerState
 
-# Projection vectors built at once: (1 + 4 L) per position, [rows, d] float32.
+# Projection vectors built at once: each needed row with the state rows it reads (up to two,
+# and a post-attention residual), its norm's temporaries and itself, [rows, d] float32.
 VECTOR_BYTES = 16 * 2**20
+ROW_COPIES = 6  # [d] float32 vectors held per needed row while its group is built
+
+# The state rows a projection vector is made from: a LayerState field, or the residual after
+# the attention block of a sequential layer (resid_in + attn_out).
+MID = "mid"
 
 
-@dataclass
-class _ProjectionBlock:
-    """One projection kind of one node kind at one layer, for a chunk of positions."""
+@dataclass(frozen=True)
+class _Block:
+    """One projection kind of one node kind at one layer (every position has one): its vector
+    is the lens of the state row `source`, or for an update the update `source` through the
+    final norm frozen at the residual `frozen_at`."""
 
     kind: str  # PROJECTION_KINDS
     node_kind: str  # NODE_KINDS
     layer: int
-    vectors: torch.Tensor  # [c, d] after the final norm (lens) or its frozen scale (updates)
-    prev: int | None  # index of the block holding the previous residual node's lens
+    source: str  # "resid_in", "attn_out", "ffn_out", "resid_out" or MID
+    frozen_at: str | None  # updates: the residual the norm's scale is frozen at
+    prev: int | None  # lens blocks: the block of the previous residual node's lens
 
 
-def _projection_blocks(
-    adapter: ArchitectureAdapter,
-    states: list[LayerState],
-    idx: torch.Tensor,
-    lens_vectors: Callable[[torch.Tensor], torch.Tensor],
-) -> list[_ProjectionBlock]:
-    """Every projection of the positions `idx` [c], all layers, bottom to top, batched."""
-    frozen = adapter.frozen_final_norm
-    blocks = [
-        _ProjectionBlock(
-            PROJ_LENS, EMBEDDING, 0, lens_vectors(LayerState.rows(states[0].resid_in, idx)), None
-        )
-    ]
+def _blocks(adapter: ArchitectureAdapter, layers: int) -> list[_Block]:
+    """Every projection block of layers 0..layers-1, bottom to top (a lower block first)."""
+    blocks = [_Block(PROJ_LENS, EMBEDDING, 0, "resid_in", None, None)]
     prev = 0
-    for layer, state in enumerate(states):
-        rows = idx.to(state.resid_in.device)
-        attn, ffn_out, resid_out = (
-            LayerState.rows(t, rows) for t in (state.attn_out, state.ffn_out, state.resid_out)
-        )
+    for layer in range(layers):
         if adapter.parallel_blocks:
-            update = frozen(attn, resid_out)
-            blocks.append(_ProjectionBlock(PROJ_ATTENTION_UPDATE, RESIDUAL, layer, update, None))
+            blocks.append(
+                _Block(PROJ_ATTENTION_UPDATE, RESIDUAL, layer, "attn_out", "resid_out", None)
+            )
         else:
-            mid = LayerState.rows(state.resid_in, rows) + attn
-            update = frozen(attn, mid)
             blocks.append(
-                _ProjectionBlock(PROJ_ATTENTION_UPDATE, POST_ATTENTION, layer, update, None)
+                _Block(PROJ_ATTENTION_UPDATE, POST_ATTENTION, layer, "attn_out", MID, None)
             )
-            blocks.append(
-                _ProjectionBlock(PROJ_LENS, POST_ATTENTION, layer, lens_vectors(mid), prev)
-            )
+            blocks.append(_Block(PROJ_LENS, POST_ATTENTION, layer, MID, None, prev))
             prev = len(blocks) - 1
-        update = frozen(ffn_out, resid_out)
-        blocks.append(_ProjectionBlock(PROJ_FFN_UPDATE, FFN, layer, update, None))
-        blocks.append(_ProjectionBlock(PROJ_LENS, RESIDUAL, layer, lens_vectors(resid_out), prev))
+        blocks.append(_Block(PROJ_FFN_UPDATE, FFN, layer, "ffn_out", "resid_out", None))
+        blocks.append(_Block(PROJ_LENS, RESIDUAL, layer, "resid_out", None, prev))
         prev = len(blocks) - 1
     return blocks
+
+
+def _vectors(
+    adapter: ArchitectureAdapter,
+    states: list[LayerState],
+    rows: list[tuple[_Block, int]],
+    lens_vectors: Callable[[torch.Tensor], torch.Tensor],
+    device: torch.device,
+) -> torch.Tensor:
+    """The projection vectors of `rows` (block, state row) -> [len(rows), d] float32, after
+    the final norm (lens) or its frozen scale (updates).
+
+    Built in a fixed number of batched steps whatever the rows (what a GPU wants: launches,
+    not arithmetic, cost here): the state rows read, stacked once; the post-attention
+    residuals they need, one sum; the lens rows through the norm together, the update rows
+    through the frozen norm together."""
+    reads: dict[tuple[str, int, int], None] = {}  # (source, layer, row), an ordered set
+
+    def read(block: _Block, row: int, source: str | None = None) -> tuple[str, int, int]:
+        key = (source or block.source, block.layer, row)
+        if key[0] == MID:  # resid_in + attn_out
+            reads.setdefault(("resid_in", block.layer, row))
+            reads.setdefault(("attn_out", block.layer, row))
+        reads.setdefault(key)
+        return key
+
+    lens_at = [i for i, (block, _) in enumerate(rows) if block.kind == PROJ_LENS]
+    update_at = [i for i, (block, _) in enumerate(rows) if block.kind != PROJ_LENS]
+    lens_in = [read(*rows[i]) for i in lens_at]
+    update_in = [read(*rows[i]) for i in update_at]
+    update_base = [read(*rows[i], source=rows[i][0].frozen_at) for i in update_at]
+    fields = [key for key in reads if key[0] != MID]
+    mids = [key for key in reads if key[0] == MID]
+    number = {key: n for n, key in enumerate(fields + mids)}  # the table's rows: fields, mids
+    table = LayerState.stacked_rows(
+        [(getattr(states[layer], source), row) for source, layer, row in fields], device
+    )  # [f, d]
+
+    def take(keys: list[tuple[str, int, int]]) -> torch.Tensor:
+        return table[torch.tensor([number[key] for key in keys], device=device)]
+
+    if mids:
+        resid_in = take([("resid_in", layer, row) for _, layer, row in mids])
+        table = torch.cat(
+            [table, resid_in + take([("attn_out", layer, row) for _, layer, row in mids])]
+        )
+    parts, order = [], []
+    if lens_at:
+        parts.append(lens_vectors(take(lens_in)))
+        order.extend(lens_at)
+    if update_at:
+        parts.append(adapter.frozen_final_norm(take(update_in), take(update_base)))
+        order.extend(update_at)
+    vectors = parts[0] if len(parts) == 1 else torch.cat(parts)
+    if order == sorted(order):
+        return vectors
+    return vectors[torch.tensor(order, device=device).argsort()]
 
 
 def project_nodes(
@@ -85,9 +133,9 @@ def project_nodes(
     `states` holds layers 0..m (m the highest layer asked for) and may hold only some token
     rows, as long as node positions index those rows.
 
-    Two passes. (1) Chunks of positions build every projection vector of those positions (the
-    final norm applied per layer in one batch) and keep only the rows asked for plus, for each
-    lens row, its previous residual node's lens (for the rank change). (2) Those rows are
+    Two passes. (1) The rows needed are the rows asked for plus, for each lens row, its
+    previous residual node's lens (for the rank change); only their vectors are built, in
+    groups of a few batched steps each (`_vectors`). (2) Those rows are
     scored once each, in chunks of at most `projection_bytes` of logits, so a chunk reads the
     unembedding once for many rows and no row is scored that is not needed or scored twice.
     """
@@ -97,50 +145,40 @@ def project_nodes(
     k = min(k, adapter.vocab_size)
     positions = sorted({node.position for node in nodes})
     budget = budget_for(w_u.device)
-    vector_rows = max(1, VECTOR_BYTES // (4 * adapter.d_model * (1 + 4 * adapter.n_layers)))
 
     def lens_vectors(v: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             return norm(v.to(w_u.device, w_u.dtype)).float()
 
-    # Pass 1: the vectors of the needed rows.
+    # Pass 1: which rows are needed (on the host), then their vectors, a group at a time.
+    blocks = _blocks(adapter, len(states))
     meta: list[tuple[str, Node]] = []  # one per wanted row, in output order
-    vectors: list[torch.Tensor] = []  # [?, d] pieces of the needed rows
-    is_lens: list[bool] = []  # per needed row: the unembedding bias applies
+    needed_rows: list[tuple[_Block, int]] = []  # per needed row: its block and state row
     depth: list[int] = []  # per needed row: its block's number (a previous row's is lower)
     wanted: list[int] = []  # per wanted row: its index among the needed rows
     prev_of: list[int] = []  # per wanted row: the needed row of its previous lens, or -1
-    for start in range(0, len(positions), vector_rows):
-        where = positions[start : start + vector_rows]
-        blocks = _projection_blocks(adapter, states, torch.tensor(where), lens_vectors)
-        c = len(where)
-        picked: dict[int, int] = {}  # row in this chunk's stack -> needed row
+    picked: dict[tuple[int, int], int] = {}  # (block number, position) -> needed row
 
-        def pick(row: int, lens_row: bool, picked: dict[int, int] = picked, width: int = c) -> int:
-            if row not in picked:
-                picked[row] = len(is_lens)
-                is_lens.append(lens_row)
-                depth.append(row // width)
-            return picked[row]
+    def pick(number: int, position: int) -> int:
+        if (number, position) not in picked:
+            picked[number, position] = len(needed_rows)
+            needed_rows.append((blocks[number], position))
+            depth.append(number)
+        return picked[number, position]
 
-        for number, block in enumerate(blocks):
-            for offset, i in enumerate(where):
-                node = Node(block.node_kind, block.layer, i)
-                if node in nodes:
-                    meta.append((block.kind, node))
-                    wanted.append(pick(number * c + offset, block.kind == PROJ_LENS))
-                    prev_of.append(
-                        -1 if block.prev is None else pick(block.prev * c + offset, True)
-                    )
-        if picked:  # the picked rows of each block, in the order they were picked
-            piece = torch.empty(len(picked), adapter.d_model, device=w_u.device)
-            at = torch.tensor(list(picked))  # [p] row numbers number · c + offset
-            for number in at.div(c, rounding_mode="floor").unique().tolist():
-                mine = (at // c == number).nonzero(as_tuple=True)[0]  # places in the piece
-                rows_of = (at[mine] % c).to(blocks[number].vectors.device)
-                piece[mine.to(w_u.device)] = blocks[number].vectors[rows_of].to(w_u.device)
-            vectors.append(piece)
-    blocks = []  # the last chunk's vectors (up to VECTOR_BYTES) are not kept through pass 2
+    for number, block in enumerate(blocks):
+        for position in positions:
+            node = Node(block.node_kind, block.layer, position)
+            if node in nodes:
+                meta.append((block.kind, node))
+                wanted.append(pick(number, position))
+                prev_of.append(-1 if block.prev is None else pick(block.prev, position))
+    is_lens = [block.kind == PROJ_LENS for block, _ in needed_rows]
+    group = max(1, VECTOR_BYTES // (4 * adapter.d_model * ROW_COPIES))
+    vectors = [
+        _vectors(adapter, states, needed_rows[start : start + group], lens_vectors, w_u.device)
+        for start in range(0, len(needed_rows), group)
+    ]
 
     # Pass 2: score every needed row once, a chunk at a time, deepest blocks first: a wanted
     # row's lists are then known by the time its previous row (a lower block) is scored, and
