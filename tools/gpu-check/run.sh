@@ -4,7 +4,9 @@
 #   Llama-3-8B shape, bfloat16: 200, 1000, 2000 tokens (median of 3), then 4000 (one run);
 #   SmolLM2-135M shape, float32: 4000 tokens (one run);
 # then the attention kernel's block shapes timed on one chunk of the 8B shape at 1000 and 4000
-# tokens (kernel_sweep.py: which BLOCK_J, BLOCK_Q and warps to ship).
+# tokens (kernel_sweep.py: which BLOCK_J, BLOCK_Q and warps to ship); first, a 200-token trace's
+# kernel launches and host waits per stage, beside the CUDA profiler's count (launch-count/count.py:
+# the README's launch counts were made on a CPU; this checks them against a GPU's).
 # Logs and JSON go to $OUT (the device tool's folder) or ./gpu-check-out.
 #
 # Run from the repository root on a machine with CUDA, PyTorch, transformers, numba and pyarrow
@@ -24,6 +26,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 
 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_compiled_loops.py tests/test_triton_kernel.py \
     2>&1 | tee "$out/tests.log" | tail -3
+
+python3 tools/launch-count/count.py 200 --device cuda 2>&1 | tee "$out/launch-count.txt" | tail -10
 
 bench() {  # name, then lmscope bench arguments
     local name=$1

@@ -4,7 +4,8 @@ A GPU trace of a few hundred tokens is bound by kernel launches and host syncs, 
 and both can be counted on the CPU: this plays the GPU code paths there (the GPU's chunk budget,
 torch loops, torch.sort, the Triton kernel replaced by its torch form and counted as one launch)
 and counts, under a torch dispatch mode, every aten op that is not a view (a launch) and every
-op that makes the host wait for the device (nonzero, item, unique, ...: a sync). The results
+op that makes the host wait for the device (nonzero, item, unique, ...: a sync). Copies of
+results to the host are no-ops on the CPU, so their waits are counted only on a GPU. The results
 are hashed so two versions of the code can be compared: equal digests, equal traces.
 
     .venv/bin/python tools/launch-count/count.py [TOKENS] [--sites STAGE]
@@ -12,6 +13,11 @@ are hashed so two versions of the code can be compared: equal digests, equal tra
 The model is Llama-3-8B-shaped in depth, heads and vocabulary (32 layers, 32/8 heads, 128,256
 tokens) but 512 wide, random-init, float32: the counts depend on the shape's depth and the
 prompt's length, not its width, and it fits this machine. Counts, not times.
+
+With `--device cuda` (tools/gpu-check/run.sh) the real GPU paths run, Triton kernel included,
+and the same counts are printed beside what the CUDA profiler saw the trace launch and wait
+for: the check that an aten op is a launch, and that the CPU's count is the GPU's (there the
+Triton kernel is no aten op: only the profiler sees its launches).
 """
 
 from __future__ import annotations
@@ -23,20 +29,24 @@ import os
 import sys
 import traceback
 
-os.environ["LMSCOPE_LOOPS"] = "torch"  # before lmscope reads it: no numba loops, as on a GPU
-
 import numpy as np
 import torch
 import transformers
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from lmscope.attribution import budget, overshoot, proximity
-from lmscope.benchmark import shapes
-from lmscope.tracing import engine
-
 # Ops after which the host holds a value computed on the device (it waits for the stream).
 SYNCS = ("nonzero", "_local_scalar_dense", "item", "unique", "_unique", "equal", "is_nonzero")
 NOT_LAUNCHES = ("detach", "lift_fresh")  # metadata only, like views
+
+
+def _to_the_host(op: str, args: tuple, out: object) -> bool:
+    """A copy from a GPU into host memory (`.cpu()`, `.to("cpu")`): the CPU never sees one."""
+    copies = op.startswith(("aten._to_copy", "aten.copy_"))
+    sources = [a for a in args if isinstance(a, torch.Tensor)]
+    outs = [out] if isinstance(out, torch.Tensor) else []
+    if op.startswith("aten.copy_"):  # copy_(self, src): self is written
+        outs, sources = sources[:1], sources[1:]
+    return copies and any(t.is_cuda for t in sources) and any(t.device.type == "cpu" for t in outs)
 
 
 class Launches(TorchDispatchMode):
@@ -75,12 +85,15 @@ class Launches(TorchDispatchMode):
         op = str(func)
         if not self.paused and not func.is_view and op.split(".")[1] not in NOT_LAUNCHES:
             self.count(op)
+            if _to_the_host(op, args, out):  # on a GPU: the host waits for the copy
+                self.syncs["pending"] += 1
         return out
 
 
 def play_the_gpu_paths(counter: Launches) -> None:
     """The CPU takes the code paths a GPU would: its budget, torch.sort, and the kernel (one
     launch, computed by its torch form uncounted)."""
+    from lmscope.attribution import budget, overshoot, proximity
 
     class OneLaunchKernel:
         @staticmethod
@@ -103,29 +116,67 @@ def play_the_gpu_paths(counter: Launches) -> None:
     proximity._ascending = lambda values: values.sort(dim=1)
 
 
+NARROW = "narrow-llama3-8b"
+
+
+def narrow_llama3() -> transformers.PretrainedConfig:
+    return transformers.LlamaConfig(
+        vocab_size=128256,
+        hidden_size=512,
+        intermediate_size=1792,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        max_position_embeddings=8192,
+        rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
+        rms_norm_eps=1e-5,
+    )
+
+
+# What the CUDA profiler records the host calling: a kernel launched, the host waiting.
+CUDA_LAUNCHES = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx")
+CUDA_WAITS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
+
+
+def profiled(run) -> str:
+    """One run under the CUDA profiler: the launches and waits it saw the host make."""
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as profile:
+        run()
+    events = profile.events()
+    calls = collections.Counter(event.name for event in events)
+    launches = sum(calls[name] for name in CUDA_LAUNCHES)
+    waits = sum(calls[name] for name in CUDA_WAITS)
+    copies = calls["cudaMemcpyAsync"]
+    on_gpu = sum(event.device_type == torch.autograd.DeviceType.CUDA for event in events)
+    return (
+        f"CUDA profiler: {launches} kernel launches, {waits} waits, {copies} cudaMemcpyAsync;"
+        f" {on_gpu} kernels, copies and fills ran on the GPU"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("tokens", nargs="?", type=int, default=200)
     parser.add_argument("--sites", metavar="STAGE", help="list the top launch sites of a stage")
+    parser.add_argument("--device", default="cpu", help="cpu (the GPU's paths, played) | cuda")
+    parser.add_argument("--shape", default=NARROW, help="a shape of lmscope bench --shape")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = parser.parse_args()
+    on_cpu = torch.device(args.device).type == "cpu"
+    if on_cpu:  # before lmscope reads it: no numba loops, as on a GPU
+        os.environ["LMSCOPE_LOOPS"] = "torch"
+    from lmscope.benchmark import shapes
+    from lmscope.tracing import engine
+
     counter = Launches(args.sites)
-    play_the_gpu_paths(counter)
-    shapes.SHAPES["narrow-llama3-8b"] = shapes.Shape(
-        "Llama-3-8B's depth, heads and vocabulary, 512 wide",
-        lambda: transformers.LlamaConfig(
-            vocab_size=128256,
-            hidden_size=512,
-            intermediate_size=1792,
-            num_hidden_layers=32,
-            num_attention_heads=32,
-            num_key_value_heads=8,
-            max_position_embeddings=8192,
-            rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
-            rms_norm_eps=1e-5,
-        ),
+    if on_cpu:
+        play_the_gpu_paths(counter)
+    shapes.SHAPES[NARROW] = shapes.Shape(
+        "Llama-3-8B's depth, heads, vocabulary; 512 wide", narrow_llama3
     )
     text = " ".join(f"w{i % 97}" for i in range(args.tokens))
-    loaded = shapes.shaped_model("narrow-llama3-8b", torch.float32, "cpu", text)
+    loaded = shapes.shaped_model(args.shape, getattr(torch, args.dtype), args.device, text)
     options = engine.TraceOptions(prepend_bos=False)
     engine.run_trace(loaded, text, options)  # caches (bf16 unembedding) built outside the count
     with counter:
@@ -136,6 +187,8 @@ def main() -> None:
     print(f"{'total':12s} launches {counter.launches.total():6d}  syncs {counter.syncs.total():4d}")
     for (where, line, op), times in counter.sites.most_common(30):
         print(f"{times:6d}  {where}:{line}  {op}")
+    if not on_cpu:
+        print(profiled(lambda: engine.run_trace(loaded, text, options)))
     digest = hashlib.sha256()
     for table in (data.projections, data.edges, data.neurons):
         for value in vars(table).values():
