@@ -51,7 +51,8 @@ class LayerState:
 
     @staticmethod
     def rows(tensor: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
-        """tensor[at] in float32: [n, *] -> [len(at), *] (every reader of a state goes here)."""
+        """tensor[at] in float32: [n, *] -> [len(at), *] (every reader of a state goes here, or
+        to `stacked_rows` for single rows of many tensors)."""
         return tensor[at].float()
 
     @staticmethod
